@@ -1,0 +1,715 @@
+//! A small safe wrapper over libnm's `NMClient`.
+//!
+//! The client gets its own GLib main context, so nothing here depends on a
+//! main loop run elsewhere. Async libnm calls are driven to completion by
+//! iterating that context, bounded by a timeout after which the call is
+//! cancelled. Objects handed out hold a GObject reference, so they stay valid
+//! even when iterating the context makes libnm drop them from its cache.
+
+#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::ffi::{c_void, CStr, CString};
+use std::net::Ipv4Addr;
+use std::ptr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use gio::prelude::*;
+use glib::translate::{from_glib_full, from_glib_none, ToGlibPtr};
+
+mod ffi {
+    #![allow(clippy::all, unused_imports)]
+    include!(concat!(env!("OUT_DIR"), "/libnm.rs"));
+}
+
+/// How long one request to NetworkManager may take before it is cancelled.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NmError {
+    #[error("cannot connect to NetworkManager: {0}")]
+    Connect(String),
+    #[error("NetworkManager is not running")]
+    NotRunning,
+    #[error("{what}: {message}")]
+    Call { what: String, message: String },
+    #[error("{what}: no answer from NetworkManager within {secs} s")]
+    Timeout { what: String, secs: u64 },
+    #[error("invalid value for {what}: {message}")]
+    InvalidValue { what: String, message: String },
+}
+
+/// A connection to the running NetworkManager.
+pub struct Nm {
+    client: glib::Object,
+    context: glib::MainContext,
+}
+
+/// Device kinds the companion distinguishes; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Ethernet,
+    Wifi,
+    Other,
+}
+
+/// A coarse view of `NMDeviceState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    Unmanaged,
+    Unavailable,
+    Disconnected,
+    Activating,
+    Activated,
+    Deactivating,
+    Failed,
+    Unknown,
+}
+
+/// A coarse view of `NMActiveConnectionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveState {
+    Activating,
+    Activated,
+    Deactivating,
+    Deactivated,
+    Unknown,
+}
+
+pub struct Device {
+    obj: glib::Object,
+}
+
+pub struct Profile {
+    obj: glib::Object,
+}
+
+pub struct ActiveConnection {
+    obj: glib::Object,
+}
+
+/// A typed value of a profile property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertyValue {
+    Str(Option<String>),
+    Bool(bool),
+}
+
+/// One property to change: (`setting name`, `property name`, new value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyChange {
+    pub setting: &'static str,
+    pub property: &'static str,
+    pub value: PropertyValue,
+}
+
+/// Changes to apply to a stored profile in one update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileEdit {
+    pub properties: Vec<PropertyChange>,
+    /// `None` removes the key.
+    pub user_data: BTreeMap<String, Option<String>>,
+}
+
+fn cstr_opt(p: *const libc::c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: libnm returns NUL-terminated strings that live as long as the object.
+        Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+}
+
+fn to_cstring(what: &str, s: &str) -> Result<CString, NmError> {
+    CString::new(s).map_err(|_| NmError::InvalidValue {
+        what: what.to_owned(),
+        message: "contains a NUL byte".to_owned(),
+    })
+}
+
+fn gerror_message(err: *mut glib::ffi::GError) -> String {
+    if err.is_null() {
+        return "unknown error".to_owned();
+    }
+    // SAFETY: `err` is an owned GError set by a libnm call.
+    let err: glib::Error = unsafe { from_glib_full(err) };
+    err.message().to_owned()
+}
+
+/// Wraps a transfer-none GObject pointer, taking a reference.
+fn object_from_none<T>(p: *mut T) -> Option<glib::Object> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: `p` points to a live GObject; from_glib_none takes a new reference.
+        Some(unsafe { from_glib_none(p as *mut glib::gobject_ffi::GObject) })
+    }
+}
+
+fn ptr_array_objects(arr: *const glib::ffi::GPtrArray) -> Vec<glib::Object> {
+    if arr.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: libnm's arrays hold `len` valid GObject pointers.
+    unsafe {
+        let arr = &*arr;
+        (0..arr.len as usize)
+            .filter_map(|i| object_from_none(*arr.pdata.add(i)))
+            .collect()
+    }
+}
+
+/// Result slot shared with a GAsyncReadyCallback.
+struct AsyncSlot {
+    result: Cell<*mut gio::ffi::GAsyncResult>,
+}
+
+unsafe extern "C" fn async_ready(
+    _source: *mut glib::gobject_ffi::GObject,
+    result: *mut gio::ffi::GAsyncResult,
+    data: glib::ffi::gpointer,
+) {
+    // SAFETY: `data` is the `Rc<AsyncSlot>` leaked by `Nm::call_async`, reclaimed here once.
+    let slot: Rc<AsyncSlot> = Rc::from_raw(data as *const AsyncSlot);
+    glib::gobject_ffi::g_object_ref(result as *mut _);
+    slot.result.set(result);
+}
+
+impl Nm {
+    /// Connects to NetworkManager on the system bus.
+    pub fn connect() -> Result<Nm, NmError> {
+        let context = glib::MainContext::new();
+        let client = context
+            .with_thread_default(|| {
+                let mut err = ptr::null_mut();
+                // SAFETY: plain constructor; on failure it sets `err`.
+                let client = unsafe { ffi::nm_client_new(ptr::null_mut(), &mut err) };
+                if client.is_null() {
+                    Err(NmError::Connect(gerror_message(err)))
+                } else {
+                    // SAFETY: nm_client_new returns a new reference.
+                    Ok(unsafe { from_glib_full::<_, glib::Object>(client as *mut glib::gobject_ffi::GObject) })
+                }
+            })
+            .map_err(|e| NmError::Connect(e.to_string()))??;
+        let nm = Nm { client, context };
+        if !nm.running() {
+            return Err(NmError::NotRunning);
+        }
+        Ok(nm)
+    }
+
+    fn raw(&self) -> *mut ffi::NMClient {
+        self.client.as_ptr() as *mut ffi::NMClient
+    }
+
+    pub fn running(&self) -> bool {
+        // SAFETY: valid client.
+        unsafe { ffi::nm_client_get_nm_running(self.raw()) != 0 }
+    }
+
+    pub fn version(&self) -> Option<String> {
+        // SAFETY: valid client; transfer-none string.
+        cstr_opt(unsafe { ffi::nm_client_get_version(self.raw()) })
+    }
+
+    /// The daemon's `VersionInfo`: element 0 is the encoded version, the rest
+    /// are capability bit fields (`NMVersionInfoCapability`).
+    pub fn version_info(&self) -> Vec<u32> {
+        let mut len: ffi::gsize = 0;
+        // SAFETY: valid client; the array has `len` elements and lives with the client.
+        unsafe {
+            let p = ffi::nm_client_get_version_info(self.raw(), &mut len);
+            if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p, len as usize).to_vec()
+            }
+        }
+    }
+
+    pub fn devices(&self) -> Vec<Device> {
+        // SAFETY: valid client.
+        ptr_array_objects(unsafe { ffi::nm_client_get_devices(self.raw()) })
+            .into_iter()
+            .map(|obj| Device { obj })
+            .collect()
+    }
+
+    pub fn device(&self, iface: &str) -> Option<Device> {
+        let iface = CString::new(iface).ok()?;
+        // SAFETY: valid client and C string.
+        object_from_none(unsafe { ffi::nm_client_get_device_by_iface(self.raw(), iface.as_ptr()) })
+            .map(|obj| Device { obj })
+    }
+
+    pub fn profiles(&self) -> Vec<Profile> {
+        // SAFETY: valid client.
+        ptr_array_objects(unsafe { ffi::nm_client_get_connections(self.raw()) })
+            .into_iter()
+            .map(|obj| Profile { obj })
+            .collect()
+    }
+
+    pub fn profile(&self, uuid: &str) -> Option<Profile> {
+        let uuid = CString::new(uuid).ok()?;
+        // SAFETY: valid client and C string.
+        object_from_none(unsafe { ffi::nm_client_get_connection_by_uuid(self.raw(), uuid.as_ptr()) })
+            .map(|obj| Profile { obj })
+    }
+
+    pub fn active_connections(&self) -> Vec<ActiveConnection> {
+        // SAFETY: valid client.
+        ptr_array_objects(unsafe { ffi::nm_client_get_active_connections(self.raw()) })
+            .into_iter()
+            .map(|obj| ActiveConnection { obj })
+            .collect()
+    }
+
+    /// The active connection of the profile with `uuid`, if any.
+    pub fn active_connection_of(&self, uuid: &str) -> Option<ActiveConnection> {
+        self.active_connections()
+            .into_iter()
+            .find(|ac| ac.uuid().as_deref() == Some(uuid))
+    }
+
+    /// Starts a libnm async call and iterates the client's context until it
+    /// completes; after `CALL_TIMEOUT` the call is cancelled and its
+    /// (cancelled) completion awaited, so the callback never outlives us.
+    fn call_async<R>(
+        &self,
+        what: &str,
+        start: impl FnOnce(*mut gio::ffi::GCancellable, gio::ffi::GAsyncReadyCallback, glib::ffi::gpointer),
+        finish: impl FnOnce(*mut gio::ffi::GAsyncResult, *mut *mut glib::ffi::GError) -> R,
+        succeeded: impl Fn(&R) -> bool,
+    ) -> Result<R, NmError> {
+        let outcome = self.context.with_thread_default(|| {
+            let cancellable = gio::Cancellable::new();
+            let slot = Rc::new(AsyncSlot { result: Cell::new(ptr::null_mut()) });
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let timer = {
+                let timed_out = timed_out.clone();
+                let cancellable = cancellable.clone();
+                let source = glib::timeout_source_new(CALL_TIMEOUT, None, glib::Priority::DEFAULT, move || {
+                    timed_out.store(true, Ordering::SeqCst);
+                    cancellable.cancel();
+                    glib::ControlFlow::Break
+                });
+                source.attach(Some(&self.context));
+                source
+            };
+            start(
+                cancellable.to_glib_none().0,
+                Some(async_ready),
+                Rc::into_raw(slot.clone()) as glib::ffi::gpointer,
+            );
+            while slot.result.get().is_null() {
+                self.context.iteration(true);
+            }
+            timer.destroy();
+            let result = slot.result.get();
+            let mut err = ptr::null_mut();
+            let value = finish(result, &mut err);
+            // SAFETY: we took a reference in `async_ready`.
+            unsafe { glib::gobject_ffi::g_object_unref(result as *mut _) };
+            if timed_out.load(Ordering::SeqCst) {
+                if !err.is_null() {
+                    // SAFETY: owned GError from finish().
+                    unsafe { glib::ffi::g_error_free(err) };
+                }
+                return Err(NmError::Timeout { what: what.to_owned(), secs: CALL_TIMEOUT.as_secs() });
+            }
+            if succeeded(&value) {
+                if !err.is_null() {
+                    // SAFETY: owned GError from finish().
+                    unsafe { glib::ffi::g_error_free(err) };
+                }
+                Ok(value)
+            } else {
+                Err(NmError::Call { what: what.to_owned(), message: gerror_message(err) })
+            }
+        });
+        outcome.map_err(|e| NmError::Call { what: what.to_owned(), message: e.to_string() })?
+    }
+
+    /// Asks NM to activate `profile` on `device`. Returns as soon as NM has
+    /// accepted the request: it never waits for the activation itself, which
+    /// would wait on dispatcher events queued behind the caller's own.
+    pub fn activate(&self, profile: &Profile, device: &Device) -> Result<(), NmError> {
+        let client = self.raw();
+        let what = format!("activating {} on {}", profile.id().unwrap_or_default(), device.iface());
+        let active = self.call_async(
+            &what,
+            |cancellable, cb, data| unsafe {
+                // SAFETY: valid objects; the callback gets `data` exactly once.
+                ffi::nm_client_activate_connection_async(
+                    client,
+                    profile.obj.as_ptr() as *mut ffi::NMConnection,
+                    device.obj.as_ptr() as *mut ffi::NMDevice,
+                    ptr::null(),
+                    cancellable,
+                    cb,
+                    data,
+                )
+            },
+            |result, err| unsafe {
+                // SAFETY: result from this call's callback.
+                ffi::nm_client_activate_connection_finish(client, result, err)
+            },
+            |active| !active.is_null(),
+        )?;
+        // SAFETY: finish returned a new reference.
+        unsafe { glib::gobject_ffi::g_object_unref(active as *mut _) };
+        Ok(())
+    }
+
+    /// Asks NM to deactivate `active`; returns once NM accepted the request.
+    pub fn deactivate(&self, active: &ActiveConnection) -> Result<(), NmError> {
+        let client = self.raw();
+        let what = format!("deactivating {}", active.uuid().unwrap_or_default());
+        self.call_async(
+            &what,
+            |cancellable, cb, data| unsafe {
+                // SAFETY: valid objects; the callback gets `data` exactly once.
+                ffi::nm_client_deactivate_connection_async(
+                    client,
+                    active.obj.as_ptr() as *mut ffi::NMActiveConnection,
+                    cancellable,
+                    cb,
+                    data,
+                )
+            },
+            |result, err| unsafe {
+                // SAFETY: result from this call's callback.
+                ffi::nm_client_deactivate_connection_finish(client, result, err)
+            },
+            |ok| *ok != 0,
+        )?;
+        Ok(())
+    }
+
+    /// Makes NM re-read NetworkManager.conf and conf.d.
+    pub fn reload_config(&self) -> Result<(), NmError> {
+        let client = self.raw();
+        self.call_async(
+            "reloading NetworkManager configuration",
+            |cancellable, cb, data| unsafe {
+                // SAFETY: valid client; the callback gets `data` exactly once.
+                ffi::nm_client_reload(client, ffi::NM_MANAGER_RELOAD_FLAG_CONF, cancellable, cb, data)
+            },
+            |result, err| unsafe {
+                // SAFETY: result from this call's callback.
+                ffi::nm_client_reload_finish(client, result, err)
+            },
+            |ok| *ok != 0,
+        )?;
+        Ok(())
+    }
+
+    /// Applies `edit` to the stored profile and writes it to disk.
+    pub fn update_profile(&self, profile: &Profile, edit: &ProfileEdit) -> Result<(), NmError> {
+        let what = format!("updating profile {}", profile.id().unwrap_or_default());
+        // SAFETY: the clone is a new, owned NMConnection.
+        let clone: glib::Object = unsafe {
+            from_glib_full(ffi::nm_simple_connection_new_clone(profile.obj.as_ptr() as *mut ffi::NMConnection)
+                as *mut glib::gobject_ffi::GObject)
+        };
+        let conn = clone.as_ptr() as *mut ffi::NMConnection;
+        for change in &edit.properties {
+            let setting = setting_object(conn, change.setting).ok_or_else(|| NmError::InvalidValue {
+                what: format!("{}.{}", change.setting, change.property),
+                message: format!("the profile has no '{}' setting", change.setting),
+            })?;
+            set_property(&setting, change)?;
+        }
+        if !edit.user_data.is_empty() {
+            let user = match setting_object(conn, "user") {
+                Some(s) => s,
+                None => {
+                    // SAFETY: new owned setting; add_setting takes its own reference.
+                    let s: glib::Object =
+                        unsafe { from_glib_full(ffi::nm_setting_user_new() as *mut glib::gobject_ffi::GObject) };
+                    unsafe { ffi::nm_connection_add_setting(conn, s.as_ptr() as *mut ffi::NMSetting) };
+                    s
+                }
+            };
+            for (key, value) in &edit.user_data {
+                let ckey = to_cstring("user data key", key)?;
+                let cval = value.as_deref().map(|v| to_cstring("user data value", v)).transpose()?;
+                let mut err = ptr::null_mut();
+                // SAFETY: valid setting and C strings; NULL value removes the key.
+                let ok = unsafe {
+                    ffi::nm_setting_user_set_data(
+                        user.as_ptr() as *mut ffi::NMSettingUser,
+                        ckey.as_ptr(),
+                        cval.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                        &mut err,
+                    )
+                };
+                if ok == 0 {
+                    return Err(NmError::InvalidValue { what: format!("user data {key}"), message: gerror_message(err) });
+                }
+            }
+        }
+        // SAFETY: valid connection; returns a floating-or-full GVariant we own.
+        let settings = unsafe { ffi::nm_connection_to_dbus(conn, ffi::NM_CONNECTION_SERIALIZE_ALL) };
+        let remote = profile.obj.as_ptr() as *mut ffi::NMRemoteConnection;
+        let reply = self.call_async(
+            &what,
+            |cancellable, cb, data| unsafe {
+                // SAFETY: update2 sinks the settings variant; callback gets `data` once.
+                ffi::nm_remote_connection_update2(
+                    remote,
+                    settings,
+                    ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK,
+                    ptr::null_mut(),
+                    cancellable,
+                    cb,
+                    data,
+                )
+            },
+            |result, err| unsafe {
+                // SAFETY: result from this call's callback.
+                ffi::nm_remote_connection_update2_finish(remote, result, err)
+            },
+            |reply| !reply.is_null(),
+        )?;
+        // SAFETY: finish returned an owned GVariant.
+        unsafe { glib::ffi::g_variant_unref(reply) };
+        Ok(())
+    }
+}
+
+fn setting_object(conn: *mut ffi::NMConnection, name: &str) -> Option<glib::Object> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: valid connection; transfer-none setting.
+    object_from_none(unsafe { ffi::nm_connection_get_setting_by_name(conn, cname.as_ptr()) })
+}
+
+fn set_property(setting: &glib::Object, change: &PropertyChange) -> Result<(), NmError> {
+    let what = format!("{}.{}", change.setting, change.property);
+    let pspec = setting.find_property(change.property).ok_or_else(|| NmError::InvalidValue {
+        what: what.clone(),
+        message: "no such property".to_owned(),
+    })?;
+    let value = match &change.value {
+        PropertyValue::Str(s) => s.to_value(),
+        PropertyValue::Bool(b) => b.to_value(),
+    };
+    if value.type_() != pspec.value_type() {
+        return Err(NmError::InvalidValue { what, message: format!("expected {}", pspec.value_type()) });
+    }
+    setting.set_property_from_value(change.property, &value);
+    Ok(())
+}
+
+fn get_property(setting: &glib::Object, property: &str) -> Option<PropertyValue> {
+    let pspec = setting.find_property(property)?;
+    let value = setting.property_value(property);
+    if pspec.value_type() == glib::Type::BOOL {
+        value.get::<bool>().ok().map(PropertyValue::Bool)
+    } else if pspec.value_type() == glib::Type::STRING {
+        value.get::<Option<String>>().ok().map(PropertyValue::Str)
+    } else {
+        None
+    }
+}
+
+impl Device {
+    fn raw(&self) -> *mut ffi::NMDevice {
+        self.obj.as_ptr() as *mut ffi::NMDevice
+    }
+
+    pub fn iface(&self) -> String {
+        // SAFETY: valid device.
+        cstr_opt(unsafe { ffi::nm_device_get_iface(self.raw()) }).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> DeviceKind {
+        // SAFETY: valid device.
+        match unsafe { ffi::nm_device_get_device_type(self.raw()) } {
+            ffi::NM_DEVICE_TYPE_ETHERNET | ffi::NM_DEVICE_TYPE_VETH => DeviceKind::Ethernet,
+            ffi::NM_DEVICE_TYPE_WIFI => DeviceKind::Wifi,
+            _ => DeviceKind::Other,
+        }
+    }
+
+    pub fn state(&self) -> DeviceState {
+        // SAFETY: valid device.
+        match unsafe { ffi::nm_device_get_state(self.raw()) } {
+            ffi::NM_DEVICE_STATE_UNMANAGED => DeviceState::Unmanaged,
+            ffi::NM_DEVICE_STATE_UNAVAILABLE => DeviceState::Unavailable,
+            ffi::NM_DEVICE_STATE_DISCONNECTED => DeviceState::Disconnected,
+            ffi::NM_DEVICE_STATE_PREPARE
+            | ffi::NM_DEVICE_STATE_CONFIG
+            | ffi::NM_DEVICE_STATE_NEED_AUTH
+            | ffi::NM_DEVICE_STATE_IP_CONFIG
+            | ffi::NM_DEVICE_STATE_IP_CHECK
+            | ffi::NM_DEVICE_STATE_SECONDARIES => DeviceState::Activating,
+            ffi::NM_DEVICE_STATE_ACTIVATED => DeviceState::Activated,
+            ffi::NM_DEVICE_STATE_DEACTIVATING => DeviceState::Deactivating,
+            ffi::NM_DEVICE_STATE_FAILED => DeviceState::Failed,
+            _ => DeviceState::Unknown,
+        }
+    }
+
+    pub fn has_carrier(&self) -> bool {
+        // SAFETY: valid device.
+        let flags = unsafe { ffi::nm_device_get_interface_flags(self.raw()) };
+        flags & ffi::NM_DEVICE_INTERFACE_FLAG_CARRIER != 0
+    }
+
+    pub fn hw_address(&self) -> Option<String> {
+        // SAFETY: valid device.
+        cstr_opt(unsafe { ffi::nm_device_get_hw_address(self.raw()) })
+    }
+
+    /// The permanent MAC address, when the device type has one and NM knows it.
+    pub fn permanent_hw_address(&self) -> Option<String> {
+        // SAFETY: the type check picks the right subclass for the cast.
+        let p = unsafe {
+            match self.kind() {
+                DeviceKind::Ethernet => {
+                    ffi::nm_device_ethernet_get_permanent_hw_address(self.raw() as *mut ffi::NMDeviceEthernet)
+                }
+                DeviceKind::Wifi => ffi::nm_device_wifi_get_permanent_hw_address(self.raw() as *mut ffi::NMDeviceWifi),
+                _ => ptr::null(),
+            }
+        };
+        cstr_opt(p).filter(|s| !s.is_empty())
+    }
+
+    pub fn active_connection(&self) -> Option<ActiveConnection> {
+        // SAFETY: valid device.
+        object_from_none(unsafe { ffi::nm_device_get_active_connection(self.raw()) })
+            .map(|obj| ActiveConnection { obj })
+    }
+
+    pub fn ipv4_addresses(&self) -> Vec<Ipv4Addr> {
+        // SAFETY: valid device; the config and its address array are transfer-none.
+        unsafe {
+            let config = ffi::nm_device_get_ip4_config(self.raw());
+            if config.is_null() {
+                return Vec::new();
+            }
+            let arr = ffi::nm_ip_config_get_addresses(config);
+            if arr.is_null() {
+                return Vec::new();
+            }
+            let arr = &*arr;
+            (0..arr.len as usize)
+                .filter_map(|i| cstr_opt(ffi::nm_ip_address_get_address(*arr.pdata.add(i) as *mut ffi::NMIPAddress)))
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        }
+    }
+
+    /// Whether NM could activate `profile` on this device.
+    pub fn compatible_with(&self, profile: &Profile) -> bool {
+        // SAFETY: valid objects; errors are not needed.
+        unsafe {
+            ffi::nm_device_connection_compatible(
+                self.raw(),
+                profile.obj.as_ptr() as *mut ffi::NMConnection,
+                ptr::null_mut(),
+            ) != 0
+        }
+    }
+}
+
+impl Profile {
+    fn raw(&self) -> *mut ffi::NMConnection {
+        self.obj.as_ptr() as *mut ffi::NMConnection
+    }
+
+    pub fn uuid(&self) -> Option<String> {
+        // SAFETY: valid connection.
+        cstr_opt(unsafe { ffi::nm_connection_get_uuid(self.raw()) })
+    }
+
+    pub fn id(&self) -> Option<String> {
+        // SAFETY: valid connection.
+        cstr_opt(unsafe { ffi::nm_connection_get_id(self.raw()) })
+    }
+
+    pub fn interface_name(&self) -> Option<String> {
+        // SAFETY: valid connection.
+        cstr_opt(unsafe { ffi::nm_connection_get_interface_name(self.raw()) })
+    }
+
+    /// `connection.type`, e.g. `802-3-ethernet` or `802-11-wireless`.
+    pub fn connection_type(&self) -> Option<String> {
+        // SAFETY: valid connection.
+        cstr_opt(unsafe { ffi::nm_connection_get_connection_type(self.raw()) })
+    }
+
+    pub fn filename(&self) -> Option<String> {
+        // SAFETY: a profile from NMClient is an NMRemoteConnection.
+        cstr_opt(unsafe { ffi::nm_remote_connection_get_filename(self.raw() as *mut ffi::NMRemoteConnection) })
+    }
+
+    pub fn property(&self, setting: &str, property: &str) -> Option<PropertyValue> {
+        get_property(&setting_object(self.raw(), setting)?, property)
+    }
+
+    pub fn has_setting(&self, setting: &str) -> bool {
+        setting_object(self.raw(), setting).is_some()
+    }
+
+    pub fn user_data(&self) -> BTreeMap<String, String> {
+        let Some(user) = setting_object(self.raw(), "user") else {
+            return BTreeMap::new();
+        };
+        let user = user.as_ptr() as *mut ffi::NMSettingUser;
+        let mut out = BTreeMap::new();
+        let mut len: u32 = 0;
+        // SAFETY: valid setting; `keys` has `len` entries owned by the setting.
+        unsafe {
+            let keys = ffi::nm_setting_user_get_keys(user, &mut len);
+            for i in 0..len as usize {
+                let key = *keys.add(i);
+                if let (Some(k), Some(v)) = (cstr_opt(key), cstr_opt(ffi::nm_setting_user_get_data(user, key))) {
+                    out.insert(k, v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ActiveConnection {
+    fn raw(&self) -> *mut ffi::NMActiveConnection {
+        self.obj.as_ptr() as *mut ffi::NMActiveConnection
+    }
+
+    pub fn uuid(&self) -> Option<String> {
+        // SAFETY: valid active connection.
+        cstr_opt(unsafe { ffi::nm_active_connection_get_uuid(self.raw()) })
+    }
+
+    pub fn state(&self) -> ActiveState {
+        // SAFETY: valid active connection.
+        match unsafe { ffi::nm_active_connection_get_state(self.raw()) } {
+            ffi::NM_ACTIVE_CONNECTION_STATE_ACTIVATING => ActiveState::Activating,
+            ffi::NM_ACTIVE_CONNECTION_STATE_ACTIVATED => ActiveState::Activated,
+            ffi::NM_ACTIVE_CONNECTION_STATE_DEACTIVATING => ActiveState::Deactivating,
+            ffi::NM_ACTIVE_CONNECTION_STATE_DEACTIVATED => ActiveState::Deactivated,
+            _ => ActiveState::Unknown,
+        }
+    }
+
+    pub fn device_ifaces(&self) -> Vec<String> {
+        // SAFETY: valid active connection.
+        ptr_array_objects(unsafe { ffi::nm_active_connection_get_devices(self.raw()) })
+            .into_iter()
+            .map(|obj| Device { obj }.iface())
+            .collect()
+    }
+}
+
+// Keep c_void referenced for bindgen-generated code paths on all targets.
+const _: Option<*const c_void> = None;
