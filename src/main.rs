@@ -1,7 +1,160 @@
+//! nm-handover: keep one IPv4 address across a wired <-> backup (Wi-Fi)
+//! handover with NetworkManager. Runs as an nm-dispatcher script
+//! (`nm-handover IFACE ACTION`) and as a command for pairing profiles.
+
 #![deny(unsafe_code)]
+
+mod commands;
+mod dispatch;
+mod error;
+mod event;
+mod handover;
+mod lease;
+mod names;
+mod pairing;
+mod policy;
 #[allow(unsafe_code)]
 mod sys;
-fn main() {
-    let nm = sys::libnm::Nm::connect();
-    println!("{}", nm.is_ok());
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::{debug, error};
+
+/// The dispatcher action patched NetworkManager sends when a device's link is
+/// ready and before IP configuration starts (see nm-patch/).
+pub const LINK_UP_ACTION: &str = "link-up";
+/// Bit of `NMVersionInfoCapability` a patched daemon sets (see nm-patch/README.md).
+pub const LINK_UP_CAPABILITY_BIT: u32 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "nm-handover",
+    version,
+    about = "Keep one IPv4 address when a laptop moves between cable and Wi-Fi on the same LAN",
+    long_about = "Keep one IPv4 address when a laptop moves between cable and Wi-Fi on the same LAN.\n\n\
+        When the paired wired link loses carrier, the backup profile is activated with the wired MAC \
+        address, so the DHCP server hands out the same lease and TCP sessions survive. When the cable \
+        returns, the backup link is taken down and the wired link asks for the same address.\n\n\
+        nm-dispatcher runs this program as `nm-handover IFACE ACTION`; the commands below are for people.",
+    after_help = "Logs go to standard error (the journal, under nm-dispatcher). Set NM_HANDOVER_LOG=debug for more."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pair a wired profile with a backup profile (Wi-Fi or Ethernet) and prepare the backup.
+    ///
+    /// Stores the pairing in both profiles' user data, sets the backup's cloned MAC address to the
+    /// wired MAC, copies the wired ipv4.dhcp-client-id, turns the backup's autoconnect off, and
+    /// shortens NetworkManager's carrier-loss wait for the wired device. Prints every change;
+    /// `unpair` undoes all of them.
+    Pair {
+        /// The wired profile (name or UUID).
+        wired: String,
+        /// The backup profile (name or UUID).
+        backup: String,
+        /// The wired device, when the profile does not name one.
+        #[arg(long, value_name = "IFACE")]
+        wired_device: Option<String>,
+        /// The backup device, when the profile does not name one.
+        #[arg(long, value_name = "IFACE")]
+        backup_device: Option<String>,
+        /// How long NetworkManager waits after the wired carrier is lost before acting.
+        #[arg(long, value_name = "MS", default_value_t = pairing::DEFAULT_CARRIER_WAIT_MS,
+              value_parser = clap::value_parser!(u32).range(0..=60_000))]
+        carrier_wait_ms: u32,
+    },
+    /// Undo `pair` for the pair a profile (either side) belongs to.
+    Unpair {
+        /// Either profile of the pair (name or UUID).
+        profile: String,
+    },
+    /// Show the pairs, which side is active, addresses, and the NetworkManager mode.
+    Status,
+    /// Bring every pair to its proper state now (cable out: backup up; cable in: backup down).
+    Reconcile,
+    /// Handle one dispatcher event, as nm-dispatcher does (`nm-handover IFACE ACTION`).
+    Dispatch {
+        /// The interface nm-dispatcher passes.
+        iface: OsString,
+        /// The action nm-dispatcher passes (up, down, dhcp4-change, link-up, ...).
+        action: OsString,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NM_HANDOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run_dispatch(args: Vec<OsString>) -> ExitCode {
+    match dispatch::run(args, std::env::vars_os()) {
+        Ok(outcome) => {
+            debug!(?outcome);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_lines(lines: &[String]) {
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // nm-dispatcher calls scripts with exactly two arguments and sets
+    // NM_DISPATCHER_ACTION; take that path before anything else is loaded.
+    if args.len() == 3 && std::env::var_os("NM_DISPATCHER_ACTION").is_some() {
+        init_logging();
+        return run_dispatch(args[1..].to_vec());
+    }
+    let cli = Cli::parse_from(args);
+    init_logging();
+    if let Command::Dispatch { iface, action } = cli.command {
+        return run_dispatch(vec![iface, action]);
+    }
+    let result = sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| match cli.command {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms } => {
+            let args = commands::PairArgs {
+                wired: &wired,
+                backup: &backup,
+                wired_device: wired_device.as_deref(),
+                backup_device: backup_device.as_deref(),
+                carrier_wait_ms,
+            };
+            commands::pair(&nm, &args).map(|lines| print_lines(&lines))
+        }
+        Command::Unpair { profile } => commands::unpair(&nm, &profile).map(|lines| print_lines(&lines)),
+        Command::Status => {
+            print_lines(&commands::status(&nm));
+            Ok(())
+        }
+        Command::Reconcile => commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action")),
+        Command::Dispatch { .. } => unreachable!("handled above"),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nm-handover: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,234 @@
+//! The user-facing commands: pair, unpair, status, reconcile.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::handover::{profile_membership, Pair};
+use crate::lease::{write_atomically, LeaseStore};
+use crate::names::{Iface, Uuid};
+use crate::pairing::{
+    carrier_wait_conf, carrier_wait_conf_name, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    SETTING_WIRED, SETTING_WIRELESS,
+};
+use crate::policy::{decide, Hook, LinkState, Options, Role};
+use crate::sys::libnm::{Nm, Profile, PropertyValue};
+
+/// Where NetworkManager reads configuration snippets.
+pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
+
+/// Whether the running daemon dispatches the blocking `link-up` action.
+pub fn nm_has_link_up(nm: &Nm) -> bool {
+    let info = nm.version_info();
+    let bit = crate::LINK_UP_CAPABILITY_BIT as usize;
+    info.get(1 + bit / 32).is_some_and(|word| word & (1 << (bit % 32)) != 0)
+}
+
+/// Finds a profile by UUID, else by its exact name.
+pub fn find_profile(nm: &Nm, name_or_uuid: &str) -> Result<Profile> {
+    if let Some(p) = nm.profile(name_or_uuid) {
+        return Ok(p);
+    }
+    let mut matches: Vec<Profile> =
+        nm.profiles().into_iter().filter(|p| p.id().as_deref() == Some(name_or_uuid)).collect();
+    match matches.len() {
+        0 => Err(Error::NoSuchProfile(name_or_uuid.to_owned())),
+        1 => Ok(matches.remove(0)),
+        count => Err(Error::AmbiguousProfile { name: name_or_uuid.to_owned(), count }),
+    }
+}
+
+fn string_property(profile: &Profile, setting: &str, property: &str) -> Option<String> {
+    match profile.property(setting, property) {
+        Some(PropertyValue::Str(s)) => s,
+        _ => None,
+    }
+}
+
+fn snapshot(profile: &Profile) -> Result<ProfileSnapshot> {
+    let kind = profile.connection_type().unwrap_or_default();
+    let mac_setting = if kind == SETTING_WIRELESS { SETTING_WIRELESS } else { SETTING_WIRED };
+    Ok(ProfileSnapshot {
+        uuid: Uuid::parse(&profile.uuid().unwrap_or_default())?,
+        id: profile.id().unwrap_or_default(),
+        cloned_mac: string_property(profile, mac_setting, "cloned-mac-address"),
+        dhcp_client_id: string_property(profile, SETTING_IPV4, "dhcp-client-id"),
+        autoconnect: !matches!(profile.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false))),
+        user_data: profile.user_data(),
+        kind,
+    })
+}
+
+/// The device a profile runs on: the one given, its `interface-name`, the
+/// device it is active on, or the only device of its kind.
+fn profile_device(nm: &Nm, profile: &Profile, given: Option<&str>, option: &'static str) -> Result<Iface> {
+    if let Some(name) = given.map(str::to_owned).or_else(|| profile.interface_name()) {
+        return Ok(Iface::parse(&name)?);
+    }
+    let uuid = profile.uuid().unwrap_or_default();
+    let compatible: Vec<String> =
+        nm.devices().iter().filter(|d| d.compatible_with(profile)).map(|d| d.iface()).collect();
+    let active_on = nm.active_connection_of(&uuid).map(|ac| ac.device_ifaces()).unwrap_or_default();
+    match (active_on.as_slice(), compatible.as_slice()) {
+        ([one], _) | ([], [one]) => Ok(Iface::parse(one)?),
+        _ => Err(Error::UnknownDevice { profile: profile.id().unwrap_or_default(), option }),
+    }
+}
+
+pub struct PairArgs<'a> {
+    pub wired: &'a str,
+    pub backup: &'a str,
+    pub wired_device: Option<&'a str>,
+    pub backup_device: Option<&'a str>,
+    pub carrier_wait_ms: u32,
+}
+
+fn apply(nm: &Nm, wired: &Profile, backup: &Profile, plan: &Plan) -> Result<()> {
+    nm.update_profile(backup, &plan.backup)?;
+    if let Err(err) = nm.update_profile(wired, &plan.wired) {
+        // Leave nothing half-paired: put the backup profile back as it was.
+        let undo = plan_unpair(None, Some(&snapshot(backup)?));
+        nm.update_profile(backup, &undo.backup)?;
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
+    let wired = find_profile(nm, args.wired)?;
+    let backup = find_profile(nm, args.backup)?;
+    let wired_device = profile_device(nm, &wired, args.wired_device, "--wired-device")?;
+    let backup_device = profile_device(nm, &backup, args.backup_device, "--backup-device")?;
+    let device = nm.device(wired_device.as_str()).ok_or_else(|| Error::NoDevice(wired_device.to_string()))?;
+    let (wired_snap, backup_snap) = (snapshot(&wired)?, snapshot(&backup)?);
+    let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
+    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac)?;
+    apply(nm, &wired, &backup, &plan)?;
+
+    let mut summary = plan.summary;
+    let text = carrier_wait_conf(&wired_snap.uuid, &wired_device, args.carrier_wait_ms);
+    let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_snap.uuid));
+    write_atomically(&path, text.as_bytes())?;
+    nm.reload_config()?;
+    summary.push(format!(
+        "{}: carrier-wait-timeout={} ms for {wired_device} (NetworkManager reloaded its configuration)",
+        path.display(),
+        args.carrier_wait_ms
+    ));
+    Ok(summary)
+}
+
+pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
+    let profile = find_profile(nm, name_or_uuid)?;
+    let id = profile.id().unwrap_or_default();
+    let this = profile_membership(&profile)?.ok_or_else(|| Error::NotPaired(id.clone()))?;
+    // The peer may be gone (deleted by the user): unpair what is left.
+    let peer = nm.profile(this.peer.as_str());
+    let (wired, backup) = match this.role {
+        Role::Wired => (Some(&profile), peer.as_ref()),
+        Role::Backup => (peer.as_ref(), Some(&profile)),
+    };
+    let wired_snap = wired.map(snapshot).transpose()?;
+    let backup_snap = backup.map(snapshot).transpose()?;
+    let plan = plan_unpair(wired_snap.as_ref(), backup_snap.as_ref());
+    if let (Some(p), false) = (backup, plan.backup.user_data.is_empty() && plan.backup.properties.is_empty()) {
+        nm.update_profile(p, &plan.backup)?;
+    }
+    if let (Some(p), false) = (wired, plan.wired.user_data.is_empty()) {
+        nm.update_profile(p, &plan.wired)?;
+    }
+    let mut summary = plan.summary;
+    let wired_uuid = match this.role {
+        Role::Wired => Uuid::parse(&profile.uuid().unwrap_or_default())?,
+        Role::Backup => this.peer.clone(),
+    };
+    let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_uuid));
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            nm.reload_config()?;
+            summary.push(format!("{}: removed (NetworkManager reloaded its configuration)", path.display()));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Io { path, source }),
+    }
+    Ok(summary)
+}
+
+fn describe_state(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Inactive => "inactive",
+        LinkState::Activating => "activating",
+        LinkState::Active => "active",
+        LinkState::Deactivating => "deactivating",
+    }
+}
+
+pub fn status(nm: &Nm) -> Vec<String> {
+    let mut out = Vec::new();
+    let version = nm.version().unwrap_or_else(|| "unknown".into());
+    out.push(if nm_has_link_up(nm) {
+        format!("NetworkManager {version}: patched, dispatches '{}' (mode: link-up)", crate::LINK_UP_ACTION)
+    } else {
+        format!("NetworkManager {version}: stock, no '{}' action (mode: lease carrying)", crate::LINK_UP_ACTION)
+    });
+    let pairs = Pair::all(nm);
+    if pairs.is_empty() {
+        out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
+    }
+    for pair in pairs {
+        let pair = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(format!("broken pair: {e}"));
+                continue;
+            }
+        };
+        let seen = pair.observe(nm);
+        let active_side = match (seen.wired, seen.backup) {
+            (LinkState::Active, _) => "wired",
+            (_, LinkState::Active) => "backup",
+            _ => "none",
+        };
+        out.push(format!("pair '{}' ({}) <-> '{}' ({}): active side: {active_side}", pair.wired.id, pair.wired.device, pair.backup.id, pair.backup.device));
+        for (role, side, state) in [("wired", &pair.wired, seen.wired), ("backup", &pair.backup, seen.backup)] {
+            let device = nm.device(side.device.as_str());
+            let addresses = device.as_ref().map(|d| d.ipv4_addresses()).unwrap_or_default();
+            let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            let carrier = match &device {
+                Some(d) if d.has_carrier() => "carrier",
+                Some(_) => "no carrier",
+                None => "device missing",
+            };
+            out.push(format!(
+                "  {role:<6} {:<16} {:<12} {:<10} {}",
+                side.device.as_str(),
+                describe_state(state),
+                carrier,
+                if addresses.is_empty() { "-".to_owned() } else { addresses.join(",") }
+            ));
+        }
+        let conf = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid));
+        out.push(format!("  carrier-wait: {}", if conf.exists() { conf.display().to_string() } else { "not configured (NM waits 6 s after carrier loss)".into() }));
+    }
+    out
+}
+
+/// Brings every pair into the state the policy wants (for boot, or after NM
+/// was restarted): cable out -> backup up; cable in and wired up -> backup down.
+pub fn reconcile(nm: &Nm) -> Result<usize> {
+    let mut acted = 0;
+    for pair in Pair::all(nm) {
+        let pair = pair?;
+        let seen = pair.observe(nm);
+        let decision = decide(Role::Wired, Hook::Reconcile, seen, Options { lease_carry: true });
+        info!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, actions = ?decision.actions, "{}", decision.reason);
+        if !decision.actions.is_empty() {
+            acted += 1;
+        }
+        pair.execute(nm, &LeaseStore::default(), &decision.actions)?;
+    }
+    Ok(acted)
+}

@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+
+use crate::event::EventError;
+use crate::lease::LeaseError;
+use crate::names::NameError;
+use crate::pairing::PairingError;
+use crate::sys::libnm::NmError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Nm(#[from] NmError),
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("no profile named or with UUID '{0}' (see `nmcli connection show`)")]
+    NoSuchProfile(String),
+    #[error("{count} profiles are named '{name}'; give the UUID instead")]
+    AmbiguousProfile { name: String, count: usize },
+    #[error("profile '{0}' is not paired")]
+    NotPaired(String),
+    #[error("pairing of '{profile}' is inconsistent: {reason}; run `nm-handover unpair` and pair again")]
+    Inconsistent { profile: String, reason: String },
+    #[error("cannot tell which device '{profile}' uses; give it with {option}")]
+    UnknownDevice { profile: String, option: &'static str },
+    #[error("no network device '{0}'")]
+    NoDevice(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

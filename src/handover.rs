@@ -1,0 +1,149 @@
+//! A pair as NetworkManager sees it now, and carrying out the policy's actions.
+
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
+use crate::names::{Iface, Uuid};
+use crate::pairing::{membership, Membership};
+use crate::policy::{Action, LinkState, Observed, Role};
+use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
+
+/// One side of a pair: its profile and the device it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Side {
+    pub uuid: Uuid,
+    pub id: String,
+    pub device: Iface,
+}
+
+impl Side {
+    fn lease_owner(&self) -> LeaseOwner {
+        LeaseOwner { uuid: self.uuid.clone(), iface: self.device.clone() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub wired: Side,
+    pub backup: Side,
+}
+
+/// The pairing record of a profile NM knows, if it is paired.
+pub fn profile_membership(profile: &Profile) -> Result<Option<Membership>> {
+    let id = profile.id().unwrap_or_default();
+    Ok(membership(&id, &profile.user_data())?)
+}
+
+fn profile_uuid(profile: &Profile) -> Result<Uuid> {
+    Ok(Uuid::parse(&profile.uuid().unwrap_or_default())?)
+}
+
+impl Pair {
+    /// Loads the pair `profile` belongs to, checking that both profiles'
+    /// records point at each other. `Ok(None)` when it is not paired.
+    pub fn of_profile(nm: &Nm, profile: &Profile) -> Result<Option<Pair>> {
+        let Some(this) = profile_membership(profile)? else {
+            return Ok(None);
+        };
+        let this_id = profile.id().unwrap_or_default();
+        let this_uuid = profile_uuid(profile)?;
+        let inconsistent = |reason: String| Error::Inconsistent { profile: this_id.clone(), reason };
+        let peer = nm
+            .profile(this.peer.as_str())
+            .ok_or_else(|| inconsistent(format!("its peer profile {} does not exist", this.peer)))?;
+        let peer_id = peer.id().unwrap_or_default();
+        let that = profile_membership(&peer)?
+            .ok_or_else(|| inconsistent(format!("its peer '{peer_id}' is not paired")))?;
+        if that.peer != this_uuid || that.role == this.role {
+            return Err(inconsistent(format!("its peer '{peer_id}' is paired with {} as {:?}", that.peer, that.role)));
+        }
+        let this_side = Side { uuid: this_uuid, id: this_id, device: this.device };
+        let peer_side = Side { uuid: this.peer, id: peer_id, device: that.device };
+        Ok(Some(match this.role {
+            Role::Wired => Pair { wired: this_side, backup: peer_side },
+            Role::Backup => Pair { wired: peer_side, backup: this_side },
+        }))
+    }
+
+    /// Every pair NM knows, found through the wired profiles.
+    pub fn all(nm: &Nm) -> Vec<Result<Pair>> {
+        nm.profiles()
+            .iter()
+            .filter(|p| matches!(profile_membership(p), Ok(Some(m)) if m.role == Role::Wired) || profile_membership(p).is_err())
+            .filter_map(|p| Pair::of_profile(nm, p).transpose())
+            .collect()
+    }
+
+    pub fn side(&self, role: Role) -> &Side {
+        match role {
+            Role::Wired => &self.wired,
+            Role::Backup => &self.backup,
+        }
+    }
+
+    /// The state of both sides now.
+    pub fn observe(&self, nm: &Nm) -> Observed {
+        let link_state = |uuid: &Uuid| match nm.active_connection_of(uuid.as_str()).map(|ac| ac.state()) {
+            Some(ActiveState::Activating) => LinkState::Activating,
+            Some(ActiveState::Activated) => LinkState::Active,
+            Some(ActiveState::Deactivating) => LinkState::Deactivating,
+            Some(ActiveState::Deactivated) | Some(ActiveState::Unknown) | None => LinkState::Inactive,
+        };
+        let wired_carrier = nm.device(self.wired.device.as_str()).is_some_and(|d| d.has_carrier());
+        let backup_device_ready = match (nm.device(self.backup.device.as_str()), nm.profile(self.backup.uuid.as_str())) {
+            (Some(device), Some(profile)) => {
+                !matches!(device.state(), DeviceState::Unmanaged | DeviceState::Unavailable) && device.compatible_with(&profile)
+            }
+            _ => false,
+        };
+        Observed {
+            wired_carrier,
+            wired: link_state(&self.wired.uuid),
+            backup: link_state(&self.backup.uuid),
+            backup_device_ready,
+        }
+    }
+
+    /// Carries out `actions` in order; stops at the first failure.
+    pub fn execute(&self, nm: &Nm, leases: &LeaseStore, actions: &[Action]) -> Result<()> {
+        for action in actions {
+            match *action {
+                Action::CarryLease { from, to } => {
+                    let (from, to) = (self.side(from), self.side(to));
+                    match leases.carry(&from.lease_owner(), &to.lease_owner())? {
+                        CarryOutcome::Written { path, address } => {
+                            info!(%address, path = %path.display(), "carried lease from {} to {}", from.device, to.device)
+                        }
+                        CarryOutcome::AlreadyCurrent { address, .. } => {
+                            info!(%address, "lease of {} already current", to.device)
+                        }
+                        CarryOutcome::NoSourceLease => warn!("no lease file of {} to carry", from.device),
+                    }
+                }
+                Action::ActivateBackup => {
+                    let profile = nm.profile(self.backup.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
+                        profile: self.backup.id.clone(),
+                        reason: "the backup profile disappeared".into(),
+                    })?;
+                    let device = nm
+                        .device(self.backup.device.as_str())
+                        .ok_or_else(|| Error::NoDevice(self.backup.device.to_string()))?;
+                    nm.activate(&profile, &device)?;
+                    info!("asked NetworkManager to activate '{}' on {}", self.backup.id, self.backup.device);
+                }
+                Action::DeactivateBackup => match nm.active_connection_of(self.backup.uuid.as_str()) {
+                    Some(active) => {
+                        nm.deactivate(&active)?;
+                        info!("asked NetworkManager to deactivate '{}'", self.backup.id);
+                    }
+                    None => info!("'{}' is no longer active", self.backup.id),
+                },
+                Action::TakeBackupOffLan => {
+                    warn!("taking {} off the LAN directly is not supported by this build", self.backup.device)
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,483 @@
+//! How a pair is recorded in NetworkManager's own profiles (their `user`
+//! setting), and the pure planning of `pair` / `unpair`.
+//!
+//! Wired profile: `nm-handover.role=wired`, `nm-handover.peer=<backup uuid>`,
+//! `nm-handover.device=<wired iface>`. Backup profile: `role=backup`,
+//! `peer=<wired uuid>`, `device=<backup iface>`, and the values `pair`
+//! replaced (`nm-handover.saved-*`), so `unpair` can put them back.
+
+use std::collections::BTreeMap;
+
+use crate::names::{Iface, NameError, Uuid};
+use crate::policy::Role;
+use crate::sys::libnm::{ProfileEdit, PropertyChange, PropertyValue};
+
+pub const KEY_ROLE: &str = "nm-handover.role";
+pub const KEY_PEER: &str = "nm-handover.peer";
+pub const KEY_DEVICE: &str = "nm-handover.device";
+const KEY_SAVED_CLONED_MAC: &str = "nm-handover.saved-cloned-mac";
+const KEY_SAVED_CLIENT_ID: &str = "nm-handover.saved-dhcp-client-id";
+const KEY_SAVED_AUTOCONNECT: &str = "nm-handover.saved-autoconnect";
+const ALL_KEYS: [&str; 6] =
+    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
+
+/// Carrier-loss deferral `pair` configures for the wired device (NM's default is 6000 ms).
+pub const DEFAULT_CARRIER_WAIT_MS: u32 = 500;
+
+pub const SETTING_CONNECTION: &str = "connection";
+pub const SETTING_WIRED: &str = "802-3-ethernet";
+pub const SETTING_WIRELESS: &str = "802-11-wireless";
+pub const SETTING_IPV4: &str = "ipv4";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairingError {
+    #[error("profile '{profile}': {KEY_ROLE} is {value:?}, expected \"wired\" or \"backup\"")]
+    BadRole { profile: String, value: String },
+    #[error("profile '{profile}': pairing data is incomplete ({missing} is missing)")]
+    Incomplete { profile: String, missing: &'static str },
+    #[error("profile '{profile}': {source}")]
+    BadName { profile: String, #[source] source: NameError },
+    #[error("'{0}' is a {1} profile; the wired side must be an Ethernet profile")]
+    WiredNotEthernet(String, String),
+    #[error("'{0}' is a {1} profile; the backup must be an Ethernet or Wi-Fi profile")]
+    BackupUnsupported(String, String),
+    #[error("a profile cannot be paired with itself")]
+    SameProfile,
+    #[error("'{profile}' is already paired with {peer}; run `nm-handover unpair` first")]
+    AlreadyPaired { profile: String, peer: String },
+    #[error("the wired profile '{0}' uses a generated MAC address ({1}); the backup cannot mirror it")]
+    GeneratedMac(String, String),
+    #[error("cannot tell the wired device's MAC address")]
+    UnknownMac,
+    #[error("{0:?} is not a MAC address")]
+    BadMac(String),
+}
+
+/// One profile's pairing record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub role: Role,
+    pub peer: Uuid,
+    pub device: Iface,
+}
+
+/// Reads the pairing record from a profile's user data; `Ok(None)` when the
+/// profile is not paired.
+pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result<Option<Membership>, PairingError> {
+    let Some(role) = user_data.get(KEY_ROLE) else {
+        return Ok(None);
+    };
+    let role = match role.as_str() {
+        "wired" => Role::Wired,
+        "backup" => Role::Backup,
+        other => return Err(PairingError::BadRole { profile: profile.to_owned(), value: other.to_owned() }),
+    };
+    let get = |key: &'static str| {
+        user_data.get(key).ok_or(PairingError::Incomplete { profile: profile.to_owned(), missing: key })
+    };
+    let bad_name = |source| PairingError::BadName { profile: profile.to_owned(), source };
+    Ok(Some(Membership {
+        role,
+        peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name)?,
+        device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name)?,
+    }))
+}
+
+/// Squashes a user-data key or a `CONNECTION_USER_*` suffix to a form both
+/// share, whichever way NM encodes `.` and `-` in variable names.
+fn env_key_form(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        let c = if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' };
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The pairing keys found in `CONNECTION_USER_*` variables (NM >= 1.46),
+/// as user data.
+pub fn user_data_from_env(user_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let by_form: BTreeMap<String, &str> = ALL_KEYS.iter().map(|k| (env_key_form(k), *k)).collect();
+    user_env
+        .iter()
+        .filter_map(|(suffix, value)| by_form.get(&env_key_form(suffix)).map(|k| ((*k).to_owned(), value.clone())))
+        .collect()
+}
+
+/// The `[user]` group of an NM keyfile, as user data. Used to decide
+/// cheaply, without connecting to NM, whether a profile is paired at all.
+pub fn user_data_from_keyfile(text: &str) -> BTreeMap<String, String> {
+    let mut in_user = false;
+    let mut out = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_user = line == "[user]";
+        } else if in_user {
+            if let Some((key, value)) = line.split_once('=') {
+                out.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// What `pair` needs to know about one profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSnapshot {
+    pub uuid: Uuid,
+    pub id: String,
+    /// `connection.type`.
+    pub kind: String,
+    pub cloned_mac: Option<String>,
+    pub dhcp_client_id: Option<String>,
+    pub autoconnect: bool,
+    pub user_data: BTreeMap<String, String>,
+}
+
+impl ProfileSnapshot {
+    fn mac_setting(&self) -> Option<&'static str> {
+        match self.kind.as_str() {
+            SETTING_WIRED => Some(SETTING_WIRED),
+            SETTING_WIRELESS => Some(SETTING_WIRELESS),
+            _ => None,
+        }
+    }
+}
+
+/// Both profiles' edits and a line per change, for the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub wired: ProfileEdit,
+    pub backup: ProfileEdit,
+    pub summary: Vec<String>,
+}
+
+fn show(v: &Option<String>) -> String {
+    v.as_deref().map_or_else(|| "(unset)".to_owned(), |s| format!("{s:?}"))
+}
+
+fn encode_saved(v: &Option<String>) -> String {
+    v.as_deref().map_or_else(|| "unset".to_owned(), |s| format!("value:{s}"))
+}
+
+fn decode_saved(v: &str) -> Option<String> {
+    v.strip_prefix("value:").map(str::to_owned)
+}
+
+/// Normalises a MAC address to upper-case colon form.
+pub fn parse_mac(s: &str) -> Result<String, PairingError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err(PairingError::BadMac(s.to_owned()))
+    }
+}
+
+/// The MAC address the wired profile presents on the LAN, which the backup
+/// must clone: an explicit cloned MAC, else the device's permanent address,
+/// else its current one.
+pub fn wired_lan_mac(
+    wired: &ProfileSnapshot,
+    permanent: Option<&str>,
+    current: Option<&str>,
+) -> Result<String, PairingError> {
+    match wired.cloned_mac.as_deref() {
+        Some(generated @ ("random" | "stable" | "stable-ssid")) => {
+            Err(PairingError::GeneratedMac(wired.id.clone(), generated.to_owned()))
+        }
+        Some(explicit) if explicit != "permanent" && explicit != "preserve" => parse_mac(explicit),
+        _ => parse_mac(permanent.or(current).ok_or(PairingError::UnknownMac)?),
+    }
+}
+
+fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid) -> Result<(), PairingError> {
+    match membership(&profile.id, &profile.user_data)? {
+        Some(m) if &m.peer != expected_peer => {
+            Err(PairingError::AlreadyPaired { profile: profile.id.clone(), peer: m.peer.to_string() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Plans `nm-handover pair`. Pairing the same two profiles again refreshes
+/// the backup's settings but keeps the originals saved the first time.
+pub fn plan_pair(
+    wired: &ProfileSnapshot,
+    wired_device: &Iface,
+    backup: &ProfileSnapshot,
+    backup_device: &Iface,
+    wired_mac: &str,
+) -> Result<Plan, PairingError> {
+    if wired.uuid == backup.uuid {
+        return Err(PairingError::SameProfile);
+    }
+    if wired.kind != SETTING_WIRED {
+        return Err(PairingError::WiredNotEthernet(wired.id.clone(), wired.kind.clone()));
+    }
+    let mac_setting = backup
+        .mac_setting()
+        .ok_or_else(|| PairingError::BackupUnsupported(backup.id.clone(), backup.kind.clone()))?;
+    check_free(wired, &backup.uuid)?;
+    check_free(backup, &wired.uuid)?;
+    let wired_mac = parse_mac(wired_mac)?;
+
+    let mut plan = Plan::default();
+    for (key, value) in [(KEY_ROLE, "wired"), (KEY_PEER, backup.uuid.as_str()), (KEY_DEVICE, wired_device.as_str())] {
+        plan.wired.user_data.insert(key.to_owned(), Some(value.to_owned()));
+    }
+    plan.summary.push(format!(
+        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}",
+        wired.id, backup.uuid
+    ));
+    for (key, value) in [(KEY_ROLE, "backup"), (KEY_PEER, wired.uuid.as_str()), (KEY_DEVICE, backup_device.as_str())] {
+        plan.backup.user_data.insert(key.to_owned(), Some(value.to_owned()));
+    }
+    plan.summary.push(format!(
+        "'{}': user data {KEY_ROLE}=backup, {KEY_PEER}={}, {KEY_DEVICE}={backup_device}",
+        backup.id, wired.uuid
+    ));
+
+    let first_pairing = !backup.user_data.contains_key(KEY_SAVED_AUTOCONNECT);
+    let mut change = |setting: &'static str, property: &'static str, saved_key: &'static str, old: String, new: PropertyValue, shown_old: String, shown_new: String| {
+        if first_pairing {
+            plan.backup.user_data.insert(saved_key.to_owned(), Some(old));
+        }
+        if shown_old != shown_new {
+            plan.summary.push(format!("'{}': {setting}.{property}: {shown_old} -> {shown_new}", backup.id));
+        }
+        plan.backup.properties.push(PropertyChange { setting, property, value: new });
+    };
+    let new_mac = Some(wired_mac);
+    change(
+        mac_setting,
+        "cloned-mac-address",
+        KEY_SAVED_CLONED_MAC,
+        encode_saved(&backup.cloned_mac),
+        PropertyValue::Str(new_mac.clone()),
+        show(&backup.cloned_mac),
+        show(&new_mac),
+    );
+    change(
+        SETTING_IPV4,
+        "dhcp-client-id",
+        KEY_SAVED_CLIENT_ID,
+        encode_saved(&backup.dhcp_client_id),
+        PropertyValue::Str(wired.dhcp_client_id.clone()),
+        show(&backup.dhcp_client_id),
+        show(&wired.dhcp_client_id),
+    );
+    change(
+        SETTING_CONNECTION,
+        "autoconnect",
+        KEY_SAVED_AUTOCONNECT,
+        if backup.autoconnect { "yes" } else { "no" }.to_owned(),
+        PropertyValue::Bool(false),
+        if backup.autoconnect { "yes" } else { "no" }.to_owned(),
+        "no".to_owned(),
+    );
+    Ok(plan)
+}
+
+/// Plans `nm-handover unpair`: removes the pairing keys from both profiles
+/// and puts back the backup values saved by `pair`.
+pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnapshot>) -> Plan {
+    let mut plan = Plan::default();
+    let removals = |snapshot: &ProfileSnapshot| -> BTreeMap<String, Option<String>> {
+        ALL_KEYS.iter().filter(|k| snapshot.user_data.contains_key(**k)).map(|k| ((*k).to_owned(), None)).collect()
+    };
+    if let Some(w) = wired {
+        plan.wired.user_data = removals(w);
+        plan.summary.push(format!("'{}': removed nm-handover user data", w.id));
+    }
+    if let Some(b) = backup {
+        plan.backup.user_data = removals(b);
+        plan.summary.push(format!("'{}': removed nm-handover user data", b.id));
+        let saved = |key| b.user_data.get(key).map(String::as_str);
+        if let (Some(mac_setting), Some(mac)) = (b.mac_setting(), saved(KEY_SAVED_CLONED_MAC)) {
+            let restored = decode_saved(mac);
+            plan.summary.push(format!("'{}': {mac_setting}.cloned-mac-address: {} -> {}", b.id, show(&b.cloned_mac), show(&restored)));
+            plan.backup.properties.push(PropertyChange {
+                setting: mac_setting,
+                property: "cloned-mac-address",
+                value: PropertyValue::Str(restored),
+            });
+        }
+        if let Some(id) = saved(KEY_SAVED_CLIENT_ID) {
+            let restored = decode_saved(id);
+            plan.summary.push(format!("'{}': ipv4.dhcp-client-id: {} -> {}", b.id, show(&b.dhcp_client_id), show(&restored)));
+            plan.backup.properties.push(PropertyChange {
+                setting: SETTING_IPV4,
+                property: "dhcp-client-id",
+                value: PropertyValue::Str(restored),
+            });
+        }
+        if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
+            let restored = auto == "yes";
+            plan.summary.push(format!("'{}': connection.autoconnect: {} -> {auto}", b.id, if b.autoconnect { "yes" } else { "no" }));
+            plan.backup.properties.push(PropertyChange {
+                setting: SETTING_CONNECTION,
+                property: "autoconnect",
+                value: PropertyValue::Bool(restored),
+            });
+        }
+    }
+    plan
+}
+
+/// The `conf.d` file name of the carrier-wait snippet for a pair.
+pub fn carrier_wait_conf_name(wired: &Uuid) -> String {
+    format!("90-nm-handover-{wired}.conf")
+}
+
+/// The NetworkManager.conf snippet that shortens the carrier-loss deferral
+/// for the paired wired device.
+pub fn carrier_wait_conf(wired: &Uuid, device: &Iface, wait_ms: u32) -> String {
+    format!(
+        "# Written by `nm-handover pair`, removed by `nm-handover unpair`.\n\
+         # React to carrier loss on the paired wired device after {wait_ms} ms\n\
+         # instead of NetworkManager's default 6000 ms, so the backup takes over fast.\n\
+         [device-nm-handover-{wired}]\n\
+         match-device=interface-name:{device}\n\
+         carrier-wait-timeout={wait_ms}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: &str = "11111111-1111-4111-8111-111111111111";
+    const B: &str = "22222222-2222-4222-8222-222222222222";
+
+    fn snapshot(uuid: &str, id: &str, kind: &str) -> ProfileSnapshot {
+        ProfileSnapshot {
+            uuid: Uuid::parse(uuid).unwrap(),
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            cloned_mac: None,
+            dhcp_client_id: None,
+            autoconnect: true,
+            user_data: BTreeMap::new(),
+        }
+    }
+
+    fn apply(snapshot: &mut ProfileSnapshot, edit: &ProfileEdit) {
+        for (k, v) in &edit.user_data {
+            match v {
+                Some(v) => snapshot.user_data.insert(k.clone(), v.clone()),
+                None => snapshot.user_data.remove(k),
+            };
+        }
+        for c in &edit.properties {
+            match (&c.value, c.property) {
+                (PropertyValue::Str(s), "cloned-mac-address") => snapshot.cloned_mac = s.clone(),
+                (PropertyValue::Str(s), "dhcp-client-id") => snapshot.dhcp_client_id = s.clone(),
+                (PropertyValue::Bool(b), "autoconnect") => snapshot.autoconnect = *b,
+                other => panic!("unexpected change {other:?}"),
+            }
+        }
+    }
+
+    fn iface(s: &str) -> Iface {
+        Iface::parse(s).unwrap()
+    }
+
+    #[test]
+    fn pair_then_unpair_restores_everything() {
+        let mut wired = snapshot(W, "Wired", SETTING_WIRED);
+        wired.dhcp_client_id = Some("mac".into());
+        let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        backup.cloned_mac = Some("stable".into());
+        let (wired0, backup0) = (wired.clone(), backup.clone());
+
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc").unwrap();
+        apply(&mut wired, &plan.wired);
+        apply(&mut backup, &plan.backup);
+        assert_eq!(backup.cloned_mac.as_deref(), Some("52:54:00:AA:BB:CC"));
+        assert_eq!(backup.dhcp_client_id.as_deref(), Some("mac"));
+        assert!(!backup.autoconnect);
+        let m = membership(&wired.id, &wired.user_data).unwrap().unwrap();
+        assert_eq!((m.role, m.peer.as_str(), m.device.as_str()), (Role::Wired, B, "wired0"));
+        let m = membership(&backup.id, &backup.user_data).unwrap().unwrap();
+        assert_eq!((m.role, m.peer.as_str(), m.device.as_str()), (Role::Backup, W, "wlan0"));
+        assert!(plan.summary.iter().any(|l| l.contains("cloned-mac-address: \"stable\" -> \"52:54:00:AA:BB:CC\"")));
+
+        // Pairing again keeps the originals saved the first time.
+        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc").unwrap();
+        apply(&mut backup, &again.backup);
+
+        let undo = plan_unpair(Some(&wired), Some(&backup));
+        apply(&mut wired, &undo.wired);
+        apply(&mut backup, &undo.backup);
+        assert_eq!(wired, wired0);
+        assert_eq!(backup, backup0);
+    }
+
+    #[test]
+    fn pair_refuses_wrong_kinds_and_foreign_pairs() {
+        let wired = snapshot(W, "Wired", SETTING_WIRED);
+        let vpn = snapshot(B, "VPN", "vpn");
+        assert!(matches!(
+            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc"),
+            Err(PairingError::BackupUnsupported(..))
+        ));
+        assert_eq!(
+            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc"),
+            Err(PairingError::SameProfile)
+        );
+        let mut backup = snapshot(B, "B", SETTING_WIRED);
+        backup.user_data.insert(KEY_ROLE.into(), "backup".into());
+        backup.user_data.insert(KEY_PEER.into(), "33333333-3333-4333-8333-333333333333".into());
+        backup.user_data.insert(KEY_DEVICE.into(), "b0".into());
+        assert!(matches!(
+            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc"),
+            Err(PairingError::AlreadyPaired { .. })
+        ));
+    }
+
+    #[test]
+    fn lan_mac_rules() {
+        let mut wired = snapshot(W, "Wired", SETTING_WIRED);
+        assert_eq!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), Some("11:22:33:44:55:66")).unwrap(), "AA:BB:CC:DD:EE:FF");
+        assert_eq!(wired_lan_mac(&wired, None, Some("11:22:33:44:55:66")).unwrap(), "11:22:33:44:55:66");
+        assert_eq!(wired_lan_mac(&wired, None, None), Err(PairingError::UnknownMac));
+        wired.cloned_mac = Some("random".into());
+        assert!(matches!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), None), Err(PairingError::GeneratedMac(..))));
+        wired.cloned_mac = Some("02:00:00:00:00:01".into());
+        assert_eq!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), None).unwrap(), "02:00:00:00:00:01");
+        assert!(parse_mac("aa:bb:cc:dd:ee").is_err());
+    }
+
+    #[test]
+    fn membership_errors_are_reported() {
+        let mut data = BTreeMap::new();
+        assert_eq!(membership("p", &data), Ok(None));
+        data.insert(KEY_ROLE.to_owned(), "sideways".to_owned());
+        assert!(matches!(membership("p", &data), Err(PairingError::BadRole { .. })));
+        data.insert(KEY_ROLE.to_owned(), "wired".to_owned());
+        assert!(matches!(membership("p", &data), Err(PairingError::Incomplete { .. })));
+        data.insert(KEY_PEER.to_owned(), "../../etc".to_owned());
+        data.insert(KEY_DEVICE.to_owned(), "wired0".to_owned());
+        assert!(matches!(membership("p", &data), Err(PairingError::BadName { .. })));
+    }
+
+    #[test]
+    fn env_and_keyfile_forms() {
+        let mut env = BTreeMap::new();
+        env.insert("NM_HANDOVER__ROLE".to_owned(), "wired".to_owned());
+        env.insert("NM_HANDOVER_PEER".to_owned(), B.to_owned());
+        env.insert("SOMETHING_ELSE".to_owned(), "x".to_owned());
+        let data = user_data_from_env(&env);
+        assert_eq!(data.get(KEY_ROLE).map(String::as_str), Some("wired"));
+        assert_eq!(data.get(KEY_PEER).map(String::as_str), Some(B));
+        assert_eq!(data.len(), 2);
+
+        let keyfile = "[connection]\nid=Wired\n\n[user]\nnm-handover.role=backup\nnm-handover.peer=11111111-1111-4111-8111-111111111111\n\n[ipv4]\nmethod=auto\n";
+        let data = user_data_from_keyfile(keyfile);
+        assert_eq!(data.get(KEY_ROLE).map(String::as_str), Some("backup"));
+        assert!(!data.contains_key("method"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The handover policy: what to do for one dispatcher event of a paired
+//! profile, given what NetworkManager reports. Pure: no I/O, no clock.
+//!
+//! The wired link is preferred. When it loses carrier, the backup link is
+//! activated (it clones the wired MAC, so the DHCP server sees the same
+//! client); when the wired link comes back, the backup must leave the LAN
+//! before the wired DHCP client asks for the address, or the server may see
+//! the address in use and abandon it.
+
+/// Which side of a pair a profile is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Wired,
+    Backup,
+}
+
+/// The dispatcher actions the policy distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `link-up` (patched NM): the link layer is ready, IP configuration has
+    /// not started, and NM waits for us.
+    LinkUp,
+    /// `dhcp4-change`: the first lease of an activation (or a renewal).
+    Dhcp4Change,
+    /// `pre-up`: addresses are configured, NM waits for us.
+    PreUp,
+    /// `up`: the activation completed.
+    Up,
+    /// `pre-down`: a deactivation started.
+    PreDown,
+    /// `down`: the profile was deactivated (for the wired link, after carrier
+    /// loss once NM's carrier-wait timeout expired).
+    Down,
+    /// Not a dispatcher event: bring the pair into its proper state (boot,
+    /// NM start, explicit `nm-handover reconcile`).
+    Reconcile,
+}
+
+impl Hook {
+    #[cfg(test)]
+    pub const ALL: [Hook; 7] =
+        [Hook::LinkUp, Hook::Dhcp4Change, Hook::PreUp, Hook::Up, Hook::PreDown, Hook::Down, Hook::Reconcile];
+}
+
+/// Where a profile of the pair is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkState {
+    Inactive,
+    Activating,
+    Active,
+    Deactivating,
+}
+
+impl LinkState {
+    #[cfg(test)]
+    pub const ALL: [LinkState; 4] =
+        [LinkState::Inactive, LinkState::Activating, LinkState::Active, LinkState::Deactivating];
+
+    /// Whether the link may hold (or is about to hold) the address on the LAN.
+    pub fn on_lan(self) -> bool {
+        self != LinkState::Inactive
+    }
+}
+
+/// What NetworkManager reports about the pair at the time of the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Observed {
+    pub wired_carrier: bool,
+    pub wired: LinkState,
+    pub backup: LinkState,
+    /// A device the backup profile can be activated on exists and is managed.
+    pub backup_device_ready: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Copy the DHCP lease between the two links' lease files, so that each
+    /// DHCP client starts by asking for the address the other one held.
+    pub lease_carry: bool,
+}
+
+/// What to do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Write `from`'s lease into `to`'s lease file.
+    CarryLease { from: Role, to: Role },
+    /// Take the backup link off the LAN now (link down, MAC restored),
+    /// without waiting for NM: used where NM waits for us.
+    TakeBackupOffLan,
+    /// Ask NM to activate the backup profile (without waiting for it).
+    ActivateBackup,
+    /// Ask NM to deactivate the backup profile (without waiting for it).
+    DeactivateBackup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// Why, for the log.
+    pub reason: &'static str,
+}
+
+fn decision(reason: &'static str, actions: Vec<Action>) -> Decision {
+    Decision { actions, reason }
+}
+
+fn carry(options: Options, from: Role, to: Role) -> Option<Action> {
+    options.lease_carry.then_some(Action::CarryLease { from, to })
+}
+
+pub fn decide(role: Role, hook: Hook, seen: Observed, options: Options) -> Decision {
+    match role {
+        Role::Wired => decide_wired(hook, seen, options),
+        Role::Backup => decide_backup(hook, seen, options),
+    }
+}
+
+fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
+    match hook {
+        Hook::Down | Hook::Reconcile if !seen.wired_carrier => {
+            if seen.wired.on_lan() && hook == Hook::Reconcile {
+                decision("wired link is still up on its way out; its down event will hand over", vec![])
+            } else if seen.backup == LinkState::Active || seen.backup == LinkState::Activating {
+                decision("backup link already holds the address", vec![])
+            } else if !seen.backup_device_ready {
+                decision("wired carrier lost but no device is ready for the backup profile", vec![])
+            } else {
+                let mut actions: Vec<Action> = carry(options, Role::Wired, Role::Backup).into_iter().collect();
+                actions.push(Action::ActivateBackup);
+                decision("wired carrier lost: hand over to the backup link", actions)
+            }
+        }
+        Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
+        Hook::LinkUp => match seen.backup {
+            LinkState::Inactive => decision("wired link up, backup not on the LAN", vec![]),
+            LinkState::Deactivating => decision(
+                "wired link up while backup is being deactivated: take it off the LAN first",
+                vec![Action::TakeBackupOffLan],
+            ),
+            LinkState::Activating | LinkState::Active => {
+                let mut actions: Vec<Action> = if seen.backup == LinkState::Active {
+                    carry(options, Role::Backup, Role::Wired).into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                actions.extend([Action::TakeBackupOffLan, Action::DeactivateBackup]);
+                decision("wired link up before DHCP: take the backup off the LAN, then hand back", actions)
+            }
+        },
+        Hook::Dhcp4Change | Hook::PreUp | Hook::Up | Hook::Reconcile => {
+            let wired_has_address = hook != Hook::Reconcile || seen.wired == LinkState::Active;
+            if wired_has_address && matches!(seen.backup, LinkState::Activating | LinkState::Active) {
+                decision("wired link holds the address again: hand back from the backup link", vec![Action::DeactivateBackup])
+            } else {
+                decision("nothing to hand back", vec![])
+            }
+        }
+        Hook::PreDown => decision("wired pre-down: nothing to do before the down event", vec![]),
+    }
+}
+
+fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
+    let wired_holds_link = seen.wired_carrier && seen.wired == LinkState::Active;
+    match hook {
+        Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link => decision(
+            "backup came up while the wired link holds the address: hand back",
+            vec![Action::DeactivateBackup],
+        ),
+        Hook::Dhcp4Change | Hook::Up => match carry(options, Role::Backup, Role::Wired) {
+            Some(action) => decision("backup holds the address: keep the wired lease file in step", vec![action]),
+            None => decision("backup holds the address; lease carrying is off", vec![]),
+        },
+        Hook::Reconcile => decide_wired(Hook::Reconcile, seen, options),
+        Hook::LinkUp | Hook::PreUp | Hook::PreDown | Hook::Down => {
+            decision("backup event needs no action", vec![])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    fn all_observations() -> impl Iterator<Item = Observed> {
+        [false, true].into_iter().flat_map(|wired_carrier| {
+            LinkState::ALL.into_iter().flat_map(move |wired| {
+                LinkState::ALL.into_iter().flat_map(move |backup| {
+                    [false, true].into_iter().map(move |backup_device_ready| Observed {
+                        wired_carrier,
+                        wired,
+                        backup,
+                        backup_device_ready,
+                    })
+                })
+            })
+        })
+    }
+
+    fn every_case() -> impl Iterator<Item = (Role, Hook, Observed, Options)> {
+        [Role::Wired, Role::Backup].into_iter().flat_map(|role| {
+            Hook::ALL.into_iter().flat_map(move |hook| {
+                all_observations().flat_map(move |seen| {
+                    [false, true].into_iter().map(move |lease_carry| (role, hook, seen, Options { lease_carry }))
+                })
+            })
+        })
+    }
+
+    const CARRY: Options = Options { lease_carry: true };
+
+    fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
+        Observed { wired_carrier, wired, backup, backup_device_ready: true }
+    }
+
+    #[test]
+    fn covers_every_combination() {
+        assert_eq!(every_case().count(), 2 * 7 * 2 * 4 * 4 * 2 * 2);
+    }
+
+    #[test]
+    fn invariants_hold_for_every_combination() {
+        for (role, hook, seen, options) in every_case() {
+            let d = decide(role, hook, seen, options);
+            let ctx = format!("{role:?} {hook:?} {seen:?} {options:?} -> {d:?}");
+            assert!(!d.reason.is_empty(), "{ctx}");
+            // Never both bring the backup up and take it down.
+            let activates = d.actions.contains(&ActivateBackup);
+            assert!(!(activates && (d.actions.contains(&DeactivateBackup) || d.actions.contains(&TakeBackupOffLan))), "{ctx}");
+            // Only activate the backup when the wired link has no carrier and a device is ready.
+            if activates {
+                // (A backup still deactivating is activated again: the cable went out again.)
+                assert!(!seen.wired_carrier && seen.backup_device_ready, "{ctx}");
+                assert!(matches!(seen.backup, LinkState::Inactive | LinkState::Deactivating), "{ctx}");
+                // The lease goes to the backup before it is activated.
+                if options.lease_carry {
+                    assert_eq!(d.actions[0], CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
+                }
+            }
+            // Never touch the backup when it is off the LAN, except to activate it.
+            if !seen.backup.on_lan() {
+                assert!(!d.actions.contains(&DeactivateBackup) && !d.actions.contains(&TakeBackupOffLan), "{ctx}");
+            }
+            // Lease carrying only when enabled.
+            if !options.lease_carry {
+                assert!(!d.actions.iter().any(|a| matches!(a, CarryLease { .. })), "{ctx}");
+            }
+            // Blocking hooks (NM waits for us) never ask NM to activate anything.
+            if matches!(hook, Hook::LinkUp | Hook::PreUp) {
+                assert!(!activates, "{ctx}");
+            }
+            // Only a link-up may take the backup off the LAN directly: elsewhere NM does it.
+            if d.actions.contains(&TakeBackupOffLan) {
+                assert_eq!((role, hook), (Role::Wired, Hook::LinkUp), "{ctx}");
+            }
+            // A lease carried to the wired link comes before the backup leaves.
+            if let Some(i) = d.actions.iter().position(|a| *a == CarryLease { from: Role::Backup, to: Role::Wired }) {
+                assert!(d.actions[i + 1..].iter().all(|a| *a != ActivateBackup), "{ctx}");
+                assert!(d.actions[..i].iter().all(|a| !matches!(a, TakeBackupOffLan | DeactivateBackup)), "{ctx}");
+            }
+        }
+    }
+
+    #[test]
+    fn cable_pull_hands_over_with_lease() {
+        let d = decide(Role::Wired, Hook::Down, seen(false, LinkState::Inactive, LinkState::Inactive), CARRY);
+        assert_eq!(d.actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+    }
+
+    #[test]
+    fn user_disconnect_with_cable_in_is_left_alone() {
+        let d = decide(Role::Wired, Hook::Down, seen(true, LinkState::Inactive, LinkState::Inactive), CARRY);
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn pull_without_backup_device_does_nothing() {
+        let mut s = seen(false, LinkState::Inactive, LinkState::Inactive);
+        s.backup_device_ready = false;
+        assert!(decide(Role::Wired, Hook::Down, s, CARRY).actions.is_empty());
+    }
+
+    #[test]
+    fn backup_up_keeps_wired_lease_in_step() {
+        for hook in [Hook::Up, Hook::Dhcp4Change] {
+            let d = decide(Role::Backup, hook, seen(false, LinkState::Inactive, LinkState::Active), CARRY);
+            assert_eq!(d.actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }]);
+        }
+    }
+
+    #[test]
+    fn stock_replug_hands_back_on_first_wired_address_event() {
+        for hook in [Hook::Dhcp4Change, Hook::PreUp, Hook::Up] {
+            let d = decide(Role::Wired, hook, seen(true, LinkState::Activating, LinkState::Active), CARRY);
+            assert_eq!(d.actions, vec![DeactivateBackup], "{hook:?}");
+        }
+    }
+
+    #[test]
+    fn patched_replug_clears_the_lan_before_dhcp() {
+        let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), CARRY);
+        assert_eq!(d.actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]);
+        let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), Options { lease_carry: false });
+        assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup]);
+    }
+
+    #[test]
+    fn reconcile_at_boot() {
+        // Cable out: the backup comes up.
+        let d = decide(Role::Wired, Hook::Reconcile, seen(false, LinkState::Inactive, LinkState::Inactive), CARRY);
+        assert_eq!(d.actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+        // Cable in, wired up, backup up too: the backup goes.
+        let d = decide(Role::Wired, Hook::Reconcile, seen(true, LinkState::Active, LinkState::Active), CARRY);
+        assert_eq!(d.actions, vec![DeactivateBackup]);
+        // Cable in, wired still activating: wait for its own events.
+        let d = decide(Role::Wired, Hook::Reconcile, seen(true, LinkState::Activating, LinkState::Inactive), CARRY);
+        assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn backup_up_while_wired_holds_link_is_handed_back() {
+        let d = decide(Role::Backup, Hook::Up, seen(true, LinkState::Active, LinkState::Active), CARRY);
+        assert_eq!(d.actions, vec![DeactivateBackup]);
+    }
+}
