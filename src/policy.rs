@@ -162,7 +162,7 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
 fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
     let wired_holds_link = seen.wired_carrier && seen.wired == LinkState::Active;
     match hook {
-        Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link => decision(
+        Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link && seen.backup.on_lan() => decision(
             "backup came up while the wired link holds the address: hand back",
             vec![Action::DeactivateBackup],
         ),
