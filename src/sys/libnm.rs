@@ -430,11 +430,13 @@ impl Nm {
             let user = match setting_object(conn, "user") {
                 Some(s) => s,
                 None => {
-                    // SAFETY: new owned setting; add_setting takes its own reference.
-                    let s: glib::Object =
-                        unsafe { from_glib_full(ffi::nm_setting_user_new() as *mut glib::gobject_ffi::GObject) };
-                    unsafe { ffi::nm_connection_add_setting(conn, s.as_ptr() as *mut ffi::NMSetting) };
-                    s
+                    // SAFETY: nm_connection_add_setting takes over the new setting's
+                    // only reference; we then take one of our own.
+                    unsafe {
+                        let raw = ffi::nm_setting_user_new();
+                        ffi::nm_connection_add_setting(conn, raw);
+                        object_from_none(raw).expect("nm_setting_user_new returned NULL")
+                    }
                 }
             };
             for (key, value) in &edit.user_data {
