@@ -13,7 +13,8 @@ use std::path::Path;
 use tracing::{debug, info};
 
 use crate::error::Result;
-use crate::event::DispatcherEvent;
+use crate::commands;
+use crate::event::{DispatcherAction, DispatcherEvent};
 use crate::handover::Pair;
 use crate::lease::LeaseStore;
 use crate::pairing::{user_data_from_env, user_data_from_keyfile, KEY_ROLE};
@@ -52,10 +53,29 @@ fn read_small(path: &Path) -> Option<String> {
     Some(text)
 }
 
+/// NM dispatches `hostname` and `connectivity-change` when it starts, before
+/// any device event: the moment to bring pairs into their proper state at
+/// boot (cable out: no wired event will ever come).
+fn run_global(event: &DispatcherEvent) -> Result<Outcome> {
+    let DispatcherAction::Other(action) = &event.action else {
+        return Ok(Outcome::Ignored("not a global action"));
+    };
+    if !matches!(action.as_str(), "hostname" | "connectivity-change") {
+        return Ok(Outcome::Ignored("action needs no action"));
+    }
+    if !commands::any_pair_configured(Path::new(commands::NM_CONF_DIR)) {
+        return Ok(Outcome::Ignored("no pair is configured"));
+    }
+    let nm = Nm::connect()?;
+    let acted = commands::reconcile(&nm)?;
+    debug!(acted, "reconciled pairs on {action}");
+    Ok(Outcome::Handled)
+}
+
 pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Outcome> {
     let event = DispatcherEvent::from_parts(args, env)?;
     let Some(hook) = event.action.hook() else {
-        return Ok(Outcome::Ignored("action without a device profile"));
+        return run_global(&event);
     };
     if hook == Hook::PreDown {
         return Ok(Outcome::Ignored("pre-down needs no action"));

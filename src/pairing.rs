@@ -332,6 +332,12 @@ pub fn carrier_wait_conf_name(wired: &Uuid) -> String {
     format!("90-nm-handover-{wired}.conf")
 }
 
+pub fn is_carrier_wait_conf_name(name: &str) -> bool {
+    name.strip_prefix("90-nm-handover-")
+        .and_then(|rest| rest.strip_suffix(".conf"))
+        .is_some_and(|uuid| Uuid::parse(uuid).is_ok())
+}
+
 /// The NetworkManager.conf snippet that shortens the carrier-loss deferral
 /// for the paired wired device.
 pub fn carrier_wait_conf(wired: &Uuid, device: &Iface, wait_ms: u32) -> String {
@@ -462,6 +468,16 @@ mod tests {
         data.insert(KEY_PEER.to_owned(), "../../etc".to_owned());
         data.insert(KEY_DEVICE.to_owned(), "wired0".to_owned());
         assert!(matches!(membership("p", &data), Err(PairingError::BadName { .. })));
+    }
+
+    #[test]
+    fn carrier_wait_conf_names() {
+        let uuid = Uuid::parse(W).unwrap();
+        assert!(is_carrier_wait_conf_name(&carrier_wait_conf_name(&uuid)));
+        assert!(!is_carrier_wait_conf_name("90-nm-handover-x.conf"));
+        assert!(!is_carrier_wait_conf_name("00-other.conf"));
+        let text = carrier_wait_conf(&uuid, &iface("wired0"), 500);
+        assert!(text.contains("match-device=interface-name:wired0\ncarrier-wait-timeout=500\n"));
     }
 
     #[test]
