@@ -1,0 +1,48 @@
+#!/bin/bash
+# Installs what nm-handover's build, lab demo and tests need on Debian 12, as root.
+# Idempotent: packages already present are not touched. Services are never
+# started by the installation (NetworkManager and dhcpd run only inside the
+# lab's network namespaces).
+set -euo pipefail
+
+packages=(
+    # build: libnm headers for bindgen, libclang for bindgen itself
+    libnm-dev libclang-dev clang pkg-config
+    # the lab: real NetworkManager, nm-dispatcher, D-Bus, DHCP servers and clients
+    network-manager dbus-daemon isc-dhcp-server isc-dhcp-client dnsmasq-base
+    iproute2 socat iputils-ping tcpdump procps psmisc util-linux
+)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup-debian.sh: not root; skipping package installation (the lab tests will skip too)" >&2
+    exit 0
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! command -v cargo >/dev/null 2>&1; then
+    # bookworm's own rustc (1.63) is too old for the crates; rustc-web is Debian's newer one.
+    missing+=(rustc-web cargo-web)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup-debian.sh: installing ${missing[*]}" >&2
+    # Keep package scripts from starting NetworkManager or dhcpd in the root namespace.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        created_policy=1
+    fi
+    trap '[ -n "$created_policy" ] && rm -f "$policy"' EXIT
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || {
+    echo "setup-debian.sh: cargo is still missing after installing cargo-web" >&2
+    exit 1
+}
