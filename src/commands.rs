@@ -14,7 +14,7 @@ use crate::pairing::{
     carrier_wait_conf, carrier_wait_conf_name, is_carrier_wait_conf_name, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
     SETTING_WIRED, SETTING_WIRELESS,
 };
-use crate::policy::{decide, Hook, LinkState, Options, Role};
+use crate::policy::{decide, Hook, LinkState, Role};
 use crate::sys::libnm::{Nm, Profile, PropertyValue};
 
 /// Where NetworkManager reads configuration snippets.
@@ -93,6 +93,7 @@ pub struct PairArgs<'a> {
     pub wired_device: Option<&'a str>,
     pub backup_device: Option<&'a str>,
     pub carrier_wait_ms: u32,
+    pub lease_carry: bool,
 }
 
 fn apply(nm: &Nm, wired: &Profile, backup: &Profile, plan: &Plan) -> Result<()> {
@@ -114,7 +115,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let device = nm.device(wired_device.as_str()).ok_or_else(|| Error::NoDevice(wired_device.to_string()))?;
     let (wired_snap, backup_snap) = (snapshot(&wired)?, snapshot(&backup)?);
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
-    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac)?;
+    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, args.lease_carry)?;
     apply(nm, &wired, &backup, &plan)?;
 
     let mut summary = plan.summary;
@@ -201,7 +202,14 @@ pub fn status(nm: &Nm) -> Vec<String> {
             (_, LinkState::Active) => "backup",
             _ => "none",
         };
-        out.push(format!("pair '{}' ({}) <-> '{}' ({}): active side: {active_side}", pair.wired.id, pair.wired.device, pair.backup.id, pair.backup.device));
+        out.push(format!(
+            "pair '{}' ({}) <-> '{}' ({}): active side: {active_side}, lease carrying: {}",
+            pair.wired.id,
+            pair.wired.device,
+            pair.backup.id,
+            pair.backup.device,
+            if pair.options.lease_carry { "on" } else { "off" }
+        ));
         for (role, side, state) in [("wired", &pair.wired, seen.wired), ("backup", &pair.backup, seen.backup)] {
             let device = nm.device(side.device.as_str());
             let addresses = device.as_ref().map(|d| d.ipv4_addresses()).unwrap_or_default();
@@ -232,7 +240,7 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
     for pair in Pair::all(nm) {
         let pair = pair?;
         let seen = pair.observe(nm);
-        let decision = decide(Role::Wired, Hook::Reconcile, seen, Options { lease_carry: true });
+        let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
         info!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, actions = ?decision.actions, "{}", decision.reason);
         if !decision.actions.is_empty() {
             acted += 1;

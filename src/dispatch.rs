@@ -18,7 +18,7 @@ use crate::event::{DispatcherAction, DispatcherEvent};
 use crate::handover::Pair;
 use crate::lease::LeaseStore;
 use crate::pairing::{user_data_from_env, user_data_from_keyfile, KEY_ROLE};
-use crate::policy::{decide, Hook, Options};
+use crate::policy::{decide, Hook};
 use crate::sys::libnm::Nm;
 
 /// Keyfiles larger than this are not read on the fast path.
@@ -97,7 +97,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     };
     let role = if pair.wired.uuid == uuid { crate::policy::Role::Wired } else { crate::policy::Role::Backup };
     let observed = pair.observe(&nm);
-    let decision = decide(role, hook, observed, Options { lease_carry: true });
+    let decision = decide(role, hook, observed, pair.options);
     info!(
         iface = %event.iface.as_ref().map(|i| i.as_str()).unwrap_or(""),
         action = ?event.action,

@@ -5,9 +5,10 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
 use crate::names::{Iface, Uuid};
-use crate::pairing::{membership, Membership};
-use crate::policy::{Action, LinkState, Observed, Role};
+use crate::pairing::{mac_bytes, membership, parse_mac, Membership};
+use crate::policy::{Action, LinkState, Observed, Options, Role};
 use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
+use crate::sys::netlink::take_link_down;
 
 /// One side of a pair: its profile and the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,7 @@ impl Side {
 pub struct Pair {
     pub wired: Side,
     pub backup: Side,
+    pub options: Options,
 }
 
 /// The pairing record of a profile NM knows, if it is paired.
@@ -60,10 +62,11 @@ impl Pair {
         }
         let this_side = Side { uuid: this_uuid, id: this_id, device: this.device };
         let peer_side = Side { uuid: this.peer, id: peer_id, device: that.device };
-        Ok(Some(match this.role {
-            Role::Wired => Pair { wired: this_side, backup: peer_side },
-            Role::Backup => Pair { wired: peer_side, backup: this_side },
-        }))
+        let (wired, backup, wired_record) = match this.role {
+            Role::Wired => (this_side, peer_side, &this),
+            Role::Backup => (peer_side, this_side, &that),
+        };
+        Ok(Some(Pair { wired, backup, options: Options { lease_carry: wired_record.lease_carry } }))
     }
 
     /// Every pair NM knows, found through the wired profiles.
@@ -105,6 +108,25 @@ impl Pair {
         }
     }
 
+    /// Sets the backup link down and gives it back its own MAC address, with
+    /// netlink rather than through NM: NM is waiting for us (`link-up`), and
+    /// its deactivation would wait on the backup's `pre-down` dispatch, which
+    /// nm-dispatcher queues behind our own request.
+    fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
+        let device = self.backup.device.as_str();
+        let own_mac = nm
+            .device(device)
+            .and_then(|d| d.permanent_hw_address())
+            .and_then(|mac| parse_mac(&mac).ok())
+            .and_then(|mac| mac_bytes(&mac));
+        if own_mac.is_none() {
+            warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
+        }
+        take_link_down(device, own_mac).map_err(|source| Error::Io { path: format!("netlink: {device}").into(), source })?;
+        info!("took {device} off the LAN (link down, own MAC restored)");
+        Ok(())
+    }
+
     /// Carries out `actions` in order; stops at the first failure.
     pub fn execute(&self, nm: &Nm, leases: &LeaseStore, actions: &[Action]) -> Result<()> {
         for action in actions {
@@ -139,9 +161,7 @@ impl Pair {
                     }
                     None => info!("'{}' is no longer active", self.backup.id),
                 },
-                Action::TakeBackupOffLan => {
-                    warn!("taking {} off the LAN directly is not supported by this build", self.backup.device)
-                }
+                Action::TakeBackupOffLan => self.take_backup_off_lan(nm)?,
             }
         }
         Ok(())

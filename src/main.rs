@@ -68,6 +68,9 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = pairing::DEFAULT_CARRIER_WAIT_MS,
               value_parser = clap::value_parser!(u32).range(0..=60_000))]
         carrier_wait_ms: u32,
+        /// Do not copy DHCP leases between the two links' lease files (patched NM does not need it).
+        #[arg(long)]
+        no_lease_carry: bool,
     },
     /// Undo `pair` for the pair a profile (either side) belongs to.
     Unpair {
@@ -132,13 +135,14 @@ fn main() -> ExitCode {
         return run_dispatch(vec![iface, action]);
     }
     let result = sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| match cli.command {
-        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms } => {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry } => {
             let args = commands::PairArgs {
                 wired: &wired,
                 backup: &backup,
                 wired_device: wired_device.as_deref(),
                 backup_device: backup_device.as_deref(),
                 carrier_wait_ms,
+                lease_carry: !no_lease_carry,
             };
             commands::pair(&nm, &args).map(|lines| print_lines(&lines))
         }

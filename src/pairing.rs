@@ -15,11 +15,13 @@ use crate::sys::libnm::{ProfileEdit, PropertyChange, PropertyValue};
 pub const KEY_ROLE: &str = "nm-handover.role";
 pub const KEY_PEER: &str = "nm-handover.peer";
 pub const KEY_DEVICE: &str = "nm-handover.device";
+/// On the wired profile: `no` turns lease carrying off for the pair.
+pub const KEY_LEASE_CARRY: &str = "nm-handover.lease-carry";
 const KEY_SAVED_CLONED_MAC: &str = "nm-handover.saved-cloned-mac";
 const KEY_SAVED_CLIENT_ID: &str = "nm-handover.saved-dhcp-client-id";
 const KEY_SAVED_AUTOCONNECT: &str = "nm-handover.saved-autoconnect";
-const ALL_KEYS: [&str; 6] =
-    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
+const ALL_KEYS: [&str; 7] =
+    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
 
 /// Carrier-loss deferral `pair` configures for the wired device (NM's default is 6000 ms).
 pub const DEFAULT_CARRIER_WAIT_MS: u32 = 500;
@@ -59,6 +61,8 @@ pub struct Membership {
     pub role: Role,
     pub peer: Uuid,
     pub device: Iface,
+    /// Carry leases between the two links' lease files (see `lease`).
+    pub lease_carry: bool,
 }
 
 /// Reads the pairing record from a profile's user data; `Ok(None)` when the
@@ -80,6 +84,7 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
         role,
         peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name)?,
         device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name)?,
+        lease_carry: user_data.get(KEY_LEASE_CARRY).map_or(true, |v| v != "no"),
     }))
 }
 
@@ -176,6 +181,16 @@ pub fn parse_mac(s: &str) -> Result<String, PairingError> {
     }
 }
 
+/// The six bytes of a MAC address in the form `parse_mac` returns.
+pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// The MAC address the wired profile presents on the LAN, which the backup
 /// must clone: an explicit cloned MAC, else the device's permanent address,
 /// else its current one.
@@ -210,6 +225,7 @@ pub fn plan_pair(
     backup: &ProfileSnapshot,
     backup_device: &Iface,
     wired_mac: &str,
+    lease_carry: bool,
 ) -> Result<Plan, PairingError> {
     if wired.uuid == backup.uuid {
         return Err(PairingError::SameProfile);
@@ -228,9 +244,12 @@ pub fn plan_pair(
     for (key, value) in [(KEY_ROLE, "wired"), (KEY_PEER, backup.uuid.as_str()), (KEY_DEVICE, wired_device.as_str())] {
         plan.wired.user_data.insert(key.to_owned(), Some(value.to_owned()));
     }
+    plan.wired.user_data.insert(KEY_LEASE_CARRY.to_owned(), Some(if lease_carry { "yes" } else { "no" }.to_owned()));
     plan.summary.push(format!(
-        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}",
-        wired.id, backup.uuid
+        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}, {KEY_LEASE_CARRY}={}",
+        wired.id,
+        backup.uuid,
+        if lease_carry { "yes" } else { "no" }
     ));
     for (key, value) in [(KEY_ROLE, "backup"), (KEY_PEER, wired.uuid.as_str()), (KEY_DEVICE, backup_device.as_str())] {
         plan.backup.user_data.insert(key.to_owned(), Some(value.to_owned()));
@@ -399,7 +418,7 @@ mod tests {
         backup.cloned_mac = Some("stable".into());
         let (wired0, backup0) = (wired.clone(), backup.clone());
 
-        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc").unwrap();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
         apply(&mut wired, &plan.wired);
         apply(&mut backup, &plan.backup);
         assert_eq!(backup.cloned_mac.as_deref(), Some("52:54:00:AA:BB:CC"));
@@ -412,7 +431,7 @@ mod tests {
         assert!(plan.summary.iter().any(|l| l.contains("cloned-mac-address: \"stable\" -> \"52:54:00:AA:BB:CC\"")));
 
         // Pairing again keeps the originals saved the first time.
-        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc").unwrap();
+        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
         apply(&mut backup, &again.backup);
 
         let undo = plan_unpair(Some(&wired), Some(&backup));
@@ -427,11 +446,11 @@ mod tests {
         let wired = snapshot(W, "Wired", SETTING_WIRED);
         let vpn = snapshot(B, "VPN", "vpn");
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc"),
+            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc", true),
             Err(PairingError::BackupUnsupported(..))
         ));
         assert_eq!(
-            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc"),
+            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", true),
             Err(PairingError::SameProfile)
         );
         let mut backup = snapshot(B, "B", SETTING_WIRED);
@@ -439,7 +458,7 @@ mod tests {
         backup.user_data.insert(KEY_PEER.into(), "33333333-3333-4333-8333-333333333333".into());
         backup.user_data.insert(KEY_DEVICE.into(), "b0".into());
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc"),
+            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc", true),
             Err(PairingError::AlreadyPaired { .. })
         ));
     }
@@ -455,6 +474,8 @@ mod tests {
         wired.cloned_mac = Some("02:00:00:00:00:01".into());
         assert_eq!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), None).unwrap(), "02:00:00:00:00:01");
         assert!(parse_mac("aa:bb:cc:dd:ee").is_err());
+        assert_eq!(mac_bytes("02:00:00:00:00:FF"), Some([2, 0, 0, 0, 0, 0xff]));
+        assert_eq!(mac_bytes("02:00:00:00:00"), None);
     }
 
     #[test]

@@ -4,3 +4,4 @@
 //! safe API; pointers never leave it.
 
 pub mod libnm;
+pub mod netlink;
