@@ -60,13 +60,13 @@ impl Pair {
         if that.peer != this_uuid || that.role == this.role {
             return Err(inconsistent(format!("its peer '{peer_id}' is paired with {} as {:?}", that.peer, that.role)));
         }
-        let this_side = Side { uuid: this_uuid, id: this_id, device: this.device };
-        let peer_side = Side { uuid: this.peer, id: peer_id, device: that.device };
-        let (wired, backup, wired_record) = match this.role {
-            Role::Wired => (this_side, peer_side, &this),
-            Role::Backup => (peer_side, this_side, &that),
+        let this_side = Side { uuid: this_uuid, id: this_id, device: this.device.clone() };
+        let peer_side = Side { uuid: this.peer.clone(), id: peer_id, device: that.device.clone() };
+        let (wired, backup, lease_carry) = match this.role {
+            Role::Wired => (this_side, peer_side, this.lease_carry),
+            Role::Backup => (peer_side, this_side, that.lease_carry),
         };
-        Ok(Some(Pair { wired, backup, options: Options { lease_carry: wired_record.lease_carry } }))
+        Ok(Some(Pair { wired, backup, options: Options { lease_carry } }))
     }
 
     /// Every pair NM knows, found through the wired profiles.
