@@ -4,7 +4,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::handover::{profile_membership, Pair};
@@ -241,10 +241,12 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
         let pair = pair?;
         let seen = pair.observe(nm);
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
-        info!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, actions = ?decision.actions, "{}", decision.reason);
-        if !decision.actions.is_empty() {
-            acted += 1;
+        if decision.actions.is_empty() {
+            debug!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, "{}", decision.reason);
+            continue;
         }
+        info!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, actions = ?decision.actions, "{}", decision.reason);
+        acted += 1;
         pair.execute(nm, &LeaseStore::default(), &decision.actions)?;
     }
     Ok(acted)
