@@ -73,8 +73,11 @@ impl Pair {
     pub fn all(nm: &Nm) -> Vec<Result<Pair>> {
         nm.profiles()
             .iter()
-            .filter(|p| matches!(profile_membership(p), Ok(Some(m)) if m.role == Role::Wired) || profile_membership(p).is_err())
-            .filter_map(|p| Pair::of_profile(nm, p).transpose())
+            .filter_map(|p| match profile_membership(p) {
+                Ok(Some(m)) if m.role == Role::Wired => Pair::of_profile(nm, p).transpose(),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
             .collect()
     }
 
