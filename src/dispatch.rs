@@ -99,8 +99,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     let observed = pair.observe(&nm);
     let decision = decide(role, hook, observed, pair.options);
     info!(
-        iface = %event.iface.as_ref().map(|i| i.as_str()).unwrap_or(""),
-        action = ?event.action,
         ?role,
         ?observed,
         actions = ?decision.actions,

@@ -103,9 +103,19 @@ fn init_logging() {
 }
 
 fn run_dispatch(args: Vec<OsString>) -> ExitCode {
-    match dispatch::run(args, std::env::vars_os()) {
+    // nm-dispatcher hands every script's stderr to the journal unlabelled:
+    // name ourselves and the event on every line.
+    let label = |i: usize| args.get(i).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let span = tracing::info_span!("nm-handover", iface = %label(0), action = %label(1));
+    let _entered = span.enter();
+    match dispatch::run(args.clone(), std::env::vars_os()) {
         Ok(outcome) => {
             debug!(?outcome);
+            ExitCode::SUCCESS
+        }
+        Err(error::Error::Nm(sys::libnm::NmError::NotRunning)) => {
+            // NM dispatches connectivity-change while it shuts down.
+            tracing::warn!("NetworkManager is not running (any more): event skipped");
             ExitCode::SUCCESS
         }
         Err(err) => {

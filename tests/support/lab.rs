@@ -1,0 +1,641 @@
+//! Building and tearing down the lab.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The LAN's server address and the DHCP pool.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const POOL: (&str, &str) = ("198.18.0.100", "198.18.0.199");
+pub const TCP_PORT: u16 = 7000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpServer {
+    IscDhcpd,
+    Dnsmasq,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpClient {
+    Internal,
+    Dhclient,
+}
+
+impl DhcpClient {
+    pub fn conf_name(self) -> &'static str {
+        match self {
+            DhcpClient::Internal => "internal",
+            DhcpClient::Dhclient => "dhclient",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub server: DhcpServer,
+    pub client: DhcpClient,
+    pub lease_time_secs: u32,
+    pub nm_daemon: PathBuf,
+    pub nm_dispatcher: PathBuf,
+    /// The nm-handover binary linked into the dispatcher directories, or none (control runs).
+    pub companion: Option<PathBuf>,
+    /// Dispatcher directories (relative to dispatcher.d) the companion is linked into.
+    pub companion_dirs: Vec<&'static str>,
+    pub extra_nm_conf: String,
+}
+
+impl LabConfig {
+    pub fn new(server: DhcpServer, client: DhcpClient) -> LabConfig {
+        LabConfig {
+            server,
+            client,
+            lease_time_secs: 600,
+            nm_daemon: PathBuf::from("/usr/sbin/NetworkManager"),
+            nm_dispatcher: PathBuf::from("/usr/lib/NetworkManager/nm-dispatcher"),
+            companion: None,
+            companion_dirs: vec![".", "pre-up.d"],
+            extra_nm_conf: String::new(),
+        }
+    }
+
+    pub fn with_companion(mut self) -> LabConfig {
+        self.companion = Some(PathBuf::from(env!("CARGO_BIN_EXE_nm-handover")));
+        self
+    }
+}
+
+#[derive(Debug)]
+pub enum LabError {
+    /// The lab cannot run here (not root, a tool missing): the test must say so and skip.
+    Skip(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabError::Skip(why) => write!(f, "skipped: {why}"),
+            LabError::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Starts a lab, or prints why it cannot and returns `None`. Under CI a
+/// skip is a failure: CI runs as root and must skip nothing.
+pub fn start_or_skip(test: &str, cfg: LabConfig) -> Option<Lab> {
+    match Lab::start(cfg) {
+        Ok(lab) => Some(lab),
+        Err(LabError::Skip(why)) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: cannot run the lab under CI: {why}");
+            }
+            eprintln!("SKIPPED (needs root and the lab's Debian packages): {test}: {why}");
+            None
+        }
+        Err(LabError::Failed(why)) => panic!("{test}: lab failed to start: {why}"),
+    }
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A child process of the lab, stopped by its PID on teardown.
+struct Proc {
+    what: &'static str,
+    child: Child,
+}
+
+pub struct Lab {
+    pub name: String,
+    pub lan: String,
+    pub host: String,
+    pub dir: PathBuf,
+    pub cfg: LabConfig,
+    anchor: Option<Child>,
+    procs: Vec<Proc>,
+    nm: Option<Child>,
+    server: Option<Child>,
+    _lock: File,
+}
+
+fn run(argv: &[&str]) -> Result<Output, LabError> {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Failed(format!("{}: {e}", argv.join(" "))))
+}
+
+fn must(argv: &[&str]) -> Result<String, LabError> {
+    let out = run(argv)?;
+    if !out.status.success() {
+        return Err(LabError::Failed(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn log_file(dir: &Path, name: &str) -> File {
+    OpenOptions::new().create(true).append(true).open(dir.join(name)).expect("lab log file")
+}
+
+fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+const REQUIRED_TOOLS: &[&str] = &["ip", "nsenter", "unshare", "dbus-daemon", "nmcli", "socat", "tcpdump"];
+
+impl Lab {
+    pub fn start(cfg: LabConfig) -> Result<Lab, LabError> {
+        // SAFETY: plain getter.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError::Skip("network namespaces and NetworkManager need root".into()));
+        }
+        let server_bin = match cfg.server {
+            DhcpServer::IscDhcpd => "dhcpd",
+            DhcpServer::Dnsmasq => "dnsmasq",
+        };
+        for tool in REQUIRED_TOOLS.iter().chain([&server_bin]) {
+            if which(tool).is_none() {
+                return Err(LabError::Skip(format!("{tool} is not installed (run tests/setup-debian.sh)")));
+            }
+        }
+        for bin in [&cfg.nm_daemon, &cfg.nm_dispatcher] {
+            if !bin.exists() {
+                return Err(LabError::Skip(format!("{} is not installed", bin.display())));
+            }
+        }
+        if cfg.client == DhcpClient::Dhclient && which("dhclient").is_none() && !Path::new("/sbin/dhclient").exists() {
+            return Err(LabError::Skip("dhclient is not installed".into()));
+        }
+
+        // One lab at a time on this machine: they share the CPU and timing matters.
+        let lock = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open("/run/nm-handover-lab.lock")
+            .map_err(|e| LabError::Failed(format!("lab lock: {e}")))?;
+        // SAFETY: flock on a file we own; released when the file is closed.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(LabError::Failed(format!("lab lock: {}", std::io::Error::last_os_error())));
+        }
+
+        let name = format!("nmh-{}-{}", std::process::id(), LAB_COUNTER.fetch_add(1, Ordering::SeqCst));
+        let dir = std::env::temp_dir().join(format!("{name}.lab"));
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["run/dbus", "etc/conf.d", "etc/system-connections", "etc/dispatcher.d", "lib", "services", "server"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| LabError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        let mut lab = Lab {
+            lan: format!("{name}-lan"),
+            host: format!("{name}-host"),
+            name,
+            dir,
+            cfg,
+            anchor: None,
+            procs: Vec::new(),
+            nm: None,
+            server: None,
+            _lock: lock,
+        };
+        lab.build()?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<(), LabError> {
+        let (lan, host) = (self.lan.clone(), self.host.clone());
+        must(&["ip", "netns", "add", &lan])?;
+        must(&["ip", "netns", "add", &host])?;
+        must(&["ip", "-n", &lan, "link", "set", "lo", "up"])?;
+        must(&["ip", "-n", &host, "link", "set", "lo", "up"])?;
+        must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        must(&["ip", "-n", &lan, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"])?;
+        must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
+        for iface in ["wired0", "backup0"] {
+            let port = format!("p-{iface}");
+            // Created inside the lab namespaces only: nothing appears in the root namespace.
+            must(&["ip", "-n", &host, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns", &lan])?;
+            must(&["ip", "-n", &lan, "link", "set", &port, "master", "br0"])?;
+            must(&["ip", "-n", &lan, "link", "set", &port, "up"])?;
+        }
+        self.start_dhcp_server()?;
+        let peer = self.spawn_in_lan(
+            "tcp peer",
+            &["socat", &format!("TCP-LISTEN:{TCP_PORT},bind={SERVER},fork,reuseaddr"), "EXEC:cat"],
+            "peer.log",
+        )?;
+        self.procs.push(peer);
+        self.write_host_config()?;
+        self.start_anchor()?;
+        let dbus_conf = self.dir.join("dbus.conf");
+        let dbus = self.spawn_in_host(
+            "dbus-daemon",
+            &["dbus-daemon", "--config-file", dbus_conf.to_str().unwrap(), "--nofork", "--nopidfile"],
+            "dbus.log",
+        )?;
+        self.procs.push(Proc { what: "dbus-daemon", child: dbus });
+        self.wait_until("private D-Bus socket", Duration::from_secs(5), || {
+            self.dir.join("run/dbus/system_bus_socket").exists()
+        })?;
+        self.start_nm()?;
+        Ok(())
+    }
+
+    fn write_host_config(&self) -> Result<(), LabError> {
+        let d = &self.dir;
+        write(
+            &d.join("dbus.conf"),
+            &format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow user="*"/><allow own="*"/><allow send_type="method_call"/>
+    <allow send_destination="*"/><allow receive_type="*"/>
+  </policy>
+</busconfig>
+"#,
+                d.join("services").display()
+            ),
+        );
+        // nm-dispatcher logs to syslog, which the lab lacks: run it with --debug to a file.
+        write(
+            &d.join("services/org.freedesktop.nm_dispatcher.service"),
+            &format!(
+                "[D-BUS Service]\nName=org.freedesktop.nm_dispatcher\nExec=/bin/sh -c 'exec {} --debug 2>>{}'\nUser=root\n",
+                self.cfg.nm_dispatcher.display(),
+                d.join("dispatcher.log").display()
+            ),
+        );
+        write(
+            &d.join("etc/NetworkManager.conf"),
+            &format!(
+                "[main]\nplugins=keyfile\nauth-polkit=false\ndhcp={}\ndns=none\nrc-manager=unmanaged\n\
+                 hostname-mode=none\nno-auto-default=*\n\n[logging]\nlevel=DEBUG\n{}\n",
+                self.cfg.client.conf_name(),
+                self.cfg.extra_nm_conf
+            ),
+        );
+        if let Some(companion) = &self.cfg.companion {
+            for sub in &self.cfg.companion_dirs {
+                let dir = d.join("etc/dispatcher.d").join(sub);
+                fs::create_dir_all(&dir).map_err(|e| LabError::Failed(e.to_string()))?;
+                std::os::unix::fs::symlink(companion, dir.join("90-nm-handover"))
+                    .map_err(|e| LabError::Failed(format!("installing the companion: {e}")))?;
+            }
+        }
+        fs::set_permissions(d.join("etc/system-connections"), fs::Permissions::from_mode(0o700)).ok();
+        write(
+            &d.join("anchor.sh"),
+            &format!(
+                "set -e\n\
+                 mount -n --bind {d}/run /run\n\
+                 mount -n --bind {d}/etc /etc/NetworkManager\n\
+                 mount -n --bind {d}/lib /var/lib/NetworkManager\n\
+                 mount -n -o remount,ro /sys 2>/dev/null || mount -n -t sysfs -o ro sysfs /sys\n\
+                 exec sleep infinity\n",
+                d = d.display()
+            ),
+        );
+        Ok(())
+    }
+
+    fn start_anchor(&mut self) -> Result<(), LabError> {
+        // The anchor holds the private mount namespace that NM, nm-dispatcher
+        // and every command of the test share (see LAB.md: /sys read-only, or
+        // NM waits for udev forever).
+        let anchor = Command::new("ip")
+            .args(["netns", "exec", &self.host, "unshare", "--mount", "--uts", "--propagation", "private", "sh"])
+            .arg(self.dir.join("anchor.sh"))
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, "anchor.log"))
+            .stderr(log_file(&self.dir, "anchor.log"))
+            .spawn()
+            .map_err(|e| LabError::Failed(format!("anchor: {e}")))?;
+        self.anchor = Some(anchor);
+        let pid = self.anchor_pid();
+        self.wait_until("the lab's mount namespace", Duration::from_secs(5), || {
+            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.ends_with("sleep"))
+        })?;
+        Ok(())
+    }
+
+    fn anchor_pid(&self) -> String {
+        self.anchor.as_ref().expect("anchor started").id().to_string()
+    }
+
+    /// A command line that runs `argv` inside the host namespace and the lab's mount namespace.
+    pub fn host_command(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.anchor_pid(), "-m", "-n", "-u", "--"]).args(argv).stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run_in_host(&self, argv: &[&str]) -> Output {
+        self.host_command(argv).output().expect("nsenter")
+    }
+
+    pub fn run_in_lan(&self, argv: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.lan]).args(argv).stdin(Stdio::null()).output().expect("ip netns exec")
+    }
+
+    fn spawn_in_host(&self, _what: &'static str, argv: &[&str], log: &str) -> Result<Child, LabError> {
+        self.host_command(argv)
+            .stdout(log_file(&self.dir, log))
+            .stderr(log_file(&self.dir, log))
+            .spawn()
+            .map_err(|e| LabError::Failed(format!("{}: {e}", argv.join(" "))))
+    }
+
+    fn spawn_in_lan(&self, what: &'static str, argv: &[&str], log: &str) -> Result<Proc, LabError> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lan])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, log))
+            .stderr(log_file(&self.dir, log))
+            .spawn()
+            .map_err(|e| LabError::Failed(format!("{what}: {e}")))?;
+        Ok(Proc { what, child })
+    }
+
+    fn start_dhcp_server(&mut self) -> Result<(), LabError> {
+        let d = self.dir.join("server");
+        let lease = self.cfg.lease_time_secs.to_string();
+        let child = match self.cfg.server {
+            DhcpServer::IscDhcpd => {
+                write(
+                    &d.join("dhcpd.conf"),
+                    &format!(
+                        "authoritative;\nping-check true;\nping-timeout 1;\n\
+                         # Ping even right after the client's last transaction, so conflicts show at once.\n\
+                         ping-cltt-secs 1;\ndefault-lease-time {lease};\nmax-lease-time {lease};\n\
+                         subnet 198.18.0.0 netmask 255.255.255.0 {{ range {} {}; }}\n",
+                        POOL.0, POOL.1
+                    ),
+                );
+                let leases = d.join("dhcpd.leases");
+                if !leases.exists() {
+                    write(&leases, "");
+                }
+                let _ = fs::remove_file(d.join("dhcpd.pid"));
+                self.spawn_in_lan(
+                    "dhcpd",
+                    &[
+                        "dhcpd", "-4", "-f", "-d", "-cf", d.join("dhcpd.conf").to_str().unwrap(), "-lf",
+                        leases.to_str().unwrap(), "-pf", d.join("dhcpd.pid").to_str().unwrap(), "br0",
+                    ],
+                    "server.log",
+                )?
+            }
+            DhcpServer::Dnsmasq => self.spawn_in_lan(
+                "dnsmasq",
+                &[
+                    "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces",
+                    "--interface=br0", &format!("--dhcp-range={},{},{lease}", POOL.0, POOL.1),
+                    &format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()), "--log-dhcp",
+                    "--log-facility=-", "--dhcp-authoritative", &format!("--pid-file={}", d.join("dnsmasq.pid").display()),
+                ],
+                "server.log",
+            )?,
+        };
+        self.server = Some(child.child);
+        // Let the server open its sockets before clients start.
+        sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    pub fn stop_dhcp_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            stop_child(&mut child, Duration::from_secs(3));
+        }
+    }
+
+    pub fn restart_dhcp_server(&mut self) {
+        self.stop_dhcp_server();
+        self.start_dhcp_server().expect("restart DHCP server");
+    }
+
+    /// Starts NetworkManager (a "boot", when the state it left was flushed).
+    pub fn start_nm(&mut self) -> Result<(), LabError> {
+        let daemon = self.cfg.nm_daemon.to_str().unwrap().to_owned();
+        let nm = self.spawn_in_host("NetworkManager", &[&daemon, "--no-daemon", "--debug"], "nm.log")?;
+        self.nm = Some(nm);
+        self.wait_until("NetworkManager to manage both links", Duration::from_secs(20), || {
+            let out = self.run_in_host(&["nmcli", "-t", "-f", "DEVICE,STATE", "device"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+                && ["wired0", "backup0"]
+                    .iter()
+                    .all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
+        })?;
+        Ok(())
+    }
+
+    /// Stops NetworkManager (SIGTERM; it leaves addresses configured, like a crash would).
+    pub fn stop_nm(&mut self) {
+        if let Some(mut nm) = self.nm.take() {
+            stop_child(&mut nm, Duration::from_secs(10));
+        }
+    }
+
+    /// A "reboot" of the host: NM stopped, its runtime state and the links'
+    /// addresses gone, links down; profiles and lease files stay.
+    pub fn reboot_nm(&mut self, before_start: impl FnOnce(&Lab)) {
+        self.stop_nm();
+        let _ = fs::remove_dir_all(self.dir.join("run/NetworkManager"));
+        for iface in ["wired0", "backup0"] {
+            must(&["ip", "-n", &self.host, "addr", "flush", "dev", iface]).unwrap();
+            must(&["ip", "-n", &self.host, "link", "set", iface, "down"]).unwrap();
+        }
+        before_start(self);
+        self.start_nm().expect("NetworkManager restart");
+    }
+
+    pub fn nmcli(&self, args: &[&str]) -> Result<String, LabError> {
+        let mut argv = vec!["nmcli"];
+        argv.extend_from_slice(args);
+        let out = self.run_in_host(&argv);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(LabError::Failed(format!("nmcli {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
+        }
+    }
+
+    /// Runs the companion's CLI inside the lab; panics with its output on failure.
+    pub fn companion(&self, args: &[&str]) -> String {
+        let bin = env!("CARGO_BIN_EXE_nm-handover");
+        let mut argv = vec![bin];
+        argv.extend_from_slice(args);
+        let out = self.run_in_host(&argv);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "nm-handover {}: {text}", args.join(" "));
+        text
+    }
+
+    /// Adds an Ethernet profile bound to `iface`; returns its UUID.
+    pub fn add_ethernet_profile(&self, name: &str, iface: &str, autoconnect: bool) -> String {
+        self.nmcli(&[
+            "connection", "add", "type", "ethernet", "con-name", name, "ifname", iface, "autoconnect",
+            if autoconnect { "yes" } else { "no" }, "ipv6.method", "disabled",
+        ])
+        .expect("add profile");
+        self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
+    }
+
+    pub fn pull_cable(&self) {
+        must(&["ip", "-n", &self.lan, "link", "set", "p-wired0", "down"]).unwrap();
+    }
+
+    pub fn plug_cable(&self) {
+        must(&["ip", "-n", &self.lan, "link", "set", "p-wired0", "up"]).unwrap();
+    }
+
+    /// The first global IPv4 address of `iface` in the host namespace.
+    pub fn ipv4(&self, iface: &str) -> Option<Ipv4Addr> {
+        let out = run(&["ip", "-n", &self.host, "-4", "-o", "addr", "show", "dev", iface, "scope", "global"]).ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+    }
+
+    pub fn mac(&self, iface: &str) -> String {
+        let out = must(&["ip", "-n", &self.host, "-o", "link", "show", "dev", iface]).unwrap();
+        out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_owned()
+    }
+
+    /// Polls `f` every 10 ms until it holds; returns how long it took.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration, LabError> {
+        let start = Instant::now();
+        loop {
+            if f() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::Failed(format!("timed out after {timeout:?} waiting for {what}")));
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn server_log(&self) -> String {
+        self.read("server.log")
+    }
+
+    pub fn nm_log(&self) -> String {
+        self.read("nm.log")
+    }
+
+    pub fn dispatcher_log(&self) -> String {
+        self.read("dispatcher.log")
+    }
+
+    /// Host-side path of the lab's /var/lib/NetworkManager (lease files).
+    pub fn nm_state_dir(&self) -> PathBuf {
+        self.dir.join("lib")
+    }
+
+    /// Host-side path of the lab's /etc/NetworkManager.
+    pub fn nm_conf_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+
+    /// Everything useful for a failing test, in one string.
+    pub fn diagnostics(&self) -> String {
+        let tail = |text: String, n: usize| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        format!(
+            "--- server log\n{}\n--- dispatcher log\n{}\n--- NM log (tail)\n{}\n",
+            tail(self.server_log(), 40),
+            tail(self.dispatcher_log(), 60),
+            tail(self.nm_log(), 60)
+        )
+    }
+
+    /// Appends a line to a file under the lab dir (for test notes).
+    pub fn note(&self, text: &str) {
+        let mut f = log_file(&self.dir, "notes.log");
+        let _ = writeln!(f, "{text}");
+    }
+
+    pub fn anchor_ns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.host))
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut nm) = self.nm.take() {
+            stop_child(&mut nm, Duration::from_secs(5));
+        }
+        self.stop_dhcp_server();
+        for proc in self.procs.iter_mut().rev() {
+            let _ = proc.what;
+            stop_child(&mut proc.child, Duration::from_secs(2));
+        }
+        if let Some(mut anchor) = self.anchor.take() {
+            stop_child(&mut anchor, Duration::from_secs(2));
+        }
+        // nm-dispatcher, dhclient and anything else started inside the lab.
+        for ns in [&self.host, &self.lan] {
+            if let Ok(out) = run(&["ip", "netns", "pids", ns]) {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: these processes live in our lab's namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        if std::env::var_os("NM_HANDOVER_KEEP_LAB").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The test lab: real NetworkManager, nm-dispatcher, D-Bus, ISC dhcpd or
+//! dnsmasq and a TCP peer, in network namespaces the test creates.
+//!
+//! ```text
+//!   ns "<name>-lan":  br0 198.18.0.1/24, DHCP server, TCP echo peer :7000
+//!                      ├── p-wired0  (cable pull = this port down)
+//!                      └── p-backup0
+//!   ns "<name>-host": wired0, backup0 (veth peers of the ports above);
+//!                     NetworkManager + nm-dispatcher on a private D-Bus, in a
+//!                     private mount namespace with private /run,
+//!                     /etc/NetworkManager, /var/lib/NetworkManager, read-only /sys
+//! ```
+//! Nothing runs in, or changes, the root network namespace. `Drop` tears
+//! everything down, also when a test fails.
+
+#![allow(dead_code)]
+
+pub mod lab;
+pub mod net;
+
+pub use lab::*;
+pub use net::*;

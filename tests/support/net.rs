@@ -1,0 +1,383 @@
+//! Observing the lab from the outside: a live TCP session, address and link
+//! changes with timestamps, and a DHCPRELEASE sent on a client's behalf.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::lab::{Lab, SERVER, TCP_PORT};
+
+/// Moves the calling thread into a network namespace (only this thread).
+fn enter_netns(ns: &str) -> std::io::Result<()> {
+    let file = File::open(format!("/run/netns/{ns}"))?;
+    // SAFETY: setns on a valid namespace fd affects only the calling thread's network namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What a TCP session saw.
+#[derive(Debug, Clone, Default)]
+pub struct TcpReport {
+    pub round_trips: u64,
+    /// The longest time without a completed round trip.
+    pub longest_stall: Duration,
+    /// A reset, EOF or other error ended the session.
+    pub error: Option<String>,
+    /// The local address the session was opened from.
+    pub local: Option<SocketAddrV4>,
+}
+
+impl TcpReport {
+    pub fn survived(&self) -> bool {
+        self.error.is_none() && self.round_trips > 0
+    }
+}
+
+/// A steady request/response stream from the host namespace to the LAN's echo
+/// peer: 32 bytes every 20 ms, each answered before the next is sent.
+pub struct TcpSession {
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<(TcpReport, Instant)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpSession {
+    pub fn open(lab: &Lab) -> TcpSession {
+        let host = lab.host.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new((TcpReport::default(), Instant::now())));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (stop, state) = (stop.clone(), state.clone());
+            thread::spawn(move || {
+                let opened = enter_netns(&host).and_then(|()| {
+                    let stream = TcpStream::connect_timeout(&SocketAddrV4::new(SERVER, TCP_PORT).into(), Duration::from_secs(5))?;
+                    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                });
+                let mut stream = match opened {
+                    Ok(stream) => {
+                        let local = match stream.local_addr() {
+                            Ok(std::net::SocketAddr::V4(a)) => Some(a),
+                            _ => None,
+                        };
+                        state.lock().unwrap().0.local = local;
+                        let _ = ready_tx.send(Ok(()));
+                        stream
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let mut seq: u64 = 0;
+                let mut last_ok = Instant::now();
+                let fail = |why: String| state.lock().unwrap().0.error = Some(why);
+                'session: while !stop.load(Ordering::SeqCst) {
+                    seq += 1;
+                    let request = format!("{seq:031}\n");
+                    if let Err(e) = stream.write_all(request.as_bytes()) {
+                        fail(format!("write: {e}"));
+                        break;
+                    }
+                    let mut answer = [0u8; 32];
+                    let mut got = 0;
+                    while got < answer.len() {
+                        match stream.read(&mut answer[got..]) {
+                            Ok(0) => {
+                                fail("the peer closed the connection".into());
+                                break 'session;
+                            }
+                            Ok(n) => got += n,
+                            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                                let mut s = state.lock().unwrap();
+                                s.0.longest_stall = s.0.longest_stall.max(last_ok.elapsed());
+                                if stop.load(Ordering::SeqCst) {
+                                    break 'session;
+                                }
+                            }
+                            Err(e) => {
+                                fail(format!("read: {e}"));
+                                break 'session;
+                            }
+                        }
+                    }
+                    if answer != request.as_bytes() {
+                        fail(format!("echo mismatch at request {seq}"));
+                        break;
+                    }
+                    let mut s = state.lock().unwrap();
+                    s.0.longest_stall = s.0.longest_stall.max(last_ok.elapsed());
+                    s.0.round_trips += 1;
+                    last_ok = Instant::now();
+                    s.1 = last_ok;
+                    drop(s);
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("TCP session to {SERVER}:{TCP_PORT} failed to open: {e}"),
+            Err(_) => panic!("TCP session to {SERVER}:{TCP_PORT} did not open within 10 s"),
+        }
+        TcpSession { stop, state, thread: Some(thread) }
+    }
+
+    pub fn report(&self) -> TcpReport {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    pub fn round_trips(&self) -> u64 {
+        self.state.lock().unwrap().0.round_trips
+    }
+
+    /// Waits until `n` more round trips completed after now (or the session failed).
+    pub fn wait_for_traffic(&self, n: u64, timeout: Duration) -> bool {
+        let start = self.round_trips();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let r = self.report();
+            if r.error.is_some() {
+                return false;
+            }
+            if r.round_trips >= start + n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Resets the longest stall so far (to measure one handover at a time).
+    pub fn reset_stall(&self) {
+        self.state.lock().unwrap().0.longest_stall = Duration::ZERO;
+    }
+
+    pub fn close(mut self) -> TcpReport {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.report()
+    }
+}
+
+impl Drop for TcpSession {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    AddressAdded { iface: String, addr: Ipv4Addr },
+    AddressRemoved { iface: String, addr: Ipv4Addr },
+    /// The administrative state (IFF_UP) of a link changed.
+    LinkAdmin { iface: String, up: bool },
+}
+
+/// `ip monitor address link` in the host namespace, each line stamped when read.
+pub struct NetMonitor {
+    child: Child,
+    events: Arc<Mutex<Vec<(Instant, NetEvent)>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl NetMonitor {
+    pub fn start(lab: &Lab) -> NetMonitor {
+        let mut child = Command::new("ip")
+            .args(["-n", &lab.host, "-o", "-4", "monitor", "address", "link"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        let stdout = child.stdout.take().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let events = events.clone();
+            thread::spawn(move || {
+                let mut admin: std::collections::HashMap<String, bool> = Default::default();
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let now = Instant::now();
+                    if let Some(ev) = parse_monitor_line(&line, &mut admin) {
+                        events.lock().unwrap().push((now, ev));
+                    }
+                }
+            })
+        };
+        // ip monitor subscribes before printing anything; give it a moment.
+        thread::sleep(Duration::from_millis(100));
+        NetMonitor { child, events, reader: Some(reader) }
+    }
+
+    pub fn events_since(&self, since: Instant) -> Vec<(Instant, NetEvent)> {
+        self.events.lock().unwrap().iter().filter(|(t, _)| *t >= since).cloned().collect()
+    }
+
+    /// After a re-plug at `plug`: how long `addr` was on the LAN through both
+    /// links at once, from the moment `wired` got it until `backup` lost it or
+    /// went down. Zero when the backup was off the LAN before the wired link
+    /// had the address; `None` when the wired link never got it.
+    pub fn double_address_window(&self, plug: Instant, addr: Ipv4Addr, wired: &str, backup: &str) -> Option<Duration> {
+        let events = self.events_since(plug);
+        let wired_got = events.iter().find_map(|(t, e)| match e {
+            NetEvent::AddressAdded { iface, addr: a } if iface == wired && *a == addr => Some(*t),
+            _ => None,
+        })?;
+        let backup_off = events.iter().find_map(|(t, e)| match e {
+            NetEvent::AddressRemoved { iface, addr: a } if iface == backup && *a == addr => Some(*t),
+            NetEvent::LinkAdmin { iface, up: false } if iface == backup => Some(*t),
+            _ => None,
+        });
+        match backup_off {
+            Some(off) => Some(off.saturating_duration_since(wired_got)),
+            // Never taken off the LAN: the window is still open.
+            None => Some(Instant::now().saturating_duration_since(wired_got)),
+        }
+    }
+
+    /// When `iface` first got `addr` after `since`.
+    pub fn address_added_at(&self, since: Instant, iface: &str, addr: Ipv4Addr) -> Option<Instant> {
+        self.events_since(since).into_iter().find_map(|(t, e)| match e {
+            NetEvent::AddressAdded { iface: i, addr: a } if i == iface && a == addr => Some(t),
+            _ => None,
+        })
+    }
+
+    pub fn dump(&self, since: Instant) -> String {
+        self.events_since(since)
+            .iter()
+            .map(|(t, e)| format!("{:>8.3}s {e:?}", t.saturating_duration_since(since).as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for NetMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Parses one line of `ip -o -4 monitor address link`.
+fn parse_monitor_line(line: &str, admin: &mut std::collections::HashMap<String, bool>) -> Option<NetEvent> {
+    let (deleted, rest) = match line.strip_prefix("Deleted ") {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let mut words = rest.split_whitespace();
+    let _index = words.next()?.strip_suffix(':')?;
+    let iface = words.next()?.trim_end_matches(':');
+    let iface = iface.split('@').next()?.to_owned();
+    let next = words.next()?;
+    if next == "inet" {
+        let addr = words.next()?.split('/').next()?.parse().ok()?;
+        return Some(if deleted {
+            NetEvent::AddressRemoved { iface, addr }
+        } else {
+            NetEvent::AddressAdded { iface, addr }
+        });
+    }
+    if let Some(flags) = next.strip_prefix('<').and_then(|f| f.strip_suffix('>')) {
+        if deleted {
+            return None;
+        }
+        let up = flags.split(',').any(|f| f == "UP");
+        if admin.insert(iface.clone(), up) != Some(up) {
+            return Some(NetEvent::LinkAdmin { iface, up });
+        }
+    }
+    None
+}
+
+/// Sends a DHCPRELEASE for `addr` as the client `mac` (with client-id
+/// `01:mac` when the client sends one), from the host namespace: what NM ≥ 1.48
+/// does with `ipv4.dhcp-send-release=yes`, and what a server-side lease expiry
+/// amounts to. The server then considers the address free.
+pub fn release_lease_at_server(lab: &Lab, addr: Ipv4Addr, mac: &str, with_client_id: bool) {
+    let mac: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).expect("MAC")).collect();
+    let mut p = vec![0u8; 236];
+    p[0] = 1; // BOOTREQUEST
+    p[1] = 1; // Ethernet
+    p[2] = 6;
+    p[4..8].copy_from_slice(&0x4e4d_4848u32.to_be_bytes());
+    p[12..16].copy_from_slice(&addr.octets()); // ciaddr
+    p[28..34].copy_from_slice(&mac);
+    p.extend_from_slice(&[99, 130, 83, 99]);
+    p.extend_from_slice(&[53, 1, 7]);
+    p.extend_from_slice(&[54, 4]);
+    p.extend_from_slice(&SERVER.octets());
+    if with_client_id {
+        p.extend_from_slice(&[61, 7, 1]);
+        p.extend_from_slice(&mac);
+    }
+    p.push(255);
+    let host = lab.host.clone();
+    thread::spawn(move || {
+        enter_netns(&host).expect("enter the lab's host namespace");
+        let socket = UdpSocket::bind(SocketAddrV4::new(addr, 0)).expect("bind to the leased address");
+        socket.send_to(&p, SocketAddrV4::new(SERVER, 67)).expect("send DHCPRELEASE");
+    })
+    .join()
+    .expect("DHCPRELEASE thread");
+}
+
+/// Lines of a log that mention a DHCP message, for reports.
+pub fn dhcp_lines(log: &str) -> Vec<String> {
+    log.lines().filter(|l| l.contains("DHCP")).map(str::to_owned).collect()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let mut lines: VecDeque<&str> = VecDeque::new();
+    for l in text.lines() {
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        lines.push_back(l);
+    }
+    lines.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_monitor_lines() {
+        let mut admin = Default::default();
+        assert_eq!(
+            parse_monitor_line("3: wired0    inet 198.18.0.100/24 brd 198.18.0.255 scope global dynamic noprefixroute wired0\\       valid_lft 600sec preferred_lft 600sec", &mut admin),
+            Some(NetEvent::AddressAdded { iface: "wired0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) })
+        );
+        assert_eq!(
+            parse_monitor_line("Deleted 4: backup0    inet 198.18.0.100/24 scope global backup0", &mut admin),
+            Some(NetEvent::AddressRemoved { iface: "backup0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) })
+        );
+        let up = "4: backup0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP";
+        let down = "4: backup0@if5: <BROADCAST,MULTICAST> mtu 1500 qdisc noqueue state DOWN";
+        assert_eq!(parse_monitor_line(up, &mut admin), Some(NetEvent::LinkAdmin { iface: "backup0".into(), up: true }));
+        assert_eq!(parse_monitor_line(up, &mut admin), None);
+        assert_eq!(parse_monitor_line(down, &mut admin), Some(NetEvent::LinkAdmin { iface: "backup0".into(), up: false }));
+    }
+}
