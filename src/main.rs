@@ -26,7 +26,7 @@ use tracing::{debug, error};
 /// ready and before IP configuration starts (see nm-patch/).
 pub const LINK_UP_ACTION: &str = "link-up";
 /// Bit of `NMVersionInfoCapability` a patched daemon sets (see nm-patch/README.md).
-pub const LINK_UP_CAPABILITY_BIT: u32 = 4;
+pub const LINK_UP_CAPABILITY_BIT: u32 = 3;
 
 #[derive(Parser)]
 #[command(

@@ -64,6 +64,18 @@ impl LabConfig {
         }
     }
 
+    /// The lab on NetworkManager built with nm-patch's series (`nm-patch/build`),
+    /// with the companion also linked into `link-up.d`. `Err` says why it
+    /// cannot run (not built yet).
+    pub fn patched(server: DhcpServer) -> Result<LabConfig, String> {
+        let paths = patched_nm_paths()?;
+        let mut cfg = LabConfig::new(server, DhcpClient::Internal);
+        cfg.nm_daemon = paths.0;
+        cfg.nm_dispatcher = paths.1;
+        cfg.companion_dirs.push("link-up.d");
+        Ok(cfg)
+    }
+
     pub fn with_companion(mut self) -> LabConfig {
         self.companion = Some(PathBuf::from(env!("CARGO_BIN_EXE_nm-handover")));
         self
@@ -84,6 +96,25 @@ impl std::fmt::Display for LabError {
             LabError::Failed(why) => write!(f, "{why}"),
         }
     }
+}
+
+/// The daemon and nm-dispatcher that `nm-patch/build` installed (it prints
+/// its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR` overrides).
+pub fn patched_nm_paths() -> Result<(PathBuf, PathBuf), String> {
+    let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("nm-patch/build");
+            let out = Command::new("bash").arg(&script).arg("--print-dir").output().map_err(|e| format!("{}: {e}", script.display()))?;
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+    };
+    let env = fs::read_to_string(dir.join("paths.env"))
+        .map_err(|_| format!("the patched NetworkManager is not built in {} (run nm-patch/build)", dir.display()))?;
+    let get = |key: &str| {
+        env.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(PathBuf::from)).ok_or_else(|| format!("{key} missing in {}/paths.env", dir.display()))
+    };
+    Ok((get("NM_DAEMON")?, get("NM_DISPATCHER")?))
 }
 
 /// Starts a lab, or prints why it cannot and returns `None`. Under CI a

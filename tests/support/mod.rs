@@ -13,10 +13,12 @@
 //! Nothing runs in, or changes, the root network namespace. `Drop` tears
 //! everything down, also when a test fails.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod lab;
 pub mod net;
+pub mod scenario;
 
 pub use lab::*;
 pub use net::*;
+pub use scenario::*;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::lab::{Lab, SERVER, TCP_PORT};
 
@@ -192,6 +192,8 @@ pub enum NetEvent {
 
 /// `ip monitor address link` in the host namespace, each line stamped when read.
 pub struct NetMonitor {
+    /// One instant on both clocks, to put monitor events on the wall clock of packet captures.
+    epoch: (Instant, SystemTime),
     child: Child,
     events: Arc<Mutex<Vec<(Instant, NetEvent)>>>,
     reader: Option<JoinHandle<()>>,
@@ -223,7 +225,7 @@ impl NetMonitor {
         };
         // ip monitor subscribes before printing anything; give it a moment.
         thread::sleep(Duration::from_millis(100));
-        NetMonitor { child, events, reader: Some(reader) }
+        NetMonitor { epoch: (Instant::now(), SystemTime::now()), child, events, reader: Some(reader) }
     }
 
     pub fn events_since(&self, since: Instant) -> Vec<(Instant, NetEvent)> {
@@ -240,16 +242,28 @@ impl NetMonitor {
             NetEvent::AddressAdded { iface, addr: a } if iface == wired && *a == addr => Some(*t),
             _ => None,
         })?;
-        let backup_off = events.iter().find_map(|(t, e)| match e {
-            NetEvent::AddressRemoved { iface, addr: a } if iface == backup && *a == addr => Some(*t),
-            NetEvent::LinkAdmin { iface, up: false } if iface == backup => Some(*t),
-            _ => None,
-        });
+        let backup_off = self.backup_off_at(plug, addr, backup);
         match backup_off {
             Some(off) => Some(off.saturating_duration_since(wired_got)),
             // Never taken off the LAN: the window is still open.
             None => Some(Instant::now().saturating_duration_since(wired_got)),
         }
+    }
+
+    pub fn wall_clock(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.epoch.0) {
+            Some(after) => self.epoch.1 + after,
+            None => self.epoch.1 - self.epoch.0.duration_since(t),
+        }
+    }
+
+    /// When `backup` first went off the LAN after `since`: link set down or `addr` removed.
+    pub fn backup_off_at(&self, since: Instant, addr: Ipv4Addr, backup: &str) -> Option<Instant> {
+        self.events_since(since).into_iter().find_map(|(t, e)| match e {
+            NetEvent::AddressRemoved { iface, addr: a } if iface == backup && a == addr => Some(t),
+            NetEvent::LinkAdmin { iface, up: false } if iface == backup => Some(t),
+            _ => None,
+        })
     }
 
     /// When `iface` first got `addr` after `since`.
@@ -308,6 +322,58 @@ fn parse_monitor_line(line: &str, admin: &mut std::collections::HashMap<String, 
         }
     }
     None
+}
+
+/// DHCP packets on one bridge port of the `lan` namespace (tcpdump, kernel
+/// timestamps on the wall clock). Captures on "any", so that a port that is
+/// down (cable pulled) is seen from the moment it comes up.
+pub struct Capture {
+    child: Child,
+    path: std::path::PathBuf,
+    port: String,
+}
+
+impl Capture {
+    pub fn start(lab: &Lab, port: &str) -> Capture {
+        let path = lab.dir.join(format!("capture-{port}.txt"));
+        let err_path = lab.dir.join(format!("capture-{port}.err"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.lan, "tcpdump", "-i", "any", "-n", "-tt", "-e", "-l", "udp port 67 or udp port 68"])
+            .stdin(Stdio::null())
+            .stdout(File::create(&path).expect("capture file"))
+            .stderr(File::create(&err_path).expect("capture log"))
+            .spawn()
+            .expect("tcpdump");
+        let started = Instant::now();
+        while !std::fs::read_to_string(&err_path).unwrap_or_default().contains("listening on") {
+            assert!(started.elapsed() < Duration::from_secs(10), "tcpdump did not start in {}", lab.lan);
+            thread::sleep(Duration::from_millis(20));
+        }
+        Capture { child, path, port: port.to_owned() }
+    }
+
+    /// The first DHCP packet that `mac` sent into the port at or after `since`, with its timestamp.
+    pub fn first_dhcp_from(&self, mac: &str, since: SystemTime) -> Option<(SystemTime, String)> {
+        let since = since.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+        let mac = mac.to_lowercase();
+        std::fs::read_to_string(&self.path).ok()?.lines().find_map(|line| {
+            // "<stamp> <iface> In ifindex <n> <source MAC> ethertype IPv4 ..."
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let stamp: f64 = fields.first()?.parse().ok()?;
+            let matches = fields.get(1) == Some(&self.port.as_str())
+                && fields.get(2) == Some(&"In")
+                && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone());
+            (stamp >= since && matches).then(|| (UNIX_EPOCH + Duration::from_secs_f64(stamp), line.to_owned()))
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child (ip netns exec execs tcpdump) so it flushes.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
 }
 
 /// Sends a DHCPRELEASE for `addr` as the client `mac` (with client-id

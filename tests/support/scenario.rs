@@ -1,0 +1,190 @@
+//! Scenarios shared by the stock-NM and patched-NM lab tests.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::lab::*;
+use super::net::*;
+
+/// A paired lab with the wired link up and holding its address.
+pub struct Paired {
+    pub lab: Lab,
+    pub addr: Ipv4Addr,
+    pub wired_uuid: String,
+    pub backup_uuid: String,
+}
+
+pub fn paired(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<Paired> {
+    let lab = start_or_skip(test, cfg.with_companion())?;
+    let wired_uuid = lab.add_ethernet_profile("Office LAN", "wired0", true);
+    let backup_uuid = lab.add_ethernet_profile("Backup link", "backup0", false);
+    let mut args = vec!["pair", "Office LAN", "Backup link"];
+    args.extend_from_slice(pair_args);
+    let said = lab.companion(&args);
+    assert!(said.contains("cloned-mac-address"), "pair must say what it changed:\n{said}");
+    lab.wait_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some())
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let addr = lab.ipv4("wired0").unwrap();
+    Some(Paired { lab, addr, wired_uuid, backup_uuid })
+}
+
+pub fn nm_state(lab: &Lab, profile: &str) -> String {
+    lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", profile]).unwrap_or_default().trim().to_owned()
+}
+
+/// Records a measurement for the README and the test log.
+pub fn measured(test: &str, what: &str, value: impl std::fmt::Display) {
+    let line = format!("{test}: {what}: {value}");
+    println!("MEASURED {line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-measurements.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// What the DHCP server saw from the clients, as the README reports it.
+pub fn server_requests(lab: &Lab, since_line: usize) -> Vec<String> {
+    lab.server_log()
+        .lines()
+        .skip(since_line)
+        .filter(|l| l.contains("DHCPDISCOVER") || l.contains("DHCPREQUEST") || l.contains("DHCPACK") || l.contains("DHCPOFFER") || l.contains("DHCPNAK") || l.contains("Abandoning"))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn keyfile_bytes(lab: &Lab) -> Vec<(String, Vec<u8>)> {
+    let dir = lab.nm_conf_dir().join("system-connections");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Pull, then re-plug; asserts the address, the TCP session, the server's
+/// view and that no profile on disk was rewritten. Returns the re-plug's
+/// double-address window.
+pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
+    let lab = &p.lab;
+    let diag = |what: &str| format!("{test}: {what}\n{}", lab.diagnostics());
+    let profiles_before = keyfile_bytes(lab);
+    let backup_mac = lab.mac("backup0");
+    let wired_mac = lab.mac("wired0");
+    let monitor = NetMonitor::start(lab);
+    let tcp = TcpSession::open(lab);
+    assert!(tcp.wait_for_traffic(5, Duration::from_secs(5)), "{}", diag("no TCP traffic before the pull"));
+    assert_eq!(tcp.report().local.map(|a| *a.ip()), Some(p.addr));
+
+    let log_mark = lab.server_log().lines().count();
+    let pull = Instant::now();
+    lab.pull_cable();
+    lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    let took = monitor.address_added_at(pull, "backup0", p.addr).map_or(pull.elapsed(), |t| t - pull);
+    measured(test, "pull -> backup holds the same address", ms(took));
+    assert_eq!(lab.mac("backup0"), wired_mac, "{}", diag("the backup must use the wired MAC"));
+    assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
+    measured(test, "pull: longest TCP stall", ms(tcp.report().longest_stall));
+    measured(test, "pull: DHCP messages at the server", server_requests(lab, log_mark).join(" | "));
+    tcp.reset_stall();
+
+    let log_mark = lab.server_log().lines().count();
+    let plug = Instant::now();
+    lab.plug_cable();
+    lab.wait_until("the wired link to hold the address again", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    let wired_back = monitor.address_added_at(plug, "wired0", p.addr).map_or(plug.elapsed(), |t| t - plug);
+    lab.wait_until("the backup profile to be deactivated", Duration::from_secs(15), || {
+        nm_state(lab, "Backup link").is_empty() && lab.ipv4("backup0").is_none()
+    })
+    .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    lab.wait_until("the backup's own MAC to return", Duration::from_secs(5), || lab.mac("backup0") == backup_mac)
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    let window = monitor.double_address_window(plug, p.addr, "wired0", "backup0").expect("wired address event");
+    measured(test, "re-plug -> wired holds the address", ms(wired_back));
+    measured(test, "re-plug: both links held the address on the LAN", ms(window));
+    measured(test, "re-plug: DHCP messages at the server", server_requests(lab, log_mark).join(" | "));
+    assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the re-plug: {:?}", tcp.report())));
+    let report = tcp.close();
+    measured(test, "re-plug: longest TCP stall", ms(report.longest_stall));
+    assert!(report.survived(), "{}", diag(&format!("the TCP session must survive: {report:?}")));
+    assert!(!lab.server_log().contains("Abandoning IP address"), "{}", diag("the server abandoned the address"));
+    assert_eq!(keyfile_bytes(lab), profiles_before, "{}", diag("a profile on disk was rewritten by a handover"));
+    assert_eq!(nm_state(lab, "Office LAN"), "activated");
+    window
+}
+
+/// What happened after the re-plug in [`released_lease_case`].
+#[derive(Debug)]
+pub struct ReleasedOutcome {
+    pub abandoned: bool,
+    pub before: Ipv4Addr,
+    pub after: Option<Ipv4Addr>,
+    /// How long both links held the address on the LAN at once.
+    pub window: Option<Duration>,
+    /// When the backup went off the LAN (link down or address removed), wall clock.
+    pub backup_off: Option<SystemTime>,
+    /// The wired link's first DHCP packet after the plug, as captured in `lan`.
+    pub first_wired_dhcp: Option<(SystemTime, String)>,
+}
+
+/// The wired link's lease file is missing and the server's lease was
+/// released while the backup held the address. Without the carried lease
+/// (stock NM) the returning wired client DISCOVERs, dhcpd pings the address,
+/// the still-present backup answers and the address is abandoned.
+pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<ReleasedOutcome> {
+    let client = cfg.client;
+    let p = paired(test, cfg, pair_args)?;
+    let lab = &p.lab;
+    let diag = |what: &str| format!("{test}: {what}\n{}", lab.diagnostics());
+    let wired_mac = lab.mac("wired0");
+    // The wired link's own lease file goes missing: only a carried lease can help.
+    for entry in std::fs::read_dir(lab.nm_state_dir()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lease") && name.contains(&p.wired_uuid) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    lab.pull_cable();
+    lab.wait_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    lab.wait_until("the backup profile to be activated", Duration::from_secs(20), || nm_state(lab, "Backup link") == "activated")
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    // Let the companion's `up` handling finish before the server forgets the lease.
+    std::thread::sleep(Duration::from_millis(500));
+    release_lease_at_server(lab, p.addr, &wired_mac, client == DhcpClient::Internal);
+    lab.wait_until("the server to record the release", Duration::from_secs(5), || lab.server_log().contains("DHCPRELEASE"))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    // dhcpd skips its ping check within `ping-cltt-secs` (1 s in the lab) of
+    // the client's last transaction, and the release is one: let it age.
+    std::thread::sleep(Duration::from_secs(2));
+    let monitor = NetMonitor::start(lab);
+    let capture = Capture::start(lab, "p-wired0");
+    let log_mark = lab.server_log().lines().count();
+    let plug = Instant::now();
+    let plug_wall = SystemTime::now();
+    lab.plug_cable();
+    let got = lab.wait_until("the wired link to get an address", Duration::from_secs(40), || lab.ipv4("wired0").is_some());
+    got.unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    // Give a late abandonment the time to show in the log.
+    std::thread::sleep(Duration::from_millis(1500));
+    let abandoned = lab.server_log().contains("Abandoning IP address");
+    measured(test, "released lease: DHCP messages at the server after the re-plug", server_requests(lab, log_mark).join(" | "));
+    let backup_off = monitor.backup_off_at(plug, p.addr, "backup0").map(|t| monitor.wall_clock(t));
+    let first_wired_dhcp = capture.first_dhcp_from(&wired_mac, plug_wall);
+    Some(ReleasedOutcome {
+        abandoned,
+        before: p.addr,
+        after: lab.ipv4("wired0"),
+        window: monitor.double_address_window(plug, p.addr, "wired0", "backup0"),
+        backup_off,
+        first_wired_dhcp,
+    })
+}
