@@ -180,10 +180,10 @@ mod tests {
     fn user_data_env_and_dhcp_address() {
         let e = DispatcherEvent::from_parts(
             [os("backup0"), os("up")],
-            env(&[("CONNECTION_USER_NM_HANDOVER__ROLE", "backup"), ("DHCP4_IP_ADDRESS", "198.18.0.150")]),
+            env(&[("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup"), ("DHCP4_IP_ADDRESS", "198.18.0.150")]),
         )
         .unwrap();
-        assert_eq!(e.user_env.get("NM_HANDOVER__ROLE").map(String::as_str), Some("backup"));
+        assert_eq!(e.user_env.get("NM_055HANDOVER__ROLE").map(String::as_str), Some("backup"));
         assert_eq!(e.dhcp4_address, Some("198.18.0.150".parse().unwrap()));
     }
 

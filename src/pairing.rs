@@ -88,14 +88,22 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
     }))
 }
 
-/// Squashes a user-data key or a `CONNECTION_USER_*` suffix to a form both
-/// share, whichever way NM encodes `.` and `-` in variable names.
-fn env_key_form(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        let c = if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' };
-        if !(c == '_' && out.ends_with('_')) {
-            out.push(c);
+/// A user-data key as nm-dispatcher names its `CONNECTION_USER_*` variable
+/// (libnm-glib-aux `nm_utils_env_var_encode_name()`): lower case letters
+/// upper-cased, upper case ones prefixed with `_`, `.` as `__`, anything
+/// else as `_` and three octal digits.
+fn env_var_suffix(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 8);
+    for b in key.bytes() {
+        match b {
+            b'0'..=b'9' => out.push(b as char),
+            b'a'..=b'z' => out.push(b.to_ascii_uppercase() as char),
+            b'.' => out.push_str("__"),
+            b'A'..=b'Z' => {
+                out.push('_');
+                out.push(b as char);
+            }
+            _ => out.push_str(&format!("_{b:03o}")),
         }
     }
     out
@@ -104,10 +112,9 @@ fn env_key_form(key: &str) -> String {
 /// The pairing keys found in `CONNECTION_USER_*` variables (NM >= 1.46),
 /// as user data.
 pub fn user_data_from_env(user_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let by_form: BTreeMap<String, &str> = ALL_KEYS.iter().map(|k| (env_key_form(k), *k)).collect();
-    user_env
+    ALL_KEYS
         .iter()
-        .filter_map(|(suffix, value)| by_form.get(&env_key_form(suffix)).map(|k| ((*k).to_owned(), value.clone())))
+        .filter_map(|key| user_env.get(&env_var_suffix(key)).map(|value| ((*key).to_owned(), value.clone())))
         .collect()
 }
 
@@ -504,13 +511,20 @@ mod tests {
     #[test]
     fn env_and_keyfile_forms() {
         let mut env = BTreeMap::new();
-        env.insert("NM_HANDOVER__ROLE".to_owned(), "wired".to_owned());
-        env.insert("NM_HANDOVER_PEER".to_owned(), B.to_owned());
+        env.insert("NM_055HANDOVER__ROLE".to_owned(), "wired".to_owned());
+        env.insert("NM_055HANDOVER__PEER".to_owned(), B.to_owned());
+        env.insert("NM_055HANDOVER__LEASE_055CARRY".to_owned(), "no".to_owned());
+        // Near misses of the encoding are other keys, not ours.
+        env.insert("NM_HANDOVER__DEVICE".to_owned(), "wired0".to_owned());
         env.insert("SOMETHING_ELSE".to_owned(), "x".to_owned());
         let data = user_data_from_env(&env);
         assert_eq!(data.get(KEY_ROLE).map(String::as_str), Some("wired"));
         assert_eq!(data.get(KEY_PEER).map(String::as_str), Some(B));
-        assert_eq!(data.len(), 2);
+        assert_eq!(data.get(KEY_LEASE_CARRY).map(String::as_str), Some("no"));
+        assert_eq!(data.len(), 3);
+        // The encoding itself, as nm_utils_env_var_encode_name() does it.
+        assert_eq!(env_var_suffix("nm-handover.role"), "NM_055HANDOVER__ROLE");
+        assert_eq!(env_var_suffix("a.B-c_9"), "A___B_055C_1379");
 
         let keyfile = "[connection]\nid=Wired\n\n[user]\nnm-handover.role=backup\nnm-handover.peer=11111111-1111-4111-8111-111111111111\n\n[ipv4]\nmethod=auto\n";
         let data = user_data_from_keyfile(keyfile);

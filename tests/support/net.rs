@@ -357,11 +357,12 @@ impl Capture {
         let since = since.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
         let mac = mac.to_lowercase();
         std::fs::read_to_string(&self.path).ok()?.lines().find_map(|line| {
-            // "<stamp> <iface> In ifindex <n> <source MAC> ethertype IPv4 ..."
+            // "<stamp> <iface> <direction> ifindex <n> <source MAC> ethertype IPv4 ..."
             let fields: Vec<&str> = line.split_whitespace().collect();
             let stamp: f64 = fields.first()?.parse().ok()?;
             let matches = fields.get(1) == Some(&self.port.as_str())
-                && fields.get(2) == Some(&"In")
+                // Received on the port: unicast ("In"), broadcast ("B") or multicast ("M").
+                && matches!(fields.get(2), Some(&"In" | &"B" | &"M"))
                 && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone());
             (stamp >= since && matches).then(|| (UNIX_EPOCH + Duration::from_secs_f64(stamp), line.to_owned()))
         })

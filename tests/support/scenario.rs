@@ -179,6 +179,13 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Op
     measured(test, "released lease: DHCP messages at the server after the re-plug", server_requests(lab, log_mark).join(" | "));
     let backup_off = monitor.backup_off_at(plug, p.addr, "backup0").map(|t| monitor.wall_clock(t));
     let first_wired_dhcp = capture.first_dhcp_from(&wired_mac, plug_wall);
+    if let (Some(off), Some((first, _))) = (backup_off, &first_wired_dhcp) {
+        let order = match first.duration_since(off) {
+            Ok(lead) => format!("{} ms after the backup left the LAN", lead.as_millis()),
+            Err(e) => format!("{} ms BEFORE the backup left the LAN", e.duration().as_millis()),
+        };
+        measured(test, "first wired DHCP packet", order);
+    }
     Some(ReleasedOutcome {
         abandoned,
         before: p.addr,
