@@ -72,3 +72,27 @@ fn patched_backup_leaves_before_first_wired_dhcp_packet_isc_dhcpd() {
 fn patched_backup_leaves_before_first_wired_dhcp_packet_dnsmasq() {
     backup_leaves_first_case("patched/released/dnsmasq, --no-lease-carry", DhcpServer::Dnsmasq);
 }
+
+/// Without any script in `link-up.d` the action costs one nm-dispatcher
+/// round trip per activation, and activation proceeds.
+#[test]
+fn patched_link_up_without_scripts_is_one_round_trip() {
+    let test = "patched/link-up without scripts";
+    let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    let Some(lab) = start_or_skip(test, cfg) else { return };
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some())
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let log = lab.nm_log();
+    let request = log
+        .lines()
+        .find(|l| l.contains("(wired0) dispatching action 'link-up'"))
+        .and_then(|l| l.split("dispatcher: (").nth(1)?.split(')').next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("NM never dispatched link-up for wired0\n{}", lab.diagnostics()));
+    let done = log
+        .lines()
+        .find(|l| l.contains(&format!("dispatcher: ({request}) succeeded (after")))
+        .unwrap_or_else(|| panic!("link-up request {request} never completed\n{}", lab.diagnostics()));
+    measured(test, "link-up dispatch with no script", done.split("succeeded ").nth(1).unwrap_or(done));
+    assert!(done.contains("0 scripts invoked"), "{done}");
+}
