@@ -10,6 +10,8 @@ packages=(
     libnm-dev libclang-dev clang pkg-config
     # the lab: real NetworkManager, nm-dispatcher, D-Bus, DHCP servers and clients
     network-manager dbus-daemon isc-dhcp-server isc-dhcp-client dnsmasq-base
+    # meson-compat and its install test
+    meson ninja-build groff-base
     iproute2 socat iputils-ping tcpdump procps psmisc util-linux
 )
 

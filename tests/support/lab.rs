@@ -45,7 +45,8 @@ pub struct LabConfig {
     pub nm_dispatcher: PathBuf,
     /// The nm-handover binary linked into the dispatcher directories, or none (control runs).
     pub companion: Option<PathBuf>,
-    /// Dispatcher directories (relative to dispatcher.d) the companion is linked into.
+    /// Dispatcher directories (relative to dispatcher.d) the companion is linked into,
+    /// as meson-compat installs it: dispatcher.d itself, and link-up.d on patched NM.
     pub companion_dirs: Vec<&'static str>,
     pub extra_nm_conf: String,
 }
@@ -59,7 +60,7 @@ impl LabConfig {
             nm_daemon: PathBuf::from("/usr/sbin/NetworkManager"),
             nm_dispatcher: PathBuf::from("/usr/lib/NetworkManager/nm-dispatcher"),
             companion: None,
-            companion_dirs: vec![".", "pre-up.d"],
+            companion_dirs: vec!["."],
             extra_nm_conf: String::new(),
         }
     }
