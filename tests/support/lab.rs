@@ -49,6 +49,10 @@ pub struct LabConfig {
     /// as meson-compat installs it: dispatcher.d itself, and link-up.d on patched NM.
     pub companion_dirs: Vec<&'static str>,
     pub extra_nm_conf: String,
+    /// Extra dispatcher scripts (path under dispatcher.d, content), installed root-owned 0755.
+    pub scripts: Vec<(String, String)>,
+    /// Whether NM is expected to manage wired0/backup0 (false for the bonding baseline).
+    pub nm_manages_links: bool,
 }
 
 impl LabConfig {
@@ -62,6 +66,8 @@ impl LabConfig {
             companion: None,
             companion_dirs: vec!["."],
             extra_nm_conf: String::new(),
+            scripts: Vec::new(),
+            nm_manages_links: true,
         }
     }
 
@@ -346,6 +352,12 @@ impl Lab {
                     .map_err(|e| LabError::Failed(format!("installing the companion: {e}")))?;
             }
         }
+        for (rel, text) in &self.cfg.scripts {
+            let path = d.join("etc/dispatcher.d").join(rel);
+            fs::create_dir_all(path.parent().unwrap()).map_err(|e| LabError::Failed(e.to_string()))?;
+            write(&path, text);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| LabError::Failed(e.to_string()))?;
+        }
         fs::set_permissions(d.join("etc/system-connections"), fs::Permissions::from_mode(0o700)).ok();
         write(
             &d.join("anchor.sh"),
@@ -483,6 +495,9 @@ impl Lab {
         let daemon = self.cfg.nm_daemon.to_str().unwrap().to_owned();
         let nm = self.spawn_in_host("NetworkManager", &[&daemon, "--no-daemon", "--debug"], "nm.log")?;
         self.nm = Some(nm);
+        if !self.cfg.nm_manages_links {
+            return self.wait_until("NetworkManager to answer", Duration::from_secs(20), || self.nmcli(&["general"]).is_ok()).map(|_| ());
+        }
         self.wait_until("NetworkManager to manage both links", Duration::from_secs(20), || {
             let out = self.run_in_host(&["nmcli", "-t", "-f", "DEVICE,STATE", "device"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();

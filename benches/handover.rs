@@ -1,0 +1,470 @@
+//! Handover benchmark: latency, TCP continuity, DHCP traffic and conflicts
+//! per configuration, in the real-NM lab, against baselines measured in the
+//! same run; and the cost of one dispatcher invocation.
+//!
+//! `cargo bench --bench handover` (as root). Environment:
+//!   NM_HANDOVER_BENCH_CYCLES   pull/re-plug cycles per row (default 20; 2 handovers each)
+//!   NM_HANDOVER_BENCH_RUNS     dispatcher invocations per cost row (default 300)
+//!   NM_HANDOVER_BENCH_ROWS     comma-separated row keys to run (default: all)
+//!   NM_HANDOVER_BENCH_OUT      results file (default: bench-results/handover.md)
+//! Prints one markdown report and writes it to the results file.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Companion { client: DhcpClient, patched: bool },
+    NoCompanion,
+    SeedLike,
+    Bonding,
+}
+
+struct RowSpec {
+    key: &'static str,
+    name: &'static str,
+    setup: Setup,
+}
+
+const ROWS: &[RowSpec] = &[
+    RowSpec { key: "stock-internal", name: "nm-handover, stock NM 1.42 (internal DHCP)", setup: Setup::Companion { client: DhcpClient::Internal, patched: false } },
+    RowSpec { key: "stock-dhclient", name: "nm-handover, stock NM 1.42 (dhclient)", setup: Setup::Companion { client: DhcpClient::Dhclient, patched: false } },
+    RowSpec { key: "patched", name: "nm-handover, patched NM 1.58 (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: true } },
+    RowSpec { key: "seed-like", name: "baseline: seed-like shell script (stock NM)", setup: Setup::SeedLike },
+    RowSpec { key: "none", name: "baseline: no companion, both autoconnect", setup: Setup::NoCompanion },
+    RowSpec { key: "bonding", name: "baseline: kernel bond active-backup (no DHCP)", setup: Setup::Bonding },
+];
+
+/// The row every other row is divided by.
+const BASELINE: &str = "seed-like";
+
+#[derive(Default, Debug)]
+struct Samples {
+    pull_ms: Vec<f64>,
+    replug_ms: Vec<f64>,
+    ip_changed: u32,
+    resets: u32,
+    stall_ms: Vec<f64>,
+    dhcp_per_handover: Vec<f64>,
+    conflicts: u32,
+    window_ms: Vec<f64>,
+    handovers: u32,
+    notes: Vec<String>,
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// (median, p95, max) of the samples, by nearest rank.
+fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = |q: f64| s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+    Some((rank(0.5), rank(0.95), s[s.len() - 1]))
+}
+
+fn fmt_stats(v: &[f64]) -> String {
+    match stats(v) {
+        Some((m, p, x)) => format!("{m:.0} / {p:.0} / {x:.0}"),
+        None => "n/a".into(),
+    }
+}
+
+fn client_messages(log: &str) -> usize {
+    log.lines()
+        .filter(|l| ["DHCPDISCOVER", "DHCPREQUEST", "DHCPRELEASE", "DHCPDECLINE", "DHCPINFORM"].iter().any(|m| l.contains(m)))
+        .count()
+}
+
+fn lab_config(setup: Setup) -> Result<LabConfig, String> {
+    Ok(match setup {
+        Setup::Companion { patched: true, .. } => LabConfig::patched(DhcpServer::IscDhcpd)?.with_companion(),
+        Setup::Companion { client, patched: false } => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
+        Setup::NoCompanion => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
+        Setup::SeedLike => {
+            let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
+            let script = include_str!("seed-like.sh").to_owned();
+            cfg.scripts.push(("90-seed-like".into(), script));
+            cfg
+        }
+        Setup::Bonding => {
+            let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
+            cfg.extra_nm_conf = "[keyfile]\nunmanaged-devices=interface-name:wired0;interface-name:backup0;interface-name:bond0\n".into();
+            cfg.nm_manages_links = false;
+            cfg
+        }
+    })
+}
+
+fn ip(lab: &Lab, args: &[&str]) -> Result<(), String> {
+    let mut argv = vec!["ip", "-n", lab.host.as_str()];
+    argv.extend_from_slice(args);
+    let out = Command::new(argv[0]).args(&argv[1..]).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("`{}`: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Brings the lab to "wired holds the address" for the setup; returns that address.
+fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
+    let e = |e: LabError| e.to_string();
+    match setup {
+        Setup::Bonding => {
+            ip(lab, &["link", "add", "bond0", "type", "bond", "mode", "active-backup", "miimon", "10"])
+                .map_err(|e| format!("this kernel cannot make a bond (no CONFIG_BONDING?): {e}"))?;
+            for port in ["wired0", "backup0"] {
+                ip(lab, &["link", "set", port, "down"])?;
+                ip(lab, &["link", "set", port, "master", "bond0"])?;
+            }
+            ip(lab, &["link", "set", "bond0", "type", "bond", "primary", "wired0"])?;
+            ip(lab, &["link", "set", "bond0", "up"])?;
+            ip(lab, &["addr", "add", "198.18.0.50/24", "dev", "bond0"])?;
+            lab.wait_until("the bond to reach the server", Duration::from_secs(10), || {
+                Command::new("ip").args(["netns", "exec", &lab.host, "ping", "-c1", "-W1", "198.18.0.1"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+            })
+            .map_err(e)?;
+            Ok(Ipv4Addr::new(198, 18, 0, 50))
+        }
+        _ => {
+            let companion = matches!(setup, Setup::Companion { .. });
+            lab.add_ethernet_profile("Office LAN", "wired0", true);
+            lab.add_ethernet_profile("Backup link", "backup0", setup == Setup::NoCompanion);
+            if companion {
+                lab.companion(&["pair", "Office LAN", "Backup link"]);
+            }
+            lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some()).map_err(e)?;
+            if setup == Setup::NoCompanion {
+                lab.wait_until("the backup's own address", Duration::from_secs(30), || lab.ipv4("backup0").is_some()).map_err(e)?;
+            }
+            Ok(lab.ipv4("wired0").unwrap())
+        }
+    }
+}
+
+fn nm_state(lab: &Lab, profile: &str) -> String {
+    lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", profile]).unwrap_or_default().trim().to_owned()
+}
+
+fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
+    let cfg = lab_config(spec.setup)?;
+    let lab = Lab::start(cfg).map_err(|e| e.to_string())?;
+    let addr = prepare(&lab, spec.setup)?;
+    let bond = spec.setup == Setup::Bonding;
+    let holder = if bond { "bond0" } else { "backup0" };
+    let mut s = Samples::default();
+    let monitor = NetMonitor::start(&lab);
+    let mut tcp = TcpSession::open(&lab);
+    tcp.wait_for_traffic(5, Duration::from_secs(5));
+    let traffic_wait = if spec.setup == Setup::NoCompanion { Duration::from_secs(3) } else { Duration::from_secs(10) };
+    for cycle in 0..cycles {
+        // Pull.
+        let mark = lab.server_log().len();
+        tcp.reset_stall();
+        let pull = Instant::now();
+        lab.pull_cable();
+        if !bond {
+            let got = lab.wait_until("the backup's address", Duration::from_secs(20), || match spec.setup {
+                Setup::NoCompanion => lab.ipv4("wired0").is_none(),
+                _ => lab.ipv4("backup0") == Some(addr),
+            });
+            if got.is_err() {
+                s.notes.push(format!("cycle {cycle}: no backup address 20 s after the pull"));
+            }
+            match monitor.address_added_at(pull, "backup0", addr) {
+                Some(t) => s.pull_ms.push(ms(t - pull)),
+                None => s.ip_changed += 1,
+            }
+        }
+        let alive = tcp.wait_for_traffic(5, traffic_wait);
+        if !alive && tcp.report().error.is_some() {
+            s.resets += 1;
+            tcp = TcpSession::open(&lab);
+        }
+        s.stall_ms.push(ms(tcp.report().longest_stall));
+        std::thread::sleep(Duration::from_millis(300));
+
+        // Re-plug.
+        tcp.reset_stall();
+        let plug = Instant::now();
+        lab.plug_cable();
+        if !bond {
+            let settled = lab.wait_until("the wired link back, the backup off the LAN", Duration::from_secs(30), || {
+                lab.ipv4("wired0") == Some(addr) && (spec.setup == Setup::NoCompanion || lab.ipv4(holder) != Some(addr))
+            });
+            if settled.is_err() {
+                s.notes.push(format!("cycle {cycle}: not settled 30 s after the plug (wired {:?})", lab.ipv4("wired0")));
+            }
+            let wired_at = monitor.address_added_at(plug, "wired0", addr);
+            let backup_off = monitor.backup_off_at(plug, addr, "backup0");
+            match (wired_at, backup_off, spec.setup) {
+                (Some(w), _, Setup::NoCompanion) => s.replug_ms.push(ms(w - plug)),
+                (Some(w), Some(b), _) => s.replug_ms.push(ms(w.max(b) - plug)),
+                _ => {}
+            }
+            if lab.ipv4("wired0").is_some_and(|a| a != addr) {
+                s.ip_changed += 1;
+            }
+            if spec.setup != Setup::NoCompanion {
+                if let Some(w) = monitor.double_address_window(plug, addr, "wired0", "backup0") {
+                    s.window_ms.push(ms(w));
+                }
+            }
+        }
+        let alive = tcp.wait_for_traffic(5, traffic_wait);
+        if !alive && tcp.report().error.is_some() {
+            s.resets += 1;
+            tcp = TcpSession::open(&lab);
+        }
+        s.stall_ms.push(ms(tcp.report().longest_stall));
+        let log = lab.server_log();
+        let since = &log[mark.min(log.len())..];
+        s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
+        s.conflicts += since.matches("Abandoning IP address").count() as u32;
+        s.handovers += 2;
+        // Settle before the next cycle: the backup profile fully down.
+        if matches!(spec.setup, Setup::Companion { .. } | Setup::SeedLike) {
+            let _ = lab.wait_until("the backup profile down", Duration::from_secs(10), || nm_state(&lab, "Backup link").is_empty());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let report = tcp.close();
+    if report.error.is_some() {
+        s.resets += 1;
+    }
+    Ok(s)
+}
+
+/// Wall time and peak RSS of running `argv` with `env`, `runs` times.
+fn invocation_cost(argv: &[&str], env: &[(&str, String)], runs: usize) -> (Vec<f64>, i64) {
+    let mut times = Vec::with_capacity(runs);
+    let mut peak_kib = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut status = 0;
+        // SAFETY: wait4 on our own child, with valid out-pointers.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        peak_kib = peak_kib.max(usage.ru_maxrss);
+    }
+    (times, peak_kib)
+}
+
+fn dispatcher_cost(runs: usize, out: &mut String) {
+    let dir = std::env::temp_dir().join(format!("nmh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let case_script = dir.join("case.sh");
+    std::fs::write(&case_script, "#!/bin/sh\ncase \"$1:$2\" in\nwired0:down) echo handover ;;\nesac\nexit 0\n").unwrap();
+    let seed_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/seed-like.sh");
+    let keyfile = dir.join("Other.nmconnection");
+    std::fs::write(&keyfile, "[connection]\nid=Other\nuuid=0b3c2f4e-9a51-4d2b-8f0e-3a6d5c7b9e10\ntype=ethernet\ninterface-name=eth9\n\n[ipv4]\nmethod=auto\n").unwrap();
+    let event = vec![
+        ("NM_DISPATCHER_ACTION", "up".to_owned()),
+        ("DEVICE_IFACE", "eth9".to_owned()),
+        ("DEVICE_IP_IFACE", "eth9".to_owned()),
+        ("CONNECTION_UUID", "0b3c2f4e-9a51-4d2b-8f0e-3a6d5c7b9e10".to_owned()),
+        ("CONNECTION_ID", "Other".to_owned()),
+        ("CONNECTION_FILENAME", keyfile.display().to_string()),
+        ("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/no-bus".to_owned()),
+    ];
+    let bin = env!("CARGO_BIN_EXE_nm-handover");
+    let rows: Vec<(&str, Vec<&str>)> = vec![
+        ("/bin/sh case-statement script", vec!["/bin/sh", case_script.to_str().unwrap(), "eth9", "up"]),
+        ("seed-like shell script", vec!["/bin/sh", seed_script.to_str().unwrap(), "eth9", "up"]),
+        ("nm-handover", vec![bin, "eth9", "up"]),
+    ];
+    let mut results = Vec::new();
+    for (name, argv) in &rows {
+        // Warm the page cache, then measure.
+        invocation_cost(argv, &event, 5);
+        let (t, rss) = invocation_cost(argv, &event, runs);
+        results.push((name.to_string(), t, rss));
+    }
+    let base = stats(&results[0].1).map_or(1.0, |s| s.0);
+    writeln!(out, "\n### Dispatcher cost: an event of an interface in no pair ({runs} runs each)\n").unwrap();
+    writeln!(out, "| script | wall time µs (median / p95 / max) | ratio to /bin/sh (median) | peak RSS KiB |").unwrap();
+    writeln!(out, "|---|---|---|---|").unwrap();
+    for (name, t, rss) in &results {
+        let med = stats(t).map_or(f64::NAN, |s| s.0);
+        writeln!(out, "| {name} | {} | {:.2} | {rss} |", fmt_stats(t), med / base).unwrap();
+    }
+    writeln!(
+        out,
+        "\nThe unrelated event gets no NetworkManager connection and no D-Bus: the bus address points \
+         nowhere, and nm-handover still exits 0 (it decides from the environment and one keyfile read)."
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A handover event's cost inside the lab: nm-dispatcher's own timing of the
+/// wired `down` requests, and the companion's peak RSS for a command that
+/// connects to NM like a handover event does.
+fn handover_event_cost(out: &mut String) {
+    let Ok(lab) = Lab::start(LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_companion()) else {
+        writeln!(out, "\n(handover event cost: lab unavailable)").unwrap();
+        return;
+    };
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.add_ethernet_profile("Backup link", "backup0", false);
+    lab.companion(&["pair", "Office LAN", "Backup link"]);
+    let _ = lab.wait_until("wired", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
+    for _ in 0..5 {
+        lab.pull_cable();
+        let _ = lab.wait_until("backup", Duration::from_secs(20), || lab.ipv4("backup0").is_some());
+        lab.plug_cable();
+        let _ = lab.wait_until("wired", Duration::from_secs(20), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_none());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = lab.nm_log();
+    let mut times = Vec::new();
+    for line in log.lines().filter(|l| l.contains("(wired0) dispatching action 'down'")) {
+        let Some(id) = line.split("dispatcher: (").nth(1).and_then(|r| r.split(')').next()) else { continue };
+        if let Some(done) = log.lines().find(|l| l.contains(&format!("dispatcher: ({id}) succeeded (after "))) {
+            if let Some(secs) = done.split("(after ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok()) {
+                times.push(secs * 1e6);
+            }
+        }
+    }
+    let bin = env!("CARGO_BIN_EXE_nm-handover");
+    let mut status_cmd = lab.host_command(&[bin, "status"]);
+    let child = status_cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut st = 0;
+    // SAFETY: wait4 on our own child (nsenter execs the command), valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut st, 0, &mut usage) };
+    writeln!(out, "\n### Dispatcher cost: a handover event (the wired `down`, as nm-dispatcher timed it)\n").unwrap();
+    writeln!(out, "| event | wall time µs (median / p95 / max), n={} | peak RSS KiB (`nm-handover status` in the lab: libnm + D-Bus) |", times.len()).unwrap();
+    writeln!(out, "|---|---|---|").unwrap();
+    writeln!(out, "| wired `down` → carry lease, activate backup | {} | {} |", fmt_stats(&times), usage.ru_maxrss).unwrap();
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(str::to_owned)).unwrap_or_default();
+    let nm = Command::new("/usr/sbin/NetworkManager").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    format!(
+        "{} CPUs ({cpu}), {}, kernel {}, Debian NetworkManager {nm}, ISC dhcpd 4.4.3",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
+        kernel.trim()
+    )
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes --bench; we take no arguments.
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("bench: the lab needs root (network namespaces, NetworkManager); nothing measured");
+        return ExitCode::FAILURE;
+    }
+    let cycles = env_num("NM_HANDOVER_BENCH_CYCLES", 20);
+    let runs = env_num("NM_HANDOVER_BENCH_RUNS", 300);
+    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
+    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results/handover.md"));
+
+    let mut results: Vec<(&RowSpec, Samples)> = Vec::new();
+    let mut skipped = Vec::new();
+    for spec in ROWS {
+        if wanted.as_ref().is_some_and(|w| !w.iter().any(|k| k == spec.key)) {
+            continue;
+        }
+        eprintln!("bench: {} ({cycles} cycles)", spec.name);
+        match run_row(spec, cycles) {
+            Ok(s) => results.push((spec, s)),
+            Err(why) => {
+                eprintln!("bench: {}: not measured: {why}", spec.name);
+                skipped.push(format!("{}: {why}", spec.name));
+            }
+        }
+    }
+
+    let mut out = String::new();
+    writeln!(out, "## Handover benchmark\n").unwrap();
+    writeln!(out, "Machine: {}.  ", machine()).unwrap();
+    writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
+    writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the `{BASELINE}` row's medians, measured in the same run.\n").unwrap();
+    writeln!(out, "| configuration | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall per handover | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    let base = results.iter().find(|(s, _)| s.key == BASELINE).map(|(_, s)| {
+        (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
+    });
+    for (spec, s) in &results {
+        let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
+            (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
+            _ => "n/a".into(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+            spec.name,
+            fmt_stats(&s.pull_ms),
+            fmt_stats(&s.replug_ms),
+            s.ip_changed,
+            s.handovers,
+            s.resets,
+            fmt_stats(&s.stall_ms),
+            stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
+            s.conflicts,
+            fmt_stats(&s.window_ms),
+            ratio(&s.pull_ms, base.map(|b| b.0)),
+            ratio(&s.replug_ms, base.map(|b| b.1)),
+            ratio(&s.stall_ms, base.map(|b| b.2)),
+        )
+        .unwrap();
+    }
+    for (spec, s) in &results {
+        for note in &s.notes {
+            writeln!(out, "\n- {}: {note}", spec.name).unwrap();
+        }
+    }
+    for why in &skipped {
+        writeln!(out, "\n- not measured: {why}").unwrap();
+    }
+    if wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == "cost")) {
+        dispatcher_cost(runs, &mut out);
+        handover_event_cost(&mut out);
+    }
+    print!("{out}");
+    if let Some(dir) = out_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&out_path, &out) {
+        Ok(()) => eprintln!("bench: written to {}", out_path.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", out_path.display()),
+    }
+    ExitCode::SUCCESS
+}
