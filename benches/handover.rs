@@ -294,11 +294,13 @@ fn dispatcher_cost(runs: usize, out: &mut String) {
         ("CONNECTION_FILENAME", keyfile.display().to_string()),
         ("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/no-bus".to_owned()),
     ];
-    let bin = env!("CARGO_BIN_EXE_nm-handover");
+    let entry = env!("CARGO_BIN_EXE_nm-handover-dispatch");
+    let full = env!("CARGO_BIN_EXE_nm-handover");
     let rows: Vec<(&str, Vec<&str>)> = vec![
         ("/bin/sh case-statement script", vec!["/bin/sh", case_script.to_str().unwrap(), "eth9", "up"]),
         ("seed-like shell script", vec!["/bin/sh", seed_script.to_str().unwrap(), "eth9", "up"]),
-        ("nm-handover", vec![bin, "eth9", "up"]),
+        ("nm-handover-dispatch (what nm-dispatcher runs)", vec![entry, "eth9", "up"]),
+        ("for comparison: nm-handover IFACE ACTION (links libnm, GLib, GnuTLS, ...)", vec![full, "eth9", "up"]),
     ];
     let mut results = Vec::new();
     for (name, argv) in &rows {

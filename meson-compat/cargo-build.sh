@@ -1,12 +1,14 @@
 #!/bin/sh
-# meson's custom_target for nm-handover: builds with cargo and copies the
-# binary to the path meson expects.
-# Usage: cargo-build.sh CARGO CRATE_DIR TARGET_DIR PROFILE OUTPUT [CARGO ARGS...]
+# meson's custom_target for nm-handover: builds both binaries with cargo and
+# copies them to the paths meson expects.
+# Usage: cargo-build.sh CARGO CRATE_DIR TARGET_DIR PROFILE OUT_DIR [CARGO ARGS...]
 set -eu
-cargo=$1 crate_dir=$2 target_dir=$3 profile=$4 output=$5
+cargo=$1 crate_dir=$2 target_dir=$3 profile=$4 out_dir=$5
 shift 5
 "$cargo" build --locked --manifest-path "$crate_dir/Cargo.toml" --target-dir "$target_dir" \
-    --profile "$profile" --bin nm-handover "$@"
-case "$profile" in dev) out_dir=debug ;; *) out_dir=$profile ;; esac
-cp "$target_dir/$out_dir/nm-handover" "$output.tmp"
-mv "$output.tmp" "$output"
+    --profile "$profile" --bin nm-handover --bin nm-handover-dispatch "$@"
+case "$profile" in dev) built=debug ;; *) built=$profile ;; esac
+for bin in nm-handover nm-handover-dispatch; do
+    cp "$target_dir/$built/$bin" "$out_dir/$bin.tmp"
+    mv "$out_dir/$bin.tmp" "$out_dir/$bin"
+done

@@ -11,23 +11,12 @@ use crate::handover::{profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, is_carrier_wait_conf_name, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    carrier_wait_conf, carrier_wait_conf_name, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
     SETTING_WIRED, SETTING_WIRELESS,
 };
 use crate::policy::{decide, Hook, LinkState, Role};
+use crate::prefilter::NM_CONF_DIR;
 use crate::sys::libnm::{Nm, Profile, PropertyValue};
-
-/// Where NetworkManager reads configuration snippets.
-pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
-
-/// Whether `pair` left its carrier-wait snippet for at least one pair: a
-/// directory listing, so global events on hosts without pairs stay cheap.
-pub fn any_pair_configured(conf_dir: &Path) -> bool {
-    let Ok(entries) = fs::read_dir(conf_dir) else {
-        return false;
-    };
-    entries.filter_map(|e| e.ok()).any(|e| is_carrier_wait_conf_name(&e.file_name().to_string_lossy()))
-}
 
 /// Whether the running daemon dispatches the blocking `link-up` action.
 pub fn nm_has_link_up(nm: &Nm) -> bool {

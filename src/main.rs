@@ -4,29 +4,13 @@
 
 #![deny(unsafe_code)]
 
-mod commands;
-mod dispatch;
-mod error;
-mod event;
-mod handover;
-mod lease;
-mod names;
-mod pairing;
-mod policy;
-#[allow(unsafe_code)]
-mod sys;
-
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing::{debug, error};
 
-/// The dispatcher action patched NetworkManager sends when a device's link is
-/// ready and before IP configuration starts (see nm-patch/).
-pub const LINK_UP_ACTION: &str = "link-up";
-/// Bit of `NMVersionInfoCapability` a patched daemon sets (see nm-patch/README.md).
-pub const LINK_UP_CAPABILITY_BIT: u32 = 3;
+use nm_handover::{commands, dispatch, error, pairing, sys};
 
 #[derive(Parser)]
 #[command(

@@ -1,21 +1,39 @@
-//! The binary's own behaviour that needs no NetworkManager: help, argument
-//! errors, and the dispatcher fast path for profiles that are in no pair.
+//! The binaries' own behaviour that needs no NetworkManager: help, argument
+//! errors, and the dispatcher fast path for profiles that are in no pair, for
+//! both dispatcher entries (`nm-handover-dispatch`, which nm-dispatcher runs,
+//! and `nm-handover IFACE ACTION`).
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nm-handover"));
+fn command(path: &str) -> Command {
+    let mut cmd = Command::new(path);
     cmd.env_clear().env("PATH", "/usr/bin:/bin");
     // No system bus: anything that tries to reach NM fails fast and visibly.
-    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/nm-handover-test-bus");
+    cmd.env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "unix:path=/nonexistent/nm-handover-test-bus",
+    );
     cmd
 }
 
+fn bin() -> Command {
+    command(env!("CARGO_BIN_EXE_nm-handover"))
+}
+
+/// Both ways an event reaches the companion.
+fn dispatch_entries() -> [Command; 2] {
+    [command(env!("CARGO_BIN_EXE_nm-handover-dispatch")), bin()]
+}
+
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -27,10 +45,20 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn help_is_available_for_every_command() {
-    for args in [&["--help"][..], &["pair", "--help"], &["unpair", "--help"], &["status", "--help"], &["reconcile", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["pair", "--help"],
+        &["unpair", "--help"],
+        &["status", "--help"],
+        &["reconcile", "--help"],
+    ] {
         let out = bin().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out));
-        assert!(text(&out).contains("Usage: nm-handover"), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("Usage: nm-handover"),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
     let out = bin().arg("--version").output().unwrap();
     assert!(text(&out).contains(env!("CARGO_PKG_VERSION")));
@@ -41,7 +69,10 @@ fn bad_arguments_are_plain_errors() {
     let out = bin().args(["pair", "only-one"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("required"), "{}", text(&out));
-    let out = bin().args(["pair", "a", "b", "--carrier-wait-ms", "-5"]).output().unwrap();
+    let out = bin()
+        .args(["pair", "a", "b", "--carrier-wait-ms", "-5"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
@@ -50,7 +81,10 @@ fn without_networkmanager_commands_fail_cleanly() {
     let out = bin().arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
-    assert!(msg.contains("nm-handover: cannot connect to NetworkManager"), "{msg}");
+    assert!(
+        msg.contains("nm-handover: cannot connect to NetworkManager"),
+        "{msg}"
+    );
     assert!(!msg.contains("panicked"), "{msg}");
 }
 
@@ -58,21 +92,27 @@ fn without_networkmanager_commands_fail_cleanly() {
 fn unpaired_profile_event_exits_quickly_without_nm() {
     let dir = scratch("unpaired");
     let keyfile = dir.join("Office.nmconnection");
-    fs::write(&keyfile, "[connection]\nid=Office\ntype=ethernet\n\n[ipv4]\nmethod=auto\n").unwrap();
-    let start = Instant::now();
-    let out = bin()
-        .args(["eth0", "up"])
-        .env("NM_DISPATCHER_ACTION", "up")
-        .env("DEVICE_IFACE", "eth0")
-        .env("CONNECTION_UUID", "11111111-1111-4111-8111-111111111111")
-        .env("CONNECTION_FILENAME", &keyfile)
-        .env("NM_HANDOVER_LOG", "debug")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    // It decided from the keyfile: had it tried the (absent) bus, it would have failed.
-    assert!(!text(&out).contains("cannot connect"), "{}", text(&out));
-    assert!(start.elapsed() < Duration::from_secs(5));
+    fs::write(
+        &keyfile,
+        "[connection]\nid=Office\ntype=ethernet\n\n[ipv4]\nmethod=auto\n",
+    )
+    .unwrap();
+    for mut entry in dispatch_entries() {
+        let start = Instant::now();
+        let out = entry
+            .args(["eth0", "up"])
+            .env("NM_DISPATCHER_ACTION", "up")
+            .env("DEVICE_IFACE", "eth0")
+            .env("CONNECTION_UUID", "11111111-1111-4111-8111-111111111111")
+            .env("CONNECTION_FILENAME", &keyfile)
+            .env("NM_HANDOVER_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        // It decided from the keyfile: had it tried the (absent) bus, it would have failed.
+        assert!(!text(&out).contains("cannot connect"), "{}", text(&out));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -80,17 +120,28 @@ fn unpaired_profile_event_exits_quickly_without_nm() {
 fn paired_profile_event_needs_nm_and_says_so() {
     let dir = scratch("paired");
     let keyfile = dir.join("Wired.nmconnection");
-    fs::write(&keyfile, "[connection]\nid=Wired\n\n[user]\nnm-handover.role=wired\n").unwrap();
-    let out = bin()
-        .args(["wired0", "down"])
-        .env("NM_DISPATCHER_ACTION", "down")
-        .env("DEVICE_IFACE", "wired0")
-        .env("CONNECTION_UUID", "11111111-1111-4111-8111-111111111111")
-        .env("CONNECTION_FILENAME", &keyfile)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("cannot connect to NetworkManager"), "{}", text(&out));
+    fs::write(
+        &keyfile,
+        "[connection]\nid=Wired\n\n[user]\nnm-handover.role=wired\n",
+    )
+    .unwrap();
+    for mut entry in dispatch_entries() {
+        let out = entry
+            .args(["wired0", "down"])
+            .env("NM_DISPATCHER_ACTION", "down")
+            .env("DEVICE_IFACE", "wired0")
+            .env("CONNECTION_UUID", "11111111-1111-4111-8111-111111111111")
+            .env("CONNECTION_FILENAME", &keyfile)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        // The small entry handed the event to nm-handover, which tried NM.
+        assert!(
+            text(&out).contains("cannot connect to NetworkManager"),
+            "{}",
+            text(&out)
+        );
+    }
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -98,27 +149,70 @@ fn paired_profile_event_needs_nm_and_says_so() {
 fn hostile_dispatcher_input_is_rejected_without_panic() {
     let cases: &[(&[&str], &[(&str, &str)])] = &[
         (&["../../etc", "down"], &[]),
-        (&["wired0", "down"], &[("CONNECTION_UUID", "../../../../etc/shadow")]),
+        (
+            &["wired0", "down"],
+            &[("CONNECTION_UUID", "../../../../etc/shadow")],
+        ),
         (&["wired0", "down"], &[("DEVICE_IFACE", "a/b")]),
         (&["eth0 x", "up"], &[]),
     ];
-    for (args, env) in cases {
-        let mut cmd = bin();
+    for ((args, env), mut cmd) in cases
+        .iter()
+        .flat_map(|case| dispatch_entries().map(|cmd| (case, cmd)))
+    {
         cmd.args(*args).env("NM_DISPATCHER_ACTION", args[1]);
         for (k, v) in *env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} {env:?}: {}",
+            text(&out)
+        );
         assert!(!text(&out).contains("panicked"), "{}", text(&out));
-        assert!(text(&out).contains("ERROR"), "{}", text(&out));
+        assert!(
+            text(&out).contains("ERROR") || text(&out).contains("nm-handover: "),
+            "{}",
+            text(&out)
+        );
     }
 }
 
 #[test]
 fn unrelated_actions_are_ignored() {
-    for (iface, action) in [("none", "hostname"), ("", "connectivity-change"), ("tun0", "vpn-up"), ("eth0", "pre-down")] {
-        let out = bin().args([iface, action]).env("NM_DISPATCHER_ACTION", action).output().unwrap();
-        assert!(out.status.success(), "{action}: {}", text(&out));
+    for (iface, action) in [
+        ("none", "hostname"),
+        ("", "connectivity-change"),
+        ("tun0", "vpn-up"),
+        ("eth0", "pre-down"),
+    ] {
+        for mut entry in dispatch_entries() {
+            let out = entry
+                .args([iface, action])
+                .env("NM_DISPATCHER_ACTION", action)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{action}: {}", text(&out));
+        }
+    }
+}
+
+#[test]
+fn the_dispatcher_entry_links_no_glib() {
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_nm-handover-dispatch"))
+        .output();
+    let Ok(out) = out else {
+        eprintln!("SKIPPED: ldd is not available");
+        return;
+    };
+    let libs = String::from_utf8_lossy(&out.stdout);
+    for heavy in ["libnm", "libglib", "libgio", "libgobject"] {
+        assert!(
+            !libs.contains(heavy),
+            "nm-handover-dispatch links {heavy}:\n{libs}"
+        );
     }
 }

@@ -76,7 +76,7 @@ fn meson_destdir_install_has_the_expected_tree() {
     run(Command::new(&meson).arg("install").arg("-C").arg(&build).arg("--no-rebuild").arg("--destdir").arg(&dest));
 
     let got = tree(&dest);
-    let bin = "/usr/lib/NetworkManager/nm-handover".to_owned();
+    let entry = "/usr/lib/NetworkManager/nm-handover-dispatch".to_owned();
     let mut want: BTreeMap<String, (char, u32, Option<String>)> = BTreeMap::new();
     for dir in [
         "usr",
@@ -91,8 +91,9 @@ fn meson_destdir_install_has_the_expected_tree() {
         want.insert(dir.into(), ('d', 0o755, None));
     }
     want.insert("usr/lib/NetworkManager/nm-handover".into(), ('f', 0o755, None));
-    want.insert("usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), ('l', 0, Some(bin.clone())));
-    want.insert("usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), ('l', 0, Some(bin)));
+    want.insert("usr/lib/NetworkManager/nm-handover-dispatch".into(), ('f', 0o755, None));
+    want.insert("usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), ('l', 0, Some(entry.clone())));
+    want.insert("usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), ('l', 0, Some(entry)));
     want.insert("usr/share/man/man8/nm-handover.8".into(), ('f', 0o644, None));
     // meson's default umask is 022, so the modes do not depend on the caller's umask.
     assert_eq!(got, want, "installed tree differs");

@@ -43,7 +43,7 @@ pub struct LabConfig {
     pub lease_time_secs: u32,
     pub nm_daemon: PathBuf,
     pub nm_dispatcher: PathBuf,
-    /// The nm-handover binary linked into the dispatcher directories, or none (control runs).
+    /// The dispatcher entry linked into the dispatcher directories, or none (control runs).
     pub companion: Option<PathBuf>,
     /// Dispatcher directories (relative to dispatcher.d) the companion is linked into,
     /// as meson-compat installs it: dispatcher.d itself, and link-up.d on patched NM.
@@ -84,7 +84,8 @@ impl LabConfig {
     }
 
     pub fn with_companion(mut self) -> LabConfig {
-        self.companion = Some(PathBuf::from(env!("CARGO_BIN_EXE_nm-handover")));
+        // What meson-compat installs into the dispatcher directories.
+        self.companion = Some(PathBuf::from(env!("CARGO_BIN_EXE_nm-handover-dispatch")));
         self
     }
 }

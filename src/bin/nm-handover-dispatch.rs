@@ -1,0 +1,52 @@
+//! The script nm-dispatcher runs for every event: `nm-handover-dispatch IFACE ACTION`.
+//!
+//! Most events on a laptop concern no pair, so this entry uses only the
+//! standard library: it decides from the event's environment (and at most
+//! one keyfile read) and exits, without loading libnm, GLib or D-Bus. Events
+//! that may concern a pair are handed to `nm-handover` (next to this binary)
+//! by exec, with the same arguments and environment.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use nm_handover::event::DispatcherEvent;
+use nm_handover::prefilter::{prefilter, Verdict, NM_CONF_DIR};
+
+const FULL_PROGRAM: &str = "nm-handover";
+
+fn full_program() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find my own path: {e}"))?;
+    let full = me.with_file_name(FULL_PROGRAM);
+    if full.is_file() {
+        Ok(full)
+    } else {
+        Err(format!("{} is missing (it is installed next to {})", full.display(), me.display()))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let event = match DispatcherEvent::from_parts(args.clone(), std::env::vars_os()) {
+        Ok(event) => event,
+        Err(err) => {
+            eprintln!("nm-handover: {err} (usage: nm-handover-dispatch IFACE ACTION, as nm-dispatcher runs it)");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Verdict::Ignore(_) = prefilter(&event, Path::new(NM_CONF_DIR)) {
+        return ExitCode::SUCCESS;
+    }
+    let full = match full_program() {
+        Ok(path) => path,
+        Err(why) => {
+            eprintln!("nm-handover: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // exec only returns on failure.
+    let err = Command::new(&full).arg0(FULL_PROGRAM).args(&args).exec();
+    eprintln!("nm-handover: cannot run {}: {err}", full.display());
+    ExitCode::FAILURE
+}

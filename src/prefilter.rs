@@ -1,0 +1,124 @@
+//! Whether a dispatcher event can concern a pair at all, decided from the
+//! event's environment and at most one small file read: no libnm, no D-Bus.
+//! nm-dispatcher runs every script for every event, so this is the common
+//! path on every laptop.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::Path;
+
+use crate::event::{DispatcherAction, DispatcherEvent};
+use crate::pairing::{is_carrier_wait_conf_name, user_data_from_env, user_data_from_keyfile, KEY_ROLE};
+use crate::policy::Hook;
+
+/// Where NetworkManager reads configuration snippets (`pair` leaves one per pair).
+pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
+
+/// Keyfiles larger than this are not read here.
+const MAX_KEYFILE: u64 = 1024 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not our business: exit without loading anything.
+    Ignore(&'static str),
+    /// A global event at NM start-up while pairs exist: reconcile them.
+    Reconcile,
+    /// An event of a profile that is, or may be, paired.
+    Handle(Hook),
+}
+
+/// Whether `pair` left its carrier-wait snippet for at least one pair.
+pub fn any_pair_configured(conf_dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(conf_dir) else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).any(|e| is_carrier_wait_conf_name(&e.file_name().to_string_lossy()))
+}
+
+/// Whether the profile's user data could mark it as paired, judged without
+/// NM: `Some(false)` only when we know it is not paired.
+fn maybe_paired(event: &DispatcherEvent) -> Option<bool> {
+    if !event.user_env.is_empty() {
+        return Some(user_data_from_env(&event.user_env).contains_key(KEY_ROLE));
+    }
+    let path = event.connection_filename.as_deref()?;
+    if !path.is_absolute() || path.extension().and_then(|e| e.to_str()) != Some("nmconnection") {
+        return None;
+    }
+    let mut text = String::new();
+    File::open(path).ok()?.take(MAX_KEYFILE).read_to_string(&mut text).ok()?;
+    Some(user_data_from_keyfile(&text).contains_key(KEY_ROLE))
+}
+
+pub fn prefilter(event: &DispatcherEvent, conf_dir: &Path) -> Verdict {
+    let Some(hook) = event.action.hook() else {
+        // NM dispatches `hostname` and `connectivity-change` when it starts,
+        // before any device event: the moment to bring pairs into their proper
+        // state at boot (cable out: no wired event will ever come).
+        let DispatcherAction::Other(action) = &event.action else {
+            return Verdict::Ignore("not a global action");
+        };
+        if !matches!(action.as_str(), "hostname" | "connectivity-change") {
+            return Verdict::Ignore("action needs no action");
+        }
+        if !any_pair_configured(conf_dir) {
+            return Verdict::Ignore("no pair is configured");
+        }
+        return Verdict::Reconcile;
+    };
+    if hook == Hook::PreDown {
+        return Verdict::Ignore("pre-down needs no action");
+    }
+    if event.connection_uuid.is_none() {
+        return Verdict::Ignore("event without a profile");
+    }
+    if maybe_paired(event) == Some(false) {
+        return Verdict::Ignore("profile is not paired");
+    }
+    Verdict::Handle(hook)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn event(action: &str, env: &[(&str, &str)]) -> DispatcherEvent {
+        let args = vec![OsString::from("wired0"), OsString::from(action)];
+        let env = env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        DispatcherEvent::from_parts(args, env).unwrap()
+    }
+
+    const UUID: &str = "0b3c2f4e-9a51-4d2b-8f0e-3a6d5c7b9e10";
+
+    #[test]
+    fn verdicts() {
+        let dir = std::env::temp_dir().join(format!("nmh-prefilter-{}", std::process::id()));
+        let conf = dir.join("conf.d");
+        fs::create_dir_all(&conf).unwrap();
+        let plain = dir.join("Plain.nmconnection");
+        fs::write(&plain, "[connection]\nid=Plain\n").unwrap();
+        let paired = dir.join("Paired.nmconnection");
+        fs::write(&paired, "[connection]\nid=Paired\n\n[user]\nnm-handover.role=wired\n").unwrap();
+        let (plain, paired) = (plain.to_str().unwrap(), paired.to_str().unwrap());
+
+        assert_eq!(prefilter(&event("hostname", &[]), &conf), Verdict::Ignore("no pair is configured"));
+        assert_eq!(prefilter(&event("vpn-up", &[]), &conf), Verdict::Ignore("action needs no action"));
+        assert_eq!(prefilter(&event("up", &[]), &conf), Verdict::Ignore("event without a profile"));
+        assert_eq!(prefilter(&event("pre-down", &[("CONNECTION_UUID", UUID)]), &conf), Verdict::Ignore("pre-down needs no action"));
+        let up = |file: &str| event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", file)]);
+        assert_eq!(prefilter(&up(plain), &conf), Verdict::Ignore("profile is not paired"));
+        assert_eq!(prefilter(&up(paired), &conf), Verdict::Handle(Hook::Up));
+        // Not a keyfile we can read cheaply: let the full program ask NM.
+        assert_eq!(prefilter(&up("/etc/sysconfig/network-scripts/ifcfg-eth0"), &conf), Verdict::Handle(Hook::Up));
+        // NM >= 1.46 exports the user data: that decides, not the file.
+        let with_env = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", plain), ("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup")]);
+        assert_eq!(prefilter(&with_env, &conf), Verdict::Handle(Hook::Up));
+        let other_user_data = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", paired), ("CONNECTION_USER_FOO", "x")]);
+        assert_eq!(prefilter(&other_user_data, &conf), Verdict::Ignore("profile is not paired"));
+
+        fs::write(conf.join(format!("90-nm-handover-{UUID}.conf")), "").unwrap();
+        assert_eq!(prefilter(&event("connectivity-change", &[]), &conf), Verdict::Reconcile);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
