@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::Duration;
 
 use tracing::{debug, info};
 
@@ -15,6 +16,10 @@ use crate::lease::LeaseStore;
 use crate::policy::decide;
 use crate::prefilter::{prefilter, Verdict, NM_CONF_DIR};
 use crate::sys::libnm::Nm;
+use crate::sys::lock::{HandoverLock, LOCK_PATH};
+
+/// How long an event waits for another invocation's handover to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -30,6 +35,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
         Verdict::Ignore(why) => return Ok(Outcome::Ignored(why)),
         Verdict::Reconcile => {
             let nm = Nm::connect()?;
+            let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
             let acted = commands::reconcile(&nm)?;
             debug!(acted, "reconciled pairs on {:?}", event.action);
             return Ok(Outcome::Handled);
@@ -40,6 +46,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
         return Ok(Outcome::Ignored("event without a profile"));
     };
     let nm = Nm::connect()?;
+    let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
     let Some(profile) = nm.profile(uuid.as_str()) else {
         return Ok(Outcome::Ignored("profile no longer exists"));
     };

@@ -5,6 +5,7 @@ use crate::lease::LeaseError;
 use crate::names::NameError;
 use crate::pairing::PairingError;
 use crate::sys::libnm::NmError;
+use crate::sys::lock::LockError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,6 +19,8 @@ pub enum Error {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("no profile named or with UUID '{0}' (see `nmcli connection show`)")]
     NoSuchProfile(String),
     #[error("{count} profiles are named '{name}'; give the UUID instead")]

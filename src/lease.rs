@@ -294,7 +294,9 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), LeaseError> {
     };
     let mode = previous.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
 
-    let tmp = dir.join(format!(".{}.nm-handover-{}", name.to_string_lossy(), std::process::id()));
+    let tmp_prefix = format!(".{}.nm-handover-", name.to_string_lossy());
+    remove_stale_temporaries(dir, &tmp_prefix);
+    let tmp = dir.join(format!("{tmp_prefix}{}", std::process::id()));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -316,6 +318,23 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), LeaseError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Temporary files of writers that were killed before their rename: the
+/// process named in the file name no longer exists (or is us: a previous
+/// process with our PID).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +374,24 @@ lease {
 
     const W: &str = "11111111-1111-4111-8111-111111111111";
     const B: &str = "22222222-2222-4222-8222-222222222222";
+
+    #[test]
+    fn stale_temporaries_of_dead_writers_are_removed() {
+        let dir = scratch("stale");
+        let target = dir.join("internal-x-wired0.lease");
+        // PID 0 is never a process; our own PID means a previous process with it.
+        let dead = dir.join(".internal-x-wired0.lease.nm-handover-0");
+        let ours = dir.join(format!(".internal-x-wired0.lease.nm-handover-{}", std::process::id()));
+        let other = dir.join(".other.lease.nm-handover-0");
+        for p in [&dead, &ours, &other] {
+            fs::write(p, "half").unwrap();
+        }
+        write_atomically(&target, b"ADDRESS=198.18.0.100\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "ADDRESS=198.18.0.100\n");
+        assert!(!dead.exists() && !ours.exists(), "stale temporaries left behind");
+        assert!(other.exists(), "another file's temporary was touched");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn internal_roundtrip() {

@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -145,7 +147,10 @@ fn main() -> ExitCode {
             print_lines(&commands::status(&nm));
             Ok(())
         }
-        Command::Reconcile => commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action")),
+        Command::Reconcile => {
+            let _lock = sys::lock::HandoverLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+            commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
+        }
         Command::Dispatch { .. } => unreachable!("handled above"),
     });
     match result {
