@@ -41,8 +41,8 @@ pub enum PairingError {
     BadRole { profile: String, value: String },
     #[error("profile '{profile}': pairing data is incomplete ({missing} is missing)")]
     Incomplete { profile: String, missing: &'static str },
-    #[error("profile '{profile}': {source}")]
-    BadName { profile: String, #[source] source: NameError },
+    #[error("profile '{profile}': user data {key}: {source}; run `nm-handover unpair` and pair again")]
+    BadName { profile: String, key: &'static str, #[source] source: NameError },
     #[error("'{0}' is a {1} profile; the wired side must be an Ethernet profile")]
     WiredNotEthernet(String, String),
     #[error("'{0}' is a {1} profile; the backup must be an Ethernet or Wi-Fi profile")]
@@ -83,11 +83,11 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
     let get = |key: &'static str| {
         user_data.get(key).ok_or(PairingError::Incomplete { profile: profile.to_owned(), missing: key })
     };
-    let bad_name = |source| PairingError::BadName { profile: profile.to_owned(), source };
+    let bad_name = |key: &'static str| move |source| PairingError::BadName { profile: profile.to_owned(), key, source };
     Ok(Some(Membership {
         role,
-        peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name)?,
-        device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name)?,
+        peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name(KEY_PEER))?,
+        device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name(KEY_DEVICE))?,
         lease_carry: user_data.get(KEY_LEASE_CARRY).map_or(true, |v| v != "no"),
     }))
 }

@@ -51,8 +51,10 @@ pub struct LabConfig {
     pub extra_nm_conf: String,
     /// Extra dispatcher scripts (path under dispatcher.d, content), installed root-owned 0755.
     pub scripts: Vec<(String, String)>,
-    /// Whether NM is expected to manage wired0/backup0 (false for the bonding baseline).
+    /// Whether NM is expected to manage the links (false for the bonding baseline).
     pub nm_manages_links: bool,
+    /// The host's links, each a veth to a bridge port `p-<name>` (two pairs: add wired1, backup1).
+    pub links: Vec<&'static str>,
 }
 
 impl LabConfig {
@@ -68,6 +70,7 @@ impl LabConfig {
             extra_nm_conf: String::new(),
             scripts: Vec::new(),
             nm_manages_links: true,
+            links: vec!["wired0", "backup0"],
         }
     }
 
@@ -277,7 +280,7 @@ impl Lab {
         must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
         must(&["ip", "-n", &lan, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"])?;
         must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
-        for iface in ["wired0", "backup0"] {
+        for iface in self.cfg.links.clone() {
             let port = format!("p-{iface}");
             // Created inside the lab namespaces only: nothing appears in the root namespace.
             must(&["ip", "-n", &host, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns", &lan])?;
@@ -503,7 +506,7 @@ impl Lab {
             let out = self.run_in_host(&["nmcli", "-t", "-f", "DEVICE,STATE", "device"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             out.status.success()
-                && ["wired0", "backup0"]
+                && self.cfg.links
                     .iter()
                     .all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
         })?;
@@ -522,7 +525,7 @@ impl Lab {
     pub fn reboot_nm(&mut self, before_start: impl FnOnce(&Lab)) {
         self.stop_nm();
         let _ = fs::remove_dir_all(self.dir.join("run/NetworkManager"));
-        for iface in ["wired0", "backup0"] {
+        for iface in self.cfg.links.clone() {
             must(&["ip", "-n", &self.host, "addr", "flush", "dev", iface]).unwrap();
             must(&["ip", "-n", &self.host, "link", "set", iface, "down"]).unwrap();
         }
@@ -563,11 +566,33 @@ impl Lab {
     }
 
     pub fn pull_cable(&self) {
-        must(&["ip", "-n", &self.lan, "link", "set", "p-wired0", "down"]).unwrap();
+        self.set_cable("wired0", false);
     }
 
     pub fn plug_cable(&self) {
-        must(&["ip", "-n", &self.lan, "link", "set", "p-wired0", "up"]).unwrap();
+        self.set_cable("wired0", true);
+    }
+
+    /// Plugs or pulls the cable of one host link (its bridge port in `lan`).
+    pub fn set_cable(&self, iface: &str, plugged: bool) {
+        must(&["ip", "-n", &self.lan, "link", "set", &format!("p-{iface}"), if plugged { "up" } else { "down" }]).unwrap();
+    }
+
+    /// Kills NetworkManager with SIGKILL (a crash), leaving its run state behind.
+    pub fn kill_nm(&mut self) {
+        if let Some(mut nm) = self.nm.take() {
+            let _ = nm.kill();
+            let _ = nm.wait();
+        }
+    }
+
+    /// How long each dispatcher request took, as NM logged it ("succeeded (after X sec").
+    pub fn dispatcher_durations(&self) -> Vec<Duration> {
+        self.nm_log()
+            .lines()
+            .filter_map(|l| l.split("succeeded (after ").nth(1)?.split(' ').next()?.parse::<f64>().ok())
+            .map(Duration::from_secs_f64)
+            .collect()
     }
 
     /// The first global IPv4 address of `iface` in the host namespace.
