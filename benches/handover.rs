@@ -22,7 +22,8 @@ use support::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
-    Companion { client: DhcpClient, patched: bool },
+    /// `patched`: the version built by nm-patch/build, or none for Debian's stock NM.
+    Companion { client: DhcpClient, patched: Option<&'static str> },
     NoCompanion,
     SeedLike,
     Bonding,
@@ -35,9 +36,10 @@ struct RowSpec {
 }
 
 const ROWS: &[RowSpec] = &[
-    RowSpec { key: "stock-internal", name: "nm-handover, stock NM 1.42 (internal DHCP)", setup: Setup::Companion { client: DhcpClient::Internal, patched: false } },
-    RowSpec { key: "stock-dhclient", name: "nm-handover, stock NM 1.42 (dhclient)", setup: Setup::Companion { client: DhcpClient::Dhclient, patched: false } },
-    RowSpec { key: "patched", name: "nm-handover, patched NM 1.58 (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: true } },
+    RowSpec { key: "stock-internal", name: "nm-handover, stock NM 1.42 (internal DHCP)", setup: Setup::Companion { client: DhcpClient::Internal, patched: None } },
+    RowSpec { key: "stock-dhclient", name: "nm-handover, stock NM 1.42 (dhclient)", setup: Setup::Companion { client: DhcpClient::Dhclient, patched: None } },
+    RowSpec { key: "patched", name: "nm-handover, patched NM 1.58 (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: Some("1.58.1") } },
+    RowSpec { key: "patched-1.42", name: "nm-handover, patched NM 1.42 backport (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: Some("1.42.4") } },
     RowSpec { key: "seed-like", name: "baseline: seed-like shell script (stock NM)", setup: Setup::SeedLike },
     RowSpec { key: "none", name: "baseline: no companion, both autoconnect", setup: Setup::NoCompanion },
     RowSpec { key: "bonding", name: "baseline: kernel bond active-backup (no DHCP)", setup: Setup::Bonding },
@@ -94,8 +96,8 @@ fn client_messages(log: &str) -> usize {
 
 fn lab_config(setup: Setup) -> Result<LabConfig, String> {
     Ok(match setup {
-        Setup::Companion { patched: true, .. } => LabConfig::patched(DhcpServer::IscDhcpd)?.with_companion(),
-        Setup::Companion { client, patched: false } => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
+        Setup::Companion { client, patched: Some(version) } => LabConfig::patched_version(DhcpServer::IscDhcpd, client, version)?.with_companion(),
+        Setup::Companion { client, patched: None } => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
         Setup::NoCompanion => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
         Setup::SeedLike => {
             let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);

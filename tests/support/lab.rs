@@ -78,8 +78,14 @@ impl LabConfig {
     /// with the companion also linked into `link-up.d`. `Err` says why it
     /// cannot run (not built yet).
     pub fn patched(server: DhcpServer) -> Result<LabConfig, String> {
-        let paths = patched_nm_paths()?;
-        let mut cfg = LabConfig::new(server, DhcpClient::Internal);
+        let version = std::env::var("NM_HANDOVER_PATCHED_VERSION").unwrap_or_else(|_| "1.58.1".into());
+        LabConfig::patched_version(server, DhcpClient::Internal, &version)
+    }
+
+    /// The lab on a given patched version (1.58.1 or the 1.42.4 backport).
+    pub fn patched_version(server: DhcpServer, client: DhcpClient, version: &str) -> Result<LabConfig, String> {
+        let paths = patched_nm_paths(version)?;
+        let mut cfg = LabConfig::new(server, client);
         cfg.nm_daemon = paths.0;
         cfg.nm_dispatcher = paths.1;
         cfg.companion_dirs.push("link-up.d");
@@ -109,14 +115,19 @@ impl std::fmt::Display for LabError {
     }
 }
 
-/// The daemon and nm-dispatcher that `nm-patch/build` installed (it prints
-/// its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR` overrides).
-pub fn patched_nm_paths() -> Result<(PathBuf, PathBuf), String> {
+/// The daemon and nm-dispatcher that `nm-patch/build --version V` installed
+/// (it prints its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR`
+/// overrides, `NM_HANDOVER_PATCHED_VERSION` picks the version for the patched tests).
+pub fn patched_nm_paths(version: &str) -> Result<(PathBuf, PathBuf), String> {
     let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("nm-patch/build");
-            let out = Command::new("bash").arg(&script).arg("--print-dir").output().map_err(|e| format!("{}: {e}", script.display()))?;
+            let out = Command::new("bash")
+                .arg(&script)
+                .args(["--version", version, "--print-dir"])
+                .output()
+                .map_err(|e| format!("{}: {e}", script.display()))?;
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
         }
     };
