@@ -455,6 +455,26 @@ lease {
     }
 
     #[test]
+    fn carry_keeps_the_owner() {
+        // SAFETY-free check of our own uid: only root can give a file to someone else.
+        if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+            eprintln!("SKIPPED carry_keeps_the_owner: needs root to chown the lease file");
+            return;
+        }
+        let dir = scratch("owner");
+        let store = LeaseStore::new(&dir);
+        let (w, b) = (owner(W, "wired0"), owner(B, "backup0"));
+        fs::write(store.path(LeaseFormat::Internal, &w), "ADDRESS=198.18.0.150\n").unwrap();
+        let target = store.path(LeaseFormat::Internal, &b);
+        fs::write(&target, "ADDRESS=198.18.0.99\n").unwrap();
+        std::os::unix::fs::chown(&target, Some(4321), Some(4322)).unwrap();
+        store.carry(&w, &b).unwrap();
+        let meta = fs::metadata(&target).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn carry_refuses_symlinked_target() {
         let dir = scratch("symlink");
         let store = LeaseStore::new(&dir);
