@@ -25,6 +25,8 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_client_deactivate_connection_finish",
     "nm_client_reload",
     "nm_client_reload_finish",
+    "nm_client_get_dbus_connection",
+    "nm_object_get_path",
     "nm_device_get_iface",
     "nm_device_get_device_type",
     "nm_device_get_state",
@@ -45,16 +47,9 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_connection_get_interface_name",
     "nm_connection_get_connection_type",
     "nm_connection_get_setting_by_name",
-    "nm_connection_add_setting",
-    "nm_connection_to_dbus",
-    "nm_simple_connection_new_clone",
     "nm_remote_connection_get_filename",
-    "nm_remote_connection_update2",
-    "nm_remote_connection_update2_finish",
-    "nm_setting_user_new",
     "nm_setting_user_get_keys",
     "nm_setting_user_get_data",
-    "nm_setting_user_set_data",
 ];
 
 fn main() {
@@ -72,7 +67,7 @@ fn main() {
         .header_contents("nm-handover-libnm.h", "#include <NetworkManager.h>\n")
         .clang_args(libnm.include_paths.iter().map(|p| format!("-I{}", p.display())))
         .allowlist_type("NMDeviceState|NMDeviceType|NMActiveConnectionState|NMDeviceInterfaceFlags")
-        .allowlist_type("NMSettingsUpdate2Flags|NMManagerReloadFlags|NMConnectionSerializationFlags")
+        .allowlist_type("NMSettingsUpdate2Flags|NMManagerReloadFlags")
         // GLib, GObject and GIO types come from the glib/gio crates' -sys
         // modules, so values pass between libnm and those crates unconverted.
         .blocklist_type("_?G[A-Z].*")

@@ -469,7 +469,7 @@ fn main() -> ExitCode {
     for why in &skipped {
         writeln!(out, "\n- not measured: {why}").unwrap();
     }
-    if wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == "cost")) {
+    if wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == "cost")) {
         dispatcher_cost(runs, &mut out);
         handover_event_cost(&mut out);
     }

@@ -16,7 +16,8 @@ use crate::pairing::{
 };
 use crate::policy::{decide, Hook, LinkState, Role};
 use crate::prefilter::NM_CONF_DIR;
-use crate::sys::libnm::{Nm, Profile, PropertyValue};
+use crate::settings::PropertyValue;
+use crate::sys::libnm::{Nm, Profile};
 
 /// Whether the running daemon dispatches the blocking `link-up` action.
 pub fn nm_has_link_up(nm: &Nm) -> bool {

@@ -112,9 +112,11 @@ impl Pair {
     }
 
     /// Sets the backup link down and gives it back its own MAC address, with
-    /// netlink rather than through NM: NM is waiting for us (`link-up`), and
-    /// its deactivation would wait on the backup's `pre-down` dispatch, which
-    /// nm-dispatcher queues behind our own request.
+    /// netlink rather than through NM: NM may be waiting for us (`link-up`),
+    /// and its deactivation would wait on the backup's `pre-down` dispatch,
+    /// which nm-dispatcher queues behind our own request. Done before every
+    /// deactivation, so a DHCPRELEASE of the identity the backup shares with
+    /// the wired link never reaches the server (see `policy::hand_back`).
     fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
         let device = self.backup.device.as_str();
         let own_mac = nm

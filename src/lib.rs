@@ -19,6 +19,7 @@ pub mod names;
 pub mod pairing;
 pub mod policy;
 pub mod prefilter;
+pub mod settings;
 #[allow(unsafe_code)]
 pub mod sys;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::names::{Iface, NameError, Uuid};
 use crate::policy::Role;
-use crate::sys::libnm::{ProfileEdit, PropertyChange, PropertyValue};
+use crate::settings::{ProfileEdit, PropertyChange, PropertyValue};
 
 pub const KEY_ROLE: &str = "nm-handover.role";
 pub const KEY_PEER: &str = "nm-handover.peer";

@@ -104,6 +104,15 @@ fn decision(reason: &'static str, actions: Vec<Action>) -> Decision {
     Decision { actions, reason }
 }
 
+/// Hands back from the backup link: off the LAN first, then NM deactivates
+/// the profile. The backup shares the wired link's DHCP identity, so a
+/// DHCPRELEASE it sent on deactivation (NM >= 1.48, `ipv4.dhcp-send-release`)
+/// would free the lease the wired link holds; with the link already down it
+/// never reaches the server.
+fn hand_back() -> Vec<Action> {
+    vec![Action::TakeBackupOffLan, Action::DeactivateBackup]
+}
+
 fn carry(options: Options, from: Role, to: Role) -> Option<Action> {
     options.lease_carry.then_some(Action::CarryLease { from, to })
 }
@@ -143,14 +152,14 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
                 } else {
                     Vec::new()
                 };
-                actions.extend([Action::TakeBackupOffLan, Action::DeactivateBackup]);
+                actions.extend(hand_back());
                 decision("wired link up before DHCP: take the backup off the LAN, then hand back", actions)
             }
         },
         Hook::Dhcp4Change | Hook::PreUp | Hook::Up | Hook::Reconcile => {
             let wired_has_address = hook != Hook::Reconcile || seen.wired == LinkState::Active;
             if wired_has_address && matches!(seen.backup, LinkState::Activating | LinkState::Active) {
-                decision("wired link holds the address again: hand back from the backup link", vec![Action::DeactivateBackup])
+                decision("wired link holds the address again: hand back from the backup link", hand_back())
             } else {
                 decision("nothing to hand back", vec![])
             }
@@ -164,7 +173,7 @@ fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
     match hook {
         Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link && seen.backup.on_lan() => decision(
             "backup came up while the wired link holds the address: hand back",
-            vec![Action::DeactivateBackup],
+            hand_back(),
         ),
         Hook::Dhcp4Change | Hook::Up => match carry(options, Role::Backup, Role::Wired) {
             Some(action) => decision("backup holds the address: keep the wired lease file in step", vec![action]),
@@ -249,9 +258,10 @@ mod tests {
             if matches!(hook, Hook::LinkUp | Hook::PreUp) {
                 assert!(!activates, "{ctx}");
             }
-            // Only a link-up may take the backup off the LAN directly: elsewhere NM does it.
-            if d.actions.contains(&TakeBackupOffLan) {
-                assert_eq!((role, hook), (Role::Wired, Hook::LinkUp), "{ctx}");
+            // The backup leaves the LAN before NM deactivates it, so no
+            // DHCPRELEASE of the shared identity reaches the server.
+            if let Some(i) = d.actions.iter().position(|a| *a == DeactivateBackup) {
+                assert!(i > 0 && d.actions[i - 1] == TakeBackupOffLan, "{ctx}");
             }
             // A lease carried to the wired link comes before the backup leaves.
             if let Some(i) = d.actions.iter().position(|a| *a == CarryLease { from: Role::Backup, to: Role::Wired }) {
@@ -292,7 +302,7 @@ mod tests {
     fn stock_replug_hands_back_on_first_wired_address_event() {
         for hook in [Hook::Dhcp4Change, Hook::PreUp, Hook::Up] {
             let d = decide(Role::Wired, hook, seen(true, LinkState::Activating, LinkState::Active), CARRY);
-            assert_eq!(d.actions, vec![DeactivateBackup], "{hook:?}");
+            assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup], "{hook:?}");
         }
     }
 
@@ -311,7 +321,7 @@ mod tests {
         assert_eq!(d.actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
         // Cable in, wired up, backup up too: the backup goes.
         let d = decide(Role::Wired, Hook::Reconcile, seen(true, LinkState::Active, LinkState::Active), CARRY);
-        assert_eq!(d.actions, vec![DeactivateBackup]);
+        assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup]);
         // Cable in, wired still activating: wait for its own events.
         let d = decide(Role::Wired, Hook::Reconcile, seen(true, LinkState::Activating, LinkState::Inactive), CARRY);
         assert!(d.actions.is_empty());
@@ -320,6 +330,6 @@ mod tests {
     #[test]
     fn backup_up_while_wired_holds_link_is_handed_back() {
         let d = decide(Role::Backup, Hook::Up, seen(true, LinkState::Active, LinkState::Active), CARRY);
-        assert_eq!(d.actions, vec![DeactivateBackup]);
+        assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup]);
     }
 }

@@ -39,27 +39,27 @@ fn pull_and_replug_dnsmasq_dhclient() {
 
 #[test]
 fn released_lease_is_carried_back_isc_dhcpd_internal_client() {
-    let Some(r) = released_lease_case("released/isc-dhcpd/internal", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
+    let Some(r) = released_lease_case("released/isc-dhcpd/internal", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[], Release::Crafted) else { return };
     assert!(!r.abandoned, "dhcpd abandoned the address: {r:?}");
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
 
 #[test]
 fn released_lease_is_carried_back_isc_dhcpd_dhclient() {
-    let Some(r) = released_lease_case("released/isc-dhcpd/dhclient", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Dhclient), &[]) else { return };
+    let Some(r) = released_lease_case("released/isc-dhcpd/dhclient", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Dhclient), &[], Release::Crafted) else { return };
     assert!(!r.abandoned, "dhcpd abandoned the address: {r:?}");
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
 
 #[test]
 fn released_lease_is_carried_back_dnsmasq_internal_client() {
-    let Some(r) = released_lease_case("released/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[]) else { return };
+    let Some(r) = released_lease_case("released/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[], Release::Crafted) else { return };
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
 
 #[test]
 fn released_lease_is_carried_back_dnsmasq_dhclient() {
-    let Some(r) = released_lease_case("released/dnsmasq/dhclient", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Dhclient), &[]) else { return };
+    let Some(r) = released_lease_case("released/dnsmasq/dhclient", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Dhclient), &[], Release::Crafted) else { return };
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
 
@@ -68,7 +68,7 @@ fn released_lease_is_carried_back_dnsmasq_dhclient() {
 #[test]
 fn control_released_lease_without_carrying_is_abandoned() {
     let test = "control: released/isc-dhcpd/internal, --no-lease-carry";
-    let Some(r) = released_lease_case(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &["--no-lease-carry"]) else { return };
+    let Some(r) = released_lease_case(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &["--no-lease-carry"], Release::Crafted) else { return };
     assert!(r.abandoned, "without the carried lease dhcpd should have pinged and abandoned {}: {r:?}", r.before);
     assert_ne!(r.after, Some(r.before), "{r:?}");
 }

@@ -47,13 +47,28 @@ fn patched_pull_and_replug_dnsmasq() {
     pull_and_replug_case("patched/dnsmasq", DhcpServer::Dnsmasq);
 }
 
+/// `ipv4.dhcp-send-release` exists since NM 1.48: the 1.42 backport cannot
+/// run the cases that need it (tests/run.sh leaves them out there).
+fn send_release_or_skip(test: &str) -> bool {
+    let version = patched_version_under_test();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let supported = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 48);
+    if !supported {
+        eprintln!("SKIPPED: {test}: NetworkManager {version} has no ipv4.dhcp-send-release (added in 1.48)");
+    }
+    supported
+}
+
 /// The adverse case with lease carrying off: the wired lease file is missing
 /// and the server's lease was released, so the wired client DISCOVERs and
 /// dhcpd pings the address. The backup must be off the LAN before the
 /// first DHCP packet of the wired link, as the capture in `lan` shows.
-fn backup_leaves_first_case(test: &str, server: DhcpServer) {
+fn backup_leaves_first_case(test: &str, server: DhcpServer, release: Release) {
     let Some(cfg) = patched_or_skip(test, server) else { return };
-    let Some(r) = released_lease_case(test, cfg, &["--no-lease-carry"]) else { return };
+    let Some(r) = released_lease_case(test, cfg, &["--no-lease-carry"], release) else { return };
+    if release == Release::ByBackup {
+        assert!(!r.released_at_replug, "the backup's DHCPRELEASE reached the server\n{r:?}");
+    }
     let (off, (first, packet)) = (r.backup_off.expect("the backup never left the LAN"), r.first_wired_dhcp.clone().expect("no DHCP packet from the wired link"));
     let lead = first.duration_since(off).unwrap_or_else(|e| panic!("the wired link sent DHCP {:?} BEFORE the backup left the LAN: {packet}\n{r:?}", e.duration()));
     measured(test, "backup off the LAN before the first wired DHCP packet by", ms(lead));
@@ -65,12 +80,74 @@ fn backup_leaves_first_case(test: &str, server: DhcpServer) {
 
 #[test]
 fn patched_backup_leaves_before_first_wired_dhcp_packet_isc_dhcpd() {
-    backup_leaves_first_case("patched/released/isc-dhcpd, --no-lease-carry", DhcpServer::IscDhcpd);
+    backup_leaves_first_case("patched/released/isc-dhcpd, --no-lease-carry", DhcpServer::IscDhcpd, Release::Crafted);
 }
 
 #[test]
 fn patched_backup_leaves_before_first_wired_dhcp_packet_dnsmasq() {
-    backup_leaves_first_case("patched/released/dnsmasq, --no-lease-carry", DhcpServer::Dnsmasq);
+    backup_leaves_first_case("patched/released/dnsmasq, --no-lease-carry", DhcpServer::Dnsmasq, Release::Crafted);
+}
+
+/// The same with the backup profile set to send a DHCPRELEASE when it goes
+/// down (`ipv4.dhcp-send-release`, NM >= 1.48). The backup shares the wired
+/// link's DHCP identity: the release must not reach the server, or it would
+/// free the lease the returning wired link asks for (the crafted cases above
+/// cover a server that forgot the lease anyway).
+#[test]
+fn patched_send_release_backup_leaves_before_first_wired_dhcp_packet_isc_dhcpd() {
+    let test = "patched/dhcp-send-release/isc-dhcpd, --no-lease-carry";
+    if send_release_or_skip(test) {
+        backup_leaves_first_case(test, DhcpServer::IscDhcpd, Release::ByBackup);
+    }
+}
+
+#[test]
+fn patched_send_release_backup_leaves_before_first_wired_dhcp_packet_dnsmasq() {
+    let test = "patched/dhcp-send-release/dnsmasq, --no-lease-carry";
+    if send_release_or_skip(test) {
+        backup_leaves_first_case(test, DhcpServer::Dnsmasq, Release::ByBackup);
+    }
+}
+
+/// On the stock path (no companion in `link-up.d`, as on an unpatched NM >=
+/// 1.48 such as Debian 13's) the hand-back happens once the wired link holds
+/// the address again: NM deactivating a backup still on the LAN would send
+/// the shared identity's DHCPRELEASE and free the wired link's lease.
+#[test]
+fn patched_send_release_hand_back_after_wired_address_sends_no_release() {
+    let test = "patched/dhcp-send-release/isc-dhcpd, companion not in link-up.d";
+    if !send_release_or_skip(test) {
+        return;
+    }
+    let Some(mut cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    cfg.companion_dirs.retain(|dir| *dir != "link-up.d");
+    let Some(r) = released_lease_case(test, cfg, &[], Release::ByBackup) else { return };
+    assert!(!r.released_at_replug, "the backup's DHCPRELEASE reached the server after the wired link got the address\n{r:?}");
+    assert!(!r.abandoned, "{r:?}");
+    assert_eq!(r.after, Some(r.before), "{r:?}");
+}
+
+/// `pair` and `unpair` change only their own properties, also when the
+/// daemon is newer than the libnm the companion links (the lab's libnm is
+/// Debian 12's 1.42): a property only the daemon knows survives both.
+#[test]
+fn patched_send_release_pair_and_unpair_keep_properties_libnm_does_not_know() {
+    let test = "patched/pair keeps unknown properties";
+    if !send_release_or_skip(test) {
+        return;
+    }
+    let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    let (section, key, value) = SEND_RELEASE;
+    let Some(p) = paired_with(test, cfg, &[], |lab| lab.edit_keyfile("Backup link", section, key, value)) else { return };
+    let keyfile = || std::fs::read_to_string(p.lab.keyfile_of("Backup link")).unwrap();
+    let paired = keyfile();
+    assert!(paired.contains(&format!("{key}={value}")), "pair dropped {section}.{key}:\n{paired}");
+    assert!(paired.contains("[user]"), "pair stored no user data:\n{paired}");
+    let said = p.lab.companion(&["unpair", "Office LAN"]);
+    let unpaired = keyfile();
+    assert!(unpaired.contains(&format!("{key}={value}")), "unpair dropped {section}.{key}:\n{said}\n{unpaired}");
+    assert!(!unpaired.contains("nm-handover"), "unpair left user data behind:\n{unpaired}");
+    assert!(!unpaired.contains("cloned-mac-address"), "unpair left the cloned MAC:\n{unpaired}");
 }
 
 /// Without any script in `link-up.d` the action costs one nm-dispatcher

@@ -19,5 +19,6 @@ cargo build --locked --all-targets
 cargo test --locked -- --test-threads=1
 # The patched-NM scenarios once more on the Debian 12 backport (nm-patch/1.42).
 if [ "$(id -u)" = 0 ]; then
-    NM_HANDOVER_PATCHED_VERSION=1.42.4 cargo test --locked --test patched -- --test-threads=1
+    # ipv4.dhcp-send-release only exists since NM 1.48: those cases are for 1.58 alone.
+    NM_HANDOVER_PATCHED_VERSION=1.42.4 cargo test --locked --test patched -- --test-threads=1 --skip send_release
 fi

@@ -21,10 +21,15 @@ use std::time::Duration;
 use gio::prelude::*;
 use glib::translate::{from_glib_full, from_glib_none, ToGlibPtr};
 
+use crate::settings::{self, ProfileEdit, PropertyValue};
+
 mod ffi {
     #![allow(clippy::all, unused_imports)]
     include!(concat!(env!("OUT_DIR"), "/libnm.rs"));
 }
+
+const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
+const SETTINGS_CONNECTION_INTERFACE: &str = "org.freedesktop.NetworkManager.Settings.Connection";
 
 /// How long one request to NetworkManager may take before it is cancelled.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,29 +97,6 @@ pub struct ActiveConnection {
     obj: glib::Object,
 }
 
-/// A typed value of a profile property.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PropertyValue {
-    Str(Option<String>),
-    Bool(bool),
-}
-
-/// One property to change: (`setting name`, `property name`, new value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PropertyChange {
-    pub setting: &'static str,
-    pub property: &'static str,
-    pub value: PropertyValue,
-}
-
-/// Changes to apply to a stored profile in one update.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProfileEdit {
-    pub properties: Vec<PropertyChange>,
-    /// `None` removes the key.
-    pub user_data: BTreeMap<String, Option<String>>,
-}
-
 fn cstr_opt(p: *const libc::c_char) -> Option<String> {
     if p.is_null() {
         None
@@ -122,13 +104,6 @@ fn cstr_opt(p: *const libc::c_char) -> Option<String> {
         // SAFETY: libnm returns NUL-terminated strings that live as long as the object.
         Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
-}
-
-fn to_cstring(what: &str, s: &str) -> Result<CString, NmError> {
-    CString::new(s).map_err(|_| NmError::InvalidValue {
-        what: what.to_owned(),
-        message: "contains a NUL byte".to_owned(),
-    })
 }
 
 fn gerror_message(err: *mut glib::ffi::GError) -> String {
@@ -410,79 +385,46 @@ impl Nm {
         Ok(())
     }
 
-    /// Applies `edit` to the stored profile and writes it to disk.
+    /// Applies `edit` to the stored profile and writes it to disk. The edit
+    /// goes to the daemon's own settings dict (see [`crate::settings`]), so
+    /// properties this libnm does not know are kept.
     pub fn update_profile(&self, profile: &Profile, edit: &ProfileEdit) -> Result<(), NmError> {
         let what = format!("updating profile {}", profile.id().unwrap_or_default());
-        // SAFETY: the clone is a new, owned NMConnection.
-        let clone: glib::Object = unsafe {
-            from_glib_full(ffi::nm_simple_connection_new_clone(profile.obj.as_ptr() as *mut ffi::NMConnection)
-                as *mut glib::gobject_ffi::GObject)
-        };
-        let conn = clone.as_ptr() as *mut ffi::NMConnection;
-        for change in &edit.properties {
-            let setting = setting_object(conn, change.setting).ok_or_else(|| NmError::InvalidValue {
-                what: format!("{}.{}", change.setting, change.property),
-                message: format!("the profile has no '{}' setting", change.setting),
-            })?;
-            set_property(&setting, change)?;
-        }
-        if !edit.user_data.is_empty() {
-            let user = match setting_object(conn, "user") {
-                Some(s) => s,
-                None => {
-                    // SAFETY: nm_connection_add_setting takes over the new setting's
-                    // only reference; we then take one of our own.
-                    unsafe {
-                        let raw = ffi::nm_setting_user_new();
-                        ffi::nm_connection_add_setting(conn, raw);
-                        object_from_none(raw).expect("nm_setting_user_new returned NULL")
-                    }
-                }
-            };
-            for (key, value) in &edit.user_data {
-                let ckey = to_cstring("user data key", key)?;
-                let cval = value.as_deref().map(|v| to_cstring("user data value", v)).transpose()?;
-                let mut err = ptr::null_mut();
-                // SAFETY: valid setting and C strings; NULL value removes the key.
-                let ok = unsafe {
-                    ffi::nm_setting_user_set_data(
-                        user.as_ptr() as *mut ffi::NMSettingUser,
-                        ckey.as_ptr(),
-                        cval.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                        &mut err,
-                    )
-                };
-                if ok == 0 {
-                    return Err(NmError::InvalidValue { what: format!("user data {key}"), message: gerror_message(err) });
-                }
-            }
-        }
-        // SAFETY: valid connection; returns a floating-or-full GVariant we own.
-        let settings = unsafe { ffi::nm_connection_to_dbus(conn, ffi::NM_CONNECTION_SERIALIZE_ALL) };
-        let remote = profile.obj.as_ptr() as *mut ffi::NMRemoteConnection;
-        let reply = self.call_async(
-            &what,
-            |cancellable, cb, data| unsafe {
-                // SAFETY: update2 sinks the settings variant; callback gets `data` once.
-                ffi::nm_remote_connection_update2(
-                    remote,
-                    settings,
-                    ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK,
-                    ptr::null_mut(),
-                    cancellable,
-                    cb,
-                    data,
+        let path = profile.dbus_path().ok_or_else(|| NmError::Call {
+            what: what.clone(),
+            message: "the profile has no D-Bus object path".to_owned(),
+        })?;
+        let call = |method: &str, args: Option<glib::Variant>, reply: &str| {
+            self.bus()
+                .call_sync(
+                    Some(NM_BUS_NAME),
+                    &path,
+                    SETTINGS_CONNECTION_INTERFACE,
+                    method,
+                    args.as_ref(),
+                    Some(glib::VariantTy::new(reply).expect("valid type string")),
+                    gio::DBusCallFlags::NONE,
+                    CALL_TIMEOUT.as_millis() as i32,
+                    gio::Cancellable::NONE,
                 )
-            },
-            |result, err| unsafe {
-                // SAFETY: result from this call's callback.
-                ffi::nm_remote_connection_update2_finish(remote, result, err)
-            },
-            |reply| !reply.is_null(),
-        )?;
-        // SAFETY: finish returned an owned GVariant.
-        unsafe { glib::ffi::g_variant_unref(reply) };
+                .map_err(|e| NmError::Call { what: what.clone(), message: e.message().to_owned() })
+        };
+        let current = call("GetSettings", None, "(a{sa{sv}})")?.child_value(0);
+        let updated = settings::apply_edit(&current, edit)?;
+        let args = glib::Variant::tuple_from_iter([
+            updated,
+            ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK.to_variant(),
+            glib::VariantDict::new(None).end(),
+        ]);
+        call("Update2", Some(args), "(a{sv})")?;
         Ok(())
+    }
+
+    /// libnm's own D-Bus connection (the system bus, or the one
+    /// `DBUS_SYSTEM_BUS_ADDRESS` names).
+    fn bus(&self) -> gio::DBusConnection {
+        // SAFETY: valid client; transfer-none connection that lives with it.
+        unsafe { from_glib_none(ffi::nm_client_get_dbus_connection(self.raw())) }
     }
 }
 
@@ -490,23 +432,6 @@ fn setting_object(conn: *mut ffi::NMConnection, name: &str) -> Option<glib::Obje
     let cname = CString::new(name).ok()?;
     // SAFETY: valid connection; transfer-none setting.
     object_from_none(unsafe { ffi::nm_connection_get_setting_by_name(conn, cname.as_ptr()) })
-}
-
-fn set_property(setting: &glib::Object, change: &PropertyChange) -> Result<(), NmError> {
-    let what = format!("{}.{}", change.setting, change.property);
-    let pspec = setting.find_property(change.property).ok_or_else(|| NmError::InvalidValue {
-        what: what.clone(),
-        message: "no such property".to_owned(),
-    })?;
-    let value = match &change.value {
-        PropertyValue::Str(s) => s.to_value(),
-        PropertyValue::Bool(b) => b.to_value(),
-    };
-    if value.type_() != pspec.value_type() {
-        return Err(NmError::InvalidValue { what, message: format!("expected {}", pspec.value_type()) });
-    }
-    setting.set_property_from_value(change.property, &value);
-    Ok(())
 }
 
 fn get_property(setting: &glib::Object, property: &str) -> Option<PropertyValue> {
@@ -647,6 +572,12 @@ impl Profile {
     pub fn connection_type(&self) -> Option<String> {
         // SAFETY: valid connection.
         cstr_opt(unsafe { ffi::nm_connection_get_connection_type(self.raw()) })
+    }
+
+    /// The profile's object path on NetworkManager's D-Bus API.
+    fn dbus_path(&self) -> Option<String> {
+        // SAFETY: a profile from NMClient is an NMObject.
+        cstr_opt(unsafe { ffi::nm_object_get_path(self.obj.as_ptr() as *mut ffi::NMObject) })
     }
 
     pub fn filename(&self) -> Option<String> {

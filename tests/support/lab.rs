@@ -78,8 +78,7 @@ impl LabConfig {
     /// with the companion also linked into `link-up.d`. `Err` says why it
     /// cannot run (not built yet).
     pub fn patched(server: DhcpServer) -> Result<LabConfig, String> {
-        let version = std::env::var("NM_HANDOVER_PATCHED_VERSION").unwrap_or_else(|_| "1.58.1".into());
-        LabConfig::patched_version(server, DhcpClient::Internal, &version)
+        LabConfig::patched_version(server, DhcpClient::Internal, &patched_version_under_test())
     }
 
     /// The lab on a given patched version (1.58.1 or the 1.42.4 backport).
@@ -118,6 +117,12 @@ impl std::fmt::Display for LabError {
 /// The daemon and nm-dispatcher that `nm-patch/build --version V` installed
 /// (it prints its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR`
 /// overrides, `NM_HANDOVER_PATCHED_VERSION` picks the version for the patched tests).
+/// The patched NetworkManager the patched tests run on:
+/// `NM_HANDOVER_PATCHED_VERSION`, by default the upstream series' 1.58.1.
+pub fn patched_version_under_test() -> String {
+    std::env::var("NM_HANDOVER_PATCHED_VERSION").unwrap_or_else(|_| "1.58.1".into())
+}
+
 pub fn patched_nm_paths(version: &str) -> Result<(PathBuf, PathBuf), String> {
     let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -574,6 +579,44 @@ impl Lab {
         ])
         .expect("add profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
+    }
+
+    /// The keyfile of the profile named `name`.
+    pub fn keyfile_of(&self, name: &str) -> PathBuf {
+        let dir = self.nm_conf_dir().join("system-connections");
+        fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|path| fs::read_to_string(path).is_ok_and(|text| text.lines().any(|l| l == format!("id={name}"))))
+            .unwrap_or_else(|| panic!("no keyfile of '{name}' in {}", dir.display()))
+    }
+
+    /// Sets `key=value` in `[section]` of a profile's keyfile and has NM load
+    /// it, as a user editing the file by hand would (the lab's nmcli may be
+    /// older than the daemon and not know the property).
+    pub fn edit_keyfile(&self, name: &str, section: &str, key: &str, value: &str) {
+        let path = self.keyfile_of(name);
+        let text = fs::read_to_string(&path).unwrap();
+        let header = format!("[{section}]");
+        let mut out: Vec<String> = Vec::new();
+        let mut in_section = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                in_section = line == header;
+            }
+            if !(in_section && line.starts_with(&format!("{key}="))) {
+                out.push(line.to_owned());
+            }
+            if line == header {
+                out.push(format!("{key}={value}"));
+            }
+        }
+        assert!(out.contains(&header), "{} has no {header}", path.display());
+        fs::write(&path, out.join("\n") + "\n").unwrap();
+        // NM sees the lab's etc/ at /etc/NetworkManager (a bind mount in its namespace).
+        let seen_by_nm = Path::new("/etc/NetworkManager/system-connections").join(path.file_name().unwrap());
+        self.nmcli(&["connection", "load", &seen_by_nm.to_string_lossy()]).expect("nmcli connection load");
     }
 
     pub fn pull_cable(&self) {

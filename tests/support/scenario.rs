@@ -15,9 +15,16 @@ pub struct Paired {
 }
 
 pub fn paired(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<Paired> {
+    paired_with(test, cfg, pair_args, |_| {})
+}
+
+/// [`paired`], with `prepare` run on the lab between adding the profiles and
+/// pairing them.
+pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl FnOnce(&Lab)) -> Option<Paired> {
     let lab = start_or_skip(test, cfg.with_companion())?;
     let wired_uuid = lab.add_ethernet_profile("Office LAN", "wired0", true);
     let backup_uuid = lab.add_ethernet_profile("Backup link", "backup0", false);
+    prepare(&lab);
     let mut args = vec!["pair", "Office LAN", "Backup link"];
     args.extend_from_slice(pair_args);
     let said = lab.companion(&args);
@@ -121,10 +128,26 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     window
 }
 
+/// How the server comes to forget the lease in [`released_lease_case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// A DHCPRELEASE crafted in `lan` on the client's behalf while the backup
+    /// holds the address (any NM version).
+    Crafted,
+    /// The backup profile has `ipv4.dhcp-send-release` on (NM >= 1.48): NM
+    /// itself releases the lease when the backup is taken down at the re-plug.
+    ByBackup,
+}
+
+/// The keyfile line that makes NM >= 1.48 release the backup's lease.
+pub const SEND_RELEASE: (&str, &str, &str) = ("ipv4", "dhcp-send-release", "1");
+
 /// What happened after the re-plug in [`released_lease_case`].
 #[derive(Debug)]
 pub struct ReleasedOutcome {
     pub abandoned: bool,
+    /// The server logged a DHCPRELEASE between the re-plug and the wired address.
+    pub released_at_replug: bool,
     pub before: Ipv4Addr,
     pub after: Option<Ipv4Addr>,
     /// How long both links held the address on the LAN at once.
@@ -139,11 +162,20 @@ pub struct ReleasedOutcome {
 /// released while the backup held the address. Without the carried lease
 /// (stock NM) the returning wired client DISCOVERs, dhcpd pings the address,
 /// the still-present backup answers and the address is abandoned.
-pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<ReleasedOutcome> {
+pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str], release: Release) -> Option<ReleasedOutcome> {
     let client = cfg.client;
-    let p = paired(test, cfg, pair_args)?;
+    let (section, key, value) = SEND_RELEASE;
+    let p = paired_with(test, cfg, pair_args, |lab| {
+        if release == Release::ByBackup {
+            lab.edit_keyfile("Backup link", section, key, value);
+        }
+    })?;
     let lab = &p.lab;
     let diag = |what: &str| format!("{test}: {what}\n{}", lab.diagnostics());
+    if release == Release::ByBackup {
+        let keyfile = std::fs::read_to_string(lab.keyfile_of("Backup link")).unwrap();
+        assert!(keyfile.contains(&format!("{key}={value}")), "pair dropped {section}.{key}:\n{keyfile}");
+    }
     let wired_mac = lab.mac("wired0");
     // The wired link's own lease file goes missing: only a carried lease can help.
     for entry in std::fs::read_dir(lab.nm_state_dir()).unwrap().flatten() {
@@ -159,12 +191,14 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Op
         .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
     // Let the companion's `up` handling finish before the server forgets the lease.
     std::thread::sleep(Duration::from_millis(500));
-    release_lease_at_server(lab, p.addr, &wired_mac, client == DhcpClient::Internal);
-    lab.wait_until("the server to record the release", Duration::from_secs(5), || lab.server_log().contains("DHCPRELEASE"))
-        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
-    // dhcpd skips its ping check within `ping-cltt-secs` (1 s in the lab) of
-    // the client's last transaction, and the release is one: let it age.
-    std::thread::sleep(Duration::from_secs(2));
+    if release == Release::Crafted {
+        release_lease_at_server(lab, p.addr, &wired_mac, client == DhcpClient::Internal);
+        lab.wait_until("the server to record the release", Duration::from_secs(5), || lab.server_log().contains("DHCPRELEASE"))
+            .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+        // dhcpd skips its ping check within `ping-cltt-secs` (1 s in the lab) of
+        // the client's last transaction, and the release is one: let it age.
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let monitor = NetMonitor::start(lab);
     let capture = Capture::start(lab, "p-wired0");
     let log_mark = lab.server_log().lines().count();
@@ -176,6 +210,7 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Op
     // Give a late abandonment the time to show in the log.
     std::thread::sleep(Duration::from_millis(1500));
     let abandoned = lab.server_log().contains("Abandoning IP address");
+    let released_at_replug = lab.server_log().lines().skip(log_mark).any(|l| l.contains("DHCPRELEASE"));
     measured(test, "released lease: DHCP messages at the server after the re-plug", server_requests(lab, log_mark).join(" | "));
     let backup_off = monitor.backup_off_at(plug, p.addr, "backup0").map(|t| monitor.wall_clock(t));
     let first_wired_dhcp = capture.first_dhcp_from(&wired_mac, plug_wall);
@@ -188,6 +223,7 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Op
     }
     Some(ReleasedOutcome {
         abandoned,
+        released_at_replug,
         before: p.addr,
         after: lab.ipv4("wired0"),
         window: monitor.double_address_window(plug, p.addr, "wired0", "backup0"),
