@@ -193,6 +193,10 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             let holds = if spec.setup == Setup::NoCompanion { lab.ipv4("backup0") } else { lab.ipv4("backup0").filter(|a| *a == addr) };
             if holds != Some(addr) {
                 s.ip_changed += 1;
+                // Without the companion a new address is the expected outcome, not news.
+                if spec.setup != Setup::NoCompanion {
+                    s.notes.push(format!("cycle {cycle}: after the pull the backup held {holds:?}, not {addr} (wired {:?})", lab.ipv4("wired0")));
+                }
             } else if let Some(t) = monitor.address_added_at(pull, "backup0", addr) {
                 s.pull_ms.push(ms(t - pull));
             } else {
@@ -225,8 +229,9 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                 (Some(w), Some(b), _) => s.replug_ms.push(ms(w.max(b) - plug)),
                 _ => {}
             }
-            if lab.ipv4("wired0").is_some_and(|a| a != addr) {
+            if let Some(other) = lab.ipv4("wired0").filter(|a| *a != addr) {
                 s.ip_changed += 1;
+                s.notes.push(format!("cycle {cycle}: after the re-plug the wired link held {other}, not {addr}"));
             }
             if spec.setup != Setup::NoCompanion {
                 if let Some(w) = monitor.double_address_window(plug, addr, "wired0", "backup0") {
