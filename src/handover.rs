@@ -41,6 +41,18 @@ fn profile_uuid(profile: &Profile) -> Result<Uuid> {
     Ok(Uuid::parse(&profile.uuid().unwrap_or_default())?)
 }
 
+/// Whether NetworkManager `version` has `ipv4.dhcp-send-release` (1.48 and
+/// later), and so can release a lease when it deactivates a profile.
+fn sends_dhcp_release(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 48),
+        // An unreadable version: assume the newer behaviour; taking the
+        // backup off the LAN first is safe either way.
+        _ => true,
+    }
+}
+
 impl Pair {
     /// Loads the pair `profile` belongs to, checking that both profiles'
     /// records point at each other. `Ok(None)` when it is not paired.
@@ -108,15 +120,16 @@ impl Pair {
             wired: link_state(&self.wired.uuid),
             backup: link_state(&self.backup.uuid),
             backup_device_ready,
+            backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
         }
     }
 
     /// Sets the backup link down and gives it back its own MAC address, with
     /// netlink rather than through NM: NM may be waiting for us (`link-up`),
     /// and its deactivation would wait on the backup's `pre-down` dispatch,
-    /// which nm-dispatcher queues behind our own request. Done before every
-    /// deactivation, so a DHCPRELEASE of the identity the backup shares with
-    /// the wired link never reaches the server (see `policy::hand_back`).
+    /// which nm-dispatcher queues behind our own request. Also done before a
+    /// deactivation by a daemon that may send a DHCPRELEASE of the identity
+    /// the backup shares with the wired link (see `policy::hand_back`).
     fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
         let device = self.backup.device.as_str();
         let own_mac = nm
@@ -170,5 +183,17 @@ impl Pair {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sends_dhcp_release;
+
+    #[test]
+    fn dhcp_release_exists_from_1_48() {
+        for (version, expected) in [("1.42.4", false), ("1.46.0", false), ("1.48.0", true), ("1.58.1", true), ("2.0", true), ("1.5x", true), ("", true)] {
+            assert_eq!(sends_dhcp_release(version), expected, "{version}");
+        }
     }
 }
