@@ -111,10 +111,8 @@ fn decision(reason: &'static str, actions: Vec<Action>) -> Decision {
 /// identity, so a DHCPRELEASE it sent on deactivation would free the lease
 /// the wired link holds: where the daemon can send one, the backup leaves
 /// the LAN first (link down), so the release never reaches the server.
-/// Older daemons never release; there NM deactivates a backup still up,
-/// which keeps its link, and with it the bridge port, ready for the next pull
-/// (in the lab, setting it down first added 2 s, one DHCP retransmission's
-/// worth, to about 1 in 50 stock 1.42 handovers).
+/// Older daemons never release; there NM deactivates the backup as it
+/// always did.
 fn hand_back(seen: Observed) -> Vec<Action> {
     if seen.backup_may_release {
         vec![Action::TakeBackupOffLan, Action::DeactivateBackup]
