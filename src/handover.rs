@@ -43,7 +43,7 @@ fn profile_uuid(profile: &Profile) -> Result<Uuid> {
 
 /// Whether NetworkManager `version` has `ipv4.dhcp-send-release` (1.48 and
 /// later), and so can release a lease when it deactivates a profile.
-fn sends_dhcp_release(version: &str) -> bool {
+pub fn sends_dhcp_release(version: &str) -> bool {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
     match (parts.next().flatten(), parts.next().flatten()) {
         (Some(major), Some(minor)) => (major, minor) >= (1, 48),

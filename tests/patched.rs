@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use nm_handover::handover::sends_dhcp_release;
 use support::*;
 
 fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
@@ -51,8 +52,7 @@ fn patched_pull_and_replug_dnsmasq() {
 /// run the cases that need it (tests/run.sh leaves them out there).
 fn send_release_or_skip(test: &str) -> bool {
     let version = patched_version_under_test();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let supported = (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (1, 48);
+    let supported = sends_dhcp_release(&version);
     if !supported {
         eprintln!("SKIPPED: {test}: NetworkManager {version} has no ipv4.dhcp-send-release (added in 1.48)");
     }

@@ -114,15 +114,15 @@ impl std::fmt::Display for LabError {
     }
 }
 
-/// The daemon and nm-dispatcher that `nm-patch/build --version V` installed
-/// (it prints its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR`
-/// overrides, `NM_HANDOVER_PATCHED_VERSION` picks the version for the patched tests).
 /// The patched NetworkManager the patched tests run on:
 /// `NM_HANDOVER_PATCHED_VERSION`, by default the upstream series' 1.58.1.
 pub fn patched_version_under_test() -> String {
     std::env::var("NM_HANDOVER_PATCHED_VERSION").unwrap_or_else(|_| "1.58.1".into())
 }
 
+/// The daemon and nm-dispatcher that `nm-patch/build --version V` installed
+/// (it prints its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR`
+/// overrides, `NM_HANDOVER_PATCHED_VERSION` picks the version for the patched tests).
 pub fn patched_nm_paths(version: &str) -> Result<(PathBuf, PathBuf), String> {
     let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR") {
         Some(dir) => PathBuf::from(dir),
