@@ -16,8 +16,8 @@ use crate::pairing::{
 };
 use crate::policy::{decide, Hook, LinkState, Role};
 use crate::prefilter::NM_CONF_DIR;
-use crate::settings::PropertyValue;
-use crate::sys::libnm::{Nm, Profile};
+use crate::settings::{ProfileEdit, PropertyValue};
+use crate::sys::libnm::{Nm, NmError, Profile, SavedProfile};
 
 /// Whether the running daemon dispatches the blocking `link-up` action.
 pub fn nm_has_link_up(nm: &Nm) -> bool {
@@ -86,13 +86,39 @@ pub struct PairArgs<'a> {
     pub lease_carry: bool,
 }
 
-fn apply(nm: &Nm, wired: &Profile, backup: &Profile, plan: &Plan) -> Result<()> {
-    nm.update_profile(backup, &plan.backup)?;
-    if let Err(err) = nm.update_profile(wired, &plan.wired) {
-        // Leave nothing half-paired: put the backup profile back as it was.
-        let undo = plan_unpair(None, Some(&snapshot(backup)?));
-        nm.update_profile(backup, &undo.backup)?;
-        return Err(err.into());
+/// What `pair` and `unpair` need from NetworkManager to change profiles: a
+/// narrow seam, so that the rollback is tested without a daemon.
+pub trait ProfileWriter {
+    type Profile;
+    /// A whole profile as it was before an update.
+    type Saved;
+    fn update(&self, profile: &Self::Profile, edit: &ProfileEdit) -> Result<Self::Saved, NmError>;
+    fn restore(&self, profile: &Self::Profile, saved: &Self::Saved) -> Result<(), NmError>;
+}
+
+impl ProfileWriter for Nm {
+    type Profile = Profile;
+    type Saved = SavedProfile;
+
+    fn update(&self, profile: &Profile, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
+        self.update_profile(profile, edit)
+    }
+
+    fn restore(&self, profile: &Profile, saved: &SavedProfile) -> Result<(), NmError> {
+        self.restore_profile(profile, saved)
+    }
+}
+
+/// Both updates of `pair`, or neither: when the wired profile's fails, the
+/// backup profile is written back exactly as it was (libnm's cache is not
+/// refreshed between the two, so it cannot say what "as it was" is).
+fn apply<W: ProfileWriter>(writer: &W, wired: &W::Profile, backup: &W::Profile, plan: &Plan) -> Result<()> {
+    let saved = writer.update(backup, &plan.backup)?;
+    if let Err(cause) = writer.update(wired, &plan.wired) {
+        return Err(match writer.restore(backup, &saved) {
+            Ok(()) => cause.into(),
+            Err(undo) => Error::RollbackFailed { cause, undo },
+        });
     }
     Ok(())
 }
@@ -240,4 +266,105 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
         pair.execute(nm, &LeaseStore::default(), &decision.actions)?;
     }
     Ok(acted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::settings::PropertyChange;
+
+    /// Profiles as whole values: an update replaces the stored one.
+    #[derive(Default)]
+    struct Store {
+        profiles: RefCell<BTreeMap<&'static str, Vec<ProfileEdit>>>,
+        updates_before_failure: Option<usize>,
+        restore_fails: bool,
+        updates: RefCell<usize>,
+    }
+
+    impl ProfileWriter for Store {
+        type Profile = &'static str;
+        type Saved = Vec<ProfileEdit>;
+
+        fn update(&self, profile: &&'static str, edit: &ProfileEdit) -> Result<Vec<ProfileEdit>, NmError> {
+            let mut updates = self.updates.borrow_mut();
+            if self.updates_before_failure == Some(*updates) {
+                return Err(NmError::Call { what: format!("updating profile {profile}"), message: "injected".into() });
+            }
+            *updates += 1;
+            let mut profiles = self.profiles.borrow_mut();
+            let history = profiles.entry(profile).or_default();
+            let saved = history.clone();
+            history.push(edit.clone());
+            Ok(saved)
+        }
+
+        fn restore(&self, profile: &&'static str, saved: &Vec<ProfileEdit>) -> Result<(), NmError> {
+            if self.restore_fails {
+                return Err(NmError::Call { what: format!("restoring profile {profile}"), message: "injected".into() });
+            }
+            self.profiles.borrow_mut().insert(profile, saved.clone());
+            Ok(())
+        }
+    }
+
+    fn plan() -> Plan {
+        let edit = |value: &str| {
+            let mut edit = ProfileEdit {
+                properties: vec![PropertyChange {
+                    setting: SETTING_CONNECTION,
+                    property: "autoconnect",
+                    value: PropertyValue::Bool(false),
+                }],
+                ..ProfileEdit::default()
+            };
+            edit.user_data.insert("nm-handover.role".into(), Some(value.into()));
+            edit
+        };
+        Plan { wired: edit("wired"), backup: edit("backup"), summary: Vec::new() }
+    }
+
+    fn store(earlier: &[ProfileEdit]) -> Store {
+        let store = Store::default();
+        store.profiles.borrow_mut().insert("backup", earlier.to_vec());
+        store
+    }
+
+    #[test]
+    fn a_failed_wired_update_puts_the_backup_back_exactly() {
+        // Also a backup that was paired before (re-pairing): it keeps that pairing.
+        let earlier = vec![plan().backup];
+        let store = Store { updates_before_failure: Some(1), ..store(&earlier) };
+        let err = apply(&store, &"wired", &"backup", &plan()).unwrap_err();
+        assert!(err.to_string().contains("updating profile wired: injected"), "{err}");
+        assert_eq!(store.profiles.borrow()["backup"], earlier);
+        assert!(!store.profiles.borrow().contains_key("wired"));
+    }
+
+    #[test]
+    fn a_failed_backup_update_changes_nothing() {
+        let store = Store { updates_before_failure: Some(0), ..store(&[]) };
+        assert!(apply(&store, &"wired", &"backup", &plan()).is_err());
+        assert_eq!(store.profiles.borrow()["backup"], Vec::<ProfileEdit>::new());
+        assert_eq!(*store.updates.borrow(), 0);
+    }
+
+    #[test]
+    fn a_failed_rollback_says_both_and_what_to_do() {
+        let store = Store { updates_before_failure: Some(1), restore_fails: true, ..store(&[]) };
+        let err = apply(&store, &"wired", &"backup", &plan()).unwrap_err().to_string();
+        assert!(err.contains("updating profile wired: injected") && err.contains("restoring profile backup: injected"), "{err}");
+        assert!(err.contains("nm-handover unpair"), "{err}");
+    }
+
+    #[test]
+    fn both_updates_succeed() {
+        let store = store(&[]);
+        apply(&store, &"wired", &"backup", &plan()).unwrap();
+        assert_eq!(store.profiles.borrow()["backup"], vec![plan().backup]);
+        assert_eq!(store.profiles.borrow()["wired"], vec![plan().wired]);
+    }
 }

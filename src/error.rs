@@ -33,6 +33,8 @@ pub enum Error {
     UnknownDevice { profile: String, option: &'static str },
     #[error("no network device '{0}'")]
     NoDevice(String),
+    #[error("{cause}; putting the backup profile back failed too ({undo}): it is left half-paired, run `nm-handover unpair` on it")]
+    RollbackFailed { cause: NmError, undo: NmError },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

@@ -122,21 +122,30 @@ pub fn user_data_from_env(user_env: &BTreeMap<String, String>) -> BTreeMap<Strin
         .collect()
 }
 
+/// The `key=value` lines of one `[group]` of an NM keyfile.
+pub fn keyfile_group<'a>(text: &'a str, group: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    let mut inside = false;
+    text.lines().map(str::trim).filter_map(move |line| {
+        if line.starts_with('[') {
+            inside = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) == Some(group);
+            return None;
+        }
+        let (key, value) = line.split_once('=').filter(|_| inside)?;
+        Some((key.trim(), value.trim()))
+    })
+}
+
 /// The `[user]` group of an NM keyfile, as user data. Used to decide
 /// cheaply, without connecting to NM, whether a profile is paired at all.
 pub fn user_data_from_keyfile(text: &str) -> BTreeMap<String, String> {
-    let mut in_user = false;
-    let mut out = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_user = line == "[user]";
-        } else if in_user {
-            if let Some((key, value)) = line.split_once('=') {
-                out.insert(key.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-    }
-    out
+    keyfile_group(text, "user").map(|(key, value)| (key.to_owned(), value.to_owned())).collect()
+}
+
+/// The `connection.timestamp` a keyfile holds. `GetSettings` reports NM's
+/// last-activation time instead, which an update would write to disk: this
+/// is what to send back so the file keeps what it had.
+pub fn keyfile_timestamp(text: &str) -> Option<u64> {
+    keyfile_group(text, SETTING_CONNECTION).find(|(key, _)| *key == "timestamp").and_then(|(_, value)| value.parse().ok())
 }
 
 /// What `pair` needs to know about one profile.
@@ -419,6 +428,14 @@ mod tests {
 
     fn iface(s: &str) -> Iface {
         Iface::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_keyfile_timestamp_is_read_from_the_connection_group_only() {
+        let text = "[connection]\nid=Office\ntimestamp=1764080000\n\n[user]\ntimestamp=5\n";
+        assert_eq!(keyfile_timestamp(text), Some(1764080000));
+        assert_eq!(keyfile_timestamp("[connection]\nid=Office\n\n[other]\ntimestamp=5\n"), None);
+        assert_eq!(keyfile_timestamp("[connection]\ntimestamp=soon\n"), None);
     }
 
     #[test]

@@ -5,19 +5,36 @@
 //! `NMConnection`, so every other property survives the update untouched,
 //! including those the linked libnm is too old to know: a libnm 1.42
 //! `NMConnection` sent back to a newer daemon silently drops them.
+//!
+//! `GetSettings` leaves secrets out. Sent back without any, the daemon is to
+//! merge its stored ones in, but that merge fails, silently, as soon as the
+//! update lacks a setting the profile had (libnm's
+//! `nm_connection_update_secrets()` refuses secrets for a setting that is not
+//! there): an `unpair` that removed the `user` setting lost Wi-Fi passwords
+//! that way. So every update carries the profile's stored secrets itself
+//! ([`with_secrets`]), and the outcome no longer depends on that merge.
 
 use std::collections::BTreeMap;
 
 use glib::prelude::*;
 use glib::{Variant, VariantTy};
 
-use crate::sys::libnm::NmError;
+/// A settings dict that cannot be edited as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for {what}: {message}")]
+pub struct SettingsError {
+    pub what: String,
+    pub message: String,
+}
 
 /// A typed value of a profile property.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PropertyValue {
+    /// `None` removes the property (its default applies).
     Str(Option<String>),
     Bool(bool),
+    /// `None` removes the property.
+    U64(Option<u64>),
 }
 
 /// One property to change: (`setting name`, `property name`, new value).
@@ -46,7 +63,7 @@ const USER_DATA: &str = "data";
 type Properties = Vec<(String, Variant)>;
 
 /// Returns `settings` (`a{sa{sv}}`) with `edit` applied and nothing else changed.
-pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, NmError> {
+pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, SettingsError> {
     let mut dict = parse(settings)?;
     for change in &edit.properties {
         let what = format!("{}.{}", change.setting, change.property);
@@ -61,8 +78,9 @@ pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, NmE
         }
         let value = match &change.value {
             PropertyValue::Str(Some(s)) => Some(s.to_variant()),
-            PropertyValue::Str(None) => None,
             PropertyValue::Bool(b) => Some(b.to_variant()),
+            PropertyValue::U64(Some(n)) => Some(n.to_variant()),
+            PropertyValue::Str(None) | PropertyValue::U64(None) => None,
         };
         set(properties, key, value, &what)?;
     }
@@ -70,6 +88,37 @@ pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, NmE
         apply_user_data(&mut dict, &edit.user_data)?;
     }
     Ok(build(&dict))
+}
+
+/// Returns `settings` with `secrets` filled in: each the reply of
+/// `GetSecrets` for one setting (`a{sa{sv}}`), as the daemon stores them.
+/// A secret the dict already has is left alone; a setting the dict lacks is
+/// refused (the update would silently drop that secret).
+pub fn with_secrets(settings: &Variant, secrets: &[Variant]) -> Result<Variant, SettingsError> {
+    let mut dict = parse(settings)?;
+    for reply in secrets {
+        for (setting, stored) in parse(reply)? {
+            if stored.is_empty() {
+                continue;
+            }
+            let properties = dict
+                .iter_mut()
+                .find(|(name, _)| *name == setting)
+                .map(|(_, properties)| properties)
+                .ok_or_else(|| invalid(&setting, "NetworkManager holds secrets for a setting the update lacks".into()))?;
+            for (key, value) in stored {
+                if properties.iter().all(|(name, _)| *name != key) {
+                    properties.push((key, value));
+                }
+            }
+        }
+    }
+    Ok(build(&dict))
+}
+
+/// The names of the settings a profile has.
+pub fn setting_names(settings: &Variant) -> Result<Vec<String>, SettingsError> {
+    Ok(parse(settings)?.into_iter().map(|(name, _)| name).collect())
 }
 
 /// The name a property has on D-Bus, and the deprecated name it supersedes.
@@ -82,7 +131,7 @@ fn dbus_name(property: &'static str) -> (&'static str, Option<&'static str>) {
     }
 }
 
-fn set(properties: &mut Properties, key: &str, value: Option<Variant>, what: &str) -> Result<(), NmError> {
+fn set(properties: &mut Properties, key: &str, value: Option<Variant>, what: &str) -> Result<(), SettingsError> {
     let existing = properties.iter().position(|(name, _)| name == key);
     match (existing, value) {
         (Some(i), Some(value)) => {
@@ -103,7 +152,7 @@ fn set(properties: &mut Properties, key: &str, value: Option<Variant>, what: &st
     Ok(())
 }
 
-fn apply_user_data(dict: &mut Vec<(String, Properties)>, changes: &BTreeMap<String, Option<String>>) -> Result<(), NmError> {
+fn apply_user_data(dict: &mut Vec<(String, Properties)>, changes: &BTreeMap<String, Option<String>>) -> Result<(), SettingsError> {
     let index = match dict.iter().position(|(name, _)| name == USER_SETTING) {
         Some(i) => i,
         None => {
@@ -132,7 +181,7 @@ fn apply_user_data(dict: &mut Vec<(String, Properties)>, changes: &BTreeMap<Stri
     Ok(())
 }
 
-fn parse(settings: &Variant) -> Result<Vec<(String, Properties)>, NmError> {
+fn parse(settings: &Variant) -> Result<Vec<(String, Properties)>, SettingsError> {
     let expected = VariantTy::new(SETTINGS_TYPE).expect("valid type string");
     if !settings.is_type(expected) {
         return Err(invalid("profile settings", format!("NetworkManager sent '{}', not '{SETTINGS_TYPE}'", settings.type_())));
@@ -168,8 +217,8 @@ fn build(dict: &[(String, Properties)]) -> Variant {
     )
 }
 
-fn invalid(what: &str, message: String) -> NmError {
-    NmError::InvalidValue { what: what.to_owned(), message }
+fn invalid(what: &str, message: String) -> SettingsError {
+    SettingsError { what: what.to_owned(), message }
 }
 
 #[cfg(test)]
@@ -253,6 +302,48 @@ mod tests {
         let cleared = apply_edit(&merged, &clear).unwrap();
         assert!(parse(&cleared).unwrap().iter().all(|(name, _)| name != "user"));
         assert_eq!(lookup(&cleared, "ipv4", "dhcp-send-release"), Some(1i32.to_variant()));
+    }
+
+    fn secrets(text: &str) -> Variant {
+        Variant::parse(Some(VariantTy::new(SETTINGS_TYPE).unwrap()), text).unwrap()
+    }
+
+    #[test]
+    fn stored_secrets_are_carried_into_the_update() {
+        let wifi = secrets(
+            "{'connection': {'id': <'Office Wi-Fi'>}, '802-11-wireless-security': {'key-mgmt': <'wpa-psk'>}, \
+             'user': {'data': <{'nm-handover.role': 'backup'}>}}",
+        );
+        let mut unpair = ProfileEdit::default();
+        unpair.user_data.insert("nm-handover.role".into(), None);
+        let without_user = apply_edit(&wifi, &unpair).unwrap();
+        let stored = [
+            secrets("{'connection': @a{sv} {}}"),
+            secrets("{'802-11-wireless-security': {'psk': <'correct horse'>}}"),
+            secrets("@a{sa{sv}} {}"),
+        ];
+        let sent = with_secrets(&without_user, &stored).unwrap();
+        assert_eq!(lookup(&sent, "802-11-wireless-security", "psk"), Some("correct horse".to_variant()));
+        assert_eq!(lookup(&sent, "802-11-wireless-security", "key-mgmt"), Some("wpa-psk".to_variant()));
+        assert!(parse(&sent).unwrap().iter().all(|(name, _)| name != "user"));
+    }
+
+    #[test]
+    fn a_secret_already_in_the_update_is_kept_and_one_for_a_missing_setting_refused() {
+        let wifi = secrets("{'802-11-wireless-security': {'psk': <'new'>}}");
+        let sent = with_secrets(&wifi, &[secrets("{'802-11-wireless-security': {'psk': <'old'>}}")]).unwrap();
+        assert_eq!(lookup(&sent, "802-11-wireless-security", "psk"), Some("new".to_variant()));
+        let err = with_secrets(&wifi, &[secrets("{'802-1x': {'password': <'pw'>}}")]).unwrap_err();
+        assert!(err.to_string().contains("802-1x"), "{err}");
+    }
+
+    #[test]
+    fn a_timestamp_is_set_or_removed() {
+        let stamped = apply_edit(&profile(), &change("connection", "timestamp", PropertyValue::U64(Some(1700000000)))).unwrap();
+        assert_eq!(lookup(&stamped, "connection", "timestamp"), Some(1700000000u64.to_variant()));
+        let removed = apply_edit(&stamped, &change("connection", "timestamp", PropertyValue::U64(None))).unwrap();
+        assert_eq!(lookup(&removed, "connection", "timestamp"), None);
+        assert_eq!(removed, profile());
     }
 
     #[test]

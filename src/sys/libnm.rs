@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::ptr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,7 +22,8 @@ use std::time::Duration;
 use gio::prelude::*;
 use glib::translate::{from_glib_full, from_glib_none, ToGlibPtr};
 
-use crate::settings::{self, ProfileEdit, PropertyValue};
+use crate::pairing;
+use crate::settings::{self, ProfileEdit, PropertyChange, PropertyValue};
 
 mod ffi {
     #![allow(clippy::all, unused_imports)]
@@ -30,6 +32,8 @@ mod ffi {
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const SETTINGS_CONNECTION_INTERFACE: &str = "org.freedesktop.NetworkManager.Settings.Connection";
+/// `GetSecrets` of a setting for which NM stores none and no agent answers.
+const NO_SECRETS_ERROR: &str = "org.freedesktop.NetworkManager.AgentManager.NoSecrets";
 
 /// How long one request to NetworkManager may take before it is cancelled.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -44,8 +48,8 @@ pub enum NmError {
     Call { what: String, message: String },
     #[error("{what}: no answer from NetworkManager within {secs} s")]
     Timeout { what: String, secs: u64 },
-    #[error("invalid value for {what}: {message}")]
-    InvalidValue { what: String, message: String },
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
 }
 
 /// A connection to the running NetworkManager.
@@ -91,6 +95,32 @@ pub struct Device {
 
 pub struct Profile {
     obj: glib::Object,
+}
+
+/// A whole stored profile, secrets included, as it was before an update.
+#[derive(Debug, Clone)]
+pub struct SavedProfile(glib::Variant);
+
+/// The edit that keeps `connection.timestamp` as the profile's keyfile has
+/// it ([`pairing::keyfile_timestamp`]); none where the profile is not a
+/// readable keyfile (NM's other storage), which then gets what `GetSettings`
+/// reported, as with `nmcli connection modify`.
+fn timestamp_on_disk(profile: &Profile) -> ProfileEdit {
+    let Some(text) = profile
+        .filename()
+        .filter(|path| Path::new(path).parent().is_some_and(|dir| dir.ends_with("system-connections")))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+    else {
+        return ProfileEdit::default();
+    };
+    ProfileEdit {
+        properties: vec![PropertyChange {
+            setting: pairing::SETTING_CONNECTION,
+            property: "timestamp",
+            value: PropertyValue::U64(pairing::keyfile_timestamp(&text)),
+        }],
+        ..ProfileEdit::default()
+    }
 }
 
 pub struct ActiveConnection {
@@ -387,37 +417,64 @@ impl Nm {
 
     /// Applies `edit` to the stored profile and writes it to disk. The edit
     /// goes to the daemon's own settings dict (see [`crate::settings`]), so
-    /// properties this libnm does not know are kept.
-    pub fn update_profile(&self, profile: &Profile, edit: &ProfileEdit) -> Result<(), NmError> {
+    /// properties this libnm does not know are kept, and carries the stored
+    /// secrets, so none is lost. Returns the profile as it was, for
+    /// [`Nm::restore_profile`].
+    pub fn update_profile(&self, profile: &Profile, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
         let what = format!("updating profile {}", profile.id().unwrap_or_default());
-        let path = profile.dbus_path().ok_or_else(|| NmError::Call {
-            what: what.clone(),
-            message: "the profile has no D-Bus object path".to_owned(),
-        })?;
-        let call = |method: &str, args: Option<glib::Variant>, reply: &str| {
-            self.bus()
-                .call_sync(
-                    Some(NM_BUS_NAME),
-                    &path,
-                    SETTINGS_CONNECTION_INTERFACE,
-                    method,
-                    args.as_ref(),
-                    Some(glib::VariantTy::new(reply).expect("valid type string")),
-                    gio::DBusCallFlags::NONE,
-                    CALL_TIMEOUT.as_millis() as i32,
-                    gio::Cancellable::NONE,
-                )
-                .map_err(|e| NmError::Call { what: what.clone(), message: e.message().to_owned() })
-        };
-        let current = call("GetSettings", None, "(a{sa{sv}})")?.child_value(0);
-        let updated = settings::apply_edit(&current, edit)?;
+        let call = |method: &str, args: Option<glib::Variant>| self.settings_call(profile, &what, method, args);
+        let current = call("GetSettings", None)?.child_value(0);
+        // Asked per setting: the daemon returns the secrets it stores (system-owned),
+        // and never prompts; with no agent it answers NoSecrets where it stores none.
+        let mut secrets = Vec::new();
+        for name in settings::setting_names(&current)? {
+            match self.settings_call_raw(profile, "GetSecrets", Some((name.as_str(),).to_variant())) {
+                Ok(reply) => secrets.push(reply.child_value(0)),
+                Err(e) if gio::DBusError::remote_error(&e).as_deref() == Some(NO_SECRETS_ERROR) => {}
+                Err(e) => return Err(NmError::Call { what: format!("{what}: reading its {name} secrets"), message: e.message().to_owned() }),
+            }
+        }
+        let saved = settings::apply_edit(&settings::with_secrets(&current, &secrets)?, &timestamp_on_disk(profile))?;
+        self.write_settings(profile, &what, settings::apply_edit(&saved, edit)?)?;
+        Ok(SavedProfile(saved))
+    }
+
+    /// Writes a profile back exactly as [`Nm::update_profile`] found it.
+    pub fn restore_profile(&self, profile: &Profile, saved: &SavedProfile) -> Result<(), NmError> {
+        self.write_settings(profile, &format!("restoring profile {}", profile.id().unwrap_or_default()), saved.0.clone())
+    }
+
+    fn write_settings(&self, profile: &Profile, what: &str, settings: glib::Variant) -> Result<(), NmError> {
         let args = glib::Variant::tuple_from_iter([
-            updated,
+            settings,
             ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK.to_variant(),
             glib::VariantDict::new(None).end(),
         ]);
-        call("Update2", Some(args), "(a{sv})")?;
-        Ok(())
+        self.settings_call(profile, what, "Update2", Some(args)).map(drop)
+    }
+
+    /// A method of the profile's `Settings.Connection` object, answered with
+    /// one value (`GetSettings`, `GetSecrets`: the settings dict; `Update2`: a dict).
+    fn settings_call(&self, profile: &Profile, what: &str, method: &str, args: Option<glib::Variant>) -> Result<glib::Variant, NmError> {
+        self.settings_call_raw(profile, method, args).map_err(|e| NmError::Call { what: what.to_owned(), message: e.message().to_owned() })
+    }
+
+    fn settings_call_raw(&self, profile: &Profile, method: &str, args: Option<glib::Variant>) -> Result<glib::Variant, glib::Error> {
+        let path = profile
+            .dbus_path()
+            .ok_or_else(|| glib::Error::new(gio::IOErrorEnum::NotFound, "the profile has no D-Bus object path"))?;
+        let reply = if method == "Update2" { "(a{sv})" } else { "(a{sa{sv}})" };
+        self.bus().call_sync(
+            Some(NM_BUS_NAME),
+            &path,
+            SETTINGS_CONNECTION_INTERFACE,
+            method,
+            args.as_ref(),
+            Some(glib::VariantTy::new(reply).expect("valid type string")),
+            gio::DBusCallFlags::NONE,
+            CALL_TIMEOUT.as_millis() as i32,
+            gio::Cancellable::NONE,
+        )
     }
 
     /// libnm's own D-Bus connection (the system bus, or the one
