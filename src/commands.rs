@@ -11,7 +11,7 @@ use crate::handover::{profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
     SETTING_WIRED, SETTING_WIRELESS,
 };
 use crate::policy::{decide, Hook, LinkState, Role};
@@ -47,7 +47,7 @@ fn string_property(profile: &Profile, setting: &str, property: &str) -> Option<S
     }
 }
 
-fn snapshot(profile: &Profile) -> Result<ProfileSnapshot> {
+fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
     let kind = profile.connection_type().unwrap_or_default();
     let mac_setting = if kind == SETTING_WIRELESS { SETTING_WIRELESS } else { SETTING_WIRED };
     Ok(ProfileSnapshot {
@@ -58,6 +58,8 @@ fn snapshot(profile: &Profile) -> Result<ProfileSnapshot> {
         autoconnect: !matches!(profile.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false))),
         user_data: profile.user_data(),
         kind,
+        active: nm.active_connection_of(&profile.uuid().unwrap_or_default()).is_some(),
+        filename: profile.filename(),
     })
 }
 
@@ -84,6 +86,8 @@ pub struct PairArgs<'a> {
     pub backup_device: Option<&'a str>,
     pub carrier_wait_ms: u32,
     pub lease_carry: bool,
+    /// Pair as given even where the two profiles look swapped.
+    pub force: bool,
 }
 
 /// What `pair` and `unpair` need from NetworkManager to change profiles: a
@@ -129,12 +133,16 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let wired_device = profile_device(nm, &wired, args.wired_device, "--wired-device")?;
     let backup_device = profile_device(nm, &backup, args.backup_device, "--backup-device")?;
     let device = nm.device(wired_device.as_str()).ok_or_else(|| Error::NoDevice(wired_device.to_string()))?;
-    let (wired_snap, backup_snap) = (snapshot(&wired)?, snapshot(&backup)?);
+    let (wired_snap, backup_snap) = (snapshot(nm, &wired)?, snapshot(nm, &backup)?);
+    if !args.force {
+        check_order(&wired_snap, &backup_snap)?;
+    }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, args.lease_carry)?;
     apply(nm, &wired, &backup, &plan)?;
 
-    let mut summary = plan.summary;
+    let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();
+    summary.extend(plan.summary);
     let text = carrier_wait_conf(&wired_snap.uuid, &wired_device, args.carrier_wait_ms);
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_snap.uuid));
     write_atomically(&path, text.as_bytes())?;
@@ -157,8 +165,8 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Role::Wired => (Some(&profile), peer.as_ref()),
         Role::Backup => (peer.as_ref(), Some(&profile)),
     };
-    let wired_snap = wired.map(snapshot).transpose()?;
-    let backup_snap = backup.map(snapshot).transpose()?;
+    let wired_snap = wired.map(|p| snapshot(nm, p)).transpose()?;
+    let backup_snap = backup.map(|p| snapshot(nm, p)).transpose()?;
     let plan = plan_unpair(wired_snap.as_ref(), backup_snap.as_ref());
     if let (Some(p), false) = (backup, plan.backup.user_data.is_empty() && plan.backup.properties.is_empty()) {
         nm.update_profile(p, &plan.backup)?;

@@ -57,6 +57,10 @@ enum Command {
         /// Do not copy DHCP leases between the two links' lease files (patched NM does not need it).
         #[arg(long)]
         no_lease_carry: bool,
+        /// Pair as given even where the profiles look swapped (the "backup" is the active one, or
+        /// connects automatically while the "wired" one does not).
+        #[arg(long)]
+        force: bool,
     },
     /// Undo `pair` for the pair a profile (either side) belongs to.
     Unpair {
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
         return run_dispatch(vec![iface, action]);
     }
     let result = sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| match cli.command {
-        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry } => {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, force } => {
             let args = commands::PairArgs {
                 wired: &wired,
                 backup: &backup,
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
                 backup_device: backup_device.as_deref(),
                 carrier_wait_ms,
                 lease_carry: !no_lease_carry,
+                force,
             };
             commands::pair(&nm, &args).map(|lines| print_lines(&lines))
         }

@@ -53,6 +53,12 @@ pub enum PairingError {
     AlreadyPaired { profile: String, peer: String },
     #[error("the wired profile '{0}' uses a generated MAC address ({1}); the backup cannot mirror it")]
     GeneratedMac(String, String),
+    #[error(
+        "'{backup}' looks like the wired profile and '{wired}' like the backup ({why}); pairing them in this order \
+         would turn '{backup}' into the backup (autoconnect off, another device's MAC). Did you mean \
+         `nm-handover pair '{backup}' '{wired}'`? Add --force to pair them as given"
+    )]
+    LooksSwapped { wired: String, backup: String, why: &'static str },
     #[error("cannot tell the wired device's MAC address")]
     UnknownMac,
     #[error("{0:?} is not a MAC address")]
@@ -159,6 +165,10 @@ pub struct ProfileSnapshot {
     pub dhcp_client_id: Option<String>,
     pub autoconnect: bool,
     pub user_data: BTreeMap<String, String>,
+    /// Active right now (on any device).
+    pub active: bool,
+    /// The file NetworkManager keeps it in, if any.
+    pub filename: Option<String>,
 }
 
 impl ProfileSnapshot {
@@ -235,6 +245,35 @@ fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid) -> Result<(), Pai
         }
         _ => Ok(()),
     }
+}
+
+/// Refuses an argument order that would make the user's wired profile the
+/// backup, where that can be known: only between two Ethernet profiles (a
+/// Wi-Fi backup is never the wired side), from what each is doing now.
+pub fn check_order(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> Result<(), PairingError> {
+    if wired.kind != SETTING_WIRED || backup.kind != SETTING_WIRED || membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some()) {
+        return Ok(());
+    }
+    let why = if backup.active && !wired.active {
+        "it is the active one"
+    } else if backup.autoconnect && !wired.autoconnect {
+        "it connects automatically, the other does not"
+    } else {
+        return Ok(());
+    };
+    Err(PairingError::LooksSwapped { wired: wired.id.clone(), backup: backup.id.clone(), why })
+}
+
+/// A line for `pair`'s summary when a profile lives only in NetworkManager's
+/// memory (`/run`, as the "Wired connection 1" it creates by itself): the
+/// update stores it in /etc from now on.
+pub fn storage_note(profile: &ProfileSnapshot) -> Option<String> {
+    profile.filename.as_deref().filter(|path| path.starts_with("/run/")).map(|path| {
+        format!(
+            "'{}': was kept only in NetworkManager's memory ({path}); from now on it is stored in /etc/NetworkManager/system-connections",
+            profile.id
+        )
+    })
 }
 
 /// Plans `nm-handover pair`. Pairing the same two profiles again refreshes
@@ -335,32 +374,25 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
         plan.backup.user_data = removals(b);
         plan.summary.push(format!("'{}': removed nm-handover user data", b.id));
         let saved = |key| b.user_data.get(key).map(String::as_str);
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        // (setting, property, shown now, shown restored, restored value)
+        let mut restores = Vec::new();
         if let (Some(mac_setting), Some(mac)) = (b.mac_setting(), saved(KEY_SAVED_CLONED_MAC)) {
             let restored = decode_saved(mac);
-            plan.summary.push(format!("'{}': {mac_setting}.cloned-mac-address: {} -> {}", b.id, show(&b.cloned_mac), show(&restored)));
-            plan.backup.properties.push(PropertyChange {
-                setting: mac_setting,
-                property: "cloned-mac-address",
-                value: PropertyValue::Str(restored),
-            });
+            restores.push((mac_setting, "cloned-mac-address", show(&b.cloned_mac), show(&restored), PropertyValue::Str(restored)));
         }
         if let Some(id) = saved(KEY_SAVED_CLIENT_ID) {
             let restored = decode_saved(id);
-            plan.summary.push(format!("'{}': ipv4.dhcp-client-id: {} -> {}", b.id, show(&b.dhcp_client_id), show(&restored)));
-            plan.backup.properties.push(PropertyChange {
-                setting: SETTING_IPV4,
-                property: "dhcp-client-id",
-                value: PropertyValue::Str(restored),
-            });
+            restores.push((SETTING_IPV4, "dhcp-client-id", show(&b.dhcp_client_id), show(&restored), PropertyValue::Str(restored)));
         }
         if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
-            let restored = auto == "yes";
-            plan.summary.push(format!("'{}': connection.autoconnect: {} -> {auto}", b.id, if b.autoconnect { "yes" } else { "no" }));
-            plan.backup.properties.push(PropertyChange {
-                setting: SETTING_CONNECTION,
-                property: "autoconnect",
-                value: PropertyValue::Bool(restored),
-            });
+            restores.push((SETTING_CONNECTION, "autoconnect", yes_no(b.autoconnect), yes_no(auto == "yes"), PropertyValue::Bool(auto == "yes")));
+        }
+        for (setting, property, now, restored, value) in restores {
+            if now != restored {
+                plan.summary.push(format!("'{}': {setting}.{property}: {now} -> {restored}", b.id));
+            }
+            plan.backup.properties.push(PropertyChange { setting, property, value });
         }
     }
     plan
@@ -406,6 +438,8 @@ mod tests {
             dhcp_client_id: None,
             autoconnect: true,
             user_data: BTreeMap::new(),
+            active: false,
+            filename: None,
         }
     }
 
@@ -428,6 +462,60 @@ mod tests {
 
     fn iface(s: &str) -> Iface {
         Iface::parse(s).unwrap()
+    }
+
+    #[test]
+    fn unpair_prints_only_what_changes() {
+        let wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
+        apply(&mut backup, &plan.backup);
+        let unpair = plan_unpair(None, Some(&backup));
+        assert!(unpair.summary.iter().all(|line| !line.contains("(unset) -> (unset)")), "{:#?}", unpair.summary);
+        assert!(unpair.summary.iter().any(|line| line.contains("cloned-mac-address: \"52:54:00:AA:BB:CC\" -> (unset)")), "{:#?}", unpair.summary);
+        assert!(unpair.summary.iter().any(|line| line.contains("autoconnect: no -> yes")), "{:#?}", unpair.summary);
+        // Still sent, so the profile ends exactly as before pair.
+        assert_eq!(unpair.backup.properties.len(), 3);
+    }
+
+    #[test]
+    fn a_swapped_order_of_two_ethernet_profiles_is_refused() {
+        let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let mut backup = snapshot(B, "Dock LAN", SETTING_WIRED);
+        // Nothing tells them apart: pair as given (the summary says what changes).
+        assert_eq!(check_order(&wired, &backup), Ok(()));
+        backup.active = true;
+        let err = check_order(&wired, &backup).unwrap_err().to_string();
+        assert!(err.contains("'Dock LAN' looks like the wired profile") && err.contains("active") && err.contains("--force"), "{err}");
+        backup.active = false;
+        wired.autoconnect = false;
+        let err = check_order(&wired, &backup).unwrap_err().to_string();
+        assert!(err.contains("connects automatically"), "{err}");
+        wired.active = true;
+        backup.active = true;
+        assert!(check_order(&wired, &backup).is_err(), "autoconnect still tells");
+        // A Wi-Fi backup is never the wired side, whatever it is doing.
+        let mut wifi = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        wifi.active = true;
+        assert_eq!(check_order(&snapshot(W, "Office LAN", SETTING_WIRED), &wifi), Ok(()));
+        // Re-pairing: the backup's autoconnect is off because pair turned it off.
+        let mut paired = snapshot(B, "Dock LAN", SETTING_WIRED);
+        paired.user_data.insert(KEY_ROLE.into(), "backup".into());
+        paired.user_data.insert(KEY_PEER.into(), W.into());
+        paired.user_data.insert(KEY_DEVICE.into(), "eth1".into());
+        paired.active = true;
+        assert_eq!(check_order(&snapshot(W, "Office LAN", SETTING_WIRED), &paired), Ok(()));
+    }
+
+    #[test]
+    fn a_profile_kept_in_memory_is_said_to_move_to_disk() {
+        let mut auto = snapshot(W, "Wired connection 1", SETTING_WIRED);
+        assert_eq!(storage_note(&auto), None);
+        auto.filename = Some("/etc/NetworkManager/system-connections/Wired connection 1.nmconnection".into());
+        assert_eq!(storage_note(&auto), None);
+        auto.filename = Some("/run/NetworkManager/system-connections/Wired connection 1.nmconnection".into());
+        let note = storage_note(&auto).unwrap();
+        assert!(note.contains("/run/NetworkManager") && note.contains("/etc/NetworkManager/system-connections"), "{note}");
     }
 
     #[test]

@@ -1,3 +1,5 @@
+//! `pair` and `unpair` never lose or misplace what the user configured.
+//!
 //! No secret and no property is lost by `pair` and `unpair`: the keyfiles of
 //! both profiles are byte for byte what they were before `pair`, and the
 //! secrets NetworkManager stores are still there, for every kind of secret a
@@ -185,4 +187,42 @@ fn wired_8021x_password_survives_pair_and_unpair_across_a_restart_nm_1_42() {
 #[test]
 fn wired_8021x_password_survives_pair_and_unpair_across_a_restart_nm_1_58() {
     keyfiles_before_pair_equal_keyfiles_after_unpair("secrets/wired-8021x/1.58", nm_1_58(), WIRED_8021X_AND_RESTART);
+}
+
+/// `pair BACKUP WIRED` with two Ethernet profiles would turn the user's wired
+/// profile into the backup: refused, and nothing changes, until --force.
+#[test]
+fn a_swapped_argument_order_is_refused_and_changes_nothing() {
+    let test = "pair/swapped-order";
+    let Some(lab) = start_or_skip(test, stock().unwrap().with_companion()) else { return };
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.add_ethernet_profile("Backup link", "backup0", false);
+    lab.wait_until("the wired link's address", std::time::Duration::from_secs(30), || lab.ipv4("wired0").is_some())
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let before = keyfile_bytes(&lab);
+    let out = lab.run_in_host(&[env!("CARGO_BIN_EXE_nm-handover"), "pair", "Backup link", "Office LAN"]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("'Office LAN' looks like the wired profile") && text.contains("--force"), "{text}");
+    assert_eq!(keyfile_bytes(&lab), before, "{test}: a refused pair changed a profile");
+    assert!(!lab.nm_conf_dir().join("conf.d").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "{test}: carrier-wait snippet written");
+
+    // Forced, it does as told, and says so.
+    let said = lab.companion(&["pair", "Backup link", "Office LAN", "--force"]);
+    assert!(said.contains("'Office LAN': connection.autoconnect: yes -> no"), "{said}");
+}
+
+/// A profile NetworkManager keeps only in memory (as the "Wired connection 1"
+/// it creates by itself) is stored in /etc by `pair`: said, not done silently.
+#[test]
+fn pair_says_when_it_stores_an_in_memory_profile() {
+    let test = "pair/in-memory-profile";
+    let Some(lab) = start_or_skip(test, stock().unwrap().with_companion()) else { return };
+    lab.nmcli(&["connection", "add", "save", "no", "type", "ethernet", "con-name", "Wired connection 1", "ifname", "wired0", "ipv6.method", "disabled"])
+        .expect("add an in-memory profile");
+    lab.add_ethernet_profile("Backup link", "backup0", false);
+    let said = lab.companion(&["pair", "Wired connection 1", "Backup link"]);
+    assert!(said.contains("'Wired connection 1': was kept only in NetworkManager's memory"), "{said}");
+    // Panics if the lab's /etc/NetworkManager/system-connections has no keyfile of it.
+    lab.keyfile_of("Wired connection 1");
 }
