@@ -55,11 +55,13 @@ const LIBNM_FUNCTIONS: &[&str] = &[
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
-    let libnm = match pkg_config::Config::new().atleast_version("1.30").probe("libnm") {
+    // The floor that is built and tested (Debian 12). Older headers lack
+    // nm_client_get_version_info (1.42), which tells stock from patched NM.
+    let libnm = match pkg_config::Config::new().atleast_version("1.42").probe("libnm") {
         Ok(lib) => lib,
         Err(err) => {
             // A plain message beats a bindgen failure about a missing header.
-            panic!("libnm >= 1.30 not found by pkg-config ({err}); on Debian: apt-get install libnm-dev");
+            panic!("libnm >= 1.42 not found by pkg-config ({err}); on Debian: apt-get install libnm-dev");
         }
     };
 

@@ -34,8 +34,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     let hook = match prefilter(&event, Path::new(NM_CONF_DIR)) {
         Verdict::Ignore(why) => return Ok(Outcome::Ignored(why)),
         Verdict::Reconcile => {
-            let nm = Nm::connect()?;
             let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
+            let nm = Nm::connect()?;
             let acted = commands::reconcile(&nm)?;
             debug!(acted, "reconciled pairs on {:?}", event.action);
             return Ok(Outcome::Handled);
@@ -45,8 +45,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     let Some(uuid) = event.connection_uuid.clone() else {
         return Ok(Outcome::Ignored("event without a profile"));
     };
-    let nm = Nm::connect()?;
+    // The lock first: libnm's cache is filled when connecting, and what it
+    // holds must be what NM looks like after the previous handover, not before.
     let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
+    let nm = Nm::connect()?;
     let Some(profile) = nm.profile(uuid.as_str()) else {
         return Ok(Outcome::Ignored("profile no longer exists"));
     };

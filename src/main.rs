@@ -23,7 +23,8 @@ use nm_handover::{commands, dispatch, error, pairing, sys};
         When the paired wired link loses carrier, the backup profile is activated with the wired MAC \
         address, so the DHCP server hands out the same lease and TCP sessions survive. When the cable \
         returns, the backup link is taken down and the wired link asks for the same address.\n\n\
-        nm-dispatcher runs this program as `nm-handover IFACE ACTION`; the commands below are for people.",
+        nm-dispatcher runs it for you (through nm-handover-dispatch, with NM_DISPATCHER_ACTION set); \
+        `nm-handover dispatch IFACE ACTION` handles one event by hand. The other commands are for people.",
     after_help = "Logs go to standard error (the journal, under nm-dispatcher). Set NM_HANDOVER_LOG=debug for more."
 )]
 struct Cli {

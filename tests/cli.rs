@@ -60,6 +60,11 @@ fn help_is_available_for_every_command() {
             text(&out)
         );
     }
+    // What --help tells a person to type works as typed.
+    let help = text(&bin().arg("--help").output().unwrap());
+    assert!(help.contains("`nm-handover dispatch IFACE ACTION`"), "{help}");
+    let out = bin().args(["dispatch", "--help"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let out = bin().arg("--version").output().unwrap();
     assert!(text(&out).contains(env!("CARGO_PKG_VERSION")));
 }
@@ -82,9 +87,10 @@ fn without_networkmanager_commands_fail_cleanly() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);
     assert!(
-        msg.contains("nm-handover: cannot connect to NetworkManager"),
+        msg.contains("nm-handover: cannot connect to NetworkManager: the system D-Bus (unix:path=/nonexistent/nm-handover-test-bus) is not reachable"),
         "{msg}"
     );
+    assert!(msg.contains("Is dbus running"), "{msg}");
     assert!(!msg.contains("panicked"), "{msg}");
 }
 

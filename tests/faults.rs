@@ -227,3 +227,42 @@ fn two_pairs_on_one_host_hand_over_independently() {
     no_panic(&lab);
     report_dispatcher_time(test, &lab);
 }
+
+/// Two events race: one waits for the handover lock while NM's state changes
+/// under it (as when it queues behind another handover). It must decide on
+/// what NM looks like after the wait, not on what it looked like before.
+#[test]
+fn an_event_waiting_for_the_lock_decides_on_the_state_after_the_wait() {
+    use nm_handover::sys::lock::HandoverLock;
+    let test = "faults/event waits for the lock while the cable is pulled";
+    let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
+    let lab = &p.lab;
+    // The lab's /run is the companion's /run.
+    let held = HandoverLock::acquire(&lab.dir.join("run/nm-handover/handover.lock"), Duration::from_secs(5)).expect("take the handover lock");
+    let keyfile = std::path::Path::new("/etc/NetworkManager/system-connections").join(lab.keyfile_of("Office LAN").file_name().unwrap());
+    let event = lab
+        .host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "wired0", "dhcp4-change"])
+        .env("NM_DISPATCHER_ACTION", "dhcp4-change")
+        .env("DEVICE_IFACE", "wired0")
+        .env("CONNECTION_UUID", &p.wired_uuid)
+        .env("CONNECTION_ID", "Office LAN")
+        .env("CONNECTION_FILENAME", &keyfile)
+        .env("NM_HANDOVER_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the event");
+    // Time to connect to NM and reach the lock, with the cable still in.
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.pull_cable();
+    lab.wait_until("NM to see the carrier gone", Duration::from_secs(5), || nm_state(lab, "Office LAN").is_empty())
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    drop(held);
+    let out = event.wait_with_output().expect("the event's output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("wired_carrier: false"), "{test}: decided on NM's state from before the wait:\n{log}");
+    lab.wait_until("the backup to hold the address", Duration::from_secs(30), || settled(lab, false, p.addr))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    no_panic(lab);
+}

@@ -40,8 +40,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NmError {
-    #[error("cannot connect to NetworkManager: {0}")]
-    Connect(String),
+    #[error(
+        "cannot connect to NetworkManager: the system D-Bus ({bus}) is not reachable: {message}. \
+         Is dbus running (and DBUS_SYSTEM_BUS_ADDRESS right, if set)?"
+    )]
+    Connect { bus: String, message: String },
     #[error("NetworkManager is not running")]
     NotRunning,
     #[error("{what}: {message}")]
@@ -50,6 +53,14 @@ pub enum NmError {
     Timeout { what: String, secs: u64 },
     #[error(transparent)]
     Settings(#[from] settings::SettingsError),
+}
+
+impl NmError {
+    fn connect(message: String) -> NmError {
+        let bus = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".to_owned());
+        NmError::Connect { bus, message }
+    }
 }
 
 /// A connection to the running NetworkManager.
@@ -194,13 +205,13 @@ impl Nm {
                 // SAFETY: plain constructor; on failure it sets `err`.
                 let client = unsafe { ffi::nm_client_new(ptr::null_mut(), &mut err) };
                 if client.is_null() {
-                    Err(NmError::Connect(gerror_message(err)))
+                    Err(NmError::connect(gerror_message(err)))
                 } else {
                     // SAFETY: nm_client_new returns a new reference.
                     Ok(unsafe { from_glib_full::<_, glib::Object>(client as *mut glib::gobject_ffi::GObject) })
                 }
             })
-            .map_err(|e| NmError::Connect(e.to_string()))??;
+            .map_err(|e| NmError::connect(e.to_string()))??;
         let nm = Nm { client, context };
         if !nm.running() {
             return Err(NmError::NotRunning);
