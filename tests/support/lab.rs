@@ -55,7 +55,21 @@ pub struct LabConfig {
     pub nm_manages_links: bool,
     /// The host's links, each a veth to a bridge port `p-<name>` (two pairs: add wired1, backup1).
     pub links: Vec<&'static str>,
+    /// A real 802.11 backup: two mac80211_hwsim radios (only in the Wi-Fi VM,
+    /// see `vm.rs`), the station `wlan0` in the host namespace managed by NM
+    /// and wpa_supplicant, an access point (hostapd, WPA2-PSK) on the other
+    /// radio bridged onto the LAN.
+    pub wifi: bool,
+    /// NM's device plugins (Wi-Fi) for a daemon built elsewhere: mounted over
+    /// the system's plugin directory in the lab's mount namespace.
+    pub nm_plugin_dir: Option<PathBuf>,
 }
+
+/// The lab's access point.
+pub const WIFI_SSID: &str = "nmh-office";
+pub const WIFI_PSK: &str = "correct horse battery";
+/// NM's plugin directory on Debian (amd64).
+const SYSTEM_NM_PLUGIN_DIR: &str = "/usr/lib/x86_64-linux-gnu/NetworkManager";
 
 impl LabConfig {
     pub fn new(server: DhcpServer, client: DhcpClient) -> LabConfig {
@@ -71,7 +85,16 @@ impl LabConfig {
             scripts: Vec::new(),
             nm_manages_links: true,
             links: vec!["wired0", "backup0"],
+            wifi: false,
+            nm_plugin_dir: None,
         }
+    }
+
+    /// The lab with a real Wi-Fi backup (`wlan0`) instead of the `backup0` veth.
+    pub fn with_wifi(mut self) -> LabConfig {
+        self.wifi = true;
+        self.links = vec!["wired0"];
+        self
     }
 
     /// The lab on NetworkManager built with nm-patch's series (`nm-patch/build`),
@@ -85,6 +108,8 @@ impl LabConfig {
     pub fn patched_version(server: DhcpServer, client: DhcpClient, version: &str) -> Result<LabConfig, String> {
         let paths = patched_nm_paths(version)?;
         let mut cfg = LabConfig::new(server, client);
+        let plugins = paths.0.parent().and_then(Path::parent).map(|usr| usr.join("lib/x86_64-linux-gnu/NetworkManager"));
+        cfg.nm_plugin_dir = plugins.filter(|dir| dir.is_dir());
         cfg.nm_daemon = paths.0;
         cfg.nm_dispatcher = paths.1;
         cfg.companion_dirs.push("link-up.d");
@@ -249,6 +274,16 @@ impl Lab {
                 return Err(LabError::Skip(format!("{} is not installed", bin.display())));
             }
         }
+        if cfg.wifi {
+            for tool in ["iw", "hostapd", "hostapd_cli", "wpa_supplicant"] {
+                if which(tool).is_none() {
+                    return Err(LabError::Skip(format!("{tool} is not installed (run tests/setup-debian.sh)")));
+                }
+            }
+            if radios().len() < 2 {
+                return Err(LabError::Skip("no mac80211_hwsim radios here (the Wi-Fi lab runs in its VM)".into()));
+            }
+        }
         if cfg.client == DhcpClient::Dhclient && which("dhclient").is_none() && !Path::new("/sbin/dhclient").exists() {
             return Err(LabError::Skip("dhclient is not installed".into()));
         }
@@ -303,6 +338,9 @@ impl Lab {
             must(&["ip", "-n", &lan, "link", "set", &port, "master", "br0"])?;
             must(&["ip", "-n", &lan, "link", "set", &port, "up"])?;
         }
+        if self.cfg.wifi {
+            self.start_access_point()?;
+        }
         self.start_dhcp_server()?;
         let peer = self.spawn_in_lan(
             "tcp peer",
@@ -322,6 +360,12 @@ impl Lab {
         self.wait_until("private D-Bus socket", Duration::from_secs(5), || {
             self.dir.join("run/dbus/system_bus_socket").exists()
         })?;
+        if self.cfg.wifi {
+            // Started here: D-Bus activation would start it in no lab namespace.
+            let supplicant = self.spawn_in_host("wpa_supplicant", &["wpa_supplicant", "-u", "-O", "/run/wpa_supplicant"], "wpa_supplicant.log")?;
+            self.procs.push(Proc { what: "wpa_supplicant", child: supplicant });
+            self.wait_until("wpa_supplicant on D-Bus", Duration::from_secs(20), || self.read("wpa_supplicant.log").contains("Successfully initialized"))?;
+        }
         self.start_nm()?;
         Ok(())
     }
@@ -387,8 +431,13 @@ impl Lab {
                  mount -n --bind {d}/etc /etc/NetworkManager\n\
                  mount -n --bind {d}/lib /var/lib/NetworkManager\n\
                  mount -n -o remount,ro /sys 2>/dev/null || mount -n -t sysfs -o ro sysfs /sys\n\
+                 {plugins}\
                  exec sleep infinity\n",
-                d = d.display()
+                d = d.display(),
+                plugins = self.cfg.nm_plugin_dir.as_ref().map_or(String::new(), |dir| format!(
+                    "mount -n --bind {} {SYSTEM_NM_PLUGIN_DIR}\n",
+                    dir.display()
+                )),
             ),
         );
         Ok(())
@@ -499,6 +548,53 @@ impl Lab {
         Ok(())
     }
 
+    /// Moves one radio into each namespace and starts hostapd on the LAN's.
+    fn start_access_point(&mut self) -> Result<(), LabError> {
+        let phys = radios();
+        must(&["iw", "phy", &phys[0], "set", "netns", "name", &self.host])?;
+        must(&["iw", "phy", &phys[1], "set", "netns", "name", &self.lan])?;
+        let ap_iface = must(&["ip", "netns", "exec", &self.lan, "iw", "dev"])?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Interface ").map(str::to_owned))
+            .ok_or_else(|| LabError::Failed("the access point radio has no interface".into()))?;
+        let d = self.dir.join("server");
+        write(
+            &d.join("hostapd.conf"),
+            &format!(
+                "interface={ap_iface}\nbridge=br0\ndriver=nl80211\nctrl_interface={}\nssid={WIFI_SSID}\nhw_mode=g\nchannel=1\n\
+                 wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_passphrase={WIFI_PSK}\n",
+                d.join("hostapd").display()
+            ),
+        );
+        let ap = self.spawn_in_lan("hostapd", &["hostapd", d.join("hostapd.conf").to_str().unwrap()], "hostapd.log")?;
+        self.procs.push(ap);
+        self.wait_until("the access point", Duration::from_secs(30), || self.read("hostapd.log").contains("AP-ENABLED"))?;
+        Ok(())
+    }
+
+    fn hostapd_cli(&self, args: &[&str]) -> String {
+        let ctrl = self.dir.join("server/hostapd");
+        let mut argv = vec!["hostapd_cli", "-p", ctrl.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        String::from_utf8_lossy(&self.run_in_lan(&argv).stdout).into_owned()
+    }
+
+    /// The MAC addresses associated with the access point.
+    pub fn ap_stations(&self) -> Vec<String> {
+        self.hostapd_cli(&["list_sta"])
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() == 17 && l.bytes().filter(|b| *b == b':').count() == 5)
+            .map(str::to_ascii_lowercase)
+            .collect()
+    }
+
+    /// Takes the access point off the air, or back on.
+    pub fn set_access_point(&self, on: bool) {
+        let out = self.hostapd_cli(&[if on { "enable" } else { "disable" }]);
+        assert!(out.contains("OK"), "hostapd_cli {}: {out}", if on { "enable" } else { "disable" });
+    }
+
     pub fn stop_dhcp_server(&mut self) {
         if let Some(mut child) = self.server.take() {
             stop_child(&mut child, Duration::from_secs(3));
@@ -524,6 +620,7 @@ impl Lab {
             out.status.success()
                 && self.cfg.links
                     .iter()
+                    .chain(self.cfg.wifi.then_some(&"wlan0"))
                     .all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
         })?;
         Ok(())
@@ -578,6 +675,17 @@ impl Lab {
             if autoconnect { "yes" } else { "no" }, "ipv6.method", "disabled",
         ])
         .expect("add profile");
+        self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
+    }
+
+    /// Adds a WPA2-PSK profile of the lab's access point bound to `iface`,
+    /// not connecting by itself; returns its UUID.
+    pub fn add_wifi_profile(&self, name: &str, iface: &str) -> String {
+        self.nmcli(&[
+            "connection", "add", "type", "wifi", "con-name", name, "ifname", iface, "ssid", WIFI_SSID, "autoconnect", "no",
+            "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", "disabled",
+        ])
+        .expect("add Wi-Fi profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
     }
 
@@ -727,6 +835,15 @@ impl Lab {
     pub fn anchor_ns_path(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.host))
     }
+}
+
+/// The mac80211_hwsim radios in this network namespace, in order.
+fn radios() -> Vec<String> {
+    let mut phys: Vec<String> = fs::read_dir("/sys/class/ieee80211")
+        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    phys.sort();
+    phys
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -18,7 +18,9 @@
 pub mod lab;
 pub mod net;
 pub mod scenario;
+pub mod vm;
 
 pub use lab::*;
 pub use net::*;
 pub use scenario::*;
+pub use vm::*;

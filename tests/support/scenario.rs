@@ -12,6 +12,10 @@ pub struct Paired {
     pub addr: Ipv4Addr,
     pub wired_uuid: String,
     pub backup_uuid: String,
+    /// The backup's interface and profile name: `backup0` / "Backup link",
+    /// or on real Wi-Fi `wlan0` / "Office Wi-Fi".
+    pub backup_iface: &'static str,
+    pub backup_profile: &'static str,
 }
 
 pub fn paired(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<Paired> {
@@ -23,16 +27,21 @@ pub fn paired(test: &str, cfg: LabConfig, pair_args: &[&str]) -> Option<Paired> 
 pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl FnOnce(&Lab)) -> Option<Paired> {
     let lab = start_or_skip(test, cfg.with_companion())?;
     let wired_uuid = lab.add_ethernet_profile("Office LAN", "wired0", true);
-    let backup_uuid = lab.add_ethernet_profile("Backup link", "backup0", false);
+    let (backup_iface, backup_profile) = if lab.cfg.wifi { ("wlan0", "Office Wi-Fi") } else { ("backup0", "Backup link") };
+    let backup_uuid = if lab.cfg.wifi {
+        lab.add_wifi_profile(backup_profile, backup_iface)
+    } else {
+        lab.add_ethernet_profile(backup_profile, backup_iface, false)
+    };
     prepare(&lab);
-    let mut args = vec!["pair", "Office LAN", "Backup link"];
+    let mut args = vec!["pair", "Office LAN", backup_profile];
     args.extend_from_slice(pair_args);
     let said = lab.companion(&args);
     assert!(said.contains("cloned-mac-address"), "pair must say what it changed:\n{said}");
     lab.wait_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some())
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
     let addr = lab.ipv4("wired0").unwrap();
-    Some(Paired { lab, addr, wired_uuid, backup_uuid })
+    Some(Paired { lab, addr, wired_uuid, backup_uuid, backup_iface, backup_profile })
 }
 
 pub fn nm_state(lab: &Lab, profile: &str) -> String {
@@ -43,7 +52,10 @@ pub fn nm_state(lab: &Lab, profile: &str) -> String {
 pub fn measured(test: &str, what: &str, value: impl std::fmt::Display) {
     let line = format!("{test}: {what}: {value}");
     println!("MEASURED {line}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-measurements.txt");
+    // In the Wi-Fi VM the target directory is read-only: it names another file.
+    let path = std::env::var_os("NM_HANDOVER_MEASUREMENTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-measurements.txt"));
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         use std::io::Write;
         let _ = writeln!(f, "{line}");
@@ -82,7 +94,8 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let lab = &p.lab;
     let diag = |what: &str| format!("{test}: {what}\n{}", lab.diagnostics());
     let profiles_before = keyfile_bytes(lab);
-    let backup_mac = lab.mac("backup0");
+    let backup = p.backup_iface;
+    let backup_mac = lab.mac(backup);
     let wired_mac = lab.mac("wired0");
     let monitor = NetMonitor::start(lab);
     let tcp = TcpSession::open(lab);
@@ -92,14 +105,24 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let log_mark = lab.server_log().lines().count();
     let pull = Instant::now();
     lab.pull_cable();
-    lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr))
+    lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4(backup) == Some(p.addr))
         .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
-    let took = monitor.address_added_at(pull, "backup0", p.addr).map_or(pull.elapsed(), |t| t - pull);
+    let took = monitor.address_added_at(pull, backup, p.addr).map_or(pull.elapsed(), |t| t - pull);
     measured(test, "pull -> backup holds the same address", ms(took));
-    assert_eq!(lab.mac("backup0"), wired_mac, "{}", diag("the backup must use the wired MAC"));
+    assert_eq!(lab.mac(backup), wired_mac, "{}", diag("the backup must use the wired MAC"));
+    if lab.cfg.wifi {
+        let stations = lab.ap_stations();
+        assert_eq!(stations, [wired_mac.clone()], "{}", diag("the access point must see the station with the wired MAC only"));
+    }
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
     measured(test, "pull: longest TCP stall", ms(tcp.report().longest_stall));
-    measured(test, "pull: DHCP messages at the server", server_requests(lab, log_mark).join(" | "));
+    let pull_dhcp = server_requests(lab, log_mark);
+    measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
+    assert!(
+        !pull_dhcp.is_empty() && pull_dhcp.iter().all(|l| l.contains(&wired_mac)),
+        "{}",
+        diag("the DHCP server must see the backup with the wired MAC, and no other")
+    );
     tcp.reset_stall();
 
     let log_mark = lab.server_log().lines().count();
@@ -109,12 +132,19 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
         .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
     let wired_back = monitor.address_added_at(plug, "wired0", p.addr).map_or(plug.elapsed(), |t| t - plug);
     lab.wait_until("the backup profile to be deactivated", Duration::from_secs(15), || {
-        nm_state(lab, "Backup link").is_empty() && lab.ipv4("backup0").is_none()
+        nm_state(lab, p.backup_profile).is_empty() && lab.ipv4(backup).is_none()
     })
     .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
-    lab.wait_until("the backup's own MAC to return", Duration::from_secs(5), || lab.mac("backup0") == backup_mac)
-        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
-    let window = monitor.double_address_window(plug, p.addr, "wired0", "backup0").expect("wired address event");
+    if lab.cfg.wifi {
+        // NM gives an idle radio a random MAC for scanning, not its own back.
+        lab.wait_until("the station to leave the access point", Duration::from_secs(15), || lab.ap_stations().is_empty())
+            .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+        assert_ne!(lab.mac(backup), wired_mac, "{}", diag("the idle radio still carries the wired MAC"));
+    } else {
+        lab.wait_until("the backup's own MAC to return", Duration::from_secs(5), || lab.mac(backup) == backup_mac)
+            .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    }
+    let window = monitor.double_address_window(plug, p.addr, "wired0", backup).expect("wired address event");
     measured(test, "re-plug -> wired holds the address", ms(wired_back));
     measured(test, "re-plug: both links held the address on the LAN", ms(window));
     measured(test, "re-plug: DHCP messages at the server", server_requests(lab, log_mark).join(" | "));
