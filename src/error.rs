@@ -37,6 +37,8 @@ pub enum Error {
     RollbackFailed { cause: NmError, undo: NmError },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("taking {device} off the LAN (rtnetlink): {source}")]
+    Netlink { device: String, source: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -140,7 +140,7 @@ impl Pair {
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
-        take_link_down(device, own_mac).map_err(|source| Error::Io { path: format!("netlink: {device}").into(), source })?;
+        take_link_down(device, own_mac).map_err(|source| Error::Netlink { device: device.to_string(), source })?;
         info!("took {device} off the LAN (link down, own MAC restored)");
         Ok(())
     }

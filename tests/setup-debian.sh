@@ -13,6 +13,9 @@ packages=(
     # meson-compat and its install test
     meson ninja-build groff-base
     iproute2 socat iputils-ping tcpdump procps psmisc util-linux
+    # the Wi-Fi lab (tests/wifi.rs): a VM under TCG whose kernel has mac80211_hwsim,
+    # an access point and the station's supplicant; virtme-ng goes into a venv
+    qemu-system-x86 linux-image-amd64 busybox-static iw hostapd wpasupplicant python3-venv
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -41,10 +44,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     trap '[ -n "$created_policy" ] && rm -f "$policy"' EXIT
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    # No initrd for the VM kernel: virtme-ng boots without one, and building
+    # it (again at every kernel trigger) costs ~30 s.
+    INITRD=No DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || {
     echo "setup-debian.sh: cargo is still missing after installing cargo-web" >&2
     exit 1
 }
+
+# virtme-ng, the Wi-Fi lab's VM runner (PyPI; the version WIFI-LAB.md measured).
+venv=/var/cache/nm-handover/venv
+if [ ! -x "$venv/bin/vng" ]; then
+    echo "setup-debian.sh: installing virtme-ng into $venv" >&2
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "virtme-ng==1.42"
+fi

@@ -9,6 +9,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::*;
 
 /// Runs `scenario` in the VM (the test named `name` of this binary).
@@ -30,5 +32,98 @@ fn pull_and_replug_twice(test: &str, cfg: LabConfig) {
 fn pull_and_replug_on_wifi_stock_nm_1_42() {
     on_wifi("pull_and_replug_on_wifi_stock_nm_1_42", || {
         pull_and_replug_twice("wifi/stock 1.42", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal));
+    });
+}
+
+#[test]
+fn pull_and_replug_on_wifi_patched_nm_1_42() {
+    on_wifi("pull_and_replug_on_wifi_patched_nm_1_42", || {
+        let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.42.4")
+            .unwrap_or_else(|why| panic!("the patched 1.42 backport is part of the Wi-Fi lab: {why}"));
+        pull_and_replug_twice("wifi/patched 1.42", cfg);
+    });
+}
+
+#[test]
+fn pull_and_replug_on_wifi_patched_nm_1_58() {
+    on_wifi("pull_and_replug_on_wifi_patched_nm_1_58", || {
+        let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1")
+            .unwrap_or_else(|why| panic!("the patched 1.58 is part of the Wi-Fi lab: {why}"));
+        pull_and_replug_twice("wifi/patched 1.58", cfg);
+    });
+}
+
+#[test]
+fn boot_with_the_cable_out_brings_up_the_wifi() {
+    on_wifi("boot_with_the_cable_out_brings_up_the_wifi", || {
+        let test = "wifi/boot with the cable out";
+        let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
+        p.lab.reboot_nm(|lab| lab.pull_cable());
+        let lab = &p.lab;
+        let took = lab
+            .wait_until("the Wi-Fi to come up with the wired address", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr))
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        measured(test, "NM start -> Wi-Fi holds the address", ms(took));
+        assert_eq!(lab.ap_stations(), [lab.mac("wired0")], "{}", lab.diagnostics());
+        assert!(lab.ipv4("wired0").is_none());
+    });
+}
+
+/// The access point is off the air when the cable is pulled: the activation
+/// fails with a clear line, the companion does not retry in a loop, and the
+/// re-plug still brings the wired link back with its address.
+#[test]
+fn access_point_unavailable_at_the_pull_then_replug() {
+    on_wifi("access_point_unavailable_at_the_pull_then_replug", || {
+        let test = "wifi/access point unavailable";
+        let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
+        let lab = &p.lab;
+        lab.set_access_point(false);
+        lab.pull_cable();
+        // NM gives up on an SSID it cannot find after its scan rounds.
+        lab.wait_until("the Wi-Fi activation to fail", Duration::from_secs(120), || {
+            lab.nm_log().contains("Activation: failed for connection 'Office Wi-Fi'")
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        std::thread::sleep(Duration::from_secs(10));
+        let attempts = lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count();
+        measured(test, "activations of the Wi-Fi while the AP was off", attempts);
+        assert!(attempts <= 2, "{test}: a retry storm: {attempts} activations\n{}", lab.diagnostics());
+        let log = lab.dispatcher_log();
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(lab.ipv4("wlan0").is_none());
+        lab.plug_cable();
+        lab.wait_until("the wired link back", Duration::from_secs(60), || lab.ipv4("wired0") == Some(p.addr))
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        lab.set_access_point(true);
+    });
+}
+
+/// MAC randomisation on the Wi-Fi (random scanning MACs, a profile's own
+/// `cloned-mac-address` of `random` or `stable`) never puts any MAC but the
+/// wired one in front of the DHCP server or the access point; `unpair` gives
+/// the profile its own setting back.
+#[test]
+fn mac_randomisation_never_reaches_the_dhcp_server() {
+    on_wifi("mac_randomisation_never_reaches_the_dhcp_server", || {
+        for mode in ["random", "stable"] {
+            let test = format!("wifi/cloned-mac-address {mode}, scan-rand-mac-address on");
+            let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi();
+            cfg.extra_nm_conf = "[device-wifi]\nmatch-device=interface-name:wlan0\nwifi.scan-rand-mac-address=yes\n".into();
+            let Some(p) = paired_with(&test, cfg, &[], |lab| {
+                lab.nmcli(&["connection", "modify", "Office Wi-Fi", "wifi.cloned-mac-address", mode]).expect("set the profile's MAC mode");
+            }) else {
+                return;
+            };
+            pull_and_replug(&test, &p);
+            let wired_mac = p.lab.mac("wired0");
+            let server_log = p.lab.server_log();
+            let macs: Vec<&str> = server_log
+                .lines().filter(|l| l.contains("DHCP")).filter_map(|l| l.split(" from ").nth(1).or_else(|| l.split(" to ").nth(1))).filter_map(|rest| rest.split_whitespace().next()).collect();
+            assert!(macs.iter().all(|m| *m == wired_mac), "{test}: the DHCP server saw {macs:?}, not only {wired_mac}");
+            p.lab.companion(&["unpair", "Office LAN"]);
+            let restored = p.lab.nmcli(&["-g", "802-11-wireless.cloned-mac-address", "connection", "show", "Office Wi-Fi"]).unwrap();
+            assert_eq!(restored.trim(), mode, "{test}: unpair must restore the profile's MAC mode");
+        }
     });
 }

@@ -358,7 +358,7 @@ impl Nm {
     pub fn activate(&self, profile: &Profile, device: &Device) -> Result<(), NmError> {
         let client = self.raw();
         let what = format!("activating {} on {}", profile.id().unwrap_or_default(), device.iface());
-        let active = self.call_async(
+        self.call_async(
             &what,
             |cancellable, cb, data| unsafe {
                 // SAFETY: valid objects; the callback gets `data` exactly once.
@@ -373,13 +373,13 @@ impl Nm {
                 )
             },
             |result, err| unsafe {
-                // SAFETY: result from this call's callback.
-                ffi::nm_client_activate_connection_finish(client, result, err)
+                // SAFETY: result from this call's callback. Owned at once, so
+                // the reference is released on every path, a timeout included.
+                let active = ffi::nm_client_activate_connection_finish(client, result, err);
+                (!active.is_null()).then(|| from_glib_full::<_, glib::Object>(active as *mut glib::gobject_ffi::GObject))
             },
-            |active| !active.is_null(),
+            |active| active.is_some(),
         )?;
-        // SAFETY: finish returned a new reference.
-        unsafe { glib::gobject_ffi::g_object_unref(active as *mut _) };
         Ok(())
     }
 

@@ -51,8 +51,7 @@ impl RouteSocket {
     }
 
     /// Sends one RTM_NEWLINK request and waits for the kernel's ACK.
-    fn set_link(&self, index: i32, flags: u32, change: u32, mac: Option<[u8; 6]>) -> io::Result<()> {
-        let seq: u32 = 1;
+    fn set_link(&self, seq: u32, index: i32, flags: u32, change: u32, mac: Option<[u8; 6]>) -> io::Result<()> {
         let attr_len = mac.map_or(0, |_| align4(RTA_HDRLEN + 6));
         let total = NLMSG_HDRLEN + IFINFO_LEN + attr_len;
         let mut msg = Vec::with_capacity(total);
@@ -91,26 +90,41 @@ impl RouteSocket {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut buf = [0u8; 1024];
+        let mut buf = [0u8; 8192];
         loop {
             // SAFETY: valid fd and buffer.
             let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let n = n as usize;
-            if n < NLMSG_HDRLEN + 4 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink reply"));
+            if let Some(outcome) = ack_of(&buf[..n as usize], seq)? {
+                return outcome;
             }
-            let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-            let reply_seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-            if reply_seq != seq || kind != libc::NLMSG_ERROR as u16 {
-                continue;
-            }
-            let errno = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-            return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) };
         }
     }
+}
+
+/// The answer to request `seq` in one datagram of replies: `Ok(None)` when
+/// it holds none (messages of other requests), an error when a message's
+/// length does not fit the datagram.
+fn ack_of(mut datagram: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>> {
+    let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed netlink reply: {what}"));
+    while !datagram.is_empty() {
+        let header = datagram.get(..NLMSG_HDRLEN).ok_or_else(|| malformed("truncated header"))?;
+        let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        if len < NLMSG_HDRLEN || len > datagram.len() {
+            return Err(malformed("message length out of bounds"));
+        }
+        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
+        let reply_seq = u32::from_ne_bytes(header[8..12].try_into().expect("4 bytes"));
+        if reply_seq == seq && kind == libc::NLMSG_ERROR as u16 {
+            let errno = datagram.get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4).filter(|_| len >= NLMSG_HDRLEN + 4).ok_or_else(|| malformed("short error message"))?;
+            let errno = i32::from_ne_bytes(errno.try_into().expect("4 bytes"));
+            return Ok(Some(if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) }));
+        }
+        datagram = datagram.get(align4(len)..).unwrap_or_default();
+    }
+    Ok(None)
 }
 
 fn if_index(iface: &str) -> io::Result<i32> {
@@ -129,9 +143,53 @@ fn if_index(iface: &str) -> io::Result<i32> {
 pub fn take_link_down(iface: &str, mac: Option<[u8; 6]>) -> io::Result<()> {
     let index = if_index(iface)?;
     let sock = RouteSocket::open()?;
-    sock.set_link(index, 0, libc::IFF_UP as u32, None)?;
+    sock.set_link(1, index, 0, libc::IFF_UP as u32, None)?;
     if let Some(mac) = mac {
-        sock.set_link(index, 0, 0, Some(mac))?;
+        sock.set_link(2, index, 0, 0, Some(mac))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m.resize(align4(len), 0);
+        m
+    }
+
+    const ERROR: u16 = libc::NLMSG_ERROR as u16;
+
+    #[test]
+    fn the_ack_of_this_request_is_found_behind_other_messages() {
+        let mut datagram = message(libc::RTM_NEWLINK, 7, &[1, 2, 3]);
+        datagram.extend(message(ERROR, 1, &(-libc::EPERM).to_ne_bytes()));
+        datagram.extend(message(ERROR, 2, &0i32.to_ne_bytes()));
+        assert!(ack_of(&datagram, 2).unwrap().unwrap().is_ok());
+        let err = ack_of(&datagram, 1).unwrap().unwrap().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        assert!(ack_of(&datagram, 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn lengths_that_do_not_fit_are_errors_not_reads_out_of_bounds() {
+        let mut too_long = message(ERROR, 1, &0i32.to_ne_bytes());
+        too_long[0..4].copy_from_slice(&4096u32.to_ne_bytes());
+        assert!(ack_of(&too_long, 1).is_err());
+        let mut too_short = message(ERROR, 1, &0i32.to_ne_bytes());
+        too_short[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(ack_of(&too_short, 1).is_err());
+        assert!(ack_of(&[0u8; 10], 1).is_err());
+        let short_error = message(ERROR, 1, &[]);
+        assert!(ack_of(&short_error, 1).is_err());
+    }
 }
