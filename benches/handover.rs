@@ -7,7 +7,9 @@
 //!   NM_HANDOVER_BENCH_RUNS     dispatcher invocations per cost row (default 1000, interleaved)
 //!   NM_HANDOVER_BENCH_ROWS     comma-separated row keys to run (default: all)
 //!   NM_HANDOVER_BENCH_OUT      results file (default: bench-results/handover.md)
-//! Prints one markdown report and writes it to the results file.
+//! Prints one markdown report and writes it to the results file. The `wifi-*`
+//! rows run on real 802.11 in the Wi-Fi VM (`tests/support/vm.rs`): this
+//! binary boots it and runs those rows again inside, under TCG.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -33,20 +35,47 @@ struct RowSpec {
     key: &'static str,
     name: &'static str,
     setup: Setup,
+    /// The backup is a real Wi-Fi station (the VM), not the backup veth.
+    wifi: bool,
+    /// A carrier-wait snippet for the wired device (what `pair` writes), for
+    /// rows without the companion.
+    carrier_wait_ms: Option<u32>,
 }
 
+const fn row(key: &'static str, name: &'static str, setup: Setup) -> RowSpec {
+    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None }
+}
+
+const INTERNAL: DhcpClient = DhcpClient::Internal;
+
 const ROWS: &[RowSpec] = &[
-    RowSpec { key: "stock-internal", name: "nm-handover, stock NM 1.42 (internal DHCP)", setup: Setup::Companion { client: DhcpClient::Internal, patched: None } },
-    RowSpec { key: "stock-dhclient", name: "nm-handover, stock NM 1.42 (dhclient)", setup: Setup::Companion { client: DhcpClient::Dhclient, patched: None } },
-    RowSpec { key: "patched", name: "nm-handover, patched NM 1.58 (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: Some("1.58.1") } },
-    RowSpec { key: "patched-1.42", name: "nm-handover, patched NM 1.42 backport (link-up)", setup: Setup::Companion { client: DhcpClient::Internal, patched: Some("1.42.4") } },
-    RowSpec { key: "seed-like", name: "baseline: seed-like shell script (stock NM)", setup: Setup::SeedLike },
-    RowSpec { key: "none", name: "baseline: no companion, both autoconnect", setup: Setup::NoCompanion },
-    RowSpec { key: "bonding", name: "baseline: kernel bond active-backup (no DHCP)", setup: Setup::Bonding },
+    row("stock-internal", "nm-handover, stock NM (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None }),
+    row("stock-dhclient", "nm-handover, stock NM (dhclient)", Setup::Companion { client: DhcpClient::Dhclient, patched: None }),
+    row("patched", "nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") }),
+    row("patched-1.42", "nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }),
+    row("seed-like", "baseline: seed-like shell script (stock NM)", Setup::SeedLike),
+    RowSpec { carrier_wait_ms: Some(300), ..row("seed-like-300", "baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike) },
+    row("none", "baseline: no companion, both autoconnect", Setup::NoCompanion),
+    row("bonding", "baseline: kernel bond active-backup (no DHCP)", Setup::Bonding),
+    RowSpec { wifi: true, ..row("wifi-stock", "Wi-Fi: nm-handover, stock NM (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None }) },
+    RowSpec { wifi: true, ..row("wifi-patched-1.42", "Wi-Fi: nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }) },
+    RowSpec {
+        wifi: true,
+        carrier_wait_ms: Some(300),
+        ..row("wifi-seed-like", "Wi-Fi baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike)
+    },
 ];
 
-/// The row every other row is divided by.
-const BASELINE: &str = "seed-like";
+/// The row every other row is divided by: the seed-like script with the
+/// carrier-wait `pair` sets, so a ratio shows what the companion adds; on
+/// Wi-Fi, the same on Wi-Fi.
+fn baseline_of(spec: &RowSpec) -> &'static str {
+    if spec.wifi {
+        "wifi-seed-like"
+    } else {
+        "seed-like-300"
+    }
+}
 
 #[derive(Default, Debug)]
 struct Samples {
@@ -60,6 +89,8 @@ struct Samples {
     window_ms: Vec<f64>,
     handovers: u32,
     notes: Vec<String>,
+    /// `NetworkManager --version` of the daemon that ran.
+    nm_version: String,
 }
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -94,14 +125,17 @@ fn client_messages(log: &str) -> usize {
         .count()
 }
 
-fn lab_config(setup: Setup) -> Result<LabConfig, String> {
-    Ok(match setup {
+fn lab_config(spec: &RowSpec) -> Result<LabConfig, String> {
+    let mut cfg = match spec.setup {
         Setup::Companion { client, patched: Some(version) } => LabConfig::patched_version(DhcpServer::IscDhcpd, client, version)?.with_companion(),
         Setup::Companion { client, patched: None } => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
         Setup::NoCompanion => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
         Setup::SeedLike => {
             let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
-            let script = include_str!("seed-like.sh").to_owned();
+            let mut script = include_str!("seed-like.sh").to_owned();
+            if spec.wifi {
+                script = script.replace("Backup link", "Office Wi-Fi").replace("802-3-ethernet", "802-11-wireless").replace("backup0", "wlan0");
+            }
             cfg.scripts.push(("90-seed-like".into(), script));
             cfg
         }
@@ -111,7 +145,11 @@ fn lab_config(setup: Setup) -> Result<LabConfig, String> {
             cfg.nm_manages_links = false;
             cfg
         }
-    })
+    };
+    if let Some(ms) = spec.carrier_wait_ms {
+        cfg.extra_nm_conf.push_str(&format!("[device-wired0]\nmatch-device=interface-name:wired0\ncarrier-wait-timeout={ms}\n"));
+    }
+    Ok(if spec.wifi { cfg.with_wifi() } else { cfg })
 }
 
 fn ip(lab: &Lab, args: &[&str]) -> Result<(), String> {
@@ -147,9 +185,14 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
         _ => {
             let companion = matches!(setup, Setup::Companion { .. });
             lab.add_ethernet_profile("Office LAN", "wired0", true);
-            lab.add_ethernet_profile("Backup link", "backup0", setup == Setup::NoCompanion);
+            let (backup, profile) = backup_of(lab);
+            if lab.cfg.wifi {
+                lab.add_wifi_profile(profile, backup);
+            } else {
+                lab.add_ethernet_profile(profile, backup, setup == Setup::NoCompanion);
+            }
             if companion {
-                lab.companion(&["pair", "Office LAN", "Backup link"]);
+                lab.companion(&["pair", "Office LAN", profile]);
             }
             lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some()).map_err(e)?;
             if setup == Setup::NoCompanion {
@@ -160,17 +203,28 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
     }
 }
 
+/// The backup's interface and profile name in this lab.
+fn backup_of(lab: &Lab) -> (&'static str, &'static str) {
+    if lab.cfg.wifi {
+        ("wlan0", "Office Wi-Fi")
+    } else {
+        ("backup0", "Backup link")
+    }
+}
+
 fn nm_state(lab: &Lab, profile: &str) -> String {
     lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", profile]).unwrap_or_default().trim().to_owned()
 }
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
-    let cfg = lab_config(spec.setup)?;
+    let cfg = lab_config(spec)?;
+    let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     let lab = Lab::start(cfg).map_err(|e| e.to_string())?;
     let addr = prepare(&lab, spec.setup)?;
     let bond = spec.setup == Setup::Bonding;
-    let holder = if bond { "bond0" } else { "backup0" };
-    let mut s = Samples::default();
+    let (backup, backup_profile) = backup_of(&lab);
+    let holder = if bond { "bond0" } else { backup };
+    let mut s = Samples { nm_version, ..Samples::default() };
     let monitor = NetMonitor::start(&lab);
     let mut tcp = TcpSession::open(&lab);
     tcp.wait_for_traffic(5, Duration::from_secs(5));
@@ -184,20 +238,20 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
         if !bond {
             let got = lab.wait_until("the backup's address", Duration::from_secs(20), || match spec.setup {
                 Setup::NoCompanion => lab.ipv4("wired0").is_none(),
-                _ => lab.ipv4("backup0") == Some(addr),
+                _ => lab.ipv4(backup) == Some(addr),
             });
             if got.is_err() {
                 s.notes.push(format!("cycle {cycle}: no backup address 20 s after the pull"));
             }
             // What the host holds now decides "IP changed"; the monitor only times it.
-            let holds = if spec.setup == Setup::NoCompanion { lab.ipv4("backup0") } else { lab.ipv4("backup0").filter(|a| *a == addr) };
+            let holds = if spec.setup == Setup::NoCompanion { lab.ipv4(backup) } else { lab.ipv4(backup).filter(|a| *a == addr) };
             if holds != Some(addr) {
                 s.ip_changed += 1;
                 // Without the companion a new address is the expected outcome, not news.
                 if spec.setup != Setup::NoCompanion {
                     s.notes.push(format!("cycle {cycle}: after the pull the backup held {holds:?}, not {addr} (wired {:?})", lab.ipv4("wired0")));
                 }
-            } else if let Some(t) = monitor.address_added_at(pull, "backup0", addr) {
+            } else if let Some(t) = monitor.address_added_at(pull, backup, addr) {
                 s.pull_ms.push(ms(t - pull));
             } else {
                 s.notes.push(format!("cycle {cycle}: the backup held {addr} but its address event was not seen (not timed)"));
@@ -223,7 +277,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                 s.notes.push(format!("cycle {cycle}: not settled 30 s after the plug (wired {:?})", lab.ipv4("wired0")));
             }
             let wired_at = monitor.address_added_at(plug, "wired0", addr);
-            let backup_off = monitor.backup_off_at(plug, addr, "backup0");
+            let backup_off = monitor.backup_off_at(plug, addr, backup);
             match (wired_at, backup_off, spec.setup) {
                 (Some(w), _, Setup::NoCompanion) => s.replug_ms.push(ms(w - plug)),
                 (Some(w), Some(b), _) => s.replug_ms.push(ms(w.max(b) - plug)),
@@ -234,7 +288,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                 s.notes.push(format!("cycle {cycle}: after the re-plug the wired link held {other}, not {addr}"));
             }
             if spec.setup != Setup::NoCompanion {
-                if let Some(w) = monitor.double_address_window(plug, addr, "wired0", "backup0") {
+                if let Some(w) = monitor.double_address_window(plug, addr, "wired0", backup) {
                     s.window_ms.push(ms(w));
                 }
             }
@@ -252,7 +306,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
         s.handovers += 2;
         // Settle before the next cycle: the backup profile fully down.
         if matches!(spec.setup, Setup::Companion { .. } | Setup::SeedLike) {
-            let _ = lab.wait_until("the backup profile down", Duration::from_secs(10), || nm_state(&lab, "Backup link").is_empty());
+            let _ = lab.wait_until("the backup profile down", Duration::from_secs(10), || nm_state(&lab, backup_profile).is_empty());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -394,8 +448,10 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(str::to_owned)).unwrap_or_default();
     let nm = Command::new("/usr/sbin/NetworkManager").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    // dhcpd names its version on stderr ("isc-dhcpd-4.4.3-P1").
+    let dhcpd = Command::new("dhcpd").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned()).unwrap_or_default();
     format!(
-        "{} CPUs ({cpu}), {}, kernel {}, Debian NetworkManager {nm}, ISC dhcpd 4.4.3",
+        "{} CPUs ({cpu}), {}, kernel {}, Debian NetworkManager {nm}, {dhcpd}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
         kernel.trim()
@@ -416,10 +472,27 @@ fn main() -> ExitCode {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results/handover.md"));
 
+    let selected = |spec: &&RowSpec| wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == spec.key));
+    // The Wi-Fi rows run in the VM, by this binary booted there; the rest here.
+    let wifi_rows: Vec<&str> = ROWS.iter().filter(selected).filter(|r| r.wifi).map(|r| r.key).collect();
+    let wifi_report = if in_vm() || wifi_rows.is_empty() {
+        None
+    } else {
+        eprintln!("bench: {} in the Wi-Fi VM ({cycles} cycles each)", wifi_rows.join(", "));
+        let rows = wifi_rows.join(",");
+        let cycles_text = cycles.to_string();
+        let vm_out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm/bench/wifi.md");
+        let env = [("NM_HANDOVER_BENCH_ROWS", rows.as_str()), ("NM_HANDOVER_BENCH_CYCLES", cycles_text.as_str()), ("NM_HANDOVER_BENCH_OUT", vm_out.to_str().unwrap())];
+        Some(match boot_vm("bench", &["--bench"], &env) {
+            Ok(run) if run.guest_status == Some(0) => std::fs::read_to_string(&vm_out).unwrap_or_else(|e| format!("(no report from the VM: {e})")),
+            Ok(run) => format!("(the Wi-Fi VM failed, status {:?}; its log is in {})\n", run.guest_status, run.out.display()),
+            Err(why) => format!("(Wi-Fi rows not measured: {why})\n"),
+        })
+    };
     let mut results: Vec<(&RowSpec, Samples)> = Vec::new();
     let mut skipped = Vec::new();
-    for spec in ROWS {
-        if wanted.as_ref().is_some_and(|w| !w.iter().any(|k| k == spec.key)) {
+    for spec in ROWS.iter().filter(selected) {
+        if spec.wifi != in_vm() {
             continue;
         }
         eprintln!("bench: {} ({cycles} cycles)", spec.name);
@@ -436,21 +509,22 @@ fn main() -> ExitCode {
     writeln!(out, "## Handover benchmark\n").unwrap();
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
-    writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the `{BASELINE}` row's medians, measured in the same run.\n").unwrap();
+    writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the rows above." } else { "" }).unwrap();
     writeln!(out, "| configuration | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall per handover | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall |").unwrap();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
-    let base = results.iter().find(|(s, _)| s.key == BASELINE).map(|(_, s)| {
-        (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
-    });
     for (spec, s) in &results {
+        let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
+            (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
+        });
         let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
             (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
             _ => "n/a".into(),
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+            "| {}, NM {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
             spec.name,
+            s.nm_version,
             fmt_stats(&s.pull_ms),
             fmt_stats(&s.replug_ms),
             s.ip_changed,
@@ -474,7 +548,10 @@ fn main() -> ExitCode {
     for why in &skipped {
         writeln!(out, "\n- not measured: {why}").unwrap();
     }
-    if wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == "cost")) {
+    if let Some(report) = wifi_report {
+        writeln!(out, "\n### On real 802.11: the Wi-Fi VM (mac80211_hwsim, hostapd WPA2-PSK), same command\n\n{}", report.replace("## Handover benchmark", "").trim()).unwrap();
+    }
+    if !in_vm() && wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == "cost")) {
         dispatcher_cost(runs, &mut out);
         handover_event_cost(&mut out);
     }

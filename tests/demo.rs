@@ -1,6 +1,10 @@
 //! The handover demo: a real NetworkManager lab, a live TCP session, a cable
 //! pull and a re-plug, printed as a timeline. `bash tests/demo.sh` runs it.
 //!
+//! The backup is a real Wi-Fi station where the Wi-Fi VM can run (this
+//! binary boots it and runs again inside, see `support/vm.rs`); elsewhere the
+//! demo runs on the backup veth and says why.
+//!
 //! Options (environment): NM_HANDOVER_DEMO_SERVER=isc-dhcpd|dnsmasq,
 //! NM_HANDOVER_DEMO_CLIENT=internal|dhclient.
 
@@ -28,7 +32,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let lab = match Lab::start(LabConfig::new(server, client).with_companion()) {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: the demo's lab needs root (network namespaces, NetworkManager)");
+        return if std::env::var_os("CI").is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    }
+    let mut cfg = LabConfig::new(server, client).with_companion();
+    if in_vm() {
+        cfg = cfg.with_wifi();
+    } else {
+        match boot_vm("demo", &[], &[]) {
+            Ok(run) => {
+                println!("demo on real 802.11, in the Wi-Fi VM (TCG, {:.0} s wall):\n{}", run.wall.as_secs_f64(), run.guest_log);
+                return if run.guest_status == Some(0) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            }
+            Err(why) => println!("demo: the Wi-Fi VM cannot run here ({why}); the backup is a veth instead\n"),
+        }
+    }
+    let lab = match Lab::start(cfg) {
         Ok(lab) => lab,
         Err(e) => {
             eprintln!("demo: the lab cannot start: {e}");
@@ -51,8 +72,14 @@ fn run(lab: &Lab) -> Result<(), String> {
     println!("lab: {} ({:?}, {:?} DHCP client), NetworkManager {}", lab.name, lab.cfg.server, lab.cfg.client,
         lab.nmcli(&["-v"]).map_err(e)?.trim());
     lab.add_ethernet_profile("Office LAN", "wired0", true);
-    lab.add_ethernet_profile("Backup link", "backup0", false);
-    for line in lab.companion(&["pair", "Office LAN", "Backup link"]).lines() {
+    let (backup, profile) = if lab.cfg.wifi { ("wlan0", "Office Wi-Fi") } else { ("backup0", "Backup link") };
+    if lab.cfg.wifi {
+        lab.add_wifi_profile(profile, backup);
+        println!("backup: Wi-Fi profile '{profile}' on {backup} (mac80211_hwsim), access point '{WIFI_SSID}' (hostapd, WPA2-PSK) bridged onto the LAN");
+    } else {
+        lab.add_ethernet_profile(profile, backup, false);
+    }
+    for line in lab.companion(&["pair", "Office LAN", profile]).lines() {
         println!("            pair: {line}");
     }
     lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some()).map_err(e)?;
@@ -66,8 +93,11 @@ fn run(lab: &Lab) -> Result<(), String> {
     let pull = Instant::now();
     stamp("cable pulled (p-wired0 down in the lan namespace)");
     lab.pull_cable();
-    lab.wait_until("backup0 to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(addr)).map_err(e)?;
-    stamp(&format!("backup0 holds {addr} with MAC {} ({} ms after the pull)", lab.mac("backup0"), pull.elapsed().as_millis()));
+    lab.wait_until("the backup to hold the address", Duration::from_secs(30), || lab.ipv4(backup) == Some(addr)).map_err(e)?;
+    stamp(&format!("{backup} holds {addr} with MAC {} ({} ms after the pull)", lab.mac(backup), pull.elapsed().as_millis()));
+    if lab.cfg.wifi {
+        stamp(&format!("access point's stations: {:?}", lab.ap_stations()));
+    }
     tcp.wait_for_traffic(10, Duration::from_secs(10));
     stamp(&format!("TCP: {} round trips so far, longest stall {} ms", tcp.round_trips(), tcp.report().longest_stall.as_millis()));
     tcp.reset_stall();
@@ -77,10 +107,14 @@ fn run(lab: &Lab) -> Result<(), String> {
     stamp("cable plugged back");
     lab.plug_cable();
     lab.wait_until("wired0 to hold the address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(addr)).map_err(e)?;
-    lab.wait_until("backup0 to be off the LAN", Duration::from_secs(15), || lab.ipv4("backup0").is_none()).map_err(e)?;
-    stamp(&format!("wired0 holds {addr}, backup0 is down ({} ms after the plug)", plug.elapsed().as_millis()));
+    lab.wait_until("the backup to be off the LAN", Duration::from_secs(15), || lab.ipv4(backup).is_none()).map_err(e)?;
+    stamp(&format!("wired0 holds {addr}, {backup} is down ({} ms after the plug)", plug.elapsed().as_millis()));
+    if lab.cfg.wifi {
+        lab.wait_until("the station to leave the access point", Duration::from_secs(15), || lab.ap_stations().is_empty()).map_err(e)?;
+        stamp("the station has left the access point");
+    }
     tcp.wait_for_traffic(10, Duration::from_secs(10));
-    let window = monitor.double_address_window(plug, addr, "wired0", "backup0");
+    let window = monitor.double_address_window(plug, addr, "wired0", backup);
     let report = tcp.close();
     stamp(&format!("TCP: {} round trips, longest stall after the re-plug {} ms, error: {}", report.round_trips,
         report.longest_stall.as_millis(), report.error.as_deref().unwrap_or("none")));

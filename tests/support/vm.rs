@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Set inside the VM: the test runs its scenario instead of booting a VM.
 const IN_VM: &str = "NM_HANDOVER_IN_VM";
-/// What setup-debian.sh installs virtme-ng into.
+/// nm-patch/build's cache (the patched NetworkManager builds) and virtme-ng's
+/// venv in it, which setup-debian.sh installs.
+const NM_CACHE: &str = "/var/cache/nm-handover";
 const VNG: &str = "/var/cache/nm-handover/venv/bin/vng";
 /// A scenario boots (~10 s) and runs (~30 s) under TCG; this bounds a hang.
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -42,78 +44,114 @@ fn hwsim_kernel() -> Option<PathBuf> {
 /// of that name) and fails with the guest's log when it fails there. Skips
 /// loudly (fails under CI) where the VM cannot run.
 pub fn run_in_vm(test: &str) {
-    let skip = |why: String| {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: cannot run the Wi-Fi VM under CI: {why}");
+    let run = match boot_vm(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[]) {
+        Ok(run) => run,
+        Err(why) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: cannot run the Wi-Fi VM under CI: {why}");
+            }
+            eprintln!("SKIPPED (the Wi-Fi lab needs root and tests/setup-debian.sh): {test}: {why}");
+            return;
         }
-        eprintln!("SKIPPED (the Wi-Fi lab needs root and tests/setup-debian.sh): {test}: {why}");
     };
+    println!("--- {test} in the Wi-Fi VM ({:.0} s wall)\n{}", run.wall.as_secs_f64(), run.guest_log);
+    run.assert_success(test);
+}
+
+/// What a VM run left behind.
+pub struct VmRun {
+    /// The guest's read-write directory (shared with the host).
+    pub out: PathBuf,
+    pub guest_log: String,
+    /// The exit status of this binary in the guest, if it finished.
+    pub guest_status: Option<i32>,
+    pub wall: Duration,
+    vng_log_tail: String,
+}
+
+impl VmRun {
+    pub fn assert_success(&self, what: &str) {
+        assert_eq!(self.guest_status, Some(0), "{what}: failed in the Wi-Fi VM; guest log above; vng:\n{}", self.vng_log_tail);
+    }
+}
+
+/// Boots the Wi-Fi VM, runs this binary in it with `args` and `env` (plus
+/// `NM_HANDOVER_IN_VM`), and returns what it left; `Err` says why no VM can
+/// run here. Holds the lab lock meanwhile: the VM takes a whole CPU.
+pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<VmRun, String> {
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
-        return skip("network namespaces and NetworkManager need root".into());
+        return Err("network namespaces and NetworkManager need root".into());
     }
     if !Path::new(VNG).exists() {
-        return skip(format!("{VNG} is missing"));
+        return Err(format!("{VNG} is missing"));
     }
-    let Some(kernel) = hwsim_kernel() else {
-        return skip("no kernel with mac80211_hwsim in /boot (package linux-image-amd64)".into());
-    };
-    // The VM takes a whole CPU: no other lab at the same time.
-    let lock = fs::OpenOptions::new().create(true).write(true).truncate(false).open("/run/nm-handover-lab.lock").expect("lab lock");
+    let kernel = hwsim_kernel().ok_or("no kernel with mac80211_hwsim in /boot (package linux-image-amd64)")?;
+    let lock = fs::OpenOptions::new().create(true).write(true).truncate(false).open("/run/nm-handover-lab.lock").map_err(|e| format!("lab lock: {e}"))?;
     // SAFETY: flock on a file we own; released when it is closed.
-    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0, "lab lock");
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(format!("lab lock: {}", std::io::Error::last_os_error()));
+    }
 
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm").join(test);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm").join(name);
     let _ = fs::remove_dir_all(&out);
-    fs::create_dir_all(&out).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let ci = std::env::var("CI").map(|v| format!("export CI='{v}'\n")).unwrap_or_default();
+    fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+    let mut exports = format!("export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={}/measurements.txt RUST_BACKTRACE=1\n", out.display());
+    for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))) {
+        exports.push_str(&format!("export {key}={}\n", quote(value)));
+    }
+    let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
     let script = format!(
-        "modprobe mac80211_hwsim radios=2 || exit 90\n\
-         export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt RUST_BACKTRACE=1\n{ci}\
-         cd {manifest}\n\
-         {exe} --exact {test} --nocapture --test-threads=1 >{out}/guest.log 2>&1\n\
-         echo $? >{out}/status\n",
+        "modprobe mac80211_hwsim radios=2 || exit 90\n{exports}cd {manifest}\n{exe} {args} >{out}/guest.log 2>&1\necho $? >{out}/status\n",
         out = out.display(),
         manifest = env!("CARGO_MANIFEST_DIR"),
-        exe = exe.display(),
+        exe = quote(&exe.to_string_lossy()),
+        args = args.join(" "),
     );
-    fs::write(out.join("run.sh"), script).unwrap();
+    fs::write(out.join("run.sh"), script).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut vng = Command::new(VNG);
-    vng.args(["-r", kernel.to_str().unwrap(), "--disable-kvm", "--force-9p", "-m", "2G", "--cpus", "1"])
+    let log = fs::File::create(out.join("vng.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(VNG)
+        .args(["-r", kernel.to_str().unwrap(), "--disable-kvm", "--force-9p", "-m", "2G", "--cpus", "1"])
         .arg(format!("--rwdir={}", out.display()))
+        // The guest gets an empty /var/cache: the patched NetworkManager builds are handed in.
+        .arg(format!("--rodir={NM_CACHE}"))
         .args(["--exec", &format!("sh {}/run.sh", out.display())])
         .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", Path::new(VNG).parent().unwrap().display()))
         .stdin(Stdio::null())
-        .stdout(fs::File::create(out.join("vng.log")).unwrap())
-        .stderr(fs::File::create(out.join("vng.log")).unwrap().try_clone().unwrap())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
         // Its own process group: a hung VM is stopped with everything vng started.
-        .process_group(0);
-    let mut child = vng.spawn().expect("start vng");
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting {VNG}: {e}"))?;
+    loop {
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            break;
         }
         if started.elapsed() > VM_TIMEOUT {
             // SAFETY: signalling the process group of our own child.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
-            break None;
+            break;
         }
         std::thread::sleep(Duration::from_millis(200));
-    };
-    let guest_log = fs::read_to_string(out.join("guest.log")).unwrap_or_default();
-    println!("--- {test} in the Wi-Fi VM ({:.0} s wall)\n{guest_log}", started.elapsed().as_secs_f64());
+    }
     if let Ok(lines) = fs::read_to_string(out.join("measurements.txt")) {
         let host = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-measurements.txt");
         if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(host) {
             let _ = f.write_all(lines.as_bytes());
         }
     }
-    let guest_status = fs::read_to_string(out.join("status")).unwrap_or_default();
     let vng_log = fs::read_to_string(out.join("vng.log")).unwrap_or_default();
-    let tail: String = vng_log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-    assert!(status.is_some(), "{test}: the VM did not finish within {VM_TIMEOUT:?}\n{tail}");
-    assert_eq!(guest_status.trim(), "0", "{test}: failed in the VM (status {guest_status:?}, vng {status:?}); guest log above\n{tail}");
+    let tail: Vec<&str> = vng_log.lines().rev().take(30).collect();
+    Ok(VmRun {
+        guest_log: fs::read_to_string(out.join("guest.log")).unwrap_or_default(),
+        guest_status: fs::read_to_string(out.join("status")).ok().and_then(|s| s.trim().parse().ok()),
+        wall: started.elapsed(),
+        vng_log_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        out,
+    })
 }
