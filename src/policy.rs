@@ -234,9 +234,51 @@ mod tests {
         Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false }
     }
 
+    /// Where each variant sits in `ALL`. The `match` is exhaustive: a new
+    /// variant does not compile until it is placed here, and the test below
+    /// then fails until `ALL` (and so the generator) has it too.
+    fn hook_position(hook: Hook) -> usize {
+        match hook {
+            Hook::LinkUp => 0,
+            Hook::Dhcp4Change => 1,
+            Hook::PreUp => 2,
+            Hook::Up => 3,
+            Hook::PreDown => 4,
+            Hook::Down => 5,
+            Hook::Reconcile => 6,
+        }
+    }
+
+    fn state_position(state: LinkState) -> usize {
+        match state {
+            LinkState::Inactive => 0,
+            LinkState::Activating => 1,
+            LinkState::Active => 2,
+            LinkState::Deactivating => 3,
+        }
+    }
+
     #[test]
     fn covers_every_combination() {
-        assert_eq!(every_case().count(), 2 * 7 * 2 * 4 * 4 * 2 * 2 * 2);
+        use std::collections::HashSet;
+        let cases: Vec<_> = every_case().collect();
+        let distinct: HashSet<_> = cases.iter().copied().collect();
+        assert_eq!(distinct.len(), cases.len(), "the generator repeats cases");
+        // Every value of every input appears: both roles, each hook, each state on each side.
+        let hooks: HashSet<Hook> = cases.iter().map(|c| c.1).collect();
+        let hook_positions: HashSet<usize> = hooks.iter().map(|h| hook_position(*h)).collect();
+        assert_eq!(hook_positions, (0..Hook::ALL.len()).collect(), "a hook the generator never produces");
+        assert!(Hook::ALL.iter().enumerate().all(|(i, h)| hook_position(*h) == i));
+        for side in [|c: &(Role, Hook, Observed, Options)| c.2.wired, |c: &(Role, Hook, Observed, Options)| c.2.backup] {
+            let states: HashSet<usize> = cases.iter().map(|c| state_position(side(c))).collect();
+            assert_eq!(states, (0..LinkState::ALL.len()).collect(), "a link state the generator never produces");
+        }
+        assert!(LinkState::ALL.iter().enumerate().all(|(i, l)| state_position(*l) == i));
+        let flags: HashSet<(bool, bool, bool, bool)> =
+            cases.iter().map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.3.lease_carry)).collect();
+        assert_eq!(flags.len(), 16);
+        let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
+        assert_eq!(roles.len(), 2);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use support::*;
 
 fn report_dispatcher_time(test: &str, lab: &Lab) {
     let durations = lab.dispatcher_durations();
+    assert!(!durations.is_empty(), "{test}: NM's log shows no dispatcher request\n{}", lab.diagnostics());
     let max = durations.iter().max().copied().unwrap_or_default();
     measured(test, "longest dispatcher request (all scripts)", format!("{} ms over {} requests", max.as_millis(), durations.len()));
     assert!(max < Duration::from_secs(30), "a dispatcher request took {max:?}\n{}", lab.diagnostics());

@@ -54,6 +54,8 @@ fn send_release_or_skip(test: &str) -> bool {
     let version = patched_version_under_test();
     let supported = sends_dhcp_release(&version);
     if !supported {
+        // tests/run.sh leaves these cases out on 1.42 (--skip send_release): under CI a skip is a failure.
+        assert!(std::env::var_os("CI").is_none(), "{test}: NetworkManager {version} has no ipv4.dhcp-send-release (added in 1.48)");
         eprintln!("SKIPPED: {test}: NetworkManager {version} has no ipv4.dhcp-send-release (added in 1.48)");
     }
     supported

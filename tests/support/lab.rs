@@ -748,11 +748,13 @@ impl Lab {
         }
     }
 
-    /// How long each dispatcher request took, as NM logged it ("succeeded (after X sec").
+    /// How long each dispatcher request took, as NM logged it ("succeeded
+    /// (after X sec)", "failed (after X sec): ..."): failures count too.
     pub fn dispatcher_durations(&self) -> Vec<Duration> {
         self.nm_log()
             .lines()
-            .filter_map(|l| l.split("succeeded (after ").nth(1)?.split(' ').next()?.parse::<f64>().ok())
+            .filter_map(|l| l.split("succeeded (after ").nth(1).or_else(|| l.split("failed (after ").nth(1)))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<f64>().ok())
             .map(Duration::from_secs_f64)
             .collect()
     }
@@ -877,6 +879,17 @@ impl Drop for Lab {
                 }
             }
             let _ = run(&["ip", "netns", "del", ns]);
+        }
+        // The Wi-Fi VM's /tmp vanishes with it: its runner names a shared directory for the logs.
+        if let Some(keep) = std::env::var_os("NM_HANDOVER_LAB_LOGS") {
+            let to = Path::new(&keep).join(&self.name);
+            if fs::create_dir_all(&to).is_ok() {
+                for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                    if entry.file_name().to_string_lossy().ends_with(".log") {
+                        let _ = fs::copy(entry.path(), to.join(entry.file_name()));
+                    }
+                }
+            }
         }
         if std::env::var_os("NM_HANDOVER_KEEP_LAB").is_none() {
             let _ = fs::remove_dir_all(&self.dir);

@@ -34,11 +34,14 @@ pub struct TcpReport {
     pub error: Option<String>,
     /// The local address the session was opened from.
     pub local: Option<SocketAddrV4>,
+    /// `round_trips` when the stall was last reset (the start of a handover).
+    pub round_trips_at_reset: u64,
 }
 
 impl TcpReport {
+    /// No error, and round trips completed since the last handover began.
     pub fn survived(&self) -> bool {
-        self.error.is_none() && self.round_trips > 0
+        self.error.is_none() && self.round_trips > self.round_trips_at_reset
     }
 }
 
@@ -81,7 +84,9 @@ impl TcpSession {
                     }
                 };
                 let mut seq: u64 = 0;
-                let mut last_ok = Instant::now();
+                // The last completed round trip, or the last reset (`state.1`):
+                // a stall is measured from the later of the two.
+                let since_last_ok = |state: &(TcpReport, Instant)| state.1.elapsed();
                 let fail = |why: String| state.lock().unwrap().0.error = Some(why);
                 'session: while !stop.load(Ordering::SeqCst) {
                     seq += 1;
@@ -101,7 +106,7 @@ impl TcpSession {
                             Ok(n) => got += n,
                             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                                 let mut s = state.lock().unwrap();
-                                s.0.longest_stall = s.0.longest_stall.max(last_ok.elapsed());
+                                s.0.longest_stall = s.0.longest_stall.max(since_last_ok(&s));
                                 if stop.load(Ordering::SeqCst) {
                                     break 'session;
                                 }
@@ -117,10 +122,9 @@ impl TcpSession {
                         break;
                     }
                     let mut s = state.lock().unwrap();
-                    s.0.longest_stall = s.0.longest_stall.max(last_ok.elapsed());
+                    s.0.longest_stall = s.0.longest_stall.max(since_last_ok(&s));
                     s.0.round_trips += 1;
-                    last_ok = Instant::now();
-                    s.1 = last_ok;
+                    s.1 = Instant::now();
                     drop(s);
                     thread::sleep(Duration::from_millis(20));
                 }
@@ -159,9 +163,14 @@ impl TcpSession {
         false
     }
 
-    /// Resets the longest stall so far (to measure one handover at a time).
+    /// Starts measuring one handover: the longest stall from now on, and
+    /// whether traffic flows again after it (a stall that began earlier
+    /// counts from now, so a dead session does not add up across handovers).
     pub fn reset_stall(&self) {
-        self.state.lock().unwrap().0.longest_stall = Duration::ZERO;
+        let mut s = self.state.lock().unwrap();
+        s.0.longest_stall = Duration::ZERO;
+        s.0.round_trips_at_reset = s.0.round_trips;
+        s.1 = Instant::now();
     }
 
     pub fn close(mut self) -> TcpReport {

@@ -98,7 +98,10 @@ pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<VmRun,
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
-    let mut exports = format!("export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={}/measurements.txt RUST_BACKTRACE=1\n", out.display());
+    let mut exports = format!(
+        "export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n",
+        out = out.display()
+    );
     for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))) {
         exports.push_str(&format!("export {key}={}\n", quote(value)));
     }
