@@ -125,6 +125,14 @@ fn carry(options: Options, from: Role, to: Role) -> Option<Action> {
     options.lease_carry.then_some(Action::CarryLease { from, to })
 }
 
+/// Whether `decide` can ask for anything at all for this role and hook.
+/// Where it cannot, the event is dropped before NM is even asked for its
+/// state: nm-dispatcher runs waiting scripts one at a time, and NM waits for
+/// `link-up` itself (every activation of the backup would pay for a look).
+pub fn may_act(role: Role, hook: Hook) -> bool {
+    !matches!((role, hook), (_, Hook::PreDown) | (Role::Backup, Hook::LinkUp | Hook::Down))
+}
+
 pub fn decide(role: Role, hook: Hook, seen: Observed, options: Options) -> Decision {
     match role {
         Role::Wired => decide_wired(hook, seen, options),
@@ -279,6 +287,17 @@ mod tests {
         assert_eq!(flags.len(), 16);
         let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
         assert_eq!(roles.len(), 2);
+    }
+
+    #[test]
+    fn events_dropped_before_a_look_at_nm_never_need_an_action() {
+        for (role, hook, seen, options) in every_case() {
+            if !may_act(role, hook) {
+                let d = decide(role, hook, seen, options);
+                assert!(d.actions.is_empty(), "{role:?} {hook:?} {seen:?} {options:?} -> {d:?}");
+            }
+        }
+        assert!(!may_act(Role::Backup, Hook::LinkUp) && may_act(Role::Wired, Hook::LinkUp));
     }
 
     #[test]

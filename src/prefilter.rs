@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::event::{DispatcherAction, DispatcherEvent};
 use crate::pairing::{is_carrier_wait_conf_name, user_data_from_env, user_data_from_keyfile, KEY_ROLE};
-use crate::policy::Hook;
+use crate::policy::{may_act, Hook, Role};
 
 /// Where NetworkManager reads configuration snippets (`pair` leaves one per pair).
 pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
@@ -35,19 +35,21 @@ pub fn any_pair_configured(conf_dir: &Path) -> bool {
     entries.filter_map(|e| e.ok()).any(|e| is_carrier_wait_conf_name(&e.file_name().to_string_lossy()))
 }
 
-/// Whether the profile's user data could mark it as paired, judged without
-/// NM: `Some(false)` only when we know it is not paired.
-fn maybe_paired(event: &DispatcherEvent) -> Option<bool> {
-    if !event.user_env.is_empty() {
-        return Some(user_data_from_env(&event.user_env).contains_key(KEY_ROLE));
-    }
-    let path = event.connection_filename.as_deref()?;
-    if !path.is_absolute() || path.extension().and_then(|e| e.to_str()) != Some("nmconnection") {
-        return None;
-    }
-    let mut text = String::new();
-    File::open(path).ok()?.take(MAX_KEYFILE).read_to_string(&mut text).ok()?;
-    Some(user_data_from_keyfile(&text).contains_key(KEY_ROLE))
+/// The profile's pairing role as its user data says, judged without NM:
+/// `None` when it cannot be told here, `Some(None)` when it is not paired.
+fn role_in_user_data(event: &DispatcherEvent) -> Option<Option<String>> {
+    let user_data = if !event.user_env.is_empty() {
+        user_data_from_env(&event.user_env)
+    } else {
+        let path = event.connection_filename.as_deref()?;
+        if !path.is_absolute() || path.extension().and_then(|e| e.to_str()) != Some("nmconnection") {
+            return None;
+        }
+        let mut text = String::new();
+        File::open(path).ok()?.take(MAX_KEYFILE).read_to_string(&mut text).ok()?;
+        user_data_from_keyfile(&text)
+    };
+    Some(user_data.get(KEY_ROLE).cloned())
 }
 
 pub fn prefilter(event: &DispatcherEvent, conf_dir: &Path) -> Verdict {
@@ -66,16 +68,17 @@ pub fn prefilter(event: &DispatcherEvent, conf_dir: &Path) -> Verdict {
         }
         return Verdict::Reconcile;
     };
-    if hook == Hook::PreDown {
-        return Verdict::Ignore("pre-down needs no action");
+    if !may_act(Role::Wired, hook) && !may_act(Role::Backup, hook) {
+        return Verdict::Ignore("the event needs no action");
     }
     if event.connection_uuid.is_none() {
         return Verdict::Ignore("event without a profile");
     }
-    if maybe_paired(event) == Some(false) {
-        return Verdict::Ignore("profile is not paired");
+    match role_in_user_data(event) {
+        Some(None) => Verdict::Ignore("profile is not paired"),
+        Some(Some(role)) if role == "backup" && !may_act(Role::Backup, hook) => Verdict::Ignore("backup event needs no action"),
+        _ => Verdict::Handle(hook),
     }
-    Verdict::Handle(hook)
 }
 
 #[cfg(test)]
@@ -105,7 +108,7 @@ mod tests {
         assert_eq!(prefilter(&event("hostname", &[]), &conf), Verdict::Ignore("no pair is configured"));
         assert_eq!(prefilter(&event("vpn-up", &[]), &conf), Verdict::Ignore("action needs no action"));
         assert_eq!(prefilter(&event("up", &[]), &conf), Verdict::Ignore("event without a profile"));
-        assert_eq!(prefilter(&event("pre-down", &[("CONNECTION_UUID", UUID)]), &conf), Verdict::Ignore("pre-down needs no action"));
+        assert_eq!(prefilter(&event("pre-down", &[("CONNECTION_UUID", UUID)]), &conf), Verdict::Ignore("the event needs no action"));
         let up = |file: &str| event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", file)]);
         assert_eq!(prefilter(&up(plain), &conf), Verdict::Ignore("profile is not paired"));
         assert_eq!(prefilter(&up(paired), &conf), Verdict::Handle(Hook::Up));
@@ -114,6 +117,11 @@ mod tests {
         // NM >= 1.46 exports the user data: that decides, not the file.
         let with_env = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", plain), ("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup")]);
         assert_eq!(prefilter(&with_env, &conf), Verdict::Handle(Hook::Up));
+        // A backup's link-up (NM waits for it) and down never need NM's state; a wired link-up does.
+        let backup_env = |action| event(action, &[("CONNECTION_UUID", UUID), ("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup")]);
+        assert_eq!(prefilter(&backup_env("link-up"), &conf), Verdict::Ignore("backup event needs no action"));
+        assert_eq!(prefilter(&backup_env("down"), &conf), Verdict::Ignore("backup event needs no action"));
+        assert_eq!(prefilter(&event("link-up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", paired)]), &conf), Verdict::Handle(Hook::LinkUp));
         let other_user_data = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", paired), ("CONNECTION_USER_FOO", "x")]);
         assert_eq!(prefilter(&other_user_data, &conf), Verdict::Ignore("profile is not paired"));
 

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use nm_handover::event::DispatcherEvent;
 use nm_handover::prefilter::{prefilter, Verdict, NM_CONF_DIR};
@@ -35,7 +35,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Verdict::Ignore(_) = prefilter(&event, Path::new(NM_CONF_DIR)) {
+    let verdict = prefilter(&event, Path::new(NM_CONF_DIR));
+    if let Verdict::Ignore(_) = verdict {
         return ExitCode::SUCCESS;
     }
     let full = match full_program() {
@@ -45,6 +46,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if verdict == Verdict::Reconcile {
+        // Started, not waited for: nm-dispatcher runs waiting requests one
+        // at a time, and NM dispatches `connectivity-change` on many state
+        // changes; a reconcile must not hold up the events queued behind it
+        // (a `link-up` NM waits for, a handover). The handover lock orders it
+        // with them; its log lines still reach nm-dispatcher's journal.
+        return match Command::new(&full).arg0(FULL_PROGRAM).arg("reconcile").stdin(Stdio::null()).process_group(0).spawn() {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("nm-handover: cannot run {} reconcile: {err}", full.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     // exec only returns on failure.
     let err = Command::new(&full).arg0(FULL_PROGRAM).args(&args).exec();
     eprintln!("nm-handover: cannot run {}: {err}", full.display());
