@@ -36,6 +36,8 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_device_wifi_get_permanent_hw_address",
     "nm_device_get_active_connection",
     "nm_device_get_ip4_config",
+    "nm_device_get_dhcp4_config",
+    "nm_dhcp_config_get_one_option",
     "nm_device_connection_compatible",
     "nm_ip_config_get_addresses",
     "nm_ip_address_get_address",

@@ -11,7 +11,7 @@ use crate::handover::{profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
     SETTING_WIRED, SETTING_WIRELESS,
 };
 use crate::policy::{decide, Hook, LinkState, Role};
@@ -138,7 +138,11 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         check_order(&wired_snap, &backup_snap)?;
     }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
-    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, args.lease_carry)?;
+    let identity = WiredIdentity {
+        permanent_mac: device.permanent_hw_address(),
+        client_id_sent: device.dhcp4_option("dhcp_client_identifier").filter(|id| !id.is_empty()),
+    };
+    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, args.lease_carry)?;
     apply(nm, &wired, &backup, &plan)?;
 
     let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();

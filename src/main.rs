@@ -37,7 +37,7 @@ enum Command {
     /// Pair a wired profile with a backup profile (Wi-Fi or Ethernet) and prepare the backup.
     ///
     /// Stores the pairing in both profiles' user data, sets the backup's cloned MAC address to the
-    /// wired MAC, copies the wired ipv4.dhcp-client-id, turns the backup's autoconnect off, and
+    /// wired MAC, gives it the DHCP client-id the wired link presents, turns the backup's autoconnect off, and
     /// shortens NetworkManager's carrier-loss wait for the wired device. Prints every change;
     /// `unpair` undoes all of them.
     Pair {
@@ -71,7 +71,12 @@ enum Command {
     /// Show the pairs, which side is active, addresses, and the NetworkManager mode.
     Status,
     /// Bring every pair to its proper state now (cable out: backup up; cable in: backup down).
-    Reconcile,
+    Reconcile {
+        /// How long to wait for NetworkManager to be running first (the dispatcher's start-up
+        /// events arrive while it is still coming up).
+        #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=300))]
+        wait_for_nm_secs: u16,
+    },
     /// Handle one dispatcher event, as nm-dispatcher does (`nm-handover IFACE ACTION`).
     Dispatch {
         /// The interface nm-dispatcher passes.
@@ -116,6 +121,24 @@ fn run_dispatch(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// `reconcile`: NM dispatches the events that start it while it is still
+/// coming up (not yet on D-Bus) and while it shuts down, so it first waits,
+/// a bounded time, for NM to be there; then takes the handover lock, and only
+/// then reads NM's state.
+fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sys::libnm::Nm::connect() {
+            Ok(_) => break,
+            Err(sys::libnm::NmError::NotRunning) if started.elapsed() < wait_for_nm => std::thread::sleep(Duration::from_millis(250)),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let _lock = sys::lock::HandoverLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+    let nm = sys::libnm::Nm::connect()?;
+    commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
+}
+
 fn print_lines(lines: &[String]) {
     for line in lines {
         println!("{line}");
@@ -135,6 +158,15 @@ fn main() -> ExitCode {
     if let Command::Dispatch { iface, action } = cli.command {
         return run_dispatch(vec![iface, action]);
     }
+    if let Command::Reconcile { wait_for_nm_secs } = cli.command {
+        return match reconcile(Duration::from_secs(wait_for_nm_secs.into())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("nm-handover: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| match cli.command {
         Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, force } => {
             let args = commands::PairArgs {
@@ -153,11 +185,7 @@ fn main() -> ExitCode {
             print_lines(&commands::status(&nm));
             Ok(())
         }
-        Command::Reconcile => {
-            let _lock = sys::lock::HandoverLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
-            commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
-        }
-        Command::Dispatch { .. } => unreachable!("handled above"),
+        Command::Reconcile { .. } | Command::Dispatch { .. } => unreachable!("handled above"),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,11 @@ pub enum PairingError {
          `nm-handover pair '{backup}' '{wired}'`? Add --force to pair them as given"
     )]
     LooksSwapped { wired: String, backup: String, why: &'static str },
+    #[error(
+        "the wired profile '{0}' has ipv4.dhcp-client-id={1}, which NetworkManager computes per interface; \
+         connect the wired link first, so that the client-id it sends can be given to the backup"
+    )]
+    ClientIdNotKnown(String, String),
     #[error("cannot tell the wired device's MAC address")]
     UnknownMac,
     #[error("{0:?} is not a MAC address")]
@@ -276,6 +281,47 @@ pub fn storage_note(profile: &ProfileSnapshot) -> Option<String> {
     })
 }
 
+/// What the wired link presents to the DHCP server besides its MAC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WiredIdentity {
+    /// The device's permanent MAC address.
+    pub permanent_mac: Option<String>,
+    /// The client identifier of its current lease, as NM reports it (the
+    /// internal client's `dhcp_client_identifier`); none while inactive, or
+    /// when the client sends none.
+    pub client_id_sent: Option<String>,
+}
+
+/// The `ipv4.dhcp-client-id` the backup needs to be the same DHCP client as
+/// the wired link, and why when it is not the wired value itself. NM computes
+/// some modes per interface (`stable` hashes the interface name in, `duid`
+/// and `ipv6-duid` use an IAID that defaults to one, `perm-mac` uses the
+/// device's own permanent address), so copying the word would make the
+/// backup a different client: the server hands it another address.
+pub fn backup_client_id(wired: &ProfileSnapshot, identity: &WiredIdentity) -> Result<(Option<String>, Option<&'static str>), PairingError> {
+    let mode = wired.dhcp_client_id.as_deref();
+    match mode {
+        // Equal on both links by construction: the backup clones the wired MAC.
+        Some("mac" | "none") => Ok((wired.dhcp_client_id.clone(), None)),
+        Some(dependent @ ("stable" | "duid" | "ipv6-duid" | "perm-mac")) => match (&identity.client_id_sent, dependent) {
+            (Some(sent), _) => Ok((Some(sent.clone()), Some("computed per interface: the client-id the wired link sent"))),
+            (None, "perm-mac") => match identity.permanent_mac.as_deref() {
+                Some(mac) => Ok((Some(format!("01:{}", parse_mac(mac)?.to_ascii_lowercase())), Some("the wired device's permanent MAC"))),
+                None => Err(PairingError::ClientIdNotKnown(wired.id.clone(), dependent.to_owned())),
+            },
+            (None, _) => Err(PairingError::ClientIdNotKnown(wired.id.clone(), dependent.to_owned())),
+        },
+        // Unset: NetworkManager.conf's default applies, which may be computed
+        // per interface too; the client-id the wired link sent is the truth.
+        None => Ok(match &identity.client_id_sent {
+            Some(sent) => (Some(sent.clone()), Some("unset: the client-id the wired link sent under NetworkManager's default")),
+            None => (None, None),
+        }),
+        // A literal (hex bytes or a string) is the same on any interface.
+        Some(_) => Ok((wired.dhcp_client_id.clone(), None)),
+    }
+}
+
 /// Plans `nm-handover pair`. Pairing the same two profiles again refreshes
 /// the backup's settings but keeps the originals saved the first time.
 pub fn plan_pair(
@@ -284,6 +330,7 @@ pub fn plan_pair(
     backup: &ProfileSnapshot,
     backup_device: &Iface,
     wired_mac: &str,
+    identity: &WiredIdentity,
     lease_carry: bool,
 ) -> Result<Plan, PairingError> {
     if wired.uuid == backup.uuid {
@@ -298,6 +345,7 @@ pub fn plan_pair(
     check_free(wired, &backup.uuid)?;
     check_free(backup, &wired.uuid)?;
     let wired_mac = parse_mac(wired_mac)?;
+    let (client_id, client_id_why) = backup_client_id(wired, identity)?;
 
     let mut plan = Plan::default();
     for (key, value) in [(KEY_ROLE, "wired"), (KEY_PEER, backup.uuid.as_str()), (KEY_DEVICE, wired_device.as_str())] {
@@ -343,9 +391,12 @@ pub fn plan_pair(
         "dhcp-client-id",
         KEY_SAVED_CLIENT_ID,
         encode_saved(&backup.dhcp_client_id),
-        PropertyValue::Str(wired.dhcp_client_id.clone()),
+        PropertyValue::Str(client_id.clone()),
         show(&backup.dhcp_client_id),
-        show(&wired.dhcp_client_id),
+        match client_id_why {
+            Some(why) => format!("{} (wired: {}; {why})", show(&client_id), show(&wired.dhcp_client_id)),
+            None => show(&client_id),
+        },
     );
     change(
         SETTING_CONNECTION,
@@ -465,10 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn the_backup_presents_the_client_id_the_wired_link_presents() {
+        let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let sent = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: Some("ff:00:11:22:33:00:01:00:01".into()) };
+        let inactive = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: None };
+        let mode = |wired: &mut ProfileSnapshot, m: Option<&str>| wired.dhcp_client_id = m.map(str::to_owned);
+        // Equal by construction, or literal: copied as they are.
+        for same in [Some("mac"), Some("none"), Some("01:02:03:04:05:06:07"), Some("office-laptop")] {
+            mode(&mut wired, same);
+            assert_eq!(backup_client_id(&wired, &inactive).unwrap(), (same.map(str::to_owned), None));
+        }
+        // Computed per interface: the value the wired link sent, or a refusal with the reason.
+        for dependent in ["stable", "duid", "ipv6-duid"] {
+            mode(&mut wired, Some(dependent));
+            assert_eq!(backup_client_id(&wired, &sent).unwrap().0.as_deref(), Some("ff:00:11:22:33:00:01:00:01"));
+            let err = backup_client_id(&wired, &inactive).unwrap_err().to_string();
+            assert!(err.contains(dependent) && err.contains("connect the wired link first"), "{err}");
+        }
+        mode(&mut wired, Some("perm-mac"));
+        assert_eq!(backup_client_id(&wired, &sent).unwrap().0.as_deref(), Some("ff:00:11:22:33:00:01:00:01"));
+        assert_eq!(backup_client_id(&wired, &inactive).unwrap().0.as_deref(), Some("01:52:54:00:aa:bb:cc"));
+        let no_permanent = WiredIdentity { permanent_mac: None, client_id_sent: None };
+        assert!(backup_client_id(&wired, &no_permanent).is_err());
+        // Unset: whatever NetworkManager's default made the wired link send; nothing if it sent none (dhclient).
+        mode(&mut wired, None);
+        assert_eq!(backup_client_id(&wired, &sent).unwrap().0.as_deref(), Some("ff:00:11:22:33:00:01:00:01"));
+        assert_eq!(backup_client_id(&wired, &inactive).unwrap(), (None, None));
+    }
+
+    #[test]
     fn unpair_prints_only_what_changes() {
         let wired = snapshot(W, "Office LAN", SETTING_WIRED);
         let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
-        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
         apply(&mut backup, &plan.backup);
         let unpair = plan_unpair(None, Some(&backup));
         assert!(unpair.summary.iter().all(|line| !line.contains("(unset) -> (unset)")), "{:#?}", unpair.summary);
@@ -534,7 +614,7 @@ mod tests {
         backup.cloned_mac = Some("stable".into());
         let (wired0, backup0) = (wired.clone(), backup.clone());
 
-        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
         apply(&mut wired, &plan.wired);
         apply(&mut backup, &plan.backup);
         assert_eq!(backup.cloned_mac.as_deref(), Some("52:54:00:AA:BB:CC"));
@@ -547,7 +627,7 @@ mod tests {
         assert!(plan.summary.iter().any(|l| l.contains("cloned-mac-address: \"stable\" -> \"52:54:00:AA:BB:CC\"")));
 
         // Pairing again keeps the originals saved the first time.
-        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", true).unwrap();
+        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
         apply(&mut backup, &again.backup);
 
         let undo = plan_unpair(Some(&wired), Some(&backup));
@@ -562,11 +642,11 @@ mod tests {
         let wired = snapshot(W, "Wired", SETTING_WIRED);
         let vpn = snapshot(B, "VPN", "vpn");
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc", true),
+            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
             Err(PairingError::BackupUnsupported(..))
         ));
         assert_eq!(
-            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", true),
+            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
             Err(PairingError::SameProfile)
         );
         let mut backup = snapshot(B, "B", SETTING_WIRED);
@@ -574,7 +654,7 @@ mod tests {
         backup.user_data.insert(KEY_PEER.into(), "33333333-3333-4333-8333-333333333333".into());
         backup.user_data.insert(KEY_DEVICE.into(), "b0".into());
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc", true),
+            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
             Err(PairingError::AlreadyPaired { .. })
         ));
     }

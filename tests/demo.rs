@@ -76,6 +76,7 @@ fn run(lab: &Lab) -> Result<(), String> {
     if lab.cfg.wifi {
         lab.add_wifi_profile(profile, backup);
         println!("backup: Wi-Fi profile '{profile}' on {backup} (mac80211_hwsim), access point '{WIFI_SSID}' (hostapd, WPA2-PSK) bridged onto the LAN");
+        lab.wait_for_access_point_in_scan_list().map_err(e)?;
     } else {
         lab.add_ethernet_profile(profile, backup, false);
     }

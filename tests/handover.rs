@@ -145,3 +145,50 @@ fn pair_then_unpair_restores_the_profiles() {
     assert_eq!(std::fs::read_dir(&conf_dir).unwrap().count(), 0, "unpair must remove the snippet");
     assert!(lab.companion(&["status"]).contains("no pairs"));
 }
+
+/// Every `ipv4.dhcp-client-id` mode NM computes per interface: the backup
+/// presents the client-id the wired link presented, so the server sees one
+/// client (one lease in its database) and the address is kept.
+fn client_id_case(mode: Option<&str>, global_default: Option<&str>) {
+    let test = format!("client-id {} (global default {})", mode.unwrap_or("unset"), global_default.unwrap_or("none"));
+    let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
+    if let Some(default) = global_default {
+        cfg.extra_nm_conf = format!("[connection]\nipv4.dhcp-client-id={default}\n");
+    }
+    let Some(p) = paired_with(&test, cfg, &[], |lab| {
+        if let Some(mode) = mode {
+            lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-client-id", mode]).expect("set the client-id mode");
+        }
+        // The mode applies from the next activation; pair reads what the wired link sent.
+        lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+    }) else {
+        return;
+    };
+    pull_and_replug(&test, &p);
+    let leases = std::fs::read_to_string(p.lab.dir.join("server/dhcpd.leases")).unwrap();
+    let mut addresses: Vec<&str> = leases.lines().filter_map(|l| l.strip_prefix("lease ")?.split_whitespace().next()).collect();
+    addresses.sort();
+    addresses.dedup();
+    measured(&test, "addresses in dhcpd's lease database", addresses.join(" "));
+    assert_eq!(addresses, [p.addr.to_string()], "{test}: the server saw more than one client\n{}", p.lab.diagnostics());
+}
+
+#[test]
+fn client_id_stable_is_mirrored() {
+    client_id_case(Some("stable"), None);
+}
+
+#[test]
+fn client_id_duid_is_mirrored() {
+    client_id_case(Some("duid"), None);
+}
+
+#[test]
+fn client_id_perm_mac_is_mirrored() {
+    client_id_case(Some("perm-mac"), None);
+}
+
+#[test]
+fn client_id_unset_with_a_global_default_of_stable_is_mirrored() {
+    client_id_case(None, Some("stable"));
+}

@@ -13,6 +13,8 @@ packages=(
     # meson-compat and its install test
     meson ninja-build groff-base
     iproute2 socat iputils-ping tcpdump procps psmisc util-linux
+    # the benchmark's peak-RSS spawner (GNU time)
+    time
     # the Wi-Fi lab (tests/wifi.rs): a VM under TCG whose kernel has mac80211_hwsim,
     # an access point and the station's supplicant; virtme-ng goes into a venv
     qemu-system-x86 linux-image-amd64 busybox-static iw hostapd wpasupplicant python3-venv

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         // changes; a reconcile must not hold up the events queued behind it
         // (a `link-up` NM waits for, a handover). The handover lock orders it
         // with them; its log lines still reach nm-dispatcher's journal.
-        return match Command::new(&full).arg0(FULL_PROGRAM).arg("reconcile").stdin(Stdio::null()).process_group(0).spawn() {
+        return match Command::new(&full).arg0(FULL_PROGRAM).args(["reconcile", "--wait-for-nm-secs", "30"]).stdin(Stdio::null()).process_group(0).spawn() {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("nm-handover: cannot run {} reconcile: {err}", full.display());

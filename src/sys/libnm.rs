@@ -603,6 +603,21 @@ impl Device {
         }
     }
 
+    /// One option of the device's current DHCPv4 lease as NM reports it
+    /// (e.g. `dhcp_client_identifier`, the client-id the internal client sent).
+    pub fn dhcp4_option(&self, option: &str) -> Option<String> {
+        let option = CString::new(option).ok()?;
+        // SAFETY: valid device; the config is transfer-none and the option
+        // string lives as long as it.
+        unsafe {
+            let config = ffi::nm_device_get_dhcp4_config(self.raw());
+            if config.is_null() {
+                return None;
+            }
+            cstr_opt(ffi::nm_dhcp_config_get_one_option(config, option.as_ptr()))
+        }
+    }
+
     /// Whether NM could activate `profile` on this device.
     pub fn compatible_with(&self, profile: &Profile) -> bool {
         // SAFETY: valid objects; errors are not needed.

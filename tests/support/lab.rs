@@ -589,6 +589,14 @@ impl Lab {
             .collect()
     }
 
+    /// As on a laptop in the office: the Wi-Fi is in NM's scan list before
+    /// the cable is pulled (NM's first scan after its start takes seconds).
+    pub fn wait_for_access_point_in_scan_list(&self) -> Result<Duration, LabError> {
+        self.wait_until("NM to see the access point", Duration::from_secs(60), || {
+            self.nmcli(&["-t", "-f", "SSID", "device", "wifi", "list", "--rescan", "no"]).is_ok_and(|list| list.lines().any(|l| l == WIFI_SSID))
+        })
+    }
+
     /// Takes the access point off the air, or back on.
     pub fn set_access_point(&self, on: bool) {
         let out = self.hostapd_cli(&[if on { "enable" } else { "disable" }]);

