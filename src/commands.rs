@@ -6,6 +6,9 @@ use std::path::Path;
 
 use tracing::{debug, info};
 
+use serde::Serialize;
+
+use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
 use crate::handover::{profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
@@ -204,61 +207,253 @@ fn describe_state(state: LinkState) -> &'static str {
     }
 }
 
-pub fn status(nm: &Nm) -> Vec<String> {
-    let mut out = Vec::new();
+/// `status` (and its `--json` form, documented in nm-handover(8)).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub networkmanager: NmStatus,
+    pub pairs: Vec<PairStatus>,
+    /// Pairs that cannot be read, with the reason.
+    pub broken: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NmStatus {
+    pub version: String,
+    /// `link-up` (patched) or `lease-carrying` (stock).
+    pub mode: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairStatus {
+    pub wired: LinkStatus,
+    pub backup: LinkStatus,
+    /// `wired`, `backup` or `none`.
+    pub active_side: &'static str,
+    pub lease_carrying: bool,
+    /// The carrier-wait snippet `pair` wrote, if it is there.
+    pub carrier_wait_conf: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkStatus {
+    pub profile: String,
+    pub uuid: String,
+    pub device: String,
+    pub state: &'static str,
+    /// `carrier`, `no-carrier` or `missing` (no such device).
+    pub link: &'static str,
+    pub ipv4: Vec<String>,
+    /// The DHCPv4 client-id NM reports for the current lease (internal client).
+    pub dhcp_client_id: Option<String>,
+}
+
+pub fn status(nm: &Nm) -> Status {
     let version = nm.version().unwrap_or_else(|| "unknown".into());
-    out.push(if nm_has_link_up(nm) {
-        format!("NetworkManager {version}: patched, dispatches '{}' (mode: link-up)", crate::LINK_UP_ACTION)
-    } else {
-        format!("NetworkManager {version}: stock, no '{}' action (mode: lease carrying)", crate::LINK_UP_ACTION)
-    });
-    let pairs = Pair::all(nm);
-    if pairs.is_empty() {
-        out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
-    }
-    for pair in pairs {
+    let mode = if nm_has_link_up(nm) { "link-up" } else { "lease-carrying" };
+    let mut report = Status { networkmanager: NmStatus { version, mode }, pairs: Vec::new(), broken: Vec::new() };
+    for pair in Pair::all(nm) {
         let pair = match pair {
             Ok(p) => p,
             Err(e) => {
-                out.push(format!("broken pair: {e}"));
+                report.broken.push(e.to_string());
                 continue;
             }
         };
         let seen = pair.observe(nm);
-        let active_side = match (seen.wired, seen.backup) {
-            (LinkState::Active, _) => "wired",
-            (_, LinkState::Active) => "backup",
-            _ => "none",
-        };
-        out.push(format!(
-            "pair '{}' ({}) <-> '{}' ({}): active side: {active_side}, lease carrying: {}",
-            pair.wired.id,
-            pair.wired.device,
-            pair.backup.id,
-            pair.backup.device,
-            if pair.options.lease_carry { "on" } else { "off" }
-        ));
-        for (role, side, state) in [("wired", &pair.wired, seen.wired), ("backup", &pair.backup, seen.backup)] {
+        let link = |side: &crate::handover::Side, state: LinkState| {
             let device = nm.device(side.device.as_str());
-            let addresses = device.as_ref().map(|d| d.ipv4_addresses()).unwrap_or_default();
-            let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-            let carrier = match &device {
-                Some(d) if d.has_carrier() => "carrier",
-                Some(_) => "no carrier",
-                None => "device missing",
-            };
+            LinkStatus {
+                profile: side.id.clone(),
+                uuid: side.uuid.to_string(),
+                device: side.device.to_string(),
+                state: describe_state(state),
+                link: match &device {
+                    Some(d) if d.has_carrier() => "carrier",
+                    Some(_) => "no-carrier",
+                    None => "missing",
+                },
+                ipv4: device.as_ref().map(|d| d.ipv4_addresses().iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
+                dhcp_client_id: device.and_then(|d| d.dhcp4_option("dhcp_client_identifier")).filter(|id| !id.is_empty()),
+            }
+        };
+        let conf = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid));
+        report.pairs.push(PairStatus {
+            wired: link(&pair.wired, seen.wired),
+            backup: link(&pair.backup, seen.backup),
+            active_side: match (seen.wired, seen.backup) {
+                (LinkState::Active, _) => "wired",
+                (_, LinkState::Active) => "backup",
+                _ => "none",
+            },
+            lease_carrying: pair.options.lease_carry,
+            carrier_wait_conf: conf.exists().then(|| conf.display().to_string()),
+        });
+    }
+    report
+}
+
+impl Status {
+    /// The report as lines for people.
+    pub fn lines(&self) -> Vec<String> {
+        let nm = &self.networkmanager;
+        let mut out = vec![if nm.mode == "link-up" {
+            format!("NetworkManager {}: patched, dispatches '{}' (mode: link-up)", nm.version, crate::LINK_UP_ACTION)
+        } else {
+            format!("NetworkManager {}: stock, no '{}' action (mode: lease carrying)", nm.version, crate::LINK_UP_ACTION)
+        }];
+        if self.pairs.is_empty() && self.broken.is_empty() {
+            out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
+        }
+        out.extend(self.broken.iter().map(|why| format!("broken pair: {why}")));
+        for p in &self.pairs {
             out.push(format!(
-                "  {role:<6} {:<16} {:<12} {:<10} {}",
-                side.device.as_str(),
-                describe_state(state),
-                carrier,
-                if addresses.is_empty() { "-".to_owned() } else { addresses.join(",") }
+                "pair '{}' ({}) <-> '{}' ({}): active side: {}, lease carrying: {}",
+                p.wired.profile,
+                p.wired.device,
+                p.backup.profile,
+                p.backup.device,
+                p.active_side,
+                if p.lease_carrying { "on" } else { "off" }
+            ));
+            for (role, l) in [("wired", &p.wired), ("backup", &p.backup)] {
+                out.push(format!(
+                    "  {role:<6} {:<16} {:<12} {:<10} {}{}",
+                    l.device,
+                    l.state,
+                    l.link.replace('-', " "),
+                    if l.ipv4.is_empty() { "-".to_owned() } else { l.ipv4.join(",") },
+                    l.dhcp_client_id.as_deref().map(|id| format!("  client-id {id}")).unwrap_or_default()
+                ));
+            }
+            if let (Some(w), Some(b)) = (&p.wired.dhcp_client_id, &p.backup.dhcp_client_id) {
+                if !w.eq_ignore_ascii_case(b) {
+                    out.push(format!("  the links presented different client-ids ({w} and {b}): the DHCP server saw two clients"));
+                }
+            }
+            out.push(format!(
+                "  carrier-wait: {}",
+                p.carrier_wait_conf.clone().unwrap_or_else(|| "not configured (NM waits 6 s after carrier loss)".into())
             ));
         }
-        let conf = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid));
-        out.push(format!("  carrier-wait: {}", if conf.exists() { conf.display().to_string() } else { "not configured (NM waits 6 s after carrier loss)".into() }));
+        out
     }
+}
+
+/// Where nm-dispatcher looks for scripts (`/etc` overrides `/usr/lib` by name).
+const DISPATCHER_DIRS: [&str; 2] = ["/etc/NetworkManager/dispatcher.d", "/usr/lib/NetworkManager/dispatcher.d"];
+const ENTRY_NAME: &str = "90-nm-handover";
+
+/// Why nm-dispatcher would not run `path` (its rules: a regular file, owned
+/// by root, not writable by group or others, not setuid), if it would not.
+fn dispatcher_would_skip(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("missing (or a dangling link)".into()),
+        Err(e) => return Some(e.to_string()),
+    };
+    if !meta.is_file() {
+        Some("not a regular file".into())
+    } else if meta.uid() != 0 {
+        Some(format!("owned by uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!("writable by group or others (mode {:o})", meta.mode() & 0o7777))
+    } else if meta.mode() & 0o4000 != 0 {
+        Some("setuid".into())
+    } else {
+        None
+    }
+}
+
+fn dispatch_link(subdir: &str, needed: bool) -> DispatchLink {
+    let candidates: Vec<std::path::PathBuf> = DISPATCHER_DIRS.iter().map(|d| Path::new(d).join(subdir).join(ENTRY_NAME)).collect();
+    let path = candidates.iter().find(|p| fs::symlink_metadata(p).is_ok()).unwrap_or(&candidates[1]);
+    DispatchLink { path: path.display().to_string(), state: dispatcher_would_skip(path).map_or(Ok(()), Err), needed }
+}
+
+/// Scripts nm-dispatcher waits for on every event besides ours.
+fn other_waiting_scripts() -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in DISPATCHER_DIRS {
+        let no_wait = Path::new(dir).join("no-wait.d");
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name == ENTRY_NAME || !path.is_file() || dispatcher_would_skip(&path).is_some() || no_wait.join(&name).exists() {
+                continue;
+            }
+            out.push(path.display().to_string());
+        }
+    }
+    out.sort();
     out
+}
+
+fn print_config_value(key: &str) -> Option<String> {
+    let out = std::process::Command::new("NetworkManager").arg("--print-config").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.trim().strip_prefix(key)?.trim_start().strip_prefix('=').map(|v| v.trim().to_owned()))
+}
+
+fn dispatcher_unit() -> DispatcherUnit {
+    if Path::new("/run/systemd/system").is_dir() {
+        let state = std::process::Command::new("systemctl")
+            .args(["is-enabled", "NetworkManager-dispatcher.service"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        DispatcherUnit::Systemd(state)
+    } else {
+        DispatcherUnit::NoSystemd { activatable: Path::new("/usr/share/dbus-1/system-services/org.freedesktop.nm_dispatcher.service").exists() }
+    }
+}
+
+fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
+    let backup = nm.profile(pair.backup.uuid.as_str());
+    let wired = nm.profile(pair.wired.uuid.as_str());
+    let backup_is_wifi = backup.as_ref().and_then(|b| b.connection_type()).as_deref() == Some(SETTING_WIRELESS);
+    let mac_setting = if backup_is_wifi { SETTING_WIRELESS } else { SETTING_WIRED };
+    let device = nm.device(pair.wired.device.as_str());
+    let wired_mac = wired.as_ref().and_then(|w| snapshot(nm, w).ok()).and_then(|snap| {
+        wired_lan_mac(&snap, device.as_ref().and_then(|d| d.permanent_hw_address()).as_deref(), device.as_ref().and_then(|d| d.hw_address()).as_deref()).ok()
+    });
+    PairFacts {
+        wired: pair.wired.id.clone(),
+        backup: pair.backup.id.clone(),
+        broken: None,
+        backup_autoconnect: backup.as_ref().is_some_and(|b| !matches!(b.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false)))),
+        backup_cloned_mac: backup.as_ref().and_then(|b| string_property(b, mac_setting, "cloned-mac-address")),
+        wired_mac,
+        backup_client_id: backup.as_ref().and_then(|b| string_property(b, SETTING_IPV4, "dhcp-client-id")),
+        wired_client_id_sent: device.and_then(|d| d.dhcp4_option("dhcp_client_identifier")).filter(|id| !id.is_empty()),
+        carrier_wait_conf: Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid)).exists(),
+        backup_is_wifi,
+    }
+}
+
+/// `check`: gathers what [`crate::check::judge`] looks at; never changes anything.
+/// `only` limits the pair findings to the pair a profile (either side) belongs to.
+pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
+    let only = only.map(|name| find_profile(nm, name)).transpose()?.map(|p| p.uuid().unwrap_or_default());
+    let patched = nm_has_link_up(nm);
+    let mut pairs = Vec::new();
+    for pair in Pair::all(nm) {
+        match pair {
+            Ok(pair) if only.as_deref().map_or(true, |u| u == pair.wired.uuid.as_str() || u == pair.backup.uuid.as_str()) => pairs.push(pair_facts(nm, &pair)),
+            Ok(_) => {}
+            Err(e) if only.is_none() => pairs.push(PairFacts { wired: "?".into(), backup: "?".into(), broken: Some(e.to_string()), ..PairFacts::default() }),
+            Err(_) => {}
+        }
+    }
+    let facts = Facts {
+        nm_version: nm.version(),
+        patched,
+        dispatcher_unit: Some(dispatcher_unit()),
+        links: vec![dispatch_link("", true), dispatch_link("link-up.d", patched)],
+        wifi_backend: print_config_value("wifi.backend"),
+        other_waiting_scripts: other_waiting_scripts(),
+        pairs,
+    };
+    Ok(judge(&facts))
 }
 
 /// Brings every pair into the state the policy wants (for boot, or after NM

@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod commands;
 pub mod dispatch;
 pub mod error;

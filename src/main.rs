@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing::{debug, error};
 
-use nm_handover::{commands, dispatch, error, pairing, sys};
+use nm_handover::{check, commands, dispatch, error, pairing, sys};
 
 #[derive(Parser)]
 #[command(
@@ -68,8 +68,28 @@ enum Command {
         /// Either profile of the pair (name or UUID).
         profile: String,
     },
-    /// Show the pairs, which side is active, addresses, and the NetworkManager mode.
-    Status,
+    /// Show the pairs, which side is active, addresses, client-ids, and the NetworkManager mode.
+    Status {
+        /// Print JSON (schema in nm-handover(8)) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check what makes handovers fail on a real system; changes nothing.
+    ///
+    /// Each finding is ok, warning or problem, with why and the command that fixes it. Exits 1
+    /// when any problem is found.
+    Check {
+        /// Only this pair (either profile, by name or UUID).
+        pair: Option<String>,
+        /// Print JSON (schema in nm-handover(8)) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Bring every pair to its proper state now (cable out: backup up; cable in: backup down).
     Reconcile {
         /// How long to wait for NetworkManager to be running first (the dispatcher's start-up
@@ -139,6 +159,13 @@ fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
     commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
 }
 
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("nm-handover: cannot write JSON: {e}"),
+    }
+}
+
 fn print_lines(lines: &[String]) {
     for line in lines {
         println!("{line}");
@@ -157,6 +184,10 @@ fn main() -> ExitCode {
     init_logging();
     if let Command::Dispatch { iface, action } = cli.command {
         return run_dispatch(vec![iface, action]);
+    }
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "nm-handover", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
     }
     if let Command::Reconcile { wait_for_nm_secs } = cli.command {
         return match reconcile(Duration::from_secs(wait_for_nm_secs.into())) {
@@ -178,17 +209,42 @@ fn main() -> ExitCode {
                 lease_carry: !no_lease_carry,
                 force,
             };
-            commands::pair(&nm, &args).map(|lines| print_lines(&lines))
+            commands::pair(&nm, &args).map(|lines| print_lines(&lines)).map(|()| false)
         }
-        Command::Unpair { profile } => commands::unpair(&nm, &profile).map(|lines| print_lines(&lines)),
-        Command::Status => {
-            print_lines(&commands::status(&nm));
-            Ok(())
+        Command::Unpair { profile } => commands::unpair(&nm, &profile).map(|lines| print_lines(&lines)).map(|()| false),
+        Command::Status { json } => {
+            let status = commands::status(&nm);
+            if json {
+                print_json(&status);
+            } else {
+                print_lines(&status.lines());
+            }
+            Ok(false)
         }
-        Command::Reconcile { .. } | Command::Dispatch { .. } => unreachable!("handled above"),
+        Command::Check { pair, json } => commands::check(&nm, pair.as_deref()).map(|findings| {
+            if json {
+                print_json(&findings);
+            } else {
+                for f in &findings {
+                    let level = match f.level {
+                        check::Level::Ok => "ok",
+                        check::Level::Warning => "warning",
+                        check::Level::Problem => "PROBLEM",
+                    };
+                    let pair = f.pair.as_deref().map(|p| format!(" ['{p}']")).unwrap_or_default();
+                    println!("{level:<8} {}{pair}: {}", f.check, f.message);
+                    if let (Some(fix), true) = (&f.fix, f.level != check::Level::Ok) {
+                        println!("         fix: {fix}");
+                    }
+                }
+            }
+            check::has_problem(&findings)
+        }),
+        Command::Reconcile { .. } | Command::Dispatch { .. } | Command::Completions { .. } => unreachable!("handled above"),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("nm-handover: {err}");
             ExitCode::FAILURE
