@@ -4,9 +4,9 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::commands;
 use crate::error::Result;
@@ -66,6 +66,19 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
         "{}",
         decision.reason
     );
-    pair.execute(&nm, &LeaseStore::default(), &decision.actions)?;
+    if decision.actions.is_empty() {
+        return Ok(Outcome::Handled);
+    }
+    // One line per handover, with its outcome and how long it took
+    // (`journalctl -u NetworkManager-dispatcher -g 'nm-handover.*handover'`).
+    let started = Instant::now();
+    let result = pair.execute(&nm, &LeaseStore::default(), &decision.actions);
+    let took_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(()) => info!(pair = %pair.wired.id, backup = %pair.backup.id, took_ms, "handover done: {:?}", decision.actions),
+        // (The error itself is logged once, by the caller.)
+        Err(_) => error!(pair = %pair.wired.id, backup = %pair.backup.id, took_ms, "handover failed: {:?}", decision.actions),
+    }
+    result?;
     Ok(Outcome::Handled)
 }

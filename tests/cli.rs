@@ -51,6 +51,8 @@ fn help_is_available_for_every_command() {
         &["unpair", "--help"],
         &["status", "--help"],
         &["reconcile", "--help"],
+        &["check", "--help"],
+        &["completions", "--help"],
     ] {
         let out = bin().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out));

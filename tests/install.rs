@@ -87,6 +87,12 @@ fn meson_destdir_install_has_the_expected_tree() {
         "usr/share",
         "usr/share/man",
         "usr/share/man/man8",
+        "usr/share/bash-completion",
+        "usr/share/bash-completion/completions",
+        "usr/share/zsh",
+        "usr/share/zsh/vendor-completions",
+        "usr/share/fish",
+        "usr/share/fish/vendor_completions.d",
     ] {
         want.insert(dir.into(), ('d', 0o755, None));
     }
@@ -95,6 +101,9 @@ fn meson_destdir_install_has_the_expected_tree() {
     want.insert("usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), ('l', 0, Some(entry.clone())));
     want.insert("usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), ('l', 0, Some(entry)));
     want.insert("usr/share/man/man8/nm-handover.8".into(), ('f', 0o644, None));
+    for completion in ["bash-completion/completions/nm-handover", "zsh/vendor-completions/_nm-handover", "fish/vendor_completions.d/nm-handover.fish"] {
+        want.insert(format!("usr/share/{completion}"), ('f', 0o644, None));
+    }
     // meson's default umask is 022, so the modes do not depend on the caller's umask.
     assert_eq!(got, want, "installed tree differs");
 
@@ -103,5 +112,11 @@ fn meson_destdir_install_has_the_expected_tree() {
         assert!(*kind == 'l' || mode & 0o022 == 0, "{path} is group/other writable");
     }
     let out = Command::new(dest.join("usr/lib/NetworkManager/nm-handover")).arg("--help").output().unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("nm-handover IFACE ACTION"));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("nm-handover dispatch IFACE ACTION"));
+    // The completions know the commands, each in its shell's syntax.
+    let read = |rel: &str| fs::read_to_string(dest.join("usr/share").join(rel)).unwrap();
+    assert!(read("bash-completion/completions/nm-handover").contains("complete -F _nm__handover"));
+    assert!(read("zsh/vendor-completions/_nm-handover").starts_with("#compdef nm-handover"));
+    let fish = read("fish/vendor_completions.d/nm-handover.fish");
+    assert!(fish.contains("complete -c nm-handover") && fish.contains("check") && fish.contains("unpair"), "{fish}");
 }

@@ -142,6 +142,9 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     }
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
     measured(test, "pull: longest TCP stall", ms(tcp.report().longest_stall));
+    // The journal's one line per handover, with its outcome and duration (README, "When it does not work").
+    let logged = lab.dispatcher_log().lines().filter(|l| l.contains("handover done: [") && l.contains("ActivateBackup") && l.contains("took_ms=")).count();
+    assert!(logged >= 1, "{}", diag("the handover was not logged with its outcome and duration"));
     let pull_dhcp = server_requests(lab, log_mark);
     measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
     assert!(
