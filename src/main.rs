@@ -97,7 +97,7 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=300))]
         wait_for_nm_secs: u16,
     },
-    /// Handle one dispatcher event, as nm-dispatcher does (`nm-handover IFACE ACTION`).
+    /// Handle one dispatcher event by hand, as nm-dispatcher has it handled (it runs nm-handover-dispatch IFACE ACTION).
     Dispatch {
         /// The interface nm-dispatcher passes.
         iface: OsString,

@@ -267,3 +267,39 @@ fn an_event_waiting_for_the_lock_decides_on_the_state_after_the_wait() {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
     no_panic(lab);
 }
+
+/// Another dispatcher script that takes 3 s on every event (a VPN check, a
+/// sync hook): nm-dispatcher runs waiting requests one at a time, so with the
+/// companion as a waiting script the pull queued behind it. Installed as a
+/// no-wait script (the layout meson-compat installs) it starts at once; the
+/// handover lock and the state read after it keep it correct.
+fn pull_with_a_slow_foreign_script(test: &str, companion_waits: bool) -> std::time::Duration {
+    let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
+    cfg.companion_waits = companion_waits;
+    cfg.scripts.push(("50-slow-vpn-check".into(), "#!/bin/sh\nsleep 3\nexit 0\n".into()));
+    let Some(p) = paired(test, cfg, &[]) else { return std::time::Duration::ZERO };
+    let lab = &p.lab;
+    // The slow script's own queue from the activation settles first.
+    std::thread::sleep(Duration::from_secs(8));
+    lab.pull_cable();
+    let took = lab
+        .wait_until("the backup to hold the address", Duration::from_secs(40), || lab.ipv4("backup0") == Some(p.addr))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    measured(test, "pull -> backup holds the address, with a 3 s script on every event", ms(took));
+    lab.plug_cable();
+    lab.wait_until("the wired link back", Duration::from_secs(60), || settled(lab, true, p.addr))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    took
+}
+
+#[test]
+fn a_slow_foreign_dispatcher_script_does_not_delay_the_pull() {
+    let no_wait = pull_with_a_slow_foreign_script("faults/slow foreign script, companion no-wait", false);
+    if no_wait.is_zero() {
+        return;
+    }
+    assert!(no_wait <= pull_bound(false), "the pull took {no_wait:?} with a slow foreign script");
+    // The control: the companion as a waiting script queues behind the slow one.
+    let waiting = pull_with_a_slow_foreign_script("faults/slow foreign script, companion waiting (control)", true);
+    assert!(waiting > Duration::from_secs(3), "control: the waiting layout took only {waiting:?}; the slow script did not delay it");
+}

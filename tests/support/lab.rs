@@ -48,6 +48,9 @@ pub struct LabConfig {
     /// Dispatcher directories (relative to dispatcher.d) the companion is linked into,
     /// as meson-compat installs it: dispatcher.d itself, and link-up.d on patched NM.
     pub companion_dirs: Vec<&'static str>,
+    /// The dispatcher.d entry as a script nm-dispatcher waits for (the earlier
+    /// layout; the control for the no-wait layout meson-compat installs).
+    pub companion_waits: bool,
     pub extra_nm_conf: String,
     /// Extra dispatcher scripts (path under dispatcher.d, content), installed root-owned 0755.
     pub scripts: Vec<(String, String)>,
@@ -81,6 +84,7 @@ impl LabConfig {
             nm_dispatcher: PathBuf::from("/usr/lib/NetworkManager/nm-dispatcher"),
             companion: None,
             companion_dirs: vec!["."],
+            companion_waits: false,
             extra_nm_conf: String::new(),
             scripts: Vec::new(),
             nm_manages_links: true,
@@ -409,11 +413,20 @@ impl Lab {
             ),
         );
         if let Some(companion) = &self.cfg.companion {
+            let link = |target: &Path, dir: &Path| -> Result<(), LabError> {
+                fs::create_dir_all(dir).map_err(|e| LabError::Failed(e.to_string()))?;
+                std::os::unix::fs::symlink(target, dir.join("90-nm-handover")).map_err(|e| LabError::Failed(format!("installing the companion: {e}")))
+            };
             for sub in &self.cfg.companion_dirs {
                 let dir = d.join("etc/dispatcher.d").join(sub);
-                fs::create_dir_all(&dir).map_err(|e| LabError::Failed(e.to_string()))?;
-                std::os::unix::fs::symlink(companion, dir.join("90-nm-handover"))
-                    .map_err(|e| LabError::Failed(format!("installing the companion: {e}")))?;
+                if *sub == "." && !self.cfg.companion_waits {
+                    // As meson-compat installs it: nm-dispatcher does not wait for a
+                    // script that links into no-wait.d.
+                    link(companion, &dir.join("no-wait.d"))?;
+                    link(Path::new("no-wait.d/90-nm-handover"), &dir)?;
+                } else {
+                    link(companion, &dir)?;
+                }
             }
         }
         for (rel, text) in &self.cfg.scripts {
