@@ -188,6 +188,7 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
             let (backup, profile) = backup_of(lab);
             if lab.cfg.wifi {
                 lab.add_wifi_profile(profile, backup);
+                lab.wait_for_access_point_in_scan_list().map_err(e)?;
             } else {
                 lab.add_ethernet_profile(profile, backup, setup == Setup::NoCompanion);
             }
