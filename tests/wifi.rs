@@ -35,22 +35,23 @@ fn pull_and_replug_on_wifi_stock_nm_1_42() {
     });
 }
 
-#[test]
-fn pull_and_replug_on_wifi_patched_nm_1_42() {
-    on_wifi("pull_and_replug_on_wifi_patched_nm_1_42", || {
-        let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.42.4")
-            .unwrap_or_else(|why| panic!("the patched 1.42 backport is part of the Wi-Fi lab: {why}"));
-        pull_and_replug_twice("wifi/patched 1.42", cfg);
+/// The patched NetworkManager built by nm-patch/build (handed into the VM).
+fn pull_and_replug_on_patched(name: &str, version: &str) {
+    on_wifi(name, || {
+        let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)
+            .unwrap_or_else(|why| panic!("the patched {version} is part of the Wi-Fi lab: {why}"));
+        pull_and_replug_twice(&format!("wifi/patched {version}"), cfg);
     });
 }
 
 #[test]
+fn pull_and_replug_on_wifi_patched_nm_1_42() {
+    pull_and_replug_on_patched("pull_and_replug_on_wifi_patched_nm_1_42", "1.42.4");
+}
+
+#[test]
 fn pull_and_replug_on_wifi_patched_nm_1_58() {
-    on_wifi("pull_and_replug_on_wifi_patched_nm_1_58", || {
-        let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1")
-            .unwrap_or_else(|why| panic!("the patched 1.58 is part of the Wi-Fi lab: {why}"));
-        pull_and_replug_twice("wifi/patched 1.58", cfg);
-    });
+    pull_and_replug_on_patched("pull_and_replug_on_wifi_patched_nm_1_58", "1.58.1");
 }
 
 #[test]
