@@ -2,10 +2,14 @@
 //! killed with SIGKILL at random points leaves the old or the new complete
 //! file, never a torn one; two invocations never hold the handover lock at once.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::Rng;
 
 use nm_handover::lease::write_atomically;
 use nm_handover::sys::lock::{HandoverLock, LockError};
@@ -57,16 +61,6 @@ fn child_main() -> bool {
     }
 }
 
-/// A small deterministic generator (no dependency): xorshift64*.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 #[test]
 fn sigkill_during_lease_carry_leaves_old_or_new_file() {

@@ -35,16 +35,6 @@ fn settled(lab: &Lab, plugged: bool, addr: Ipv4Addr) -> bool {
     }
 }
 
-/// xorshift64*: reproducible random intervals without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 fn flapping_case(test: &str, toggles: usize, seed: u64) {
     let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
@@ -93,13 +83,10 @@ fn networkmanager_killed_during_a_handover_recovers() {
     p.lab.kill_nm();
     p.lab.start_nm().unwrap_or_else(|e| panic!("{e}\n{}", p.lab.diagnostics()));
     let lab = &p.lab;
-    let took = lab
-        .wait_until("the backup to hold the address after the restart", Duration::from_secs(40), || settled(lab, false, p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let took = lab.expect_until("the backup to hold the address after the restart", Duration::from_secs(40), || settled(lab, false, p.addr));
     measured(test, "NM restart -> backup holds the address", ms(took));
     lab.plug_cable();
-    lab.wait_until("the wired link back", Duration::from_secs(40), || settled(lab, true, p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link back", Duration::from_secs(40), || settled(lab, true, p.addr));
     no_panic(lab);
     report_dispatcher_time(test, lab);
 }
@@ -114,9 +101,7 @@ fn dhcp_server_down_during_a_handover_then_back() {
     assert_eq!(p.lab.ipv4("backup0"), None, "the backup got an address without a server?");
     p.lab.restart_dhcp_server();
     let lab = &p.lab;
-    let took = lab
-        .wait_until("the backup to get the address once the server is back", Duration::from_secs(60), || lab.ipv4("backup0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let took = lab.expect_until("the backup to get the address once the server is back", Duration::from_secs(60), || lab.ipv4("backup0") == Some(p.addr));
     measured(test, "server back -> backup holds the address", ms(took));
     // No lease file was damaged: each parses, with the address.
     for entry in std::fs::read_dir(lab.nm_state_dir()).unwrap().flatten() {
@@ -129,8 +114,7 @@ fn dhcp_server_down_during_a_handover_then_back() {
         assert_eq!(parsed, Ok(p.addr), "{name} damaged: {text:?}");
     }
     lab.plug_cable();
-    lab.wait_until("the wired link back", Duration::from_secs(40), || settled(lab, true, p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link back", Duration::from_secs(40), || settled(lab, true, p.addr));
     no_panic(lab);
     report_dispatcher_time(test, lab);
 }
@@ -142,15 +126,13 @@ fn deleted_backup_profile_is_a_logged_error_and_the_wired_link_still_works() {
     let lab = &p.lab;
     lab.nmcli(&["connection", "delete", "Backup link"]).unwrap();
     lab.pull_cable();
-    lab.wait_until("the companion to report the broken pair", Duration::from_secs(15), || lab.dispatcher_log().contains("ERROR"))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the companion to report the broken pair", Duration::from_secs(15), || lab.dispatcher_log().contains("ERROR"));
     let error_line = lab.dispatcher_log().lines().find(|l| l.contains("ERROR")).unwrap().to_owned();
     measured(test, "logged", &error_line);
     assert!(error_line.contains("Backup link") || error_line.contains(&p.backup_uuid), "unclear error: {error_line}");
     assert_eq!(lab.ipv4("backup0"), None, "a device was touched");
     lab.plug_cable();
-    lab.wait_until("the wired link back", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link back", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
     let status = lab.companion(&["status"]);
     assert!(status.contains("broken pair"), "{status}");
     no_panic(lab);
@@ -165,11 +147,9 @@ fn missing_backup_device_is_a_logged_skip() {
     let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", "backup0"]).output().unwrap();
     assert!(out.status.success());
     lab.pull_cable();
-    lab.wait_until("the companion to log why it does nothing", Duration::from_secs(15), || lab.dispatcher_log().contains("no device is ready"))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the companion to log why it does nothing", Duration::from_secs(15), || lab.dispatcher_log().contains("no device is ready"));
     lab.plug_cable();
-    lab.wait_until("the wired link back", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link back", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
     no_panic(lab);
     report_dispatcher_time(test, lab);
 }
@@ -187,8 +167,7 @@ fn malformed_pairing_data_is_reported_and_nothing_is_touched() {
     std::fs::write(&keyfile, broken).unwrap();
     lab.nmcli(&["connection", "reload"]).unwrap();
     lab.pull_cable();
-    lab.wait_until("the companion to report the bad record", Duration::from_secs(15), || lab.dispatcher_log().contains("ERROR"))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the companion to report the bad record", Duration::from_secs(15), || lab.dispatcher_log().contains("ERROR"));
     let error_line = lab.dispatcher_log().lines().find(|l| l.contains("ERROR")).unwrap().to_owned();
     measured(test, "logged", &error_line);
     assert!(error_line.contains("nm-handover.peer"), "unclear error: {error_line}");
@@ -211,19 +190,16 @@ fn two_pairs_on_one_host_hand_over_independently() {
         lab.add_ethernet_profile(&format!("Backup {i}"), &format!("backup{i}"), false);
         lab.companion(&["pair", &format!("Office LAN {i}"), &format!("Backup {i}")]);
     }
-    lab.wait_until("both wired addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("wired1").is_some())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("both wired addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("wired1").is_some());
     let (a0, a1) = (lab.ipv4("wired0").unwrap(), lab.ipv4("wired1").unwrap());
     assert_ne!(a0, a1);
     lab.set_cable("wired1", false);
-    lab.wait_until("pair 1's backup to hold its address", Duration::from_secs(20), || lab.ipv4("backup1") == Some(a1))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("pair 1's backup to hold its address", Duration::from_secs(20), || lab.ipv4("backup1") == Some(a1));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(lab.ipv4("wired0"), Some(a0), "pair 0 was touched");
     assert_eq!(lab.ipv4("backup0"), None, "pair 0's backup was touched");
     lab.set_cable("wired1", true);
-    lab.wait_until("pair 1 handed back", Duration::from_secs(30), || lab.ipv4("wired1") == Some(a1) && lab.ipv4("backup1").is_none())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("pair 1 handed back", Duration::from_secs(30), || lab.ipv4("wired1") == Some(a1) && lab.ipv4("backup1").is_none());
     assert_eq!(lab.ipv4("wired0"), Some(a0));
     no_panic(&lab);
     report_dispatcher_time(test, &lab);
@@ -256,15 +232,13 @@ fn an_event_waiting_for_the_lock_decides_on_the_state_after_the_wait() {
     // Time to connect to NM and reach the lock, with the cable still in.
     std::thread::sleep(Duration::from_millis(1500));
     lab.pull_cable();
-    lab.wait_until("NM to see the carrier gone", Duration::from_secs(5), || nm_state(lab, "Office LAN").is_empty())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("NM to see the carrier gone", Duration::from_secs(5), || nm_state(lab, "Office LAN").is_empty());
     drop(held);
     let out = event.wait_with_output().expect("the event's output");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("wired_carrier: false"), "{test}: decided on NM's state from before the wait:\n{log}");
-    lab.wait_until("the backup to hold the address", Duration::from_secs(30), || settled(lab, false, p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the backup to hold the address", Duration::from_secs(30), || settled(lab, false, p.addr));
     no_panic(lab);
 }
 
@@ -282,13 +256,10 @@ fn pull_with_a_slow_foreign_script(test: &str, companion_waits: bool) -> std::ti
     // The slow script's own queue from the activation settles first.
     std::thread::sleep(Duration::from_secs(8));
     lab.pull_cable();
-    let took = lab
-        .wait_until("the backup to hold the address", Duration::from_secs(40), || lab.ipv4("backup0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let took = lab.expect_until("the backup to hold the address", Duration::from_secs(40), || lab.ipv4("backup0") == Some(p.addr));
     measured(test, "pull -> backup holds the address, with a 3 s script on every event", ms(took));
     lab.plug_cable();
-    lab.wait_until("the wired link back", Duration::from_secs(60), || settled(lab, true, p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link back", Duration::from_secs(60), || settled(lab, true, p.addr));
     took
 }
 

@@ -81,14 +81,12 @@ fn control_without_companion_loses_address_and_session() {
     let Some(lab) = start_or_skip(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal)) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.add_ethernet_profile("Backup link", "backup0", true);
-    lab.wait_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some());
     let addr = lab.ipv4("wired0").unwrap();
     let tcp = TcpSession::open(&lab);
     assert!(tcp.wait_for_traffic(5, Duration::from_secs(5)));
     lab.pull_cable();
-    lab.wait_until("NM to drop the wired address", Duration::from_secs(20), || lab.ipv4("wired0").is_none())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("NM to drop the wired address", Duration::from_secs(20), || lab.ipv4("wired0").is_none());
     let progressed = tcp.wait_for_traffic(1, Duration::from_secs(8));
     let report = tcp.close();
     measured(test, "after the pull the backup has", format!("{:?} (the wired link had {addr})", lab.ipv4("backup0")));
@@ -102,9 +100,7 @@ fn boot_with_cable_out_brings_up_the_backup() {
     let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     p.lab.reboot_nm(|lab| lab.pull_cable());
     let lab = &p.lab;
-    let took = lab
-        .wait_until("the backup to come up with the wired address", Duration::from_secs(30), || lab.ipv4("backup0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let took = lab.expect_until("the backup to come up with the wired address", Duration::from_secs(30), || lab.ipv4("backup0") == Some(p.addr));
     measured(test, "NM start -> backup holds the address", ms(took));
     assert!(lab.ipv4("wired0").is_none());
 }
@@ -115,8 +111,7 @@ fn boot_with_cable_in_brings_up_only_the_wired_link() {
     let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     p.lab.reboot_nm(|_| {});
     let lab = &p.lab;
-    lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr))
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
     // NM's start-up events (hostname, connectivity-change) have run the companion by now; give it time to misbehave.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lab.ipv4("backup0"), None, "{}", lab.diagnostics());

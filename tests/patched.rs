@@ -160,8 +160,7 @@ fn patched_link_up_without_scripts_is_one_round_trip() {
     let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
     let Some(lab) = start_or_skip(test, cfg) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
-    lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let log = lab.nm_log();
     let request = log
         .lines()

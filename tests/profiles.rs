@@ -49,8 +49,7 @@ fn keyfiles_before_pair_equal_keyfiles_after_unpair(test: &str, cfg: Result<LabC
     // An activated profile has a timestamp in NM's memory that its keyfile
     // does not have: the wired link must be up before `pair`, as on a laptop.
     if case.wired.is_empty() {
-        lab.wait_until("the wired link's address", std::time::Duration::from_secs(30), || lab.ipv4("wired0").is_some())
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        lab.expect_until("the wired link's address", std::time::Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     }
     let before = keyfile_bytes(&lab);
 
@@ -197,8 +196,7 @@ fn a_swapped_argument_order_is_refused_and_changes_nothing() {
     let Some(lab) = start_or_skip(test, stock().unwrap().with_companion()) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.add_ethernet_profile("Backup link", "backup0", false);
-    lab.wait_until("the wired link's address", std::time::Duration::from_secs(30), || lab.ipv4("wired0").is_some())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link's address", std::time::Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let before = keyfile_bytes(&lab);
     let out = lab.run_in_host(&[env!("CARGO_BIN_EXE_nm-handover"), "pair", "Backup link", "Office LAN"]);
     let text = String::from_utf8_lossy(&out.stderr).into_owned();

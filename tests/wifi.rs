@@ -61,9 +61,7 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
         p.lab.reboot_nm(|lab| lab.pull_cable());
         let lab = &p.lab;
-        let took = lab
-            .wait_until("the Wi-Fi to come up with the wired address", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr))
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        let took = lab.expect_until("the Wi-Fi to come up with the wired address", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr));
         measured(test, "NM start -> Wi-Fi holds the address", ms(took));
         assert_eq!(lab.ap_stations(), [lab.mac("wired0")], "{}", lab.diagnostics());
         assert!(lab.ipv4("wired0").is_none());
@@ -82,10 +80,9 @@ fn access_point_unavailable_at_the_pull_then_replug() {
         lab.set_access_point(false);
         lab.pull_cable();
         // NM gives up on an SSID it cannot find after its scan rounds.
-        lab.wait_until("the Wi-Fi activation to fail", Duration::from_secs(120), || {
+        lab.expect_until("the Wi-Fi activation to fail", Duration::from_secs(120), || {
             lab.nm_log().contains("Activation: failed for connection 'Office Wi-Fi'")
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        });
         std::thread::sleep(Duration::from_secs(10));
         let attempts = lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count();
         measured(test, "activations of the Wi-Fi while the AP was off", attempts);
@@ -94,8 +91,7 @@ fn access_point_unavailable_at_the_pull_then_replug() {
         assert!(!log.contains("panicked"), "{log}");
         assert!(lab.ipv4("wlan0").is_none());
         lab.plug_cable();
-        lab.wait_until("the wired link back", Duration::from_secs(60), || lab.ipv4("wired0") == Some(p.addr))
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        lab.expect_until("the wired link back", Duration::from_secs(60), || lab.ipv4("wired0") == Some(p.addr));
         lab.set_access_point(true);
     });
 }

@@ -809,6 +809,11 @@ impl Lab {
         }
     }
 
+    /// [`Lab::wait_until`], failing the test with the lab's logs on a timeout.
+    pub fn expect_until(&self, what: &str, timeout: Duration, f: impl FnMut() -> bool) -> Duration {
+        self.wait_until(what, timeout, f).unwrap_or_else(|e| panic!("{e}\n{}", self.diagnostics()))
+    }
+
     fn read(&self, name: &str) -> String {
         fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }

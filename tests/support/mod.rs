@@ -24,3 +24,16 @@ pub use lab::*;
 pub use net::*;
 pub use scenario::*;
 pub use vm::*;
+
+/// A small deterministic generator (no dependency): xorshift64*, for
+/// reproducible random intervals and kill points.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
