@@ -429,16 +429,13 @@ fn handover_event_cost(out: &mut String) {
         let _ = lab.wait_until("wired", Duration::from_secs(20), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_none());
         std::thread::sleep(Duration::from_millis(500));
     }
-    let log = lab.nm_log();
-    let mut times = Vec::new();
-    for line in log.lines().filter(|l| l.contains("(wired0) dispatching action 'down'")) {
-        let Some(id) = line.split("dispatcher: (").nth(1).and_then(|r| r.split(')').next()) else { continue };
-        if let Some(done) = log.lines().find(|l| l.contains(&format!("dispatcher: ({id}) succeeded (after "))) {
-            if let Some(secs) = done.split("(after ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok()) {
-                times.push(secs * 1e6);
-            }
-        }
-    }
+    let times: Vec<f64> = lab
+        .dispatcher_requests()
+        .into_iter()
+        .filter(|r| r.iface.as_deref() == Some("wired0") && r.action == "down")
+        .filter_map(|r| r.outcome.filter(|o| o.succeeded))
+        .map(|o| o.took.as_secs_f64() * 1e6)
+        .collect();
     // nsenter execs the command: its peak is the larger of the two, taken through GNU time.
     let status_cmd = lab.host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "status"]);
     let argv: Vec<String> = std::iter::once(status_cmd.get_program()).chain(status_cmd.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();

@@ -161,16 +161,13 @@ fn patched_link_up_without_scripts_is_one_round_trip() {
     let Some(lab) = start_or_skip(test, cfg) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
-    let log = lab.nm_log();
-    let request = log
-        .lines()
-        .find(|l| l.contains("(wired0) dispatching action 'link-up'"))
-        .and_then(|l| l.split("dispatcher: (").nth(1)?.split(')').next().map(str::to_owned))
+    let link_up = lab
+        .dispatcher_requests()
+        .into_iter()
+        .find(|r| r.iface.as_deref() == Some("wired0") && r.action == "link-up")
         .unwrap_or_else(|| panic!("NM never dispatched link-up for wired0\n{}", lab.diagnostics()));
-    let done = log
-        .lines()
-        .find(|l| l.contains(&format!("dispatcher: ({request}) succeeded (after")))
-        .unwrap_or_else(|| panic!("link-up request {request} never completed\n{}", lab.diagnostics()));
-    measured(test, "link-up dispatch with no script", done.split("succeeded ").nth(1).unwrap_or(done));
+    let outcome = link_up.outcome.unwrap_or_else(|| panic!("the link-up request never completed\n{}", lab.diagnostics()));
+    measured(test, "link-up dispatch with no script", format!("{} ms, {}", outcome.took.as_millis(), outcome.detail));
+    let done = outcome.detail;
     assert!(done.contains("0 scripts invoked"), "{done}");
 }

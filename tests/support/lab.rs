@@ -769,15 +769,14 @@ impl Lab {
         }
     }
 
-    /// How long each dispatcher request took, as NM logged it ("succeeded
-    /// (after X sec)", "failed (after X sec): ..."): failures count too.
+    /// Every dispatcher request NM logged, in order, with its outcome.
+    pub fn dispatcher_requests(&self) -> Vec<DispatcherRequest> {
+        parse_dispatcher_requests(&self.nm_log())
+    }
+
+    /// How long each completed dispatcher request took (failures too).
     pub fn dispatcher_durations(&self) -> Vec<Duration> {
-        self.nm_log()
-            .lines()
-            .filter_map(|l| l.split("succeeded (after ").nth(1).or_else(|| l.split("failed (after ").nth(1)))
-            .filter_map(|rest| rest.split(' ').next()?.parse::<f64>().ok())
-            .map(Duration::from_secs_f64)
-            .collect()
+        self.dispatcher_requests().into_iter().filter_map(|r| r.outcome.map(|o| o.took)).collect()
     }
 
     /// The first global IPv4 address of `iface` in the host namespace.
@@ -865,6 +864,48 @@ impl Lab {
     }
 }
 
+/// One request of NM to nm-dispatcher, as NM's debug log tells it:
+/// `dispatcher: (N) (iface) dispatching action 'A'`, then
+/// `dispatcher: (N) succeeded (after X sec, K scripts invoked)` or `... failed (after X sec): why`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatcherRequest {
+    pub iface: Option<String>,
+    pub action: String,
+    pub outcome: Option<DispatcherOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatcherOutcome {
+    pub succeeded: bool,
+    pub took: Duration,
+    /// What follows the duration: "1 scripts invoked)", or the failure.
+    pub detail: String,
+}
+
+/// NM numbers requests from 1 again when it restarts: a number refers to the
+/// latest request dispatched under it.
+pub fn parse_dispatcher_requests(log: &str) -> Vec<DispatcherRequest> {
+    let mut requests: Vec<DispatcherRequest> = Vec::new();
+    let mut by_id = std::collections::HashMap::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("dispatcher: (").nth(1) else { continue };
+        let Some((id, rest)) = rest.split_once(") ") else { continue };
+        if let Some(action) = rest.split("dispatching action '").nth(1).and_then(|a| a.split('\'').next()) {
+            let iface = rest.strip_prefix('(').and_then(|r| r.split(')').next()).map(str::to_owned);
+            by_id.insert(id.to_owned(), requests.len());
+            requests.push(DispatcherRequest { iface, action: action.to_owned(), outcome: None });
+        } else if let Some((succeeded, after)) =
+            rest.strip_prefix("succeeded (after ").map(|a| (true, a)).or_else(|| rest.strip_prefix("failed (after ").map(|a| (false, a)))
+        {
+            let Some((secs, detail)) = after.split_once(" sec") else { continue };
+            let (Some(&i), Ok(secs)) = (by_id.get(id), secs.parse::<f64>()) else { continue };
+            let detail = detail.trim_start_matches([',', ':', ' ', ')']).to_owned();
+            requests[i].outcome = Some(DispatcherOutcome { succeeded, took: Duration::from_secs_f64(secs), detail });
+        }
+    }
+    requests
+}
+
 /// The mac80211_hwsim radios in this network namespace, in order.
 fn radios() -> Vec<String> {
     let mut phys: Vec<String> = fs::read_dir("/sys/class/ieee80211")
@@ -920,5 +961,34 @@ impl Drop for Lab {
         if std::env::var_os("NM_HANDOVER_KEEP_LAB").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dispatcher_requests_across_an_nm_restart() {
+        let log = "\
+<debug> [1.0] dispatcher: (1) (wired0) dispatching action 'down'
+<debug> [1.1] dispatcher: (2) dispatching action 'connectivity-change'
+<debug> [1.2] dispatcher: (1) succeeded (after 0.032 sec, 1 scripts invoked)
+<debug> [1.3] dispatcher: (2) failed (after 1.500 sec): timed out
+<info>  [2.0] NetworkManager (version 1.42.4) is starting...
+<debug> [2.1] dispatcher: (1) (wired0) dispatching action 'link-up' (with callback)
+<debug> [2.2] dispatcher: (1) succeeded (after 0.004 sec, 0 scripts invoked)
+<debug> [2.3] dispatcher: (2) (backup0) dispatching action 'up'
+";
+        let r = parse_dispatcher_requests(log);
+        assert_eq!(r.len(), 4);
+        assert_eq!((r[0].iface.as_deref(), r[0].action.as_str()), (Some("wired0"), "down"));
+        assert_eq!(r[0].outcome.as_ref().unwrap().took, Duration::from_millis(32));
+        assert_eq!(r[1].iface, None);
+        let failed = r[1].outcome.as_ref().unwrap();
+        assert!(!failed.succeeded && failed.detail == "timed out", "{failed:?}");
+        assert_eq!(r[2].action, "link-up");
+        assert_eq!(r[2].outcome.as_ref().unwrap().detail, "0 scripts invoked)");
+        assert_eq!(r[3].outcome, None);
     }
 }
