@@ -93,7 +93,7 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
     let link = lab.nm_conf_dir().join("dispatcher.d/90-nm-handover");
     let target = std::fs::read_link(&link).unwrap();
     let writable = lab.dir.join("nm-handover-dispatch-copy");
-    std::fs::copy(&target, &writable).unwrap();
+    std::fs::copy(std::fs::canonicalize(&link).unwrap(), &writable).unwrap();
     std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o775)).unwrap();
     seeded(lab, "dispatcher-link", "problem",
         || {
