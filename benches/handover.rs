@@ -40,10 +40,13 @@ struct RowSpec {
     /// A carrier-wait snippet for the wired device (what `pair` writes), for
     /// rows without the companion.
     carrier_wait_ms: Option<u32>,
+    /// Stock NetworkManager of this version, built unpatched by nm-patch/build
+    /// (the stock row beside a patched one of the same version).
+    unpatched_build: Option<&'static str>,
 }
 
 const fn row(key: &'static str, name: &'static str, setup: Setup) -> RowSpec {
-    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None }
+    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None, unpatched_build: None }
 }
 
 const INTERNAL: DhcpClient = DhcpClient::Internal;
@@ -51,6 +54,10 @@ const INTERNAL: DhcpClient = DhcpClient::Internal;
 const ROWS: &[RowSpec] = &[
     row("stock-internal", "nm-handover, stock NM (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None }),
     row("stock-dhclient", "nm-handover, stock NM (dhclient)", Setup::Companion { client: DhcpClient::Dhclient, patched: None }),
+    RowSpec {
+        unpatched_build: Some("1.58.1"),
+        ..row("stock-1.58", "nm-handover, stock NM built from Debian's source (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None })
+    },
     row("patched", "nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") }),
     row("patched-1.42", "nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }),
     row("seed-like", "baseline: seed-like shell script (stock NM)", Setup::SeedLike),
@@ -128,7 +135,10 @@ fn client_messages(log: &str) -> usize {
 fn lab_config(spec: &RowSpec) -> Result<LabConfig, String> {
     let mut cfg = match spec.setup {
         Setup::Companion { client, patched: Some(version) } => LabConfig::patched_version(DhcpServer::IscDhcpd, client, version)?.with_companion(),
-        Setup::Companion { client, patched: None } => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
+        Setup::Companion { client, patched: None } => match spec.unpatched_build {
+            Some(version) => LabConfig::built(DhcpServer::IscDhcpd, client, version, false)?.with_companion(),
+            None => LabConfig::new(DhcpServer::IscDhcpd, client).with_companion(),
+        },
         Setup::NoCompanion => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
         Setup::SeedLike => {
             let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);

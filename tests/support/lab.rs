@@ -110,13 +110,21 @@ impl LabConfig {
 
     /// The lab on a given patched version (1.58.1 or the 1.42.4 backport).
     pub fn patched_version(server: DhcpServer, client: DhcpClient, version: &str) -> Result<LabConfig, String> {
-        let paths = patched_nm_paths(version)?;
+        let mut cfg = LabConfig::built(server, client, version, true)?;
+        cfg.companion_dirs.push("link-up.d");
+        Ok(cfg)
+    }
+
+    /// The lab on NetworkManager built by nm-patch/build from Debian's
+    /// source, patched or as Debian ships it (`--unpatched`: a stock daemon of
+    /// a version Debian 12 does not ship, for comparisons).
+    pub fn built(server: DhcpServer, client: DhcpClient, version: &str, patched: bool) -> Result<LabConfig, String> {
+        let paths = built_nm_paths(version, patched)?;
         let mut cfg = LabConfig::new(server, client);
         let plugins = paths.0.parent().and_then(Path::parent).map(|usr| usr.join("lib/x86_64-linux-gnu/NetworkManager"));
         cfg.nm_plugin_dir = plugins.filter(|dir| dir.is_dir());
         cfg.nm_daemon = paths.0;
         cfg.nm_dispatcher = paths.1;
-        cfg.companion_dirs.push("link-up.d");
         Ok(cfg)
     }
 
@@ -153,20 +161,27 @@ pub fn patched_version_under_test() -> String {
 /// (it prints its cache directory with `--print-dir`; `NM_HANDOVER_PATCHED_NM_DIR`
 /// overrides, `NM_HANDOVER_PATCHED_VERSION` picks the version for the patched tests).
 pub fn patched_nm_paths(version: &str) -> Result<(PathBuf, PathBuf), String> {
-    let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR") {
+    built_nm_paths(version, true)
+}
+
+/// [`patched_nm_paths`], or those of the unpatched build (`--unpatched`).
+pub fn built_nm_paths(version: &str, patched: bool) -> Result<(PathBuf, PathBuf), String> {
+    let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR").filter(|_| patched) {
         Some(dir) => PathBuf::from(dir),
         None => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("nm-patch/build");
             let out = Command::new("bash")
                 .arg(&script)
                 .args(["--version", version, "--print-dir"])
+                .args((!patched).then_some("--unpatched"))
                 .output()
                 .map_err(|e| format!("{}: {e}", script.display()))?;
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
         }
     };
+    let (what, build) = if patched { ("patched", "") } else { ("unpatched", " --unpatched") };
     let env = fs::read_to_string(dir.join("paths.env"))
-        .map_err(|_| format!("the patched NetworkManager is not built in {} (run nm-patch/build)", dir.display()))?;
+        .map_err(|_| format!("the {what} NetworkManager {version} is not built in {} (run nm-patch/build --version {version}{build})", dir.display()))?;
     let get = |key: &str| {
         env.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(PathBuf::from)).ok_or_else(|| format!("{key} missing in {}/paths.env", dir.display()))
     };
