@@ -55,12 +55,23 @@ fn released_lease_is_carried_back_isc_dhcpd_dhclient() {
 fn released_lease_is_carried_back_dnsmasq_internal_client() {
     let Some(r) = released_lease_case("released/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[], Release::Crafted) else { return };
     assert_eq!(r.after, Some(r.before), "{r:?}");
+    assert_init_reboot(&r);
+}
+
+/// dnsmasq re-offers a client its address with or without a carried lease:
+/// what the carried lease changes is that the wired client asks for it
+/// straight away (INIT-REBOOT: a REQUEST for the address, no DISCOVER).
+fn assert_init_reboot(r: &ReleasedOutcome) {
+    let requested = format!("DHCPREQUEST(br0) {}", r.before);
+    assert!(r.replug_messages.iter().any(|m| m.contains(&requested)), "no REQUEST for {}: {r:?}", r.before);
+    assert!(!r.replug_messages.iter().any(|m| m.contains("DHCPDISCOVER")), "a DISCOVER after the re-plug: {r:?}");
 }
 
 #[test]
 fn released_lease_is_carried_back_dnsmasq_dhclient() {
     let Some(r) = released_lease_case("released/dnsmasq/dhclient", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Dhclient), &[], Release::Crafted) else { return };
     assert_eq!(r.after, Some(r.before), "{r:?}");
+    assert_init_reboot(&r);
 }
 
 /// The control for the case above: the same events with lease carrying off

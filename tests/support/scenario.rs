@@ -216,6 +216,8 @@ pub struct ReleasedOutcome {
     pub backup_off: Option<SystemTime>,
     /// The wired link's first DHCP packet after the plug, as captured in `lan`.
     pub first_wired_dhcp: Option<(SystemTime, String)>,
+    /// What the server logged of the clients after the re-plug (DISCOVER, REQUEST, ...).
+    pub replug_messages: Vec<String>,
 }
 
 /// The wired link's lease file is missing and the server's lease was
@@ -271,7 +273,8 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str], relea
     std::thread::sleep(Duration::from_millis(1500));
     let abandoned = lab.server_log().contains("Abandoning IP address");
     let released_at_replug = lab.server_log().lines().skip(log_mark).any(|l| l.contains("DHCPRELEASE"));
-    measured(test, "released lease: DHCP messages at the server after the re-plug", server_requests(lab, log_mark).join(" | "));
+    let replug_messages = server_requests(lab, log_mark);
+    measured(test, "released lease: DHCP messages at the server after the re-plug", replug_messages.join(" | "));
     let backup_off = monitor.backup_off_at(plug, p.addr, "backup0").map(|t| monitor.wall_clock(t));
     let first_wired_dhcp = capture.first_dhcp_from(&wired_mac, plug_wall);
     if let (Some(off), Some((first, _))) = (backup_off, &first_wired_dhcp) {
@@ -289,5 +292,6 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str], relea
         window: monitor.double_address_window(plug, p.addr, "wired0", "backup0"),
         backup_off,
         first_wired_dhcp,
+        replug_messages,
     })
 }
