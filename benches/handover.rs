@@ -500,9 +500,11 @@ fn main() -> ExitCode {
         let cycles_text = cycles.to_string();
         let vm_out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm/bench/wifi.md");
         let env = [("NM_HANDOVER_BENCH_ROWS", rows.as_str()), ("NM_HANDOVER_BENCH_CYCLES", cycles_text.as_str()), ("NM_HANDOVER_BENCH_OUT", vm_out.to_str().unwrap())];
-        Some(match boot_vm("bench", &["--bench"], &env) {
+        // Each Wi-Fi row of 20 cycles takes ~5 min under TCG.
+        let timeout = Duration::from_secs(600 + 30 * cycles as u64 * wifi_rows.len() as u64);
+        Some(match boot_vm("bench", &["--bench"], &env, timeout) {
             Ok(run) if run.guest_status == Some(0) => std::fs::read_to_string(&vm_out).unwrap_or_else(|e| format!("(no report from the VM: {e})")),
-            Ok(run) => format!("(the Wi-Fi VM failed, status {:?}; its log is in {})\n", run.guest_status, run.out.display()),
+            Ok(run) => format!("(the Wi-Fi VM failed or ran out of time, status {:?} after {:.0} s; its log is in {})\n", run.guest_status, run.wall.as_secs_f64(), run.out.display()),
             Err(why) => format!("(Wi-Fi rows not measured: {why})\n"),
         })
     };

@@ -141,9 +141,11 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         check_order(&wired_snap, &backup_snap)?;
     }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
+    // The lease on the device counts only if it is the wired profile's own.
+    let wired_is_active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(wired_snap.uuid.as_str());
     let identity = WiredIdentity {
         permanent_mac: device.permanent_hw_address(),
-        client_id_sent: device.dhcp4_option("dhcp_client_identifier").filter(|id| !id.is_empty()),
+        client_id_sent: device.dhcp4_option("dhcp_client_identifier").filter(|id| wired_is_active_here && !id.is_empty()),
     };
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, args.lease_carry)?;
     apply(nm, &wired, &backup, &plan)?;
@@ -424,7 +426,10 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
         backup_cloned_mac: backup.as_ref().and_then(|b| string_property(b, mac_setting, "cloned-mac-address")),
         wired_mac,
         backup_client_id: backup.as_ref().and_then(|b| string_property(b, SETTING_IPV4, "dhcp-client-id")),
-        wired_client_id_sent: device.and_then(|d| d.dhcp4_option("dhcp_client_identifier")).filter(|id| !id.is_empty()),
+        wired_client_id_sent: device
+            .filter(|d| d.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(pair.wired.uuid.as_str()))
+            .and_then(|d| d.dhcp4_option("dhcp_client_identifier"))
+            .filter(|id| !id.is_empty()),
         carrier_wait_conf: Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid)).exists(),
         backup_is_wifi,
     }

@@ -51,6 +51,8 @@ pub enum PairingError {
     SameProfile,
     #[error("'{profile}' is already paired with {peer}; run `nm-handover unpair` first")]
     AlreadyPaired { profile: String, peer: String },
+    #[error("'{0}' is paired in the other role; run `nm-handover unpair '{0}'` first, then pair in the order you want")]
+    PairedTheOtherWay(String),
     #[error("the wired profile '{0}' uses a generated MAC address ({1}); the backup cannot mirror it")]
     GeneratedMac(String, String),
     #[error(
@@ -243,11 +245,15 @@ pub fn wired_lan_mac(
     }
 }
 
-fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid) -> Result<(), PairingError> {
+/// A profile may be paired again only with the same peer in the same role:
+/// re-pairing a pair in the other order would plan from values `pair` itself
+/// set (the backup's cloned MAC as the wired MAC) and lose the saved ones.
+fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid, role: Role) -> Result<(), PairingError> {
     match membership(&profile.id, &profile.user_data)? {
         Some(m) if &m.peer != expected_peer => {
             Err(PairingError::AlreadyPaired { profile: profile.id.clone(), peer: m.peer.to_string() })
         }
+        Some(m) if m.role != role => Err(PairingError::PairedTheOtherWay(profile.id.clone())),
         _ => Ok(()),
     }
 }
@@ -256,7 +262,7 @@ fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid) -> Result<(), Pai
 /// backup, where that can be known: only between two Ethernet profiles (a
 /// Wi-Fi backup is never the wired side), from what each is doing now.
 pub fn check_order(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> Result<(), PairingError> {
-    if wired.kind != SETTING_WIRED || backup.kind != SETTING_WIRED || membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some()) {
+    if wired.kind != SETTING_WIRED || backup.kind != SETTING_WIRED || membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some_and(|m| m.role == Role::Backup)) {
         return Ok(());
     }
     let why = if backup.active && !wired.active {
@@ -315,7 +321,7 @@ pub fn backup_client_id(wired: &ProfileSnapshot, identity: &WiredIdentity) -> Re
         // per interface too; the client-id the wired link sent is the truth.
         None => Ok(match &identity.client_id_sent {
             Some(sent) => (Some(sent.clone()), Some("unset: the client-id the wired link sent under NetworkManager's default")),
-            None => (None, None),
+            None => (None, Some("NetworkManager's default, the same on both links unless NetworkManager.conf makes it per interface; not confirmed: the wired link is not connected")),
         }),
         // A literal (hex bytes or a string) is the same on any interface.
         Some(_) => Ok((wired.dhcp_client_id.clone(), None)),
@@ -342,8 +348,8 @@ pub fn plan_pair(
     let mac_setting = backup
         .mac_setting()
         .ok_or_else(|| PairingError::BackupUnsupported(backup.id.clone(), backup.kind.clone()))?;
-    check_free(wired, &backup.uuid)?;
-    check_free(backup, &wired.uuid)?;
+    check_free(wired, &backup.uuid, Role::Wired)?;
+    check_free(backup, &wired.uuid, Role::Backup)?;
     let wired_mac = parse_mac(wired_mac)?;
     let (client_id, client_id_why) = backup_client_id(wired, identity)?;
 
@@ -541,7 +547,22 @@ mod tests {
         // Unset: whatever NetworkManager's default made the wired link send; nothing if it sent none (dhclient).
         mode(&mut wired, None);
         assert_eq!(backup_client_id(&wired, &sent).unwrap().0.as_deref(), Some("ff:00:11:22:33:00:01:00:01"));
-        assert_eq!(backup_client_id(&wired, &inactive).unwrap(), (None, None));
+        let (id, why) = backup_client_id(&wired, &inactive).unwrap();
+        assert_eq!(id, None);
+        assert!(why.is_some_and(|w| w.contains("not confirmed")));
+    }
+
+    #[test]
+    fn a_pair_cannot_be_paired_again_the_other_way_round() {
+        let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let mut backup = snapshot(B, "Dock LAN", SETTING_WIRED);
+        let plan = plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
+        apply(&mut wired, &plan.wired);
+        apply(&mut backup, &plan.backup);
+        let err = plan_pair(&backup, &iface("e1"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap_err();
+        assert!(matches!(err, PairingError::PairedTheOtherWay(ref p) if p == "Dock LAN"), "{err}");
+        // check_order does not wave it through either: the backup it sees is the paired wired profile.
+        assert!(plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).is_ok());
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     if in_vm() {
         cfg = cfg.with_wifi();
     } else {
-        match boot_vm("demo", &[], &[]) {
+        match boot_vm("demo", &[], &[], VM_TIMEOUT) {
             Ok(run) => {
                 println!("demo on real 802.11, in the Wi-Fi VM (TCG, {:.0} s wall):\n{}", run.wall.as_secs_f64(), run.guest_log);
                 return if run.guest_status == Some(0) { ExitCode::SUCCESS } else { ExitCode::FAILURE };

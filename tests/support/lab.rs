@@ -299,6 +299,11 @@ impl Lab {
                     return Err(LabError::Skip(format!("{tool} is not installed (run tests/setup-debian.sh)")));
                 }
             }
+            // A lab torn down just before hands its radios back asynchronously.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while radios().len() < 2 && Instant::now() < deadline {
+                sleep(Duration::from_millis(100));
+            }
             if radios().len() < 2 {
                 return Err(LabError::Skip("no mac80211_hwsim radios here (the Wi-Fi lab runs in its VM)".into()));
             }

@@ -18,8 +18,8 @@ const IN_VM: &str = "NM_HANDOVER_IN_VM";
 /// venv in it, which setup-debian.sh installs.
 const NM_CACHE: &str = "/var/cache/nm-handover";
 const VNG: &str = "/var/cache/nm-handover/venv/bin/vng";
-/// A scenario boots (~10 s) and runs (~30 s) under TCG; this bounds a hang.
-const VM_TIMEOUT: Duration = Duration::from_secs(600);
+/// A test scenario boots (~10 s) and runs (~30-60 s) under TCG; this bounds a hang.
+pub const VM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whether this process is the test inside the VM.
 pub fn in_vm() -> bool {
@@ -44,7 +44,7 @@ fn hwsim_kernel() -> Option<PathBuf> {
 /// of that name) and fails with the guest's log when it fails there. Skips
 /// loudly (fails under CI) where the VM cannot run.
 pub fn run_in_vm(test: &str) {
-    let run = match boot_vm(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[]) {
+    let run = match boot_vm(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[], VM_TIMEOUT) {
         Ok(run) => run,
         Err(why) => {
             if std::env::var_os("CI").is_some() {
@@ -63,7 +63,8 @@ pub struct VmRun {
     /// The guest's read-write directory (shared with the host).
     pub out: PathBuf,
     pub guest_log: String,
-    /// The exit status of this binary in the guest, if it finished.
+    /// The exit status of this binary in the guest; `None` when it did not
+    /// finish (killed at the timeout).
     pub guest_status: Option<i32>,
     pub wall: Duration,
     vng_log_tail: String,
@@ -78,7 +79,7 @@ impl VmRun {
 /// Boots the Wi-Fi VM, runs this binary in it with `args` and `env` (plus
 /// `NM_HANDOVER_IN_VM`), and returns what it left; `Err` says why no VM can
 /// run here. Holds the lab lock meanwhile: the VM takes a whole CPU.
-pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<VmRun, String> {
+pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<VmRun, String> {
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
         return Err("network namespaces and NetworkManager need root".into());
@@ -134,7 +135,7 @@ pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<VmRun,
         if child.try_wait().map_err(|e| e.to_string())?.is_some() {
             break;
         }
-        if started.elapsed() > VM_TIMEOUT {
+        if started.elapsed() > timeout {
             // SAFETY: signalling the process group of our own child.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
