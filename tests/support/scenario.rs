@@ -95,7 +95,9 @@ pub const CARRIER_WAIT: Duration = Duration::from_millis(300);
 
 /// Loose bounds on a handover, so that a regression fails. On the veth a
 /// pull takes the carrier-wait + ~0.1 s (bound: + 1 s), a re-plug 0.05-0.3 s,
-/// or 2 s more when the first DHCP request goes unanswered once (bound: 3 s).
+/// or one DHCP retransmission more when the server's answer to the first
+/// request went to the backup's bridge port (issue 14, not fixed yet): 2 s
+/// for NM's internal client, 3.4 s seen with dhclient (bound: 5 s).
 /// In the Wi-Fi VM everything runs under TCG, where one run of the companion
 /// (libnm's start, D-Bus) alone takes 1-2 s: pulls took 1.8-5.6 s and
 /// re-plugs 0.3-4.2 s there, the patched re-plug (one more companion run,
@@ -110,7 +112,7 @@ pub fn pull_bound(wifi: bool) -> Duration {
 }
 
 pub fn replug_bound(wifi: bool) -> Duration {
-    Duration::from_secs(if wifi { 8 } else { 3 })
+    Duration::from_secs(if wifi { 8 } else { 5 })
 }
 
 /// Pull, then re-plug; asserts the address, the TCP session, the server's
