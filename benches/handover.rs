@@ -527,48 +527,51 @@ fn main() -> ExitCode {
     let mut out = String::new();
     writeln!(out, "## Handover benchmark\n").unwrap();
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
+    let host_rows = !results.is_empty() || !skipped.is_empty();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
-    writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the rows above." } else { "" }).unwrap();
-    writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall per handover | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
-    for (spec, s) in &results {
-        let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
-            (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
-        });
-        let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
-            (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
-            _ => "n/a".into(),
-        };
-        writeln!(
-            out,
-            "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
-            spec.name,
-            s.nm_version,
-            s.pull_ms.len(),
-            s.replug_ms.len(),
-            s.handovers / 2,
-            fmt_stats(&s.pull_ms),
-            fmt_stats(&s.replug_ms),
-            s.ip_changed,
-            s.handovers,
-            s.resets,
-            fmt_stats(&s.stall_ms),
-            stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
-            s.conflicts,
-            fmt_stats(&s.window_ms),
-            ratio(&s.pull_ms, base.map(|b| b.0)),
-            ratio(&s.replug_ms, base.map(|b| b.1)),
-            ratio(&s.stall_ms, base.map(|b| b.2)),
-        )
-        .unwrap();
-    }
-    for (spec, s) in &results {
-        for note in &s.notes {
-            writeln!(out, "\n- {}: {note}", spec.name).unwrap();
+    if host_rows {
+        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
+        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall per handover | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall |").unwrap();
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+        for (spec, s) in &results {
+            let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
+                (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
+            });
+            let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
+                (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
+                _ => "n/a".into(),
+            };
+            writeln!(
+                out,
+                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+                spec.name,
+                s.nm_version,
+                s.pull_ms.len(),
+                s.replug_ms.len(),
+                s.handovers / 2,
+                fmt_stats(&s.pull_ms),
+                fmt_stats(&s.replug_ms),
+                s.ip_changed,
+                s.handovers,
+                s.resets,
+                fmt_stats(&s.stall_ms),
+                stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
+                s.conflicts,
+                fmt_stats(&s.window_ms),
+                ratio(&s.pull_ms, base.map(|b| b.0)),
+                ratio(&s.replug_ms, base.map(|b| b.1)),
+                ratio(&s.stall_ms, base.map(|b| b.2)),
+            )
+            .unwrap();
         }
-    }
-    for why in &skipped {
-        writeln!(out, "\n- not measured: {why}").unwrap();
+        for (spec, s) in &results {
+            for note in &s.notes {
+                writeln!(out, "\n- {}: {note}", spec.name).unwrap();
+            }
+        }
+        for why in &skipped {
+            writeln!(out, "\n- not measured: {why}").unwrap();
+        }
     }
     if let Some(report) = wifi_report {
         writeln!(out, "\n### On real 802.11: the Wi-Fi VM (mac80211_hwsim, hostapd WPA2-PSK), same command\n\n{}", report.replace("## Handover benchmark", "").trim()).unwrap();
