@@ -20,7 +20,7 @@ use crate::pairing::{
 use crate::policy::{decide, Hook, LinkState, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
-use crate::sys::libnm::{Nm, NmError, Profile, SavedProfile};
+use crate::sys::libnm::{Device, Nm, NmError, Profile, SavedProfile};
 
 /// Whether the running daemon dispatches the blocking `link-up` action.
 pub fn nm_has_link_up(nm: &Nm) -> bool {
@@ -141,11 +141,9 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         check_order(&wired_snap, &backup_snap)?;
     }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
-    // The lease on the device counts only if it is the wired profile's own.
-    let wired_is_active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(wired_snap.uuid.as_str());
     let identity = WiredIdentity {
         permanent_mac: device.permanent_hw_address(),
-        client_id_sent: device.dhcp4_option("dhcp_client_identifier").filter(|id| wired_is_active_here && !id.is_empty()),
+        client_id_sent: client_id_sent(&device, &wired_snap.uuid),
     };
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, args.lease_carry)?;
     apply(nm, &wired, &backup, &plan)?;
@@ -409,29 +407,32 @@ fn dispatcher_unit() -> DispatcherUnit {
     }
 }
 
+/// The DHCPv4 client-id `profile` presented on `device`, as NM reports it
+/// with the lease; only from the profile's own activation (another profile's
+/// lease on the same device says nothing about it).
+fn client_id_sent(device: &Device, profile: &Uuid) -> Option<String> {
+    let active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str());
+    device.dhcp4_option("dhcp_client_identifier").filter(|id| active_here && !id.is_empty())
+}
+
 fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
-    let backup = nm.profile(pair.backup.uuid.as_str());
-    let wired = nm.profile(pair.wired.uuid.as_str());
-    let backup_is_wifi = backup.as_ref().and_then(|b| b.connection_type()).as_deref() == Some(SETTING_WIRELESS);
-    let mac_setting = if backup_is_wifi { SETTING_WIRELESS } else { SETTING_WIRED };
+    let snap = |uuid: &Uuid| nm.profile(uuid.as_str()).and_then(|p| snapshot(nm, &p).ok());
+    let (wired, backup) = (snap(&pair.wired.uuid), snap(&pair.backup.uuid));
     let device = nm.device(pair.wired.device.as_str());
-    let wired_mac = wired.as_ref().and_then(|w| snapshot(nm, w).ok()).and_then(|snap| {
-        wired_lan_mac(&snap, device.as_ref().and_then(|d| d.permanent_hw_address()).as_deref(), device.as_ref().and_then(|d| d.hw_address()).as_deref()).ok()
+    let wired_mac = wired.as_ref().and_then(|snap| {
+        wired_lan_mac(snap, device.as_ref().and_then(|d| d.permanent_hw_address()).as_deref(), device.as_ref().and_then(|d| d.hw_address()).as_deref()).ok()
     });
     PairFacts {
         wired: pair.wired.id.clone(),
         backup: pair.backup.id.clone(),
         broken: None,
-        backup_autoconnect: backup.as_ref().is_some_and(|b| !matches!(b.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false)))),
-        backup_cloned_mac: backup.as_ref().and_then(|b| string_property(b, mac_setting, "cloned-mac-address")),
+        backup_autoconnect: backup.as_ref().is_some_and(|b| b.autoconnect),
+        backup_cloned_mac: backup.as_ref().and_then(|b| b.cloned_mac.clone()),
         wired_mac,
-        backup_client_id: backup.as_ref().and_then(|b| string_property(b, SETTING_IPV4, "dhcp-client-id")),
-        wired_client_id_sent: device
-            .filter(|d| d.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(pair.wired.uuid.as_str()))
-            .and_then(|d| d.dhcp4_option("dhcp_client_identifier"))
-            .filter(|id| !id.is_empty()),
+        backup_client_id: backup.as_ref().and_then(|b| b.dhcp_client_id.clone()),
+        wired_client_id_sent: device.and_then(|d| client_id_sent(&d, &pair.wired.uuid)),
         carrier_wait_conf: Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid)).exists(),
-        backup_is_wifi,
+        backup_is_wifi: backup.is_some_and(|b| b.kind == SETTING_WIRELESS),
     }
 }
 
