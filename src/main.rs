@@ -141,6 +141,55 @@ fn run_dispatch(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// The commands that work on a connection to NetworkManager; `Ok(true)`
+/// when `check` found a problem.
+fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Error> {
+    match command {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, force } => {
+            let args = commands::PairArgs {
+                wired: &wired,
+                backup: &backup,
+                wired_device: wired_device.as_deref(),
+                backup_device: backup_device.as_deref(),
+                carrier_wait_ms,
+                lease_carry: !no_lease_carry,
+                force,
+            };
+            commands::pair(nm, &args).map(|lines| print_lines(&lines)).map(|()| false)
+        }
+        Command::Unpair { profile } => commands::unpair(nm, &profile).map(|lines| print_lines(&lines)).map(|()| false),
+        Command::Status { json } => {
+            let status = commands::status(nm);
+            if json {
+                print_json(&status);
+            } else {
+                print_lines(&status.lines());
+            }
+            Ok(false)
+        }
+        Command::Check { pair, json } => commands::check(nm, pair.as_deref()).map(|findings| {
+            if json {
+                print_json(&findings);
+            } else {
+                for f in &findings {
+                    let level = match f.level {
+                        check::Level::Ok => "ok",
+                        check::Level::Warning => "warning",
+                        check::Level::Problem => "PROBLEM",
+                    };
+                    let pair = f.pair.as_deref().map(|p| format!(" ['{p}']")).unwrap_or_default();
+                    println!("{level:<8} {}{pair}: {}", f.check, f.message);
+                    if let (Some(fix), true) = (&f.fix, f.level != check::Level::Ok) {
+                        println!("         fix: {fix}");
+                    }
+                }
+            }
+            check::has_problem(&findings)
+        }),
+        Command::Reconcile { .. } | Command::Dispatch { .. } | Command::Completions { .. } => unreachable!("handled in main"),
+    }
+}
+
 /// `reconcile`: NM dispatches the events that start it while it is still
 /// coming up (not yet on D-Bus) and while it shuts down, so it first waits,
 /// a bounded time, for NM to be there; then takes the handover lock, and only
@@ -189,59 +238,11 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "nm-handover", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    if let Command::Reconcile { wait_for_nm_secs } = cli.command {
-        return match reconcile(Duration::from_secs(wait_for_nm_secs.into())) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("nm-handover: {err}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let result = sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| match cli.command {
-        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, force } => {
-            let args = commands::PairArgs {
-                wired: &wired,
-                backup: &backup,
-                wired_device: wired_device.as_deref(),
-                backup_device: backup_device.as_deref(),
-                carrier_wait_ms,
-                lease_carry: !no_lease_carry,
-                force,
-            };
-            commands::pair(&nm, &args).map(|lines| print_lines(&lines)).map(|()| false)
-        }
-        Command::Unpair { profile } => commands::unpair(&nm, &profile).map(|lines| print_lines(&lines)).map(|()| false),
-        Command::Status { json } => {
-            let status = commands::status(&nm);
-            if json {
-                print_json(&status);
-            } else {
-                print_lines(&status.lines());
-            }
-            Ok(false)
-        }
-        Command::Check { pair, json } => commands::check(&nm, pair.as_deref()).map(|findings| {
-            if json {
-                print_json(&findings);
-            } else {
-                for f in &findings {
-                    let level = match f.level {
-                        check::Level::Ok => "ok",
-                        check::Level::Warning => "warning",
-                        check::Level::Problem => "PROBLEM",
-                    };
-                    let pair = f.pair.as_deref().map(|p| format!(" ['{p}']")).unwrap_or_default();
-                    println!("{level:<8} {}{pair}: {}", f.check, f.message);
-                    if let (Some(fix), true) = (&f.fix, f.level != check::Level::Ok) {
-                        println!("         fix: {fix}");
-                    }
-                }
-            }
-            check::has_problem(&findings)
-        }),
-        Command::Reconcile { .. } | Command::Dispatch { .. } | Command::Completions { .. } => unreachable!("handled above"),
-    });
+    let result = match cli.command {
+        // It connects to NM itself, after waiting for it and taking the lock.
+        Command::Reconcile { wait_for_nm_secs } => reconcile(Duration::from_secs(wait_for_nm_secs.into())).map(|()| false),
+        command => sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| run_command(&nm, command)),
+    };
     match result {
         Ok(false) => ExitCode::SUCCESS,
         Ok(true) => ExitCode::FAILURE,
