@@ -10,24 +10,18 @@ use serde::Serialize;
 
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
-use crate::handover::{profile_membership, Pair};
+use crate::handover::{nm_has_link_up, profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
     carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
     SETTING_WIRED, SETTING_WIRELESS,
 };
-use crate::policy::{decide, Hook, LinkState, Role};
+use crate::policy::{decide, Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{Device, Nm, NmError, Profile, SavedProfile};
-
-/// Whether the running daemon dispatches the blocking `link-up` action.
-pub fn nm_has_link_up(nm: &Nm) -> bool {
-    let info = nm.version_info();
-    let bit = crate::LINK_UP_CAPABILITY_BIT as usize;
-    info.get(1 + bit / 32).is_some_and(|word| word & (1 << (bit % 32)) != 0)
-}
+use crate::sys::lock::{stop_watcher, watcher_lock_path};
 
 /// Finds a profile by UUID, else by its exact name.
 pub fn find_profile(nm: &Nm, name_or_uuid: &str) -> Result<Profile> {
@@ -89,6 +83,7 @@ pub struct PairArgs<'a> {
     pub backup_device: Option<&'a str>,
     pub carrier_wait_ms: u32,
     pub lease_carry: bool,
+    pub carrier_watch: bool,
     /// Pair as given even where the two profiles look swapped.
     pub force: bool,
 }
@@ -145,7 +140,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         permanent_mac: device.permanent_hw_address(),
         client_id_sent: client_id_sent(&device, &wired_snap.uuid),
     };
-    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, args.lease_carry)?;
+    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
     apply(nm, &wired, &backup, &plan)?;
 
     let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();
@@ -186,6 +181,13 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Role::Wired => Uuid::parse(&profile.uuid().unwrap_or_default())?,
         Role::Backup => this.peer.clone(),
     };
+    // The profiles are already unpaired: a watcher that cannot be stopped
+    // is reported, and ends by itself with the handover.
+    match stop_watcher(&watcher_lock_path(wired_uuid.as_str())) {
+        Ok(Some(pid)) => summary.push(format!("stopped the pair's carrier watcher (pid {pid})")),
+        Ok(None) => {}
+        Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
+    }
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_uuid));
     match fs::remove_file(&path) {
         Ok(()) => {

@@ -16,7 +16,7 @@ use crate::lease::LeaseStore;
 use crate::policy::decide;
 use crate::prefilter::{prefilter, Verdict, NM_CONF_DIR};
 use crate::sys::libnm::Nm;
-use crate::sys::lock::{HandoverLock, LOCK_PATH};
+use crate::sys::lock::{FileLock, LOCK_PATH};
 
 /// How long an event waits for another invocation's handover to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -34,7 +34,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     let hook = match prefilter(&event, Path::new(NM_CONF_DIR)) {
         Verdict::Ignore(why) => return Ok(Outcome::Ignored(why)),
         Verdict::Reconcile => {
-            let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
+            let _lock = FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
             let nm = Nm::connect()?;
             let acted = commands::reconcile(&nm)?;
             debug!(acted, "reconciled pairs on {:?}", event.action);
@@ -47,7 +47,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     };
     // The lock first: libnm's cache is filled when connecting, and what it
     // holds must be what NM looks like after the previous handover, not before.
-    let _lock = HandoverLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
+    let _lock = FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
     let nm = Nm::connect()?;
     let Some(profile) = nm.profile(uuid.as_str()) else {
         return Ok(Outcome::Ignored("profile no longer exists"));

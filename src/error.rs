@@ -37,6 +37,8 @@ pub enum Error {
     RollbackFailed { cause: NmError, undo: NmError },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("carrier watcher for '{pair}' not started: {reason}")]
+    WatcherNotStarted { pair: String, reason: String },
     #[error("taking {device} off the LAN (rtnetlink): {source}")]
     Netlink { device: String, source: std::io::Error },
 }

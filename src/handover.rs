@@ -1,5 +1,7 @@
 //! A pair as NetworkManager sees it now, and carrying out the policy's actions.
 
+use std::os::unix::process::CommandExt;
+
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -8,7 +10,10 @@ use crate::names::{Iface, Uuid};
 use crate::pairing::{mac_bytes, membership, parse_mac, Membership};
 use crate::policy::{Action, LinkState, Observed, Options, Role};
 use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
+use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
 use crate::sys::netlink::take_link_down;
+use crate::pairing::{SETTING_WIRED, SETTING_WIRELESS};
+use crate::settings::PropertyValue;
 
 /// One side of a pair: its profile and the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,13 @@ pub fn sends_dhcp_release(version: &str) -> bool {
     }
 }
 
+/// Whether the running daemon dispatches the blocking `link-up` action.
+pub fn nm_has_link_up(nm: &Nm) -> bool {
+    let info = nm.version_info();
+    let bit = crate::LINK_UP_CAPABILITY_BIT as usize;
+    info.get(1 + bit / 32).is_some_and(|word| word & (1 << (bit % 32)) != 0)
+}
+
 impl Pair {
     /// Loads the pair `profile` belongs to, checking that both profiles'
     /// records point at each other. `Ok(None)` when it is not paired.
@@ -74,11 +86,13 @@ impl Pair {
         }
         let this_side = Side { uuid: this_uuid, id: this_id, device: this.device.clone() };
         let peer_side = Side { uuid: this.peer.clone(), id: peer_id, device: that.device.clone() };
-        let (wired, backup, lease_carry) = match this.role {
-            Role::Wired => (this_side, peer_side, this.lease_carry),
-            Role::Backup => (peer_side, this_side, that.lease_carry),
+        // The pair's options live on the wired profile.
+        let (wired, backup, record) = match this.role {
+            Role::Wired => (this_side, peer_side, &this),
+            Role::Backup => (peer_side, this_side, &that),
         };
-        Ok(Some(Pair { wired, backup, options: Options { lease_carry } }))
+        let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch };
+        Ok(Some(Pair { wired, backup, options }))
     }
 
     /// Every pair NM knows, found through the wired profiles.
@@ -121,6 +135,7 @@ impl Pair {
             backup: link_state(&self.backup.uuid),
             backup_device_ready,
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
+            link_up_dispatched: nm_has_link_up(nm),
         }
     }
 
@@ -132,16 +147,56 @@ impl Pair {
     /// the backup shares with the wired link (see `policy::hand_back`).
     fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
         let device = self.backup.device.as_str();
-        let own_mac = nm
-            .device(device)
-            .and_then(|d| d.permanent_hw_address())
-            .and_then(|mac| parse_mac(&mac).ok())
-            .and_then(|mac| mac_bytes(&mac));
+        let own_mac = self.backup_own_mac(nm);
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
         take_link_down(device, own_mac).map_err(|source| Error::Netlink { device: device.to_string(), source })?;
         info!("took {device} off the LAN (link down, own MAC restored)");
+        Ok(())
+    }
+
+    /// The backup device's own (permanent) MAC address.
+    fn backup_own_mac(&self, nm: &Nm) -> Option<[u8; 6]> {
+        nm.device(self.backup.device.as_str())
+            .and_then(|d| d.permanent_hw_address())
+            .and_then(|mac| parse_mac(&mac).ok())
+            .and_then(|mac| mac_bytes(&mac))
+    }
+
+    /// Starts `nm-handover-watch` for this handover (see `crate::watch`):
+    /// a process of its own, in its own process group, so that it outlives
+    /// this dispatcher script. NM's NetworkManager-dispatcher.service has
+    /// `KillMode=process` ("allow scripts to spawn long-running daemons"),
+    /// so systemd leaves it running when nm-dispatcher exits while idle.
+    fn start_carrier_watch(&self, nm: &Nm) -> Result<()> {
+        let not_started = |reason: String| Error::WatcherNotStarted { pair: self.wired.id.clone(), reason };
+        let backup = nm.profile(self.backup.uuid.as_str()).ok_or_else(|| not_started("the backup profile disappeared".into()))?;
+        let cloned = [SETTING_WIRELESS, SETTING_WIRED].into_iter().find_map(|setting| match backup.property(setting, "cloned-mac-address") {
+            Some(PropertyValue::Str(Some(mac))) => parse_mac(&mac).ok(),
+            _ => None,
+        });
+        let wired_mac = cloned.ok_or_else(|| not_started("the backup profile clones no MAC address".into()))?;
+        // (A veth has no permanent MAC: NM puts its own back when it deactivates the profile.)
+        let own_mac = self.backup_own_mac(nm).map(|mac| mac.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"));
+        let program = std::env::current_exe()
+            .map(|me| me.with_file_name(WATCHER_PROGRAM))
+            .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
+        let child = std::process::Command::new(&program)
+            .args(["--pair", self.wired.uuid.as_str(), "--wired", self.wired.device.as_str(), "--backup", self.backup.device.as_str()])
+            .args(["--wired-mac", &wired_mac])
+            .args(own_mac.iter().flat_map(|mac| ["--backup-mac", mac.as_str()]))
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
+        info!(
+            pid = child.id(),
+            lock = %watcher_lock_path(self.wired.uuid.as_str()).display(),
+            "started the carrier watcher: {} goes off the LAN when {} has carrier again",
+            self.backup.device,
+            self.wired.device
+        );
         Ok(())
     }
 
@@ -180,6 +235,13 @@ impl Pair {
                     None => info!("'{}' is no longer active", self.backup.id),
                 },
                 Action::TakeBackupOffLan => self.take_backup_off_lan(nm)?,
+                // The handover itself is done; without the watcher the
+                // hand-back still works, only the re-plug may be slower.
+                Action::WatchWiredCarrier => {
+                    if let Err(e) = self.start_carrier_watch(nm) {
+                        warn!("{e}");
+                    }
+                }
             }
         }
         Ok(())

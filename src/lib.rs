@@ -23,6 +23,7 @@ pub mod prefilter;
 pub mod settings;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod watch;
 
 /// The dispatcher action patched NetworkManager sends when a device's link is
 /// ready and before IP configuration starts (see nm-patch/).

@@ -58,6 +58,10 @@ enum Command {
         /// Do not copy DHCP leases between the two links' lease files (patched NM does not need it).
         #[arg(long)]
         no_lease_carry: bool,
+        /// On stock NetworkManager, start no carrier watcher with the backup (nm-handover-watch takes the
+        /// backup off the LAN the moment the cable returns, before the wired DHCP client sends anything).
+        #[arg(long)]
+        no_carrier_watch: bool,
         /// Pair as given even where the profiles look swapped (the "backup" is the active one, or
         /// connects automatically while the "wired" one does not).
         #[arg(long)]
@@ -145,7 +149,7 @@ fn run_dispatch(args: Vec<OsString>) -> ExitCode {
 /// when `check` found a problem.
 fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Error> {
     match command {
-        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, force } => {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, no_carrier_watch, force } => {
             let args = commands::PairArgs {
                 wired: &wired,
                 backup: &backup,
@@ -153,6 +157,7 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
                 backup_device: backup_device.as_deref(),
                 carrier_wait_ms,
                 lease_carry: !no_lease_carry,
+                carrier_watch: !no_carrier_watch,
                 force,
             };
             commands::pair(nm, &args).map(|lines| print_lines(&lines)).map(|()| false)
@@ -203,7 +208,7 @@ fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
             Err(err) => return Err(err.into()),
         }
     }
-    let _lock = sys::lock::HandoverLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+    let _lock = sys::lock::FileLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
     let nm = sys::libnm::Nm::connect()?;
     commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::names::{Iface, NameError, Uuid};
-use crate::policy::Role;
+use crate::policy::{Options, Role};
 use crate::settings::{ProfileEdit, PropertyChange, PropertyValue};
 
 pub const KEY_ROLE: &str = "nm-handover.role";
@@ -17,11 +17,13 @@ pub const KEY_PEER: &str = "nm-handover.peer";
 pub const KEY_DEVICE: &str = "nm-handover.device";
 /// On the wired profile: `no` turns lease carrying off for the pair.
 pub const KEY_LEASE_CARRY: &str = "nm-handover.lease-carry";
+/// On the wired profile: `no` starts no carrier watcher (stock NM) for the pair.
+pub const KEY_CARRIER_WATCH: &str = "nm-handover.carrier-watch";
 const KEY_SAVED_CLONED_MAC: &str = "nm-handover.saved-cloned-mac";
 const KEY_SAVED_CLIENT_ID: &str = "nm-handover.saved-dhcp-client-id";
 const KEY_SAVED_AUTOCONNECT: &str = "nm-handover.saved-autoconnect";
-const ALL_KEYS: [&str; 7] =
-    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
+const ALL_KEYS: [&str; 8] =
+    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_CARRIER_WATCH, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
 
 /// Carrier-loss deferral `pair` configures for the wired device. NM's
 /// default is 6000 ms; the handover takes this plus ~0.1 s (measured in the
@@ -80,6 +82,8 @@ pub struct Membership {
     pub device: Iface,
     /// Carry leases between the two links' lease files (see `lease`).
     pub lease_carry: bool,
+    /// Start the carrier watcher on stock NM (see `watch`).
+    pub carrier_watch: bool,
 }
 
 /// Reads the pairing record from a profile's user data; `Ok(None)` when the
@@ -102,6 +106,7 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
         peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name(KEY_PEER))?,
         device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name(KEY_DEVICE))?,
         lease_carry: user_data.get(KEY_LEASE_CARRY).map_or(true, |v| v != "no"),
+        carrier_watch: user_data.get(KEY_CARRIER_WATCH).map_or(true, |v| v != "no"),
     }))
 }
 
@@ -337,7 +342,7 @@ pub fn plan_pair(
     backup_device: &Iface,
     wired_mac: &str,
     identity: &WiredIdentity,
-    lease_carry: bool,
+    options: Options,
 ) -> Result<Plan, PairingError> {
     if wired.uuid == backup.uuid {
         return Err(PairingError::SameProfile);
@@ -357,12 +362,15 @@ pub fn plan_pair(
     for (key, value) in [(KEY_ROLE, "wired"), (KEY_PEER, backup.uuid.as_str()), (KEY_DEVICE, wired_device.as_str())] {
         plan.wired.user_data.insert(key.to_owned(), Some(value.to_owned()));
     }
-    plan.wired.user_data.insert(KEY_LEASE_CARRY.to_owned(), Some(if lease_carry { "yes" } else { "no" }.to_owned()));
+    let yes_no = |on: bool| if on { "yes" } else { "no" };
+    plan.wired.user_data.insert(KEY_LEASE_CARRY.to_owned(), Some(yes_no(options.lease_carry).to_owned()));
+    plan.wired.user_data.insert(KEY_CARRIER_WATCH.to_owned(), Some(yes_no(options.carrier_watch).to_owned()));
     plan.summary.push(format!(
-        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}, {KEY_LEASE_CARRY}={}",
+        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}, {KEY_LEASE_CARRY}={}, {KEY_CARRIER_WATCH}={}",
         wired.id,
         backup.uuid,
-        if lease_carry { "yes" } else { "no" }
+        yes_no(options.lease_carry),
+        yes_no(options.carrier_watch)
     ));
     for (key, value) in [(KEY_ROLE, "backup"), (KEY_PEER, wired.uuid.as_str()), (KEY_DEVICE, backup_device.as_str())] {
         plan.backup.user_data.insert(key.to_owned(), Some(value.to_owned()));
@@ -483,6 +491,8 @@ pub fn carrier_wait_conf(wired: &Uuid, device: &Iface, wait_ms: u32) -> String {
 mod tests {
     use super::*;
 
+    const BOTH_ON: Options = Options { lease_carry: true, carrier_watch: true };
+
     const W: &str = "11111111-1111-4111-8111-111111111111";
     const B: &str = "22222222-2222-4222-8222-222222222222";
 
@@ -556,20 +566,20 @@ mod tests {
     fn a_pair_cannot_be_paired_again_the_other_way_round() {
         let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
         let mut backup = snapshot(B, "Dock LAN", SETTING_WIRED);
-        let plan = plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
+        let plan = plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
         apply(&mut wired, &plan.wired);
         apply(&mut backup, &plan.backup);
-        let err = plan_pair(&backup, &iface("e1"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap_err();
+        let err = plan_pair(&backup, &iface("e1"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap_err();
         assert!(matches!(err, PairingError::PairedTheOtherWay(ref p) if p == "Dock LAN"), "{err}");
         // check_order does not wave it through either: the backup it sees is the paired wired profile.
-        assert!(plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).is_ok());
+        assert!(plan_pair(&wired, &iface("e0"), &backup, &iface("e1"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).is_ok());
     }
 
     #[test]
     fn unpair_prints_only_what_changes() {
         let wired = snapshot(W, "Office LAN", SETTING_WIRED);
         let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
-        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
         apply(&mut backup, &plan.backup);
         let unpair = plan_unpair(None, Some(&backup));
         assert!(unpair.summary.iter().all(|line| !line.contains("(unset) -> (unset)")), "{:#?}", unpair.summary);
@@ -635,7 +645,7 @@ mod tests {
         backup.cloned_mac = Some("stable".into());
         let (wired0, backup0) = (wired.clone(), backup.clone());
 
-        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
         apply(&mut wired, &plan.wired);
         apply(&mut backup, &plan.backup);
         assert_eq!(backup.cloned_mac.as_deref(), Some("52:54:00:AA:BB:CC"));
@@ -648,7 +658,7 @@ mod tests {
         assert!(plan.summary.iter().any(|l| l.contains("cloned-mac-address: \"stable\" -> \"52:54:00:AA:BB:CC\"")));
 
         // Pairing again keeps the originals saved the first time.
-        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true).unwrap();
+        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
         apply(&mut backup, &again.backup);
 
         let undo = plan_unpair(Some(&wired), Some(&backup));
@@ -663,11 +673,11 @@ mod tests {
         let wired = snapshot(W, "Wired", SETTING_WIRED);
         let vpn = snapshot(B, "VPN", "vpn");
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
+            plan_pair(&wired, &iface("e0"), &vpn, &iface("v0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON),
             Err(PairingError::BackupUnsupported(..))
         ));
         assert_eq!(
-            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
+            plan_pair(&wired, &iface("e0"), &wired, &iface("e0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON),
             Err(PairingError::SameProfile)
         );
         let mut backup = snapshot(B, "B", SETTING_WIRED);
@@ -675,7 +685,7 @@ mod tests {
         backup.user_data.insert(KEY_PEER.into(), "33333333-3333-4333-8333-333333333333".into());
         backup.user_data.insert(KEY_DEVICE.into(), "b0".into());
         assert!(matches!(
-            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), true),
+            plan_pair(&wired, &iface("e0"), &backup, &iface("b0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON),
             Err(PairingError::AlreadyPaired { .. })
         ));
     }

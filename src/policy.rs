@@ -73,6 +73,8 @@ pub struct Observed {
     /// The daemon can send a DHCPRELEASE when it deactivates the backup
     /// (`ipv4.dhcp-send-release`, NetworkManager >= 1.48).
     pub backup_may_release: bool,
+    /// The daemon dispatches `link-up` (patched NM) and waits for it.
+    pub link_up_dispatched: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +82,9 @@ pub struct Options {
     /// Copy the DHCP lease between the two links' lease files, so that each
     /// DHCP client starts by asking for the address the other one held.
     pub lease_carry: bool,
+    /// On stock NM (no `link-up`), start a watcher with the backup that
+    /// takes it off the LAN the moment the wired carrier returns.
+    pub carrier_watch: bool,
 }
 
 /// What to do, in order.
@@ -94,6 +99,8 @@ pub enum Action {
     ActivateBackup,
     /// Ask NM to deactivate the backup profile (without waiting for it).
     DeactivateBackup,
+    /// Start the carrier watcher for this handover (stock NM).
+    WatchWiredCarrier,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +159,9 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             } else {
                 let mut actions: Vec<Action> = carry(options, Role::Wired, Role::Backup).into_iter().collect();
                 actions.push(Action::ActivateBackup);
+                if options.carrier_watch && !seen.link_up_dispatched {
+                    actions.push(Action::WatchWiredCarrier);
+                }
                 decision("wired carrier lost: hand over to the backup link", actions)
             }
         }
@@ -213,12 +223,15 @@ mod tests {
             LinkState::ALL.into_iter().flat_map(move |wired| {
                 LinkState::ALL.into_iter().flat_map(move |backup| {
                     [false, true].into_iter().flat_map(move |backup_device_ready| {
-                        [false, true].into_iter().map(move |backup_may_release| Observed {
-                            wired_carrier,
-                            wired,
-                            backup,
-                            backup_device_ready,
-                            backup_may_release,
+                        [false, true].into_iter().flat_map(move |backup_may_release| {
+                            [false, true].into_iter().map(move |link_up_dispatched| Observed {
+                                wired_carrier,
+                                wired,
+                                backup,
+                                backup_device_ready,
+                                backup_may_release,
+                                link_up_dispatched,
+                            })
                         })
                     })
                 })
@@ -230,16 +243,18 @@ mod tests {
         [Role::Wired, Role::Backup].into_iter().flat_map(|role| {
             Hook::ALL.into_iter().flat_map(move |hook| {
                 all_observations().flat_map(move |seen| {
-                    [false, true].into_iter().map(move |lease_carry| (role, hook, seen, Options { lease_carry }))
+                    [false, true].into_iter().flat_map(move |lease_carry| {
+                        [false, true].into_iter().map(move |carrier_watch| (role, hook, seen, Options { lease_carry, carrier_watch }))
+                    })
                 })
             })
         })
     }
 
-    const CARRY: Options = Options { lease_carry: true };
+    const CARRY: Options = Options { lease_carry: true, carrier_watch: false };
 
     fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
-        Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false }
+        Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false, link_up_dispatched: false }
     }
 
     /// Where each variant sits in `ALL`. The `match` is exhaustive: a new
@@ -341,6 +356,14 @@ mod tests {
             if d.actions.contains(&TakeBackupOffLan) {
                 assert!(seen.backup_may_release || (role, hook) == (Role::Wired, Hook::LinkUp), "{ctx}");
             }
+            // The watcher goes with an activation of the backup on stock NM
+            // when the pair wants it, right after it, and never otherwise.
+            let watches = d.actions.iter().position(|a| *a == WatchWiredCarrier);
+            let wants_watch = activates && options.carrier_watch && !seen.link_up_dispatched;
+            assert_eq!(watches.is_some(), wants_watch, "{ctx}");
+            if let Some(i) = watches {
+                assert!(i > 0 && d.actions[i - 1] == ActivateBackup, "{ctx}");
+            }
             // A lease carried to the wired link comes before the backup leaves.
             if let Some(i) = d.actions.iter().position(|a| *a == CarryLease { from: Role::Backup, to: Role::Wired }) {
                 assert!(d.actions[i + 1..].iter().all(|a| *a != ActivateBackup), "{ctx}");
@@ -392,8 +415,17 @@ mod tests {
     fn patched_replug_clears_the_lan_before_dhcp() {
         let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), CARRY);
         assert_eq!(d.actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]);
-        let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), Options { lease_carry: false });
+        let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), Options { lease_carry: false, carrier_watch: true });
         assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup]);
+    }
+
+    #[test]
+    fn stock_pull_starts_the_carrier_watcher_and_patched_pull_does_not() {
+        let watching = Options { lease_carry: false, carrier_watch: true };
+        let mut s = seen(false, LinkState::Inactive, LinkState::Inactive);
+        assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![ActivateBackup, WatchWiredCarrier]);
+        s.link_up_dispatched = true;
+        assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![ActivateBackup]);
     }
 
     #[test]

@@ -207,22 +207,31 @@ fn unrelated_actions_are_ignored() {
     }
 }
 
+/// The entry nm-dispatcher runs for every event, and the carrier watcher
+/// (rtnetlink only), load no libnm, GLib or D-Bus.
 #[test]
-fn the_dispatcher_entry_links_no_glib() {
-    let out = Command::new("ldd")
-        .arg(env!("CARGO_BIN_EXE_nm-handover-dispatch"))
-        .output();
-    let Ok(out) = out else {
-        assert!(std::env::var_os("CI").is_none(), "ldd is not available (libc-bin), and CI must skip nothing");
-        eprintln!("SKIPPED: ldd is not available");
-        return;
-    };
-    assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
-    let libs = String::from_utf8_lossy(&out.stdout);
-    for heavy in ["libnm", "libglib", "libgio", "libgobject"] {
-        assert!(
-            !libs.contains(heavy),
-            "nm-handover-dispatch links {heavy}:\n{libs}"
-        );
+fn the_dispatcher_entry_and_the_watcher_link_no_glib() {
+    for binary in [env!("CARGO_BIN_EXE_nm-handover-dispatch"), env!("CARGO_BIN_EXE_nm-handover-watch")] {
+        let Ok(out) = Command::new("ldd").arg(binary).output() else {
+            assert!(std::env::var_os("CI").is_none(), "ldd is not available (libc-bin), and CI must skip nothing");
+            eprintln!("SKIPPED: ldd is not available");
+            return;
+        };
+        assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
+        let libs = String::from_utf8_lossy(&out.stdout);
+        for heavy in ["libnm", "libglib", "libgio", "libgobject", "libdbus", "libsystemd"] {
+            assert!(!libs.contains(heavy), "{binary} links {heavy}:\n{libs}");
+        }
     }
+}
+
+/// The watcher's arguments are checked before it touches anything.
+#[test]
+fn the_watcher_refuses_bad_arguments_plainly() {
+    let watch = env!("CARGO_BIN_EXE_nm-handover-watch");
+    let out = Command::new(watch).arg("--help").output().unwrap();
+    assert!(out.status.success() && text(&out).contains("usage: nm-handover-watch"), "{}", text(&out));
+    let out = Command::new(watch).args(["--pair", "x", "--wired"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--wired needs a value"), "{}", text(&out));
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use support::Rng;
 
 use nm_handover::lease::write_atomically;
-use nm_handover::sys::lock::{HandoverLock, LockError};
+use nm_handover::sys::lock::{FileLock, LockError};
 
 const CHILD_ROLE: &str = "NM_HANDOVER_TEST_CHILD";
 
@@ -50,7 +50,7 @@ fn child_main() -> bool {
             write_atomically(&arg, OLD.as_bytes()).unwrap();
         },
         "hold-lock" => {
-            let _lock = HandoverLock::acquire(&arg, Duration::from_secs(5)).unwrap();
+            let _lock = FileLock::acquire(&arg, Duration::from_secs(5)).unwrap();
             println!("locked");
             use std::io::Write;
             std::io::stdout().flush().unwrap();
@@ -110,14 +110,14 @@ fn a_second_invocation_waits_for_the_lock_then_gives_up_or_gets_it() {
     assert!(locked, "the child never took the lock");
 
     let start = Instant::now();
-    match HandoverLock::acquire(&path, Duration::from_millis(300)) {
+    match FileLock::acquire(&path, Duration::from_millis(300)) {
         Err(LockError::Busy { .. }) => {}
         other => panic!("the lock was not exclusive: {other:?}"),
     }
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(300), "gave up after {waited:?}, before its bound");
 
-    let lock = HandoverLock::acquire(&path, Duration::from_secs(5)).expect("the lock after the holder exits");
+    let lock = FileLock::acquire(&path, Duration::from_secs(5)).expect("the lock after the holder exits");
     let got_after = start.elapsed();
     child.wait().unwrap();
     println!("busy after {waited:?}; acquired {got_after:?} after the first attempt, once the holder exited");

@@ -210,12 +210,12 @@ fn two_pairs_on_one_host_hand_over_independently() {
 /// what NM looks like after the wait, not on what it looked like before.
 #[test]
 fn an_event_waiting_for_the_lock_decides_on_the_state_after_the_wait() {
-    use nm_handover::sys::lock::HandoverLock;
+    use nm_handover::sys::lock::FileLock;
     let test = "faults/event waits for the lock while the cable is pulled";
     let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     let lab = &p.lab;
     // The lab's /run is the companion's /run.
-    let held = HandoverLock::acquire(&lab.dir.join("run/nm-handover/handover.lock"), Duration::from_secs(5)).expect("take the handover lock");
+    let held = FileLock::acquire(&lab.dir.join("run/nm-handover/handover.lock"), Duration::from_secs(5)).expect("take the handover lock");
     let keyfile = std::path::Path::new("/etc/NetworkManager/system-connections").join(lab.keyfile_of("Office LAN").file_name().unwrap());
     let event = lab
         .host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "wired0", "dhcp4-change"])

@@ -99,6 +99,7 @@ fn meson_destdir_install_has_the_expected_tree() {
     }
     want.insert("usr/lib/NetworkManager/nm-handover".into(), ('f', 0o755, None));
     want.insert("usr/lib/NetworkManager/nm-handover-dispatch".into(), ('f', 0o755, None));
+    want.insert("usr/lib/NetworkManager/nm-handover-watch".into(), ('f', 0o755, None));
     // nm-dispatcher does not wait for a dispatcher.d script that links into no-wait.d.
     want.insert("usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), ('l', 0, Some("no-wait.d/90-nm-handover".into())));
     want.insert("usr/lib/NetworkManager/dispatcher.d/no-wait.d/90-nm-handover".into(), ('l', 0, Some(entry.clone())));

@@ -1,17 +1,28 @@
-//! The handover lock: one handover at a time on this machine, with a bounded
-//! wait. nm-dispatcher serialises its waiting requests, but a user's
-//! `nm-handover reconcile` or a script in `no-wait.d` may run alongside.
+//! File locks: the handover lock (one handover at a time on this machine,
+//! with a bounded wait: nm-dispatcher serialises its waiting requests, but a
+//! user's `nm-handover reconcile` or a script in `no-wait.d` may run
+//! alongside), and each pair's carrier-watcher lock (one watcher per pair;
+//! the file names the PID holding it, so `unpair` can stop it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// Where the lock lives (tmpfs: it never outlives a boot).
 pub const LOCK_PATH: &str = "/run/nm-handover/handover.lock";
+
+/// The lock a pair's carrier watcher holds while it runs.
+pub fn watcher_lock_path(wired_uuid: &str) -> PathBuf {
+    Path::new(LOCK_PATH).with_file_name(format!("watch-{wired_uuid}.pid"))
+}
+
+/// What the process holding a watcher lock must be called, before it is signalled.
+pub const WATCHER_PROGRAM: &str = "nm-handover-watch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -23,12 +34,12 @@ pub enum LockError {
 
 /// Held until dropped (the kernel releases it also when the process dies).
 #[derive(Debug)]
-pub struct HandoverLock {
-    _file: File,
+pub struct FileLock {
+    file: File,
 }
 
-impl HandoverLock {
-    pub fn acquire(path: &Path, timeout: Duration) -> Result<HandoverLock, LockError> {
+impl FileLock {
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
         let io_err = |source| LockError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent() {
             fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io_err)?;
@@ -46,7 +57,7 @@ impl HandoverLock {
         loop {
             // SAFETY: flock on a file descriptor we own for the duration of the call.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(HandoverLock { _file: file });
+                return Ok(FileLock { file });
             }
             let err = io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
@@ -58,4 +69,51 @@ impl HandoverLock {
             sleep(Duration::from_millis(10));
         }
     }
+}
+
+impl FileLock {
+    /// Writes this process's PID into the locked file.
+    pub fn record_pid(&self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        (&self.file).write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+    }
+}
+
+/// Stops the carrier watcher holding `path`, if one does: the PID in the
+/// file is signalled only while the file is still locked and that process is
+/// a watcher. Returns the PID stopped.
+pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
+    let io_err = |source| LockError::Io { path: path.to_owned(), source };
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    // SAFETY: flock on a file descriptor we own for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        // Nobody holds it: no watcher runs (a stale file of one that exited).
+        return Ok(None);
+    }
+    // A watcher writes its PID right after taking the lock.
+    let mut pid = None;
+    for _ in 0..100 {
+        pid = fs::read_to_string(path).map_err(io_err)?.trim().parse::<u32>().ok();
+        if pid.is_some() {
+            break;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    let Some(pid) = pid else {
+        return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, "locked, but holds no PID after 1 s")));
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    if Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() != Some(std::ffi::OsStr::new(WATCHER_PROGRAM)) {
+        return Ok(None);
+    }
+    // SAFETY: plain kill(2) of the watcher that holds this pair's lock.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
+        return Err(io_err(io::Error::last_os_error()));
+    }
+    Ok(Some(pid))
 }

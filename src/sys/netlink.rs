@@ -6,6 +6,8 @@ use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
 
+use crate::watch::LinkReport;
+
 const NLMSG_HDRLEN: usize = 16;
 const IFINFO_LEN: usize = 16;
 const RTA_HDRLEN: usize = 4;
@@ -50,6 +52,27 @@ impl RouteSocket {
         Ok(sock)
     }
 
+    fn send_to_kernel(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: zeroed sockaddr_nl addressed to the kernel (pid 0).
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: valid fd, buffer and address.
+        let sent = unsafe {
+            libc::sendto(
+                self.0,
+                msg.as_ptr() as *const libc::c_void,
+                msg.len(),
+                0,
+                &kernel as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends one RTM_NEWLINK request and waits for the kernel's ACK.
     fn set_link(&self, seq: u32, index: i32, flags: u32, change: u32, mac: Option<[u8; 6]>) -> io::Result<()> {
         let attr_len = mac.map_or(0, |_| align4(RTA_HDRLEN + 6));
@@ -73,23 +96,7 @@ impl RouteSocket {
             msg.extend_from_slice(&mac);
             msg.resize(total, 0);
         }
-        // SAFETY: zeroed sockaddr_nl addressed to the kernel (pid 0).
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: valid fd, buffer and address.
-        let sent = unsafe {
-            libc::sendto(
-                self.0,
-                msg.as_ptr() as *const libc::c_void,
-                msg.len(),
-                0,
-                &kernel as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.send_to_kernel(&msg)?;
         let mut buf = [0u8; 8192];
         loop {
             // SAFETY: valid fd and buffer.
@@ -127,7 +134,7 @@ fn ack_of(mut datagram: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>> {
     Ok(None)
 }
 
-fn if_index(iface: &str) -> io::Result<i32> {
+pub fn if_index(iface: &str) -> io::Result<i32> {
     let name = CString::new(iface).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
     // SAFETY: valid C string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -141,13 +148,139 @@ fn if_index(iface: &str) -> io::Result<i32> {
 /// Sets `iface` down (it stops answering ARP and sending on the LAN), then,
 /// if given, gives it `mac` (drivers refuse MAC changes on a running link).
 pub fn take_link_down(iface: &str, mac: Option<[u8; 6]>) -> io::Result<()> {
-    let index = if_index(iface)?;
+    take_index_down(if_index(iface)?, mac)
+}
+
+/// [`take_link_down`] for the link with this index.
+pub fn take_index_down(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
     let sock = RouteSocket::open()?;
     sock.set_link(1, index, 0, libc::IFF_UP as u32, None)?;
     if let Some(mac) = mac {
         sock.set_link(2, index, 0, 0, Some(mac))?;
     }
     Ok(())
+}
+
+/// Link changes of this network namespace, as they happen (RTMGRP_LINK),
+/// and the current state of the links asked for.
+pub struct LinkMonitor {
+    sock: RouteSocket,
+}
+
+impl LinkMonitor {
+    pub fn open() -> io::Result<LinkMonitor> {
+        let sock = RouteSocket::open()?;
+        // SAFETY: zeroed sockaddr_nl, then the fields bind(2) reads.
+        let mut local: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        local.nl_groups = libc::RTMGRP_LINK as u32;
+        // SAFETY: valid fd and address.
+        let rc = unsafe {
+            libc::bind(sock.0, &local as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_nl>() as libc::socklen_t)
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LinkMonitor { sock })
+    }
+
+    /// Asks for the state of link `index`; the answer arrives through
+    /// [`LinkMonitor::next`] like a change (or as `Removed` if it is gone).
+    pub fn request(&self, index: i32) -> io::Result<()> {
+        let total = NLMSG_HDRLEN + IFINFO_LEN;
+        let mut msg = Vec::with_capacity(total);
+        msg.extend_from_slice(&(total as u32).to_ne_bytes());
+        msg.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+        msg.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        // The sequence number is the index, so an error reply names its link.
+        msg.extend_from_slice(&(index as u32).to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        msg.extend_from_slice(&index.to_ne_bytes());
+        msg.extend_from_slice(&[0u8; 8]);
+        self.sock.send_to_kernel(&msg)
+    }
+
+    /// The link reports of the next datagram, waiting at most `timeout`
+    /// (`Ok(empty)` when none came). `ErrorKind::Other` with ENOBUFS means
+    /// changes were lost: ask for the links' state again.
+    pub fn next(&self, timeout: std::time::Duration) -> io::Result<Vec<LinkReport>> {
+        let mut pfd = libc::pollfd { fd: self.sock.0, events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted { Ok(Vec::new()) } else { Err(err) };
+        }
+        if ready == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        // SAFETY: valid fd and buffer.
+        let n = unsafe { libc::recv(self.sock.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::WouldBlock { Ok(Vec::new()) } else { Err(err) };
+        }
+        link_reports(&buf[..n as usize])
+    }
+}
+
+/// The link messages of one datagram: new or changed links, removed links,
+/// and errors answering [`LinkMonitor::request`] (the link does not exist).
+fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
+    let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed netlink message: {what}"));
+    let read_u32 = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let mut reports = Vec::new();
+    while !datagram.is_empty() {
+        let header = datagram.get(..NLMSG_HDRLEN).ok_or_else(|| malformed("truncated header"))?;
+        let len = read_u32(header, 0) as usize;
+        if len < NLMSG_HDRLEN || len > datagram.len() {
+            return Err(malformed("message length out of bounds"));
+        }
+        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
+        let message = &datagram[..len];
+        match kind {
+            libc::RTM_NEWLINK | libc::RTM_DELLINK => {
+                let info = message.get(NLMSG_HDRLEN..NLMSG_HDRLEN + IFINFO_LEN).ok_or_else(|| malformed("short link message"))?;
+                let index = read_u32(info, 4) as i32;
+                let flags = read_u32(info, 8);
+                if kind == libc::RTM_DELLINK {
+                    reports.push(LinkReport::Removed { index });
+                } else {
+                    let mut mac = None;
+                    let mut attrs = &message[NLMSG_HDRLEN + IFINFO_LEN..];
+                    while attrs.len() >= RTA_HDRLEN {
+                        let attr_len = u16::from_ne_bytes(attrs[0..2].try_into().expect("2 bytes")) as usize;
+                        let attr_kind = u16::from_ne_bytes(attrs[2..4].try_into().expect("2 bytes"));
+                        if attr_len < RTA_HDRLEN || attr_len > attrs.len() {
+                            return Err(malformed("attribute length out of bounds"));
+                        }
+                        if attr_kind == libc::IFLA_ADDRESS && attr_len == RTA_HDRLEN + 6 {
+                            mac = attrs[RTA_HDRLEN..RTA_HDRLEN + 6].try_into().ok();
+                        }
+                        attrs = attrs.get(align4(attr_len)..).unwrap_or_default();
+                    }
+                    let carrier = flags & libc::IFF_LOWER_UP as u32 != 0;
+                    reports.push(LinkReport::Present { index, carrier, mac });
+                }
+            }
+            k if k == libc::NLMSG_ERROR as u16 => {
+                let errno = message.get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4).ok_or_else(|| malformed("short error message"))?;
+                let errno = i32::from_ne_bytes(errno.try_into().expect("4 bytes"));
+                if errno == -libc::ENODEV {
+                    // The sequence number of a request is the link's index.
+                    reports.push(LinkReport::Removed { index: read_u32(header, 8) as i32 });
+                } else if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+            }
+            _ => {}
+        }
+        datagram = datagram.get(align4(len)..).unwrap_or_default();
+    }
+    Ok(reports)
 }
 
 #[cfg(test)]
@@ -191,5 +324,45 @@ mod tests {
         assert!(ack_of(&[0u8; 10], 1).is_err());
         let short_error = message(ERROR, 1, &[]);
         assert!(ack_of(&short_error, 1).is_err());
+    }
+    fn link_message(kind: u16, index: i32, flags: u32, mac: Option<[u8; 6]>) -> Vec<u8> {
+        let mut payload = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+        payload.extend_from_slice(&index.to_ne_bytes());
+        payload.extend_from_slice(&flags.to_ne_bytes());
+        payload.extend_from_slice(&0u32.to_ne_bytes());
+        // An attribute before the address, as the kernel sends (IFLA_IFNAME).
+        payload.extend_from_slice(&8u16.to_ne_bytes());
+        payload.extend_from_slice(&libc::IFLA_IFNAME.to_ne_bytes());
+        payload.extend_from_slice(b"eth\0");
+        if let Some(mac) = mac {
+            payload.extend_from_slice(&10u16.to_ne_bytes());
+            payload.extend_from_slice(&libc::IFLA_ADDRESS.to_ne_bytes());
+            payload.extend_from_slice(&mac);
+            payload.extend_from_slice(&[0, 0]);
+        }
+        message(kind, 0, &payload)
+    }
+
+    #[test]
+    fn link_reports_carry_carrier_mac_and_removals() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let mut datagram = link_message(libc::RTM_NEWLINK, 3, (libc::IFF_UP | libc::IFF_LOWER_UP) as u32, Some(mac));
+        datagram.extend(link_message(libc::RTM_NEWLINK, 4, libc::IFF_UP as u32, None));
+        datagram.extend(link_message(libc::RTM_DELLINK, 5, 0, None));
+        datagram.extend(message(ERROR, 6, &(-libc::ENODEV).to_ne_bytes()));
+        assert_eq!(
+            link_reports(&datagram).unwrap(),
+            [
+                LinkReport::Present { index: 3, carrier: true, mac: Some(mac) },
+                LinkReport::Present { index: 4, carrier: false, mac: None },
+                LinkReport::Removed { index: 5 },
+                LinkReport::Removed { index: 6 },
+            ]
+        );
+        let mut bad_attr = link_message(libc::RTM_NEWLINK, 3, 0, Some(mac));
+        bad_attr[NLMSG_HDRLEN + IFINFO_LEN..NLMSG_HDRLEN + IFINFO_LEN + 2].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(link_reports(&bad_attr).is_err());
+        assert!(link_reports(&link_message(libc::RTM_NEWLINK, 3, 0, None)[..20]).is_err());
+        assert_eq!(link_reports(&message(ERROR, 6, &(-libc::EPERM).to_ne_bytes())).unwrap_err().raw_os_error(), Some(libc::EPERM));
     }
 }

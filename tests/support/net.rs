@@ -197,6 +197,8 @@ pub enum NetEvent {
     AddressRemoved { iface: String, addr: Ipv4Addr },
     /// The administrative state (IFF_UP) of a link changed.
     LinkAdmin { iface: String, up: bool },
+    /// The carrier (IFF_LOWER_UP) of a link changed.
+    Carrier { iface: String, up: bool },
 }
 
 /// `ip monitor address link` in the host namespace, each line stamped when read.
@@ -222,13 +224,12 @@ impl NetMonitor {
         let reader = {
             let events = events.clone();
             thread::spawn(move || {
-                let mut admin: std::collections::HashMap<String, bool> = Default::default();
+                let mut flags = Default::default();
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let now = Instant::now();
-                    if let Some(ev) = parse_monitor_line(&line, &mut admin) {
-                        events.lock().unwrap().push((now, ev));
-                    }
+                    let parsed = parse_monitor_line(&line, &mut flags);
+                    events.lock().unwrap().extend(parsed.into_iter().map(|ev| (now, ev)));
                 }
             })
         };
@@ -275,6 +276,14 @@ impl NetMonitor {
         })
     }
 
+    /// When `iface` first reported carrier after `since`.
+    pub fn carrier_up_at(&self, since: Instant, iface: &str) -> Option<Instant> {
+        self.events_since(since).into_iter().find_map(|(t, e)| match e {
+            NetEvent::Carrier { iface: i, up: true } if i == iface => Some(t),
+            _ => None,
+        })
+    }
+
     /// When `iface` first got `addr` after `since`.
     pub fn address_added_at(&self, since: Instant, iface: &str, addr: Ipv4Addr) -> Option<Instant> {
         self.events_since(since).into_iter().find_map(|(t, e)| match e {
@@ -302,8 +311,15 @@ impl Drop for NetMonitor {
     }
 }
 
+/// Each link's last (IFF_UP, IFF_LOWER_UP), to report changes only.
+type LinkFlags = std::collections::HashMap<String, (bool, bool)>;
+
 /// Parses one line of `ip -o -4 monitor address link`.
-fn parse_monitor_line(line: &str, admin: &mut std::collections::HashMap<String, bool>) -> Option<NetEvent> {
+fn parse_monitor_line(line: &str, seen: &mut LinkFlags) -> Vec<NetEvent> {
+    parse_monitor_event(line, seen).unwrap_or_default()
+}
+
+fn parse_monitor_event(line: &str, seen: &mut LinkFlags) -> Option<Vec<NetEvent>> {
     let (deleted, rest) = match line.strip_prefix("Deleted ") {
         Some(rest) => (true, rest),
         None => (false, line),
@@ -315,22 +331,55 @@ fn parse_monitor_line(line: &str, admin: &mut std::collections::HashMap<String, 
     let next = words.next()?;
     if next == "inet" {
         let addr = words.next()?.split('/').next()?.parse().ok()?;
-        return Some(if deleted {
+        return Some(vec![if deleted {
             NetEvent::AddressRemoved { iface, addr }
         } else {
             NetEvent::AddressAdded { iface, addr }
-        });
+        }]);
     }
-    if let Some(flags) = next.strip_prefix('<').and_then(|f| f.strip_suffix('>')) {
-        if deleted {
-            return None;
-        }
-        let up = flags.split(',').any(|f| f == "UP");
-        if admin.insert(iface.clone(), up) != Some(up) {
-            return Some(NetEvent::LinkAdmin { iface, up });
-        }
+    let flags = next.strip_prefix('<').and_then(|f| f.strip_suffix('>'))?;
+    if deleted {
+        return None;
     }
-    None
+    let up = flags.split(',').any(|f| f == "UP");
+    let carrier = flags.split(',').any(|f| f == "LOWER_UP");
+    let before = seen.insert(iface.clone(), (up, carrier));
+    let mut events = Vec::new();
+    if before.map(|b| b.0) != Some(up) {
+        events.push(NetEvent::LinkAdmin { iface: iface.clone(), up });
+    }
+    if before.map(|b| b.1) != Some(carrier) {
+        events.push(NetEvent::Carrier { iface, up: carrier });
+    }
+    Some(events)
+}
+
+/// A ping every 5 ms from the host to the server, through whichever link
+/// holds the route: the traffic of a busy user (a call, a sync client) that
+/// keeps the LAN's bridge learning the backup's port for the shared MAC.
+pub struct Pinger {
+    child: Child,
+}
+
+impl Pinger {
+    pub fn start(lab: &Lab) -> Pinger {
+        let server = SERVER.to_string();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.host, "ping", "-q", "-n", "-i", "0.005", &server])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ping");
+        Pinger { child }
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// DHCP packets on one bridge port of the `lan` namespace (tcpdump, kernel
@@ -347,7 +396,8 @@ impl Capture {
         let path = lab.dir.join(format!("capture-{port}.txt"));
         let err_path = lab.dir.join(format!("capture-{port}.err"));
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.lan, "tcpdump", "-i", "any", "-n", "-tt", "-e", "-l", "udp port 67 or udp port 68"])
+            // --immediate-mode: each packet is written as it arrives, not when the capture buffer's timeout expires.
+            .args(["netns", "exec", &lab.lan, "tcpdump", "--immediate-mode", "-i", "any", "-n", "-tt", "-e", "-l", "udp port 67 or udp port 68"])
             .stdin(Stdio::null())
             .stdout(File::create(&path).expect("capture file"))
             .stderr(File::create(&err_path).expect("capture log"))
@@ -441,19 +491,22 @@ mod tests {
 
     #[test]
     fn parses_monitor_lines() {
-        let mut admin = Default::default();
+        let mut seen = Default::default();
         assert_eq!(
-            parse_monitor_line("3: wired0    inet 198.18.0.100/24 brd 198.18.0.255 scope global dynamic noprefixroute wired0\\       valid_lft 600sec preferred_lft 600sec", &mut admin),
-            Some(NetEvent::AddressAdded { iface: "wired0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) })
+            parse_monitor_line("3: wired0    inet 198.18.0.100/24 brd 198.18.0.255 scope global dynamic noprefixroute wired0\\       valid_lft 600sec preferred_lft 600sec", &mut seen),
+            [NetEvent::AddressAdded { iface: "wired0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) }]
         );
         assert_eq!(
-            parse_monitor_line("Deleted 4: backup0    inet 198.18.0.100/24 scope global backup0", &mut admin),
-            Some(NetEvent::AddressRemoved { iface: "backup0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) })
+            parse_monitor_line("Deleted 4: backup0    inet 198.18.0.100/24 scope global backup0", &mut seen),
+            [NetEvent::AddressRemoved { iface: "backup0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) }]
         );
         let up = "4: backup0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP";
+        let no_carrier = "4: backup0@if5: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN";
         let down = "4: backup0@if5: <BROADCAST,MULTICAST> mtu 1500 qdisc noqueue state DOWN";
-        assert_eq!(parse_monitor_line(up, &mut admin), Some(NetEvent::LinkAdmin { iface: "backup0".into(), up: true }));
-        assert_eq!(parse_monitor_line(up, &mut admin), None);
-        assert_eq!(parse_monitor_line(down, &mut admin), Some(NetEvent::LinkAdmin { iface: "backup0".into(), up: false }));
+        let backup = || "backup0".to_owned();
+        assert_eq!(parse_monitor_line(up, &mut seen), [NetEvent::LinkAdmin { iface: backup(), up: true }, NetEvent::Carrier { iface: backup(), up: true }]);
+        assert_eq!(parse_monitor_line(up, &mut seen), []);
+        assert_eq!(parse_monitor_line(no_carrier, &mut seen), [NetEvent::Carrier { iface: backup(), up: false }]);
+        assert_eq!(parse_monitor_line(down, &mut seen), [NetEvent::LinkAdmin { iface: backup(), up: false }]);
     }
 }

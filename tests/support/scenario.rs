@@ -1,6 +1,7 @@
 //! Scenarios shared by the stock-NM and patched-NM lab tests.
 
 use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lab::*;
@@ -300,4 +301,109 @@ pub fn released_lease_case(test: &str, cfg: LabConfig, pair_args: &[&str], relea
         first_wired_dhcp,
         replug_messages,
     })
+}
+
+/// One re-plug of [`replugs_under_traffic`].
+#[derive(Debug, Clone)]
+pub struct ReplugSample {
+    /// Plug → the wired link holds the address again.
+    pub replug: Option<Duration>,
+    /// The wired carrier seen → the backup off the LAN: set down, or its
+    /// address removed (ip monitor, both).
+    pub carrier_to_backup_off: Option<Duration>,
+    /// The wired carrier seen (ip monitor) → the wired link's first DHCP
+    /// packet (tcpdump's kernel timestamp on its bridge port).
+    pub carrier_to_first_dhcp: Option<Duration>,
+    /// The backup left the LAN before the wired link sent its first DHCP
+    /// packet, by this much (negative: after it). The monitor's events are
+    /// stamped when `ip monitor`'s line is read, the packet by the kernel: a
+    /// lower bound of the lead.
+    pub lead_ms: Option<f64>,
+    pub ip_kept: bool,
+    pub note: Option<String>,
+}
+
+/// A re-plug slower than this is one the user notices (the wired client
+/// missed its ACK and retried, 2 s later).
+pub const SLOW_REPLUG: Duration = Duration::from_millis(500);
+
+/// `cycles` pulls and re-plugs with a 5 ms ping and a TCP session running
+/// through the backup at the moment of each re-plug (issue 14): each
+/// re-plug timed, and the race between the backup leaving the LAN and the
+/// wired DHCP client's first packet measured from the carrier's return.
+pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usize, &ReplugSample)) -> (Vec<ReplugSample>, TcpReport) {
+    let lab = &p.lab;
+    let backup = p.backup_iface;
+    let wired_mac = lab.mac("wired0");
+    let monitor = NetMonitor::start(lab);
+    let capture = Capture::start(lab, "p-wired0");
+    let tcp = TcpSession::open(lab);
+    let _ping = Pinger::start(lab);
+    let mut samples = Vec::new();
+    for cycle in 0..cycles {
+        lab.pull_cable();
+        let mut note = None;
+        if lab.wait_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4(backup) == Some(p.addr)).is_err() {
+            note = Some(format!("cycle {cycle}: the backup did not hold {} 20 s after the pull", p.addr));
+        }
+        // The traffic flows through the backup for a while: the bridge learns its port.
+        std::thread::sleep(Duration::from_millis(300));
+        let plug = Instant::now();
+        let plug_wall = SystemTime::now();
+        lab.plug_cable();
+        let settled = lab.wait_until("the wired link back, the backup off the LAN", Duration::from_secs(30), || {
+            lab.ipv4("wired0").is_some() && lab.ipv4(backup) != Some(p.addr)
+        });
+        if settled.is_err() && note.is_none() {
+            note = Some(format!("cycle {cycle}: not settled 30 s after the plug (wired {:?})", lab.ipv4("wired0")));
+        }
+        let ip_kept = lab.ipv4("wired0") == Some(p.addr);
+        let carrier = monitor.carrier_up_at(plug, "wired0");
+        let off = monitor.backup_off_at(plug, p.addr, backup);
+        let mut first_dhcp = None;
+        let _ = lab.wait_until("the wired link's first DHCP packet in the capture", Duration::from_secs(2), || {
+            first_dhcp = capture.first_dhcp_from(&wired_mac, plug_wall).map(|(t, _)| t);
+            first_dhcp.is_some()
+        });
+        let since_carrier = |t: Option<Instant>| Some(t?.checked_duration_since(carrier?).unwrap_or_default());
+        let carrier_to_first_dhcp =
+            carrier.and_then(|c| first_dhcp?.duration_since(monitor.wall_clock(c)).ok().or(Some(Duration::ZERO)));
+        let lead_ms = match (off, first_dhcp) {
+            (Some(d), Some(f)) => {
+                let d = monitor.wall_clock(d).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+                let f = f.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+                Some((f - d) * 1000.0)
+            }
+            _ => None,
+        };
+        let sample = ReplugSample {
+            replug: monitor.address_added_at(plug, "wired0", p.addr).map(|t| t - plug),
+            carrier_to_backup_off: since_carrier(off),
+            carrier_to_first_dhcp,
+            lead_ms,
+            ip_kept,
+            note,
+        };
+        each(cycle, &sample);
+        samples.push(sample);
+        // Settle: the backup profile fully down before the next pull.
+        let _ = lab.wait_until("the backup profile down", Duration::from_secs(10), || nm_state(lab, p.backup_profile).is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tcp.wait_for_traffic(5, Duration::from_secs(10));
+    (samples, tcp.close())
+}
+
+/// The processes in the lab's host namespace running `program`, by PID.
+pub fn processes_named(lab: &Lab, program: &str) -> Vec<u32> {
+    let out = std::process::Command::new("ip").args(["netns", "pids", &lab.host]).output().expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            std::path::Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(program))
+        })
+        .collect()
 }

@@ -1,0 +1,214 @@
+//! The carrier watcher's policy, for stock NetworkManager: while the backup
+//! link carries the wired MAC, the moment the wired link's carrier returns,
+//! the backup leaves the LAN. Pure: link reports and elapsed time in, a step
+//! out; `nm-handover-watch` does the netlink I/O.
+//!
+//! Why: on re-plug, stock NM starts the wired DHCP client within tens of
+//! milliseconds of the carrier, while the backup still sends from the same
+//! MAC. The server's reply goes to that MAC, and the bridge (a switch plus an
+//! access point alike) delivers it to the port that last sent from it: the
+//! backup's. The wired client misses its ACK and retries 2 s later or falls
+//! back to DISCOVER. Patched NM dispatches `link-up` and waits for it
+//! instead; this watcher races NM for the same moment.
+
+use std::time::Duration;
+
+/// What rtnetlink says about one link (a reply to a request, or a change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkReport {
+    Present { index: i32, carrier: bool, mac: Option<[u8; 6]> },
+    Removed { index: i32 },
+}
+
+/// What the watcher does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Wait,
+    /// Set the backup link down and give it its own MAC back, then stop.
+    TakeBackupOff,
+    /// Stop watching, for this reason.
+    Stop(&'static str),
+}
+
+/// How long the watcher waits for the backup to take the wired MAC (NM's
+/// activation of the backup: a Wi-Fi scan, association, the handshake),
+/// and how long it may live at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub activation: Duration,
+    pub lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        // NM gives up on a Wi-Fi activation after 45-90 s; a handover longer
+        // than a working day falls back to the hand-back without the watcher.
+        Limits { activation: Duration::from_secs(120), lifetime: Duration::from_secs(24 * 3600) }
+    }
+}
+
+#[derive(Debug)]
+pub struct Watch {
+    wired: i32,
+    backup: i32,
+    wired_mac: [u8; 6],
+    limits: Limits,
+    wired_carrier: bool,
+    backup_has_wired_mac: bool,
+    backup_had_wired_mac: bool,
+}
+
+impl Watch {
+    pub fn new(wired: i32, backup: i32, wired_mac: [u8; 6], limits: Limits) -> Watch {
+        Watch { wired, backup, wired_mac, limits, wired_carrier: false, backup_has_wired_mac: false, backup_had_wired_mac: false }
+    }
+
+    pub fn on_link(&mut self, report: LinkReport) -> Step {
+        match report {
+            LinkReport::Removed { index } if index == self.backup => return Step::Stop("the backup link was removed"),
+            LinkReport::Removed { index } if index == self.wired => return Step::Stop("the wired link was removed"),
+            LinkReport::Removed { .. } => return Step::Wait,
+            LinkReport::Present { index, mac, .. } if index == self.backup => {
+                self.backup_has_wired_mac = mac == Some(self.wired_mac);
+                if self.backup_had_wired_mac && !self.backup_has_wired_mac {
+                    return Step::Stop("the backup no longer carries the wired MAC: the handover ended");
+                }
+                self.backup_had_wired_mac |= self.backup_has_wired_mac;
+            }
+            LinkReport::Present { index, carrier, .. } if index == self.wired => self.wired_carrier = carrier,
+            LinkReport::Present { .. } => return Step::Wait,
+        }
+        // The backup may still be activating when the carrier returns; it is
+        // taken off as soon as it carries the wired MAC, as NM's own
+        // hand-back would do moments later.
+        if self.wired_carrier && self.backup_has_wired_mac {
+            Step::TakeBackupOff
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// Called when no report came for a while; `elapsed` since the start.
+    pub fn on_time(&self, elapsed: Duration) -> Step {
+        if elapsed >= self.limits.lifetime {
+            Step::Stop("lifetime limit reached; the hand-back runs without the watcher")
+        } else if !self.backup_had_wired_mac && elapsed >= self.limits.activation {
+            Step::Stop("the backup never carried the wired MAC (its activation did not happen)")
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// How long to wait for the next report before [`Watch::on_time`] is due.
+    pub fn next_deadline(&self, elapsed: Duration) -> Duration {
+        let until = if self.backup_had_wired_mac { self.limits.lifetime } else { self.limits.activation.min(self.limits.lifetime) };
+        until.saturating_sub(elapsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WIRED: i32 = 2;
+    const BACKUP: i32 = 3;
+    const WIRED_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const OWN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const LIMITS: Limits = Limits { activation: Duration::from_secs(10), lifetime: Duration::from_secs(100) };
+
+    fn wired(carrier: bool) -> LinkReport {
+        LinkReport::Present { index: WIRED, carrier, mac: Some(WIRED_MAC) }
+    }
+
+    fn backup(mac: [u8; 6]) -> LinkReport {
+        LinkReport::Present { index: BACKUP, carrier: true, mac: Some(mac) }
+    }
+
+    fn watch() -> Watch {
+        Watch::new(WIRED, BACKUP, WIRED_MAC, LIMITS)
+    }
+
+    #[test]
+    fn carrier_return_takes_the_backup_off_once_it_carries_the_wired_mac() {
+        let mut w = watch();
+        assert_eq!(w.on_link(backup(OWN_MAC)), Step::Wait);
+        assert_eq!(w.on_link(wired(false)), Step::Wait);
+        assert_eq!(w.on_link(backup(WIRED_MAC)), Step::Wait);
+        assert_eq!(w.on_link(wired(false)), Step::Wait);
+        assert_eq!(w.on_link(wired(true)), Step::TakeBackupOff);
+    }
+
+    #[test]
+    fn a_backup_cloning_the_mac_after_the_carrier_returned_is_taken_off_too() {
+        let mut w = watch();
+        assert_eq!(w.on_link(backup(OWN_MAC)), Step::Wait);
+        assert_eq!(w.on_link(wired(true)), Step::Wait);
+        assert_eq!(w.on_link(backup(WIRED_MAC)), Step::TakeBackupOff);
+    }
+
+    #[test]
+    fn the_watch_ends_with_the_handover_or_either_link() {
+        let mut w = watch();
+        w.on_link(backup(WIRED_MAC));
+        assert!(matches!(w.on_link(backup(OWN_MAC)), Step::Stop(why) if why.contains("handover ended")));
+        for (gone, what) in [(BACKUP, "backup"), (WIRED, "wired")] {
+            let mut w = watch();
+            assert!(matches!(w.on_link(LinkReport::Removed { index: gone }), Step::Stop(why) if why.contains(what)));
+        }
+        // Other links are none of its business.
+        let mut w = watch();
+        assert_eq!(w.on_link(LinkReport::Removed { index: 9 }), Step::Wait);
+        assert_eq!(w.on_link(LinkReport::Present { index: 9, carrier: true, mac: Some(WIRED_MAC) }), Step::Wait);
+    }
+
+    #[test]
+    fn the_lifetime_is_bounded_before_and_after_the_activation() {
+        let w = watch();
+        assert_eq!(w.on_time(Duration::from_secs(9)), Step::Wait);
+        assert_eq!(w.next_deadline(Duration::from_secs(4)), Duration::from_secs(6));
+        assert!(matches!(w.on_time(Duration::from_secs(10)), Step::Stop(why) if why.contains("never carried")));
+        let mut w = watch();
+        w.on_link(backup(WIRED_MAC));
+        assert_eq!(w.on_time(Duration::from_secs(50)), Step::Wait);
+        assert_eq!(w.next_deadline(Duration::from_secs(50)), Duration::from_secs(50));
+        assert!(matches!(w.on_time(Duration::from_secs(100)), Step::Stop(why) if why.contains("lifetime")));
+    }
+
+    /// Every sequence of up to five reports: the backup is taken off exactly
+    /// when the wired carrier is up and the backup carries the wired MAC,
+    /// and never after a stop.
+    #[test]
+    fn every_short_sequence_of_reports() {
+        let reports = [wired(false), wired(true), backup(OWN_MAC), backup(WIRED_MAC), LinkReport::Removed { index: WIRED }, LinkReport::Removed { index: BACKUP }];
+        let n = reports.len();
+        for len in 1..=5u32 {
+            for code in 0..n.pow(len) {
+                let seq: Vec<LinkReport> = (0..len).map(|i| reports[code / n.pow(i) % n]).collect();
+                let mut w = watch();
+                let (mut carrier, mut has, mut had) = (false, false, false);
+                for report in &seq {
+                    let step = w.on_link(*report);
+                    match *report {
+                        LinkReport::Removed { .. } => assert!(matches!(step, Step::Stop(_)), "{seq:?}"),
+                        LinkReport::Present { index, carrier: c, mac } => {
+                            if index == WIRED {
+                                carrier = c;
+                            } else {
+                                has = mac == Some(WIRED_MAC);
+                                if had && !has {
+                                    assert!(matches!(step, Step::Stop(_)), "{seq:?}");
+                                    break;
+                                }
+                                had |= has;
+                            }
+                            assert_eq!(step == Step::TakeBackupOff, carrier && has, "{seq:?}");
+                        }
+                    }
+                    if step != Step::Wait {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
