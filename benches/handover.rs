@@ -457,24 +457,6 @@ fn handover_event_cost(out: &mut String) {
     writeln!(out, "| wired `down` → carry lease, activate backup | {} | {peak} |", fmt_stats(&times)).unwrap();
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(str::to_owned)).unwrap_or_default();
-    let nm = Command::new("/usr/sbin/NetworkManager").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    // dhcpd names its version on stderr ("isc-dhcpd-4.4.3-P1").
-    let dhcpd = Command::new("dhcpd").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned()).unwrap_or_default();
-    format!(
-        "{} CPUs ({cpu}), {}, kernel {}, Debian NetworkManager {nm}, {dhcpd}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "),
-        kernel.trim()
-    )
-}
-
 fn main() -> ExitCode {
     // `cargo bench` passes --bench; we take no arguments.
     // SAFETY: plain getter.

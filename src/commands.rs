@@ -21,7 +21,7 @@ use crate::policy::{decide, Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{Device, Nm, NmError, Profile, SavedProfile};
-use crate::sys::lock::{stop_watcher, watcher_lock_path};
+use crate::sys::lock::{running_watcher, stop_watcher, watcher_lock_path};
 
 /// Finds a profile by UUID, else by its exact name.
 pub fn find_profile(nm: &Nm, name_or_uuid: &str) -> Result<Profile> {
@@ -234,6 +234,10 @@ pub struct PairStatus {
     pub lease_carrying: bool,
     /// The carrier-wait snippet `pair` wrote, if it is there.
     pub carrier_wait_conf: Option<String>,
+    /// Whether `pair` left the carrier watcher on (it runs only during a
+    /// handover on stock NM), and the PID of the one running now.
+    pub carrier_watch: bool,
+    pub carrier_watcher_pid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -289,6 +293,8 @@ pub fn status(nm: &Nm) -> Status {
             },
             lease_carrying: pair.options.lease_carry,
             carrier_wait_conf: conf.exists().then(|| conf.display().to_string()),
+            carrier_watch: pair.options.carrier_watch,
+            carrier_watcher_pid: running_watcher(&watcher_lock_path(pair.wired.uuid.as_str())).ok().flatten(),
         });
     }
     report
@@ -308,8 +314,13 @@ impl Status {
         }
         out.extend(self.broken.iter().map(|why| format!("broken pair: {why}")));
         for p in &self.pairs {
+            let watcher = match (p.carrier_watcher_pid, p.carrier_watch) {
+                (Some(pid), _) => format!("running (pid {pid})"),
+                (None, true) => "on (runs during a handover on stock NM)".to_owned(),
+                (None, false) => "off".to_owned(),
+            };
             out.push(format!(
-                "pair '{}' ({}) <-> '{}' ({}): active side: {}, lease carrying: {}",
+                "pair '{}' ({}) <-> '{}' ({}): active side: {}, lease carrying: {}, carrier watcher: {watcher}",
                 p.wired.profile,
                 p.wired.device,
                 p.backup.profile,

@@ -137,6 +137,9 @@ fn status_and_check_json_parse() {
     assert_eq!(pair["lease_carrying"], true);
     assert!(pair["wired"]["dhcp_client_id"].as_str().is_some_and(|id| id.starts_with("01:")), "{text}");
     assert!(pair["carrier_wait_conf"].as_str().is_some_and(|c| c.contains("90-nm-handover-")), "{text}");
+    // On stock NM the watcher is on, and runs only during a handover.
+    assert_eq!(pair["carrier_watch"], true, "{text}");
+    assert!(pair["carrier_watcher_pid"].is_null(), "{text}");
     // `check PAIR` names the pair in each pair finding.
     let text = p.lab.companion(&["check", "Backup link", "--json"]);
     let findings: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -71,6 +71,9 @@ fn unpair_stops_the_watcher_and_the_option_turns_it_off() {
     lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
     lab.expect_until("one watcher", Duration::from_secs(5), || processes_named(lab, WATCHER).len() == 1);
     let pid = processes_named(lab, WATCHER)[0];
+    let text = lab.companion(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(status["pairs"][0]["carrier_watcher_pid"], pid, "{text}");
     let said = lab.companion(&["unpair", "Office LAN"]);
     assert!(said.contains(&format!("stopped the pair's carrier watcher (pid {pid})")), "{said}");
     lab.expect_until("the watcher gone", Duration::from_secs(5), || processes_named(lab, WATCHER).is_empty());

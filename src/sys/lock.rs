@@ -79,10 +79,9 @@ impl FileLock {
     }
 }
 
-/// Stops the carrier watcher holding `path`, if one does: the PID in the
-/// file is signalled only while the file is still locked and that process is
-/// a watcher. Returns the PID stopped.
-pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
+/// The PID of the carrier watcher holding `path`, if one runs: the file is
+/// locked and the PID in it is a process named [`WATCHER_PROGRAM`].
+pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
         Ok(file) => file,
@@ -108,9 +107,17 @@ pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     };
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    if Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() != Some(std::ffi::OsStr::new(WATCHER_PROGRAM)) {
+    let is_watcher = Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(WATCHER_PROGRAM));
+    Ok(is_watcher.then_some(pid))
+}
+
+/// Stops the carrier watcher holding `path`, if one runs (see
+/// [`running_watcher`]). Returns the PID stopped.
+pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
+    let io_err = |source| LockError::Io { path: path.to_owned(), source };
+    let Some(pid) = running_watcher(path)? else {
         return Ok(None);
-    }
+    };
     // SAFETY: plain kill(2) of the watcher that holds this pair's lock.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
         return Err(io_err(io::Error::last_os_error()));

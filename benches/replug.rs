@@ -1,0 +1,155 @@
+//! Re-plug under traffic (issue 14): pull/re-plug cycles with a 5 ms ping
+//! and a TCP session running through the backup at the moment of each
+//! re-plug, per configuration, in the real-NM lab. Counts re-plugs slower
+//! than 500 ms (the wired client missed its ACK: the server's reply went to
+//! the backup's bridge port) and measures the race between the backup
+//! leaving the LAN and the wired DHCP client's first packet.
+//!
+//! `cargo bench --bench replug` (as root). Environment:
+//!   NM_HANDOVER_BENCH_CYCLES   re-plugs per row (default 100)
+//!   NM_HANDOVER_BENCH_ROWS     comma-separated row keys (default: all)
+//!   NM_HANDOVER_BENCH_OUT      results file (default: bench-results/replug-traffic.md)
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use support::*;
+
+struct RowSpec {
+    key: &'static str,
+    name: &'static str,
+    /// The patched build of this version (nm-patch/build), or Debian's stock NM.
+    patched: Option<&'static str>,
+    pair_args: &'static [&'static str],
+}
+
+const ROWS: &[RowSpec] = &[
+    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, pair_args: &["--no-carrier-watch"] },
+    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, pair_args: &[] },
+    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), pair_args: &[] },
+];
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn triple(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
+}
+
+struct Row {
+    nm_version: String,
+    samples: Vec<ReplugSample>,
+    tcp: TcpReport,
+}
+
+fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
+    let cfg = match spec.patched {
+        Some(version) => LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)?,
+        None => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
+    };
+    let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let p = paired(spec.key, cfg, spec.pair_args).ok_or("the lab did not start (see above)")?;
+    let (samples, tcp) = replugs_under_traffic(&p, cycles, |cycle, s| {
+        if s.note.is_some() || s.replug.is_none_or(|r| r > SLOW_REPLUG) {
+            eprintln!("{}: cycle {cycle}: {s:?}", spec.key);
+        }
+    });
+    Ok(Row { nm_version, samples, tcp })
+}
+
+fn main() -> ExitCode {
+    let cycles = env_num("NM_HANDOVER_BENCH_CYCLES", 100);
+    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
+    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/replug-traffic.md"));
+    let mut out = String::new();
+    writeln!(out, "## Re-plug under traffic: the backup leaves before the wired DHCP client speaks\n").unwrap();
+    writeln!(out, "Machine: {}.  ", machine()).unwrap();
+    writeln!(
+        out,
+        "Command: `cargo bench --bench replug` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles per row). \
+         Lab: ISC dhcpd, NM's internal DHCP client, the backup a veth; a ping every 5 ms from the laptop to the server and a \
+         TCP request/response every 20 ms run through the backup when the cable returns. One machine, one run: the rows are \
+         comparable with each other.\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "A re-plug is *slow* when the wired link holds the address more than {} ms after the plug (the wired client missed \
+         its ACK and retried). *Carrier → backup off*: from the wired link's carrier (`ip monitor`) to the backup set down or \
+         its address removed (`ip monitor`). *Carrier → first wired DHCP packet*: to the packet on the wired link's bridge \
+         port (tcpdump, kernel timestamp). *Lead*: first wired DHCP packet minus backup off; a race is won when it is \
+         positive. `ip monitor` events are stamped when read, the packet by the kernel, so leads are lower bounds. Times in \
+         ms as median / p95 / max.\n",
+        SLOW_REPLUG.as_millis()
+    )
+    .unwrap();
+    writeln!(out, "| configuration | NM | re-plugs | slow (> 500 ms) | re-plug → wired holds the address | carrier → backup off | carrier → first wired DHCP packet | races won (backup off first) | lead (median / min) | IP changed | TCP session |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    let mut notes = Vec::new();
+    for spec in ROWS.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == s.key))) {
+        eprintln!("bench replug: {} ({cycles} cycles)", spec.name);
+        let row = match run_row(spec, cycles) {
+            Ok(row) => row,
+            Err(e) => {
+                notes.push(format!("- not measured: {}: {e}", spec.name));
+                continue;
+            }
+        };
+        let replugs: Vec<f64> = row.samples.iter().filter_map(|s| s.replug).map(ms).collect();
+        let slow = row.samples.iter().filter(|s| s.replug.is_none_or(|r| r > SLOW_REPLUG)).count();
+        let off: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_backup_off).map(ms).collect();
+        let dhcp: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_first_dhcp).map(ms).collect();
+        let mut leads: Vec<f64> = row.samples.iter().filter_map(|s| s.lead_ms).collect();
+        let won = leads.iter().filter(|l| **l > 0.0).count();
+        leads.sort_by(f64::total_cmp);
+        let lead = if leads.is_empty() { "n/a".into() } else { format!("{:.1} / {:.1}", leads[leads.len() / 2], leads[0]) };
+        let ip_changed = row.samples.iter().filter(|s| !s.ip_kept).count();
+        let tcp = if row.tcp.survived() { "survived".to_owned() } else { format!("reset: {:?}", row.tcp.error) };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {won} of {} | {lead} | {ip_changed} | {tcp} |",
+            spec.name,
+            row.nm_version,
+            row.samples.len(),
+            slow,
+            triple(replugs),
+            triple(off),
+            triple(dhcp),
+            leads.len(),
+        )
+        .unwrap();
+        for (cycle, s) in row.samples.iter().enumerate() {
+            if let Some(note) = &s.note {
+                notes.push(format!("- {}: {note}", spec.key));
+            } else if s.replug.is_none_or(|r| r > SLOW_REPLUG) {
+                notes.push(format!("- {}: cycle {cycle}: slow re-plug: {s:?}", spec.key));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(out, "\n{}", notes.join("\n")).unwrap();
+    }
+    print!("{out}");
+    if let Err(e) = std::fs::write(&out_path, &out) {
+        eprintln!("bench replug: cannot write {}: {e}", out_path.display());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
