@@ -13,7 +13,6 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_client_new",
     "nm_client_get_nm_running",
     "nm_client_get_version",
-    "nm_client_get_version_info",
     "nm_client_get_devices",
     "nm_client_get_device_by_iface",
     "nm_client_get_connections",
@@ -57,8 +56,8 @@ const LIBNM_FUNCTIONS: &[&str] = &[
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
-    // The floor that is built and tested (Debian 12). Older headers lack
-    // nm_client_get_version_info (1.42), which tells stock from patched NM.
+    // The floor that is built and tested (Debian 12); older releases are
+    // not tested here, so they are refused rather than half-supported.
     let libnm = match pkg_config::Config::new().atleast_version("1.42").probe("libnm") {
         Ok(lib) => lib,
         Err(err) => {

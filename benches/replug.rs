@@ -25,13 +25,18 @@ struct RowSpec {
     name: &'static str,
     /// The patched build of this version (nm-patch/build), or Debian's stock NM.
     patched: Option<&'static str>,
+    /// Stock NM of this version built unpatched by nm-patch/build (beside a patched row of the same version).
+    unpatched_build: Option<&'static str>,
     pair_args: &'static [&'static str],
 }
 
 const ROWS: &[RowSpec] = &[
-    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, pair_args: &["--no-carrier-watch"] },
-    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, pair_args: &[] },
-    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), pair_args: &[] },
+    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"] },
+    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, unpatched_build: None, pair_args: &[] },
+    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), unpatched_build: None, pair_args: &[] },
+    RowSpec { key: "stock-1.58-no-watcher", name: "control: stock NM built from Debian's source, no carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &["--no-carrier-watch"] },
+    RowSpec { key: "stock-1.58-watcher", name: "stock NM built from Debian's source, carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &[] },
+    RowSpec { key: "patched-1.58", name: "patched NM (link-up)", patched: Some("1.58.1"), unpatched_build: None, pair_args: &[] },
 ];
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -58,9 +63,10 @@ struct Row {
 }
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
-    let cfg = match spec.patched {
-        Some(version) => LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)?,
-        None => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
+    let cfg = match (spec.patched, spec.unpatched_build) {
+        (Some(version), _) => LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)?,
+        (None, Some(version)) => LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, version, false)?,
+        (None, None) => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
     };
     let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     let p = paired(spec.key, cfg, spec.pair_args).ok_or("the lab did not start (see above)")?;

@@ -94,7 +94,10 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
             "networkmanager",
             None,
             Level::Ok,
-            format!("NetworkManager {version} is stock: leases are carried between the links' lease files, and for tens of ms after a re-plug both links may hold the address"),
+            format!(
+                "NetworkManager {version} has not dispatched link-up since boot (stock, or patched and no link-up yet): \
+                 leases are carried between the links' lease files, and a carrier watcher takes the backup off the LAN when the cable returns"
+            ),
             None,
         )
     });

@@ -255,7 +255,7 @@ pub struct LinkStatus {
 
 pub fn status(nm: &Nm) -> Status {
     let version = nm.version().unwrap_or_else(|| "unknown".into());
-    let mode = if nm_has_link_up(nm) { "link-up" } else { "lease-carrying" };
+    let mode = if nm_has_link_up() { "link-up" } else { "lease-carrying" };
     let mut report = Status { networkmanager: NmStatus { version, mode }, pairs: Vec::new(), broken: Vec::new() };
     for pair in Pair::all(nm) {
         let pair = match pair {
@@ -305,9 +305,9 @@ impl Status {
     pub fn lines(&self) -> Vec<String> {
         let nm = &self.networkmanager;
         let mut out = vec![if nm.mode == "link-up" {
-            format!("NetworkManager {}: patched, dispatches '{}' (mode: link-up)", nm.version, crate::LINK_UP_ACTION)
+            format!("NetworkManager {}: patched, dispatched '{}' since boot (mode: link-up)", nm.version, crate::LINK_UP_ACTION)
         } else {
-            format!("NetworkManager {}: stock, no '{}' action (mode: lease carrying)", nm.version, crate::LINK_UP_ACTION)
+            format!("NetworkManager {}: no '{}' dispatched since boot (mode: lease carrying and carrier watcher)", nm.version, crate::LINK_UP_ACTION)
         }];
         if self.pairs.is_empty() && self.broken.is_empty() {
             out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
@@ -453,7 +453,7 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
 /// `only` limits the pair findings to the pair a profile (either side) belongs to.
 pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
     let only = only.map(|name| find_profile(nm, name)).transpose()?.map(|p| p.uuid().unwrap_or_default());
-    let patched = nm_has_link_up(nm);
+    let patched = nm_has_link_up();
     let mut pairs = Vec::new();
     for pair in Pair::all(nm) {
         match pair {

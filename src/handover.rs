@@ -58,11 +58,12 @@ pub fn sends_dhcp_release(version: &str) -> bool {
     }
 }
 
-/// Whether the running daemon dispatches the blocking `link-up` action.
-pub fn nm_has_link_up(nm: &Nm) -> bool {
-    let info = nm.version_info();
-    let bit = crate::LINK_UP_CAPABILITY_BIT as usize;
-    info.get(1 + bit / 32).is_some_and(|word| word & (1 << (bit % 32)) != 0)
+/// Whether the running daemon dispatches the blocking `link-up` action: it
+/// did since boot (see [`crate::LINK_UP_SEEN_PATH`]). Before its first
+/// `link-up` (boot with the cable out) a patched daemon counts as stock:
+/// the carrier watcher then does what `link-up` would.
+pub fn nm_has_link_up() -> bool {
+    std::path::Path::new(crate::LINK_UP_SEEN_PATH).exists()
 }
 
 impl Pair {
@@ -135,7 +136,7 @@ impl Pair {
             backup: link_state(&self.backup.uuid),
             backup_device_ready,
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
-            link_up_dispatched: nm_has_link_up(nm),
+            link_up_dispatched: nm_has_link_up(),
         }
     }
 

@@ -28,5 +28,9 @@ pub mod watch;
 /// The dispatcher action patched NetworkManager sends when a device's link is
 /// ready and before IP configuration starts (see nm-patch/).
 pub const LINK_UP_ACTION: &str = "link-up";
-/// Bit of `NMVersionInfoCapability` a patched daemon sets (see nm-patch/README.md).
-pub const LINK_UP_CAPABILITY_BIT: u32 = 3;
+/// Written by `nm-handover-dispatch` the first time it is run for a
+/// `link-up` event after boot (tmpfs): the proof that this NetworkManager
+/// dispatches the action. No `VersionInfo` capability bit is read: upstream
+/// has not allocated one, and a backport that set one could collide with a
+/// later upstream meaning of the same bit.
+pub const LINK_UP_SEEN_PATH: &str = "/run/nm-handover/link-up-seen";

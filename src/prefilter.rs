@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::event::{DispatcherAction, DispatcherEvent};
@@ -25,6 +26,19 @@ pub enum Verdict {
     Reconcile,
     /// An event of a profile that is, or may be, paired.
     Handle(Hook),
+}
+
+/// Records that NetworkManager dispatched `link-up` (see
+/// [`crate::LINK_UP_SEEN_PATH`]); a failure only means the next event tries
+/// again.
+pub fn record_link_up_seen(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    if let Some(dir) = path.parent() {
+        let _ = fs::DirBuilder::new().recursive(true).mode(0o755).create(dir);
+    }
+    let _ = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path);
 }
 
 /// Whether `pair` left its carrier-wait snippet for at least one pair.

@@ -152,22 +152,125 @@ fn patched_send_release_pair_and_unpair_keep_properties_libnm_does_not_know() {
     assert!(!unpaired.contains("cloned-mac-address"), "unpair left the cloned MAC:\n{unpaired}");
 }
 
-/// Without any script in `link-up.d` the action costs one nm-dispatcher
-/// round trip per activation, and activation proceeds.
+/// Without any script in `link-up.d` NM dispatches nothing and nothing
+/// waits (series v2; v1 made one nm-dispatcher round trip per activation).
 #[test]
-fn patched_link_up_without_scripts_is_one_round_trip() {
+fn patched_link_up_without_scripts_is_not_dispatched() {
     let test = "patched/link-up without scripts";
     let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
     let Some(lab) = start_or_skip(test, cfg) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
-    let link_up = lab
-        .dispatcher_requests()
-        .into_iter()
-        .find(|r| r.iface.as_deref() == Some("wired0") && r.action == "link-up")
-        .unwrap_or_else(|| panic!("NM never dispatched link-up for wired0\n{}", lab.diagnostics()));
-    let outcome = link_up.outcome.unwrap_or_else(|| panic!("the link-up request never completed\n{}", lab.diagnostics()));
-    measured(test, "link-up dispatch with no script", format!("{} ms, {}", outcome.took.as_millis(), outcome.detail));
-    let done = outcome.detail;
-    assert!(done.contains("0 scripts invoked"), "{done}");
+    let requests = lab.dispatcher_requests();
+    assert!(!requests.iter().any(|r| r.action == "link-up"), "link-up was dispatched without a script: {requests:?}\n{}", lab.diagnostics());
+    assert!(!lab.nm_log().contains("waits for \"link-up\""), "{}", lab.diagnostics());
+}
+
+/// A `link-up.d` script of the test: records when it starts and ends under
+/// the lab's /run, sleeps `secs`.
+fn link_up_script(secs: f64) -> (String, String) {
+    (
+        "link-up.d/50-test".into(),
+        format!(
+            "#!/bin/sh\n[ \"$2\" = link-up ] || exit 0\ndate +%s.%N >> /run/link-up-started\nsleep {secs}\ndate +%s.%N >> /run/link-up-ended\n"
+        ),
+    )
+}
+
+/// Seconds since the epoch the script wrote into `file` under the lab's /run.
+fn script_stamps(lab: &Lab, file: &str) -> Vec<std::time::SystemTime> {
+    std::fs::read_to_string(lab.dir.join("run").join(file))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .map(|secs| std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
+        .collect()
+}
+
+/// A lab on the patched NM with one `link-up.d` script and no companion,
+/// the wired profile added but not yet activated.
+fn link_up_lab(test: &str, script_secs: f64) -> Option<(Lab, Capture)> {
+    let mut cfg = patched_or_skip(test, DhcpServer::IscDhcpd)?;
+    cfg.scripts.push(link_up_script(script_secs));
+    let lab = start_or_skip(test, cfg)?;
+    let capture = Capture::start(&lab, "p-wired0");
+    lab.add_ethernet_profile("Office LAN", "wired0", false);
+    Some((lab, capture))
+}
+
+/// The wired link's first DHCP packet after `since`, waiting up to `timeout` for it.
+fn first_wired_dhcp(lab: &Lab, capture: &Capture, since: std::time::SystemTime, timeout: Duration) -> Option<std::time::SystemTime> {
+    let mac = lab.mac("wired0");
+    let mut first = None;
+    let _ = lab.wait_until("the wired link's first DHCP packet", timeout, || {
+        first = capture.first_dhcp_from(&mac, since).map(|(t, _)| t);
+        first.is_some()
+    });
+    first
+}
+
+/// NM holds IP configuration until the script returns: the first DHCP
+/// packet comes after the script's end, not before.
+#[test]
+fn patched_link_up_holds_dhcp_until_the_script_returns() {
+    let test = "patched/link-up holds DHCP";
+    let Some((lab, capture)) = link_up_lab(test, 1.0) else { return };
+    let since = std::time::SystemTime::now();
+    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+    let first = first_wired_dhcp(&lab, &capture, since, Duration::from_secs(10)).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
+    let (started, ended) = (script_stamps(&lab, "link-up-started"), script_stamps(&lab, "link-up-ended"));
+    assert_eq!((started.len(), ended.len()), (1, 1), "{}", lab.diagnostics());
+    let held = first.duration_since(started[0]).unwrap_or_default();
+    measured(test, "script start -> first DHCP packet (script sleeps 1 s)", ms(held));
+    assert!(first >= ended[0], "DHCP started {:?} before the script returned\n{}", ended[0].duration_since(first).unwrap_or_default(), lab.diagnostics());
+    assert!(lab.nm_log().contains("IP configuration waits for \"link-up\" dispatcher scripts"), "no log line says IP configuration is held\n{}", lab.diagnostics());
+}
+
+/// A script that does not return in time: NM logs a warning and starts
+/// IP configuration after its 5 s limit.
+#[test]
+fn patched_link_up_wait_ends_at_its_timeout() {
+    let test = "patched/link-up timeout";
+    let Some((lab, capture)) = link_up_lab(test, 30.0) else { return };
+    let since = std::time::SystemTime::now();
+    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+    let first = first_wired_dhcp(&lab, &capture, since, Duration::from_secs(15)).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
+    let started = script_stamps(&lab, "link-up-started");
+    assert_eq!(started.len(), 1, "{}", lab.diagnostics());
+    let held = first.duration_since(started[0]).unwrap_or_default();
+    measured(test, "script start -> first DHCP packet (script sleeps 30 s)", ms(held));
+    assert!(held >= Duration::from_millis(4500) && held <= Duration::from_secs(8), "held {held:?}\n{}", lab.diagnostics());
+    assert!(lab.nm_log().contains("did not complete within 5000 ms"), "{}", lab.diagnostics());
+}
+
+/// A disconnect while the script runs cancels the activation: no DHCP from
+/// the wired link, and scripts get `down` after the `link-up`.
+#[test]
+fn patched_link_up_wait_is_cancelled_by_a_disconnect() {
+    let test = "patched/link-up cancelled";
+    let Some((lab, capture)) = link_up_lab(test, 3.0) else { return };
+    let since = std::time::SystemTime::now();
+    lab.nmcli(&["--wait", "0", "connection", "up", "Office LAN"]).expect("activate the wired profile");
+    lab.expect_until("the script to start", Duration::from_secs(10), || !script_stamps(&lab, "link-up-started").is_empty());
+    lab.nmcli(&["device", "disconnect", "wired0"]).expect("disconnect");
+    assert!(first_wired_dhcp(&lab, &capture, since, Duration::from_secs(5)).is_none(), "DHCP after the disconnect\n{}", lab.diagnostics());
+    let actions: Vec<String> = lab.dispatcher_requests().into_iter().filter(|r| r.iface.as_deref() == Some("wired0")).map(|r| r.action).collect();
+    let link_up = actions.iter().position(|a| a == "link-up").unwrap_or_else(|| panic!("{actions:?}"));
+    assert!(actions[link_up..].iter().any(|a| a == "down"), "no down after link-up: {actions:?}\n{}", lab.diagnostics());
+}
+
+/// An activation that fails after `link-up` (no DHCP server) ends with
+/// `down`, so a script that acted on `link-up` is told.
+#[test]
+fn patched_link_up_then_failure_dispatches_down() {
+    let test = "patched/link-up then failure";
+    let Some((mut lab, _capture)) = link_up_lab(test, 0.0) else { return };
+    lab.stop_dhcp_server();
+    lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", "3", "connection.autoconnect-retries", "1"]).expect("modify");
+    lab.nmcli(&["--wait", "0", "connection", "up", "Office LAN"]).expect("activate the wired profile");
+    lab.expect_until("the activation to fail", Duration::from_secs(20), || lab.nm_log().contains("(wired0): state change: ip-config -> failed"));
+    lab.expect_until("down dispatched for wired0", Duration::from_secs(5), || {
+        let actions: Vec<String> = lab.dispatcher_requests().into_iter().filter(|r| r.iface.as_deref() == Some("wired0")).map(|r| r.action).collect();
+        actions.iter().position(|a| a == "link-up").is_some_and(|i| actions[i..].iter().any(|a| a == "down"))
+    });
 }

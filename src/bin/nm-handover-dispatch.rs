@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use nm_handover::event::DispatcherEvent;
-use nm_handover::prefilter::{prefilter, Verdict, NM_CONF_DIR};
+use nm_handover::event::DispatcherAction;
+use nm_handover::prefilter::{prefilter, record_link_up_seen, Verdict, NM_CONF_DIR};
 
 const FULL_PROGRAM: &str = "nm-handover";
 
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if event.action == DispatcherAction::LinkUp {
+        record_link_up_seen(Path::new(nm_handover::LINK_UP_SEEN_PATH));
+    }
     let verdict = prefilter(&event, Path::new(NM_CONF_DIR));
     if let Verdict::Ignore(_) = verdict {
         return ExitCode::SUCCESS;

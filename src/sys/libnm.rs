@@ -233,21 +233,6 @@ impl Nm {
         cstr_opt(unsafe { ffi::nm_client_get_version(self.raw()) })
     }
 
-    /// The daemon's `VersionInfo`: element 0 is the encoded version, the rest
-    /// are capability bit fields (`NMVersionInfoCapability`).
-    pub fn version_info(&self) -> Vec<u32> {
-        let mut len: ffi::gsize = 0;
-        // SAFETY: valid client; the array has `len` elements and lives with the client.
-        unsafe {
-            let p = ffi::nm_client_get_version_info(self.raw(), &mut len);
-            if p.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(p, len as usize).to_vec()
-            }
-        }
-    }
-
     pub fn devices(&self) -> Vec<Device> {
         // SAFETY: valid client.
         ptr_array_objects(unsafe { ffi::nm_client_get_devices(self.raw()) })

@@ -393,11 +393,20 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(lab: &Lab, port: &str) -> Capture {
-        let path = lab.dir.join(format!("capture-{port}.txt"));
-        let err_path = lab.dir.join(format!("capture-{port}.err"));
+        Capture::start_with(lab, port, "dhcp", "udp port 67 or udp port 68")
+    }
+
+    /// Every frame the interface with `mac` sends, on whichever port.
+    pub fn frames_from(lab: &Lab, port: &str, mac: &str) -> Capture {
+        Capture::start_with(lab, port, "frames", &format!("ether src {mac}"))
+    }
+
+    fn start_with(lab: &Lab, port: &str, what: &str, filter: &str) -> Capture {
+        let path = lab.dir.join(format!("capture-{what}-{port}.txt"));
+        let err_path = lab.dir.join(format!("capture-{what}-{port}.err"));
         let child = Command::new("ip")
             // --immediate-mode: each packet is written as it arrives, not when the capture buffer's timeout expires.
-            .args(["netns", "exec", &lab.lan, "tcpdump", "--immediate-mode", "-i", "any", "-n", "-tt", "-e", "-l", "udp port 67 or udp port 68"])
+            .args(["netns", "exec", &lab.lan, "tcpdump", "--immediate-mode", "-i", "any", "-n", "-tt", "-e", "-l", filter])
             .stdin(Stdio::null())
             .stdout(File::create(&path).expect("capture file"))
             .stderr(File::create(&err_path).expect("capture log"))
@@ -411,20 +420,33 @@ impl Capture {
         Capture { child, path, port: port.to_owned() }
     }
 
+    /// The packets `mac` sent into the port at or after `since`, with their timestamps.
+    fn received_from(&self, mac: &str, since: SystemTime) -> Vec<(SystemTime, String)> {
+        let Ok(since) = since.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()) else { return Vec::new() };
+        let mac = mac.to_lowercase();
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                // "<stamp> <iface> <direction> ifindex <n> <source MAC> ethertype IPv4 ..."
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let stamp: f64 = fields.first()?.parse().ok()?;
+                let matches = fields.get(1) == Some(&self.port.as_str())
+                    // Received on the port: unicast ("In"), broadcast ("B") or multicast ("M").
+                    && matches!(fields.get(2), Some(&"In" | &"B" | &"M"))
+                    && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone());
+                (stamp >= since && matches).then(|| (UNIX_EPOCH + Duration::from_secs_f64(stamp), line.to_owned()))
+            })
+            .collect()
+    }
+
     /// The first DHCP packet that `mac` sent into the port at or after `since`, with its timestamp.
     pub fn first_dhcp_from(&self, mac: &str, since: SystemTime) -> Option<(SystemTime, String)> {
-        let since = since.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
-        let mac = mac.to_lowercase();
-        std::fs::read_to_string(&self.path).ok()?.lines().find_map(|line| {
-            // "<stamp> <iface> <direction> ifindex <n> <source MAC> ethertype IPv4 ..."
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let stamp: f64 = fields.first()?.parse().ok()?;
-            let matches = fields.get(1) == Some(&self.port.as_str())
-                // Received on the port: unicast ("In"), broadcast ("B") or multicast ("M").
-                && matches!(fields.get(2), Some(&"In" | &"B" | &"M"))
-                && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone());
-            (stamp >= since && matches).then(|| (UNIX_EPOCH + Duration::from_secs_f64(stamp), line.to_owned()))
-        })
+        self.received_from(mac, since).into_iter().next()
+    }
+
+    /// The last frame `mac` sent into the port between `since` and `until`.
+    pub fn last_from_between(&self, mac: &str, since: SystemTime, until: SystemTime) -> Option<SystemTime> {
+        self.received_from(mac, since).into_iter().map(|(t, _)| t).take_while(|t| *t <= until).last()
     }
 }
 

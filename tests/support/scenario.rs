@@ -314,10 +314,11 @@ pub struct ReplugSample {
     /// The wired carrier seen (ip monitor) → the wired link's first DHCP
     /// packet (tcpdump's kernel timestamp on its bridge port).
     pub carrier_to_first_dhcp: Option<Duration>,
-    /// The backup left the LAN before the wired link sent its first DHCP
-    /// packet, by this much (negative: after it). The monitor's events are
-    /// stamped when `ip monitor`'s line is read, the packet by the kernel: a
-    /// lower bound of the lead.
+    /// The wired link's first DHCP packet minus the last frame the backup
+    /// sent from the shared MAC (both captured on their bridge ports, kernel
+    /// timestamps): positive when the backup had gone quiet before the wired
+    /// client spoke (the bridge then delivers the answer to the wired port),
+    /// negative when the backup still sent after it.
     pub lead_ms: Option<f64>,
     pub ip_kept: bool,
     pub note: Option<String>,
@@ -337,6 +338,7 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
     let wired_mac = lab.mac("wired0");
     let monitor = NetMonitor::start(lab);
     let capture = Capture::start(lab, "p-wired0");
+    let backup_frames = Capture::frames_from(lab, &format!("p-{backup}"), &wired_mac);
     let tcp = TcpSession::open(lab);
     let _ping = Pinger::start(lab);
     let mut samples = Vec::new();
@@ -368,14 +370,13 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
         let since_carrier = |t: Option<Instant>| Some(t?.checked_duration_since(carrier?).unwrap_or_default());
         let carrier_to_first_dhcp =
             carrier.and_then(|c| first_dhcp?.duration_since(monitor.wall_clock(c)).ok().or(Some(Duration::ZERO)));
-        let lead_ms = match (off, first_dhcp) {
-            (Some(d), Some(f)) => {
-                let d = monitor.wall_clock(d).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-                let f = f.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-                Some((f - d) * 1000.0)
-            }
-            _ => None,
-        };
+        // The backup's frames up to a second after the wired client spoke
+        // (its hand-back is over by then), kernel timestamps like the packet's.
+        let lead_ms = first_dhcp.map(|first| {
+            let last = backup_frames.last_from_between(&wired_mac, plug_wall, first + Duration::from_secs(1)).unwrap_or(plug_wall);
+            let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+            (secs(first) - secs(last)) * 1000.0
+        });
         let sample = ReplugSample {
             replug: monitor.address_added_at(plug, "wired0", p.addr).map(|t| t - plug),
             carrier_to_backup_off: since_carrier(off),

@@ -1,0 +1,160 @@
+//! What the `link-up` series costs an activation that does not use it
+//! (issue 12: "every user pays"): the time from "Activation: starting
+//! connection" to "activated" of a wired DHCP profile, and a boot (NM start
+//! to the wired link activated, nm-dispatcher not running), on NetworkManager
+//! 1.58.1 built from Debian's source unpatched and patched, with no script
+//! in `link-up.d`. Both from NM's own log timestamps (0.1 ms).
+//!
+//! `cargo bench --bench link_up_cost` (as root). Environment:
+//!   NM_HANDOVER_BENCH_RUNS     activations per row (default 50; boots: a fifth of it)
+//!   NM_HANDOVER_V1_NM_DIR      a build of series v1 (nm-patch/build's directory) for its row
+//!   NM_HANDOVER_BENCH_OUT      results file (default: bench-results/link-up-cost.md)
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use support::*;
+
+/// NM log timestamps (`<info>  [1795628461.6776] device (wired0): ...`) of
+/// the lines containing `what`, in order.
+fn stamps(log: &str, what: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split_once('[')?.1.split_once(']')?.0.parse().ok())
+        .collect()
+}
+
+fn triple(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Row {
+    activation_ms: Vec<f64>,
+    boot_ms: Vec<f64>,
+    link_up_calls: usize,
+    nm_version: String,
+}
+
+fn wired_activations(log: &str) -> Vec<f64> {
+    let starts = stamps(log, "device (wired0): Activation: starting connection");
+    let ends = stamps(log, "device (wired0): state change: secondaries -> activated");
+    starts.iter().zip(&ends).map(|(s, e)| (e - s) * 1000.0).collect()
+}
+
+fn run_row(cfg: LabConfig, runs: usize) -> Result<Row, String> {
+    let nm_version = std::process::Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let mut lab = Lab::start(cfg).map_err(|e| e.to_string())?;
+    let e = |e: LabError| e.to_string();
+    lab.add_ethernet_profile("Office LAN", "wired0", false);
+    for _ in 0..runs {
+        lab.nmcli(&["connection", "up", "Office LAN"]).map_err(e)?;
+        lab.nmcli(&["connection", "down", "Office LAN"]).map_err(e)?;
+    }
+    let activation_ms = wired_activations(&lab.nm_log());
+    // Boots: NM starts with nm-dispatcher not running (it exits when idle).
+    lab.nmcli(&["connection", "modify", "Office LAN", "connection.autoconnect", "yes"]).map_err(e)?;
+    let mut boot_ms = Vec::new();
+    for _ in 0..(runs / 5).max(1) {
+        lab.reboot_nm(|lab| {
+            for pid in processes_named(lab, "nm-dispatcher") {
+                // SAFETY: a process of this lab's own namespace, by its PID.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        });
+        lab.wait_until("the wired link activated", Duration::from_secs(30), || {
+            lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", "Office LAN"]).is_ok_and(|s| s.trim() == "activated")
+        })
+        .map_err(e)?;
+        let log = lab.nm_log();
+        let started = *stamps(&log, "is starting...").last().ok_or("no NM start line")?;
+        let activated = *stamps(&log, "device (wired0): state change: secondaries -> activated").last().ok_or("no activation")?;
+        boot_ms.push((activated - started) * 1000.0);
+    }
+    let link_up_calls = lab.dispatcher_requests().iter().filter(|r| r.action == "link-up").count();
+    Ok(Row { activation_ms, boot_ms, link_up_calls, nm_version })
+}
+
+fn main() -> ExitCode {
+    let runs: usize = std::env::var("NM_HANDOVER_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/link-up-cost.md"));
+    let mut rows: Vec<(&str, Result<LabConfig, String>)> = vec![
+        ("stock: 1.58.1 built unpatched", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", false)),
+        ("patched: series v2 (nm-patch/1.58), no link-up script", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", true)),
+    ];
+    if let Some(v1) = std::env::var_os("NM_HANDOVER_V1_NM_DIR") {
+        // built_nm_paths reads the patched build's directory from this variable.
+        std::env::set_var("NM_HANDOVER_PATCHED_NM_DIR", &v1);
+        rows.push(("patched: series v1, no link-up script", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", true)));
+        std::env::remove_var("NM_HANDOVER_PATCHED_NM_DIR");
+    }
+    let mut out = String::new();
+    writeln!(out, "## What `link-up` costs activations that do not use it\n").unwrap();
+    writeln!(out, "Machine: {}.  ", machine()).unwrap();
+    writeln!(
+        out,
+        "Command: `cargo bench --bench link_up_cost` (NM_HANDOVER_BENCH_RUNS={runs}). A wired DHCP profile (ISC dhcpd, internal client) \
+         activated and deactivated {runs} times per row with `nmcli`, then {} boots (NM started with nm-dispatcher not running, the \
+         profile autoconnecting). Times from NM's own log, in ms as median / p95 / max; no script in `link-up.d`.\n",
+        (runs / 5).max(1)
+    )
+    .unwrap();
+    writeln!(out, "| NetworkManager | version | activations | starting → activated | boots | NM start → wired activated | `link-up` dispatched | ratio to stock (activation / boot medians) |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
+    let mut base: Option<(f64, f64)> = None;
+    let mut notes = Vec::new();
+    for (name, cfg) in rows {
+        eprintln!("bench link_up_cost: {name}");
+        let row = match cfg.and_then(|cfg| run_row(cfg, runs)) {
+            Ok(row) => row,
+            Err(why) => {
+                notes.push(format!("- not measured: {name}: {why}"));
+                continue;
+            }
+        };
+        let (a, b) = (median(row.activation_ms.clone()), median(row.boot_ms.clone()));
+        let ratio = match base {
+            None => {
+                base = Some((a, b));
+                "1.00 / 1.00".to_owned()
+            }
+            Some((ba, bb)) => format!("{:.2} / {:.2}", a / ba, b / bb),
+        };
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {ratio} |",
+            row.nm_version,
+            row.activation_ms.len(),
+            triple(row.activation_ms),
+            row.boot_ms.len(),
+            triple(row.boot_ms),
+            row.link_up_calls
+        )
+        .unwrap();
+    }
+    if !notes.is_empty() {
+        writeln!(out, "\n{}", notes.join("\n")).unwrap();
+    }
+    print!("{out}");
+    if let Err(e) = std::fs::write(&out_path, &out) {
+        eprintln!("bench link_up_cost: cannot write {}: {e}", out_path.display());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
