@@ -29,6 +29,7 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_device_get_iface",
     "nm_device_get_device_type",
     "nm_device_get_state",
+    "nm_device_get_state_reason",
     "nm_device_get_interface_flags",
     "nm_device_get_hw_address",
     "nm_device_ethernet_get_permanent_hw_address",
@@ -69,7 +70,7 @@ fn main() {
     let mut builder = bindgen::Builder::default()
         .header_contents("nm-handover-libnm.h", "#include <NetworkManager.h>\n")
         .clang_args(libnm.include_paths.iter().map(|p| format!("-I{}", p.display())))
-        .allowlist_type("NMDeviceState|NMDeviceType|NMActiveConnectionState|NMDeviceInterfaceFlags")
+        .allowlist_type("NMDeviceState|NMDeviceStateReason|NMDeviceType|NMActiveConnectionState|NMDeviceInterfaceFlags")
         .allowlist_type("NMSettingsUpdate2Flags|NMManagerReloadFlags")
         // GLib, GObject and GIO types come from the glib/gio crates' -sys
         // modules, so values pass between libnm and those crates unconverted.

@@ -137,6 +137,7 @@ impl Pair {
             backup_device_ready,
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
             link_up_dispatched: nm_has_link_up(),
+            wired_down_chosen: nm.device(self.wired.device.as_str()).is_none_or(|d| d.last_change_was_chosen()),
         }
     }
 

@@ -75,6 +75,9 @@ pub struct Observed {
     pub backup_may_release: bool,
     /// The daemon dispatches `link-up` (patched NM) and waits for it.
     pub link_up_dispatched: bool,
+    /// The wired profile's last deactivation was someone's choice (a
+    /// disconnect), not a failure (no lease on a port with carrier).
+    pub wired_down_chosen: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,6 +168,16 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
                 decision("wired carrier lost: hand over to the backup link", actions)
             }
         }
+        // Patched NM dispatches `down` also when an activation fails after
+        // `link-up` took the backup off the LAN: the laptop would stay offline.
+        Hook::Down if !seen.wired_down_chosen && !seen.backup.on_lan() && seen.backup_device_ready => {
+            let mut actions: Vec<Action> = carry(options, Role::Wired, Role::Backup).into_iter().collect();
+            actions.push(Action::ActivateBackup);
+            if options.carrier_watch && !seen.link_up_dispatched {
+                actions.push(Action::WatchWiredCarrier);
+            }
+            decision("wired activation failed with carrier present: back to the backup link", actions)
+        }
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
         Hook::LinkUp => match seen.backup {
             LinkState::Inactive => decision("wired link up, backup not on the LAN", vec![]),
@@ -224,13 +237,16 @@ mod tests {
                 LinkState::ALL.into_iter().flat_map(move |backup| {
                     [false, true].into_iter().flat_map(move |backup_device_ready| {
                         [false, true].into_iter().flat_map(move |backup_may_release| {
-                            [false, true].into_iter().map(move |link_up_dispatched| Observed {
-                                wired_carrier,
-                                wired,
-                                backup,
-                                backup_device_ready,
-                                backup_may_release,
-                                link_up_dispatched,
+                            [false, true].into_iter().flat_map(move |link_up_dispatched| {
+                                [false, true].into_iter().map(move |wired_down_chosen| Observed {
+                                    wired_carrier,
+                                    wired,
+                                    backup,
+                                    backup_device_ready,
+                                    backup_may_release,
+                                    link_up_dispatched,
+                                    wired_down_chosen,
+                                })
                             })
                         })
                     })
@@ -254,7 +270,7 @@ mod tests {
     const CARRY: Options = Options { lease_carry: true, carrier_watch: false };
 
     fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
-        Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false, link_up_dispatched: false }
+        Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false, link_up_dispatched: false, wired_down_chosen: true }
     }
 
     /// Where each variant sits in `ALL`. The `match` is exhaustive: a new
@@ -326,7 +342,9 @@ mod tests {
             // Only activate the backup when the wired link has no carrier and a device is ready.
             if activates {
                 // (A backup still deactivating is activated again: the cable went out again.)
-                assert!(!seen.wired_carrier && seen.backup_device_ready, "{ctx}");
+                // With carrier, only after a wired activation that failed.
+                let wired_failed = role == Role::Wired && hook == Hook::Down && !seen.wired_down_chosen;
+                assert!((!seen.wired_carrier || wired_failed) && seen.backup_device_ready, "{ctx}");
                 assert!(matches!(seen.backup, LinkState::Inactive | LinkState::Deactivating), "{ctx}");
                 // The lease goes to the backup before it is activated.
                 if options.lease_carry {
@@ -382,6 +400,17 @@ mod tests {
     fn user_disconnect_with_cable_in_is_left_alone() {
         let d = decide(Role::Wired, Hook::Down, seen(true, LinkState::Inactive, LinkState::Inactive), CARRY);
         assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn a_failed_wired_activation_with_carrier_brings_the_backup_back() {
+        let mut s = seen(true, LinkState::Inactive, LinkState::Inactive);
+        s.wired_down_chosen = false;
+        let d = decide(Role::Wired, Hook::Down, s, CARRY);
+        assert_eq!(d.actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+        // A backup already coming up is left to it.
+        s.backup = LinkState::Activating;
+        assert!(decide(Role::Wired, Hook::Down, s, CARRY).actions.is_empty());
     }
 
     #[test]

@@ -274,3 +274,30 @@ fn patched_link_up_then_failure_dispatches_down() {
         actions.iter().position(|a| a == "link-up").is_some_and(|i| actions[i..].iter().any(|a| a == "down"))
     });
 }
+
+/// The companion uses the `down` that ends a failed activation: the cable
+/// comes back on a port where DHCP gets no answer; `link-up` took the backup
+/// off the LAN, the wired activation fails, and the backup comes back with
+/// the same address instead of leaving the laptop offline.
+#[test]
+fn patched_failed_wired_activation_brings_the_backup_back() {
+    let test = "patched/failed wired activation";
+    let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    let Some(p) = paired(test, cfg, &[]) else { return };
+    let lab = &p.lab;
+    lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", "3", "connection.autoconnect-retries", "1"]).expect("modify");
+    lab.pull_cable();
+    lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    // The cable comes back on a port that is not on the LAN (another VLAN, a dead port).
+    let out = lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.plug_cable();
+    lab.expect_until("link-up to take the backup off the LAN", Duration::from_secs(10), || lab.ipv4("backup0").is_none());
+    let back = lab.expect_until("the backup to hold the address again", Duration::from_secs(30), || lab.ipv4("backup0") == Some(p.addr));
+    measured(test, "plug -> backup holds the address again (wired DHCP timeout 3 s)", ms(back));
+    assert!(
+        lab.dispatcher_log().contains("wired activation failed with carrier present"),
+        "the companion did not act on the down of the failed activation\n{}",
+        lab.diagnostics()
+    );
+}

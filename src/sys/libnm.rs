@@ -518,6 +518,22 @@ impl Device {
         }
     }
 
+    /// Whether the device's last state change was someone's choice (a
+    /// disconnect, another profile, sleep, removal) rather than a failure.
+    pub fn last_change_was_chosen(&self) -> bool {
+        // SAFETY: valid device.
+        let reason = unsafe { ffi::nm_device_get_state_reason(self.raw()) };
+        matches!(
+            reason,
+            ffi::NM_DEVICE_STATE_REASON_USER_REQUESTED
+                | ffi::NM_DEVICE_STATE_REASON_NEW_ACTIVATION
+                | ffi::NM_DEVICE_STATE_REASON_SLEEPING
+                | ffi::NM_DEVICE_STATE_REASON_REMOVED
+                | ffi::NM_DEVICE_STATE_REASON_NOW_UNMANAGED
+                | ffi::NM_DEVICE_STATE_REASON_CONNECTION_REMOVED
+        )
+    }
+
     pub fn state(&self) -> DeviceState {
         // SAFETY: valid device.
         match unsafe { ffi::nm_device_get_state(self.raw()) } {
