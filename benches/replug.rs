@@ -100,9 +100,11 @@ fn main() -> ExitCode {
         "A re-plug is *slow* when the wired link holds the address more than {} ms after the plug (the wired client missed \
          its ACK and retried). *Carrier → backup off*: from the wired link's carrier (`ip monitor`) to the backup set down or \
          its address removed (`ip monitor`). *Carrier → first wired DHCP packet*: to the packet on the wired link's bridge \
-         port (tcpdump, kernel timestamp). *Lead*: first wired DHCP packet minus backup off; a race is won when it is \
-         positive. `ip monitor` events are stamped when read, the packet by the kernel, so leads are lower bounds. Times in \
-         ms as median / p95 / max.\n",
+         port (tcpdump, kernel timestamp, against the monitor's carrier stamp taken when read). *Lead*: the first wired DHCP \
+         packet minus the backup's last frame from the shared MAC on its own bridge port (both tcpdump, kernel timestamps); a \
+         race is won when the backup sent nothing after the wired client's first packet, i.e. the bridge learns the wired \
+         port for the MAC and delivers the server's answer there. With a 5 ms ping the backup's last frame precedes its \
+         going down by up to 5 ms. Times in ms as median / p95 / max.\n",
         SLOW_REPLUG.as_millis()
     )
     .unwrap();

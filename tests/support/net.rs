@@ -389,24 +389,29 @@ pub struct Capture {
     child: Child,
     path: std::path::PathBuf,
     port: String,
+    /// Captured on the port itself (its frames only, as received), not on "any".
+    on_port: bool,
 }
 
 impl Capture {
     pub fn start(lab: &Lab, port: &str) -> Capture {
-        Capture::start_with(lab, port, "dhcp", "udp port 67 or udp port 68")
+        Capture::start_with(lab, port, false, "dhcp", "udp port 67 or udp port 68")
     }
 
-    /// Every frame the interface with `mac` sends, on whichever port.
+    /// Every frame `mac` sends into `port` (captured on the port: "any"
+    /// cannot filter on Ethernet addresses; it must be up when this starts).
     pub fn frames_from(lab: &Lab, port: &str, mac: &str) -> Capture {
-        Capture::start_with(lab, port, "frames", &format!("ether src {mac}"))
+        Capture::start_with(lab, port, true, "frames", &format!("ether src {mac}"))
     }
 
-    fn start_with(lab: &Lab, port: &str, what: &str, filter: &str) -> Capture {
+    fn start_with(lab: &Lab, port: &str, on_port: bool, what: &str, filter: &str) -> Capture {
         let path = lab.dir.join(format!("capture-{what}-{port}.txt"));
         let err_path = lab.dir.join(format!("capture-{what}-{port}.err"));
         let child = Command::new("ip")
             // --immediate-mode: each packet is written as it arrives, not when the capture buffer's timeout expires.
-            .args(["netns", "exec", &lab.lan, "tcpdump", "--immediate-mode", "-i", "any", "-n", "-tt", "-e", "-l", filter])
+            .args(["netns", "exec", &lab.lan, "tcpdump", "--immediate-mode", "-i", if on_port { port } else { "any" }])
+            .args(if on_port { &["-Q", "in"][..] } else { &[][..] })
+            .args(["-n", "-tt", "-e", "-l", filter])
             .stdin(Stdio::null())
             .stdout(File::create(&path).expect("capture file"))
             .stderr(File::create(&err_path).expect("capture log"))
@@ -417,7 +422,7 @@ impl Capture {
             assert!(started.elapsed() < Duration::from_secs(10), "tcpdump did not start in {}", lab.lan);
             thread::sleep(Duration::from_millis(20));
         }
-        Capture { child, path, port: port.to_owned() }
+        Capture { child, path, port: port.to_owned(), on_port }
     }
 
     /// The packets `mac` sent into the port at or after `since`, with their timestamps.
@@ -427,13 +432,18 @@ impl Capture {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
-                // "<stamp> <iface> <direction> ifindex <n> <source MAC> ethertype IPv4 ..."
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let stamp: f64 = fields.first()?.parse().ok()?;
-                let matches = fields.get(1) == Some(&self.port.as_str())
-                    // Received on the port: unicast ("In"), broadcast ("B") or multicast ("M").
-                    && matches!(fields.get(2), Some(&"In" | &"B" | &"M"))
-                    && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone());
+                let matches = if self.on_port {
+                    // "<stamp> <source MAC> > <destination MAC>, ethertype ..." (received only: -Q in)
+                    fields.get(1).map(|m| m.to_lowercase()) == Some(mac.clone())
+                } else {
+                    // "<stamp> <iface> <direction> ifindex <n> <source MAC> ethertype IPv4 ..."
+                    fields.get(1) == Some(&self.port.as_str())
+                        // Received on the port: unicast ("In"), broadcast ("B") or multicast ("M").
+                        && matches!(fields.get(2), Some(&"In" | &"B" | &"M"))
+                        && fields.get(5).map(|m| m.to_lowercase()) == Some(mac.clone())
+                };
                 (stamp >= since && matches).then(|| (UNIX_EPOCH + Duration::from_secs_f64(stamp), line.to_owned()))
             })
             .collect()
