@@ -29,20 +29,6 @@ fn stamps(log: &str, what: &str) -> Vec<f64> {
         .collect()
 }
 
-fn triple(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 struct Row {
     activation_ms: Vec<f64>,
     boot_ms: Vec<f64>,
@@ -141,20 +127,12 @@ fn main() -> ExitCode {
             "| {name} | {} | {} | {} | {} | {} | {} | {ratio} |",
             row.nm_version,
             row.activation_ms.len(),
-            triple(row.activation_ms),
+            median_p95_max(row.activation_ms),
             row.boot_ms.len(),
-            triple(row.boot_ms),
+            median_p95_max(row.boot_ms),
             row.link_up_calls
         )
         .unwrap();
     }
-    if !notes.is_empty() {
-        writeln!(out, "\n{}", notes.join("\n")).unwrap();
-    }
-    print!("{out}");
-    if let Err(e) = std::fs::write(&out_path, &out) {
-        eprintln!("bench link_up_cost: cannot write {}: {e}", out_path.display());
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    publish_report("link_up_cost", out, &notes, &out_path)
 }

@@ -47,15 +47,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn triple(mut v: Vec<f64>) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
-}
-
 struct Row {
     nm_version: String,
     samples: Vec<ReplugSample>,
@@ -137,9 +128,9 @@ fn main() -> ExitCode {
             row.nm_version,
             row.samples.len(),
             slow,
-            triple(replugs),
-            triple(off),
-            triple(dhcp),
+            median_p95_max(replugs),
+            median_p95_max(off),
+            median_p95_max(dhcp),
             leads.len(),
         )
         .unwrap();
@@ -151,13 +142,5 @@ fn main() -> ExitCode {
             }
         }
     }
-    if !notes.is_empty() {
-        writeln!(out, "\n{}", notes.join("\n")).unwrap();
-    }
-    print!("{out}");
-    if let Err(e) = std::fs::write(&out_path, &out) {
-        eprintln!("bench replug: cannot write {}: {e}", out_path.display());
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    publish_report("replug", out, &notes, &out_path)
 }

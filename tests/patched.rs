@@ -209,19 +209,27 @@ fn first_wired_dhcp(lab: &Lab, capture: &Capture, since: std::time::SystemTime, 
     first
 }
 
+/// Activates the wired profile and waits for its first DHCP packet; returns
+/// it and when the script started, and records the time between them.
+fn dhcp_after_script_start(test: &str, lab: &Lab, capture: &Capture, timeout: Duration) -> (std::time::SystemTime, std::time::SystemTime) {
+    let since = std::time::SystemTime::now();
+    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+    let first = first_wired_dhcp(lab, capture, since, timeout).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
+    let started = script_stamps(lab, "link-up-started");
+    assert_eq!(started.len(), 1, "{}", lab.diagnostics());
+    measured(test, "script start -> first DHCP packet", ms(first.duration_since(started[0]).unwrap_or_default()));
+    (first, started[0])
+}
+
 /// NM holds IP configuration until the script returns: the first DHCP
 /// packet comes after the script's end, not before.
 #[test]
 fn patched_link_up_holds_dhcp_until_the_script_returns() {
     let test = "patched/link-up holds DHCP";
     let Some((lab, capture)) = link_up_lab(test, 1.0) else { return };
-    let since = std::time::SystemTime::now();
-    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
-    let first = first_wired_dhcp(&lab, &capture, since, Duration::from_secs(10)).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
-    let (started, ended) = (script_stamps(&lab, "link-up-started"), script_stamps(&lab, "link-up-ended"));
-    assert_eq!((started.len(), ended.len()), (1, 1), "{}", lab.diagnostics());
-    let held = first.duration_since(started[0]).unwrap_or_default();
-    measured(test, "script start -> first DHCP packet (script sleeps 1 s)", ms(held));
+    let (first, _) = dhcp_after_script_start(test, &lab, &capture, Duration::from_secs(10));
+    let ended = script_stamps(&lab, "link-up-ended");
+    assert_eq!(ended.len(), 1, "{}", lab.diagnostics());
     assert!(first >= ended[0], "DHCP started {:?} before the script returned\n{}", ended[0].duration_since(first).unwrap_or_default(), lab.diagnostics());
     assert!(lab.nm_log().contains("IP configuration waits for \"link-up\" dispatcher scripts"), "no log line says IP configuration is held\n{}", lab.diagnostics());
 }
@@ -232,13 +240,8 @@ fn patched_link_up_holds_dhcp_until_the_script_returns() {
 fn patched_link_up_wait_ends_at_its_timeout() {
     let test = "patched/link-up timeout";
     let Some((lab, capture)) = link_up_lab(test, 30.0) else { return };
-    let since = std::time::SystemTime::now();
-    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
-    let first = first_wired_dhcp(&lab, &capture, since, Duration::from_secs(15)).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
-    let started = script_stamps(&lab, "link-up-started");
-    assert_eq!(started.len(), 1, "{}", lab.diagnostics());
-    let held = first.duration_since(started[0]).unwrap_or_default();
-    measured(test, "script start -> first DHCP packet (script sleeps 30 s)", ms(held));
+    let (first, started) = dhcp_after_script_start(test, &lab, &capture, Duration::from_secs(15));
+    let held = first.duration_since(started).unwrap_or_default();
     assert!(held >= Duration::from_millis(4500) && held <= Duration::from_secs(8), "held {held:?}\n{}", lab.diagnostics());
     assert!(lab.nm_log().contains("did not complete within 5000 ms"), "{}", lab.diagnostics());
 }

@@ -20,11 +20,6 @@ fn stock(test: &str, pair_args: &[&str]) -> Option<Paired> {
     paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), pair_args)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// 10 re-plugs with a 5 ms ping and a TCP session through the backup: the
 /// backup's last frame on the LAN comes before the wired link's first DHCP
 /// packet (so the bridge sends the server's answer to the wired port), and

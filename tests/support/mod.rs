@@ -56,3 +56,34 @@ pub fn machine() -> String {
         kernel.trim()
     )
 }
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// "median / p95 / max" of `v`, for benchmark tables.
+pub fn median_p95_max(mut v: Vec<f64>) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
+}
+
+/// Prints a benchmark's report with its notes and writes it to `path`.
+pub fn publish_report(bench: &str, mut report: String, notes: &[String], path: &std::path::Path) -> std::process::ExitCode {
+    if !notes.is_empty() {
+        report.push_str(&format!("\n{}\n", notes.join("\n")));
+    }
+    print!("{report}");
+    match std::fs::write(path, &report) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench {bench}: cannot write {}: {e}", path.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
