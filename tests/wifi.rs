@@ -23,9 +23,17 @@ fn on_wifi(name: &str, scenario: impl FnOnce()) {
 }
 
 fn pull_and_replug_twice(test: &str, cfg: LabConfig) {
+    let stock = !cfg.companion_dirs.contains(&"link-up.d");
     let Some(p) = paired(test, cfg.with_wifi(), &[]) else { return };
     pull_and_replug(test, &p);
     pull_and_replug(&format!("{test} (second cycle)"), &p);
+    if stock {
+        // The carrier watcher took the station off the LAN at each re-plug
+        // (it once gave up while NM changed the station's MAC during association).
+        let log = p.lab.dispatcher_log();
+        let acted = log.matches("nm-handover-watch: stopped: wired0 has carrier again: took wlan0 off the LAN").count();
+        assert_eq!(acted, 2, "{test}: the carrier watcher acted {acted} times in 2 re-plugs\n{}", p.lab.diagnostics());
+    }
 }
 
 #[test]

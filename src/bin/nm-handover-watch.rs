@@ -17,7 +17,7 @@ use nm_handover::sys::netlink::{if_index, take_index_down, LinkMonitor};
 use nm_handover::watch::{Limits, Step, Watch};
 
 const USAGE: &str = "usage: nm-handover-watch --pair WIRED-UUID --wired IFACE --backup IFACE --wired-mac MAC [--backup-mac MAC] \
-[--activation-secs N] [--lifetime-secs N]\n\n\
+[--activation-secs N] [--ended-secs N] [--lifetime-secs N]\n\n\
 --backup-mac is the backup's own MAC, given back to it when it is taken off the LAN (without it, NM\n\
 restores it when it deactivates the profile).\n\n\
 Started by nm-handover when it hands over to the backup on stock NetworkManager; see nm-handover(1).";
@@ -50,6 +50,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--backup-mac" => backup_mac = Some(mac(value)?),
             "--activation-secs" => limits.activation = secs(value)?,
             "--lifetime-secs" => limits.lifetime = secs(value)?,
+            "--ended-secs" => limits.ended = secs(value)?,
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
@@ -122,7 +123,7 @@ fn run(args: Args) -> Result<String, String> {
             if step != Step::Wait {
                 break;
             }
-            step = watch.on_link(report);
+            step = watch.on_link(report, started.elapsed());
         }
         match step {
             Step::Wait => {}
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(args(&GOOD[..8]).unwrap().backup_mac, None);
         let mut with_limits = GOOD.to_vec();
         with_limits.extend(["--activation-secs", "3", "--lifetime-secs", "9"]);
-        assert_eq!(args(&with_limits).unwrap().limits, Limits { activation: Duration::from_secs(3), lifetime: Duration::from_secs(9) });
+        assert_eq!(args(&with_limits).unwrap().limits, Limits { activation: Duration::from_secs(3), lifetime: Duration::from_secs(9), ..Limits::default() });
         assert!(args(&GOOD[..6]).unwrap_err().contains("--wired-mac is required"));
         assert!(args(&[&GOOD[..6], &["--wired-mac", "nope"]].concat()).unwrap_err().contains("not a MAC"));
         assert!(args(&[&["--pair", "../etc"], &GOOD[2..]].concat()).unwrap_err().contains("UUID"));
