@@ -14,8 +14,8 @@ use crate::handover::{nm_has_link_up, profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
-    SETTING_WIRED, SETTING_WIRELESS,
+    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    SETTING_WIRELESS,
 };
 use crate::policy::{decide, Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
@@ -46,7 +46,7 @@ fn string_property(profile: &Profile, setting: &str, property: &str) -> Option<S
 
 fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
     let kind = profile.connection_type().unwrap_or_default();
-    let mac_setting = if kind == SETTING_WIRELESS { SETTING_WIRELESS } else { SETTING_WIRED };
+    let mac_setting = mac_setting_of(&kind);
     Ok(ProfileSnapshot {
         uuid: Uuid::parse(&profile.uuid().unwrap_or_default())?,
         id: profile.id().unwrap_or_default(),

@@ -7,12 +7,11 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
 use crate::names::{Iface, Uuid};
-use crate::pairing::{mac_bytes, membership, parse_mac, Membership};
+use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
 use crate::policy::{Action, LinkState, Observed, Options, Role};
 use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
 use crate::sys::netlink::take_link_down;
-use crate::pairing::{SETTING_WIRED, SETTING_WIRELESS};
 use crate::settings::PropertyValue;
 
 /// One side of a pair: its profile and the device it runs on.
@@ -149,7 +148,7 @@ impl Pair {
     /// the backup shares with the wired link (see `policy::hand_back`).
     fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
         let device = self.backup.device.as_str();
-        let own_mac = self.backup_own_mac(nm);
+        let own_mac = self.backup_own_mac(nm).and_then(|mac| mac_bytes(&mac));
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
@@ -158,12 +157,9 @@ impl Pair {
         Ok(())
     }
 
-    /// The backup device's own (permanent) MAC address.
-    fn backup_own_mac(&self, nm: &Nm) -> Option<[u8; 6]> {
-        nm.device(self.backup.device.as_str())
-            .and_then(|d| d.permanent_hw_address())
-            .and_then(|mac| parse_mac(&mac).ok())
-            .and_then(|mac| mac_bytes(&mac))
+    /// The backup device's own (permanent) MAC address, as `parse_mac` writes it.
+    fn backup_own_mac(&self, nm: &Nm) -> Option<String> {
+        nm.device(self.backup.device.as_str()).and_then(|d| d.permanent_hw_address()).and_then(|mac| parse_mac(&mac).ok())
     }
 
     /// Starts `nm-handover-watch` for this handover (see `crate::watch`):
@@ -174,13 +170,15 @@ impl Pair {
     fn start_carrier_watch(&self, nm: &Nm) -> Result<()> {
         let not_started = |reason: String| Error::WatcherNotStarted { pair: self.wired.id.clone(), reason };
         let backup = nm.profile(self.backup.uuid.as_str()).ok_or_else(|| not_started("the backup profile disappeared".into()))?;
-        let cloned = [SETTING_WIRELESS, SETTING_WIRED].into_iter().find_map(|setting| match backup.property(setting, "cloned-mac-address") {
+        // The setting `pair` wrote the wired MAC into.
+        let setting = mac_setting_of(&backup.connection_type().unwrap_or_default());
+        let cloned = match backup.property(setting, "cloned-mac-address") {
             Some(PropertyValue::Str(Some(mac))) => parse_mac(&mac).ok(),
             _ => None,
-        });
+        };
         let wired_mac = cloned.ok_or_else(|| not_started("the backup profile clones no MAC address".into()))?;
         // (A veth has no permanent MAC: NM puts its own back when it deactivates the profile.)
-        let own_mac = self.backup_own_mac(nm).map(|mac| mac.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"));
+        let own_mac = self.backup_own_mac(nm);
         let program = std::env::current_exe()
             .map(|me| me.with_file_name(WATCHER_PROGRAM))
             .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;

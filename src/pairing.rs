@@ -223,6 +223,15 @@ pub fn parse_mac(s: &str) -> Result<String, PairingError> {
     }
 }
 
+/// The setting of a profile of type `kind` that holds its `cloned-mac-address`.
+pub fn mac_setting_of(kind: &str) -> &'static str {
+    if kind == SETTING_WIRELESS {
+        SETTING_WIRELESS
+    } else {
+        SETTING_WIRED
+    }
+}
+
 /// The six bytes of a MAC address in the form `parse_mac` returns.
 pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
