@@ -11,7 +11,8 @@ use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membershi
 use crate::policy::{Action, LinkState, Observed, Options, Role};
 use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
-use crate::sys::netlink::take_link_down;
+use crate::offlan;
+use crate::sys::netlink::if_index;
 use crate::settings::PropertyValue;
 
 /// One side of a pair: its profile and the device it runs on.
@@ -137,6 +138,8 @@ impl Pair {
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
             link_up_dispatched: nm_has_link_up(),
             wired_down_chosen: nm.device(self.wired.device.as_str()).is_none_or(|d| d.last_change_was_chosen()),
+            backup_taken_off_lan: nm.device(self.backup.device.as_str()).is_some_and(|d| d.state() != DeviceState::Unmanaged)
+                && if_index(self.backup.device.as_str()).is_ok_and(offlan::was_taken_off_lan),
         }
     }
 
@@ -152,7 +155,8 @@ impl Pair {
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
-        take_link_down(device, own_mac).map_err(|source| Error::Netlink { device: device.to_string(), source })?;
+        let netlink_err = |source| Error::Netlink { device: device.to_string(), source };
+        offlan::take_off_lan(if_index(device).map_err(netlink_err)?, own_mac).map_err(netlink_err)?;
         info!("took {device} off the LAN (link down, own MAC restored)");
         Ok(())
     }
@@ -226,6 +230,10 @@ impl Pair {
                         .ok_or_else(|| Error::NoDevice(self.backup.device.to_string()))?;
                     nm.activate(&profile, &device)?;
                     info!("asked NetworkManager to activate '{}' on {}", self.backup.id, self.backup.device);
+                    // NM brings the link up itself now.
+                    if let Err(e) = if_index(self.backup.device.as_str()).and_then(offlan::forget) {
+                        warn!("{}: {e}", self.backup.device);
+                    }
                 }
                 Action::DeactivateBackup => match nm.active_connection_of(self.backup.uuid.as_str()) {
                     Some(active) => {
@@ -235,6 +243,12 @@ impl Pair {
                     None => info!("'{}' is no longer active", self.backup.id),
                 },
                 Action::TakeBackupOffLan => self.take_backup_off_lan(nm)?,
+                Action::PutBackupLinkBack => {
+                    let device = self.backup.device.as_str();
+                    let netlink_err = |source| Error::Netlink { device: device.to_string(), source };
+                    offlan::put_back(if_index(device).map_err(netlink_err)?).map_err(netlink_err)?;
+                    info!("set {device} up again, as it was before the hand-back took it down");
+                }
                 // The handover itself is done; without the watcher the
                 // hand-back still works, only the re-plug may be slower.
                 Action::WatchWiredCarrier => {

@@ -17,6 +17,7 @@ pub mod event;
 pub mod handover;
 pub mod lease;
 pub mod names;
+pub mod offlan;
 pub mod pairing;
 pub mod policy;
 pub mod prefilter;

@@ -78,6 +78,9 @@ pub struct Observed {
     /// The wired profile's last deactivation was someone's choice (a
     /// disconnect), not a failure (no lease on a port with carrier).
     pub wired_down_chosen: bool,
+    /// nm-handover set the backup's link down (see `crate::offlan`) and it
+    /// has not been set up since; its device is still managed by NM.
+    pub backup_taken_off_lan: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +107,9 @@ pub enum Action {
     DeactivateBackup,
     /// Start the carrier watcher for this handover (stock NM).
     WatchWiredCarrier,
+    /// Set the backup's link up again, as it was before it was taken off
+    /// the LAN (NM leaves a deactivated device's link down).
+    PutBackupLinkBack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,15 +146,31 @@ fn carry(options: Options, from: Role, to: Role) -> Option<Action> {
 /// state: nm-dispatcher runs waiting scripts one at a time, and NM waits for
 /// `link-up` itself (every activation of the backup would pay for a look).
 pub fn may_act(role: Role, hook: Hook) -> bool {
-    !matches!((role, hook), (_, Hook::PreDown) | (Role::Backup, Hook::LinkUp | Hook::Down))
+    !matches!((role, hook), (_, Hook::PreDown) | (Role::Backup, Hook::LinkUp))
 }
 
 pub fn decide(role: Role, hook: Hook, seen: Observed, options: Options) -> Decision {
-    match role {
+    let mut decision = match role {
         Role::Wired => decide_wired(hook, seen, options),
         Role::Backup => decide_backup(hook, seen, options),
+    };
+    // Once NM has deactivated the backup, its link is as it was before the
+    // handover took it down. (An activation brings it up by itself.)
+    let backup_down_event = role == Role::Backup && hook == Hook::Down;
+    if (backup_down_event || hook == Hook::Reconcile)
+        && seen.backup_taken_off_lan
+        && seen.backup == LinkState::Inactive
+        && !decision.actions.contains(&Action::ActivateBackup)
+    {
+        decision.actions.insert(0, Action::PutBackupLinkBack);
+        if decision.reason == BACKUP_EVENT_NEEDS_NOTHING {
+            decision.reason = "backup deactivated: its link, taken down for the hand-back, goes up again";
+        }
     }
+    decision
 }
+
+const BACKUP_EVENT_NEEDS_NOTHING: &str = "backup event needs no action";
 
 fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
     match hook {
@@ -220,9 +242,7 @@ fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
             None => decision("backup holds the address; lease carrying is off", vec![]),
         },
         Hook::Reconcile => decide_wired(Hook::Reconcile, seen, options),
-        Hook::LinkUp | Hook::PreUp | Hook::PreDown | Hook::Down => {
-            decision("backup event needs no action", vec![])
-        }
+        Hook::LinkUp | Hook::PreUp | Hook::PreDown | Hook::Down => decision(BACKUP_EVENT_NEEDS_NOTHING, vec![]),
     }
 }
 
@@ -238,14 +258,17 @@ mod tests {
                     [false, true].into_iter().flat_map(move |backup_device_ready| {
                         [false, true].into_iter().flat_map(move |backup_may_release| {
                             [false, true].into_iter().flat_map(move |link_up_dispatched| {
-                                [false, true].into_iter().map(move |wired_down_chosen| Observed {
-                                    wired_carrier,
-                                    wired,
-                                    backup,
-                                    backup_device_ready,
-                                    backup_may_release,
-                                    link_up_dispatched,
-                                    wired_down_chosen,
+                                [false, true].into_iter().flat_map(move |wired_down_chosen| {
+                                    [false, true].into_iter().map(move |backup_taken_off_lan| Observed {
+                                        wired_carrier,
+                                        wired,
+                                        backup,
+                                        backup_device_ready,
+                                        backup_may_release,
+                                        link_up_dispatched,
+                                        wired_down_chosen,
+                                        backup_taken_off_lan,
+                                    })
                                 })
                             })
                         })
@@ -270,7 +293,16 @@ mod tests {
     const CARRY: Options = Options { lease_carry: true, carrier_watch: false };
 
     fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
-        Observed { wired_carrier, wired, backup, backup_device_ready: true, backup_may_release: false, link_up_dispatched: false, wired_down_chosen: true }
+        Observed {
+            wired_carrier,
+            wired,
+            backup,
+            backup_device_ready: true,
+            backup_may_release: false,
+            link_up_dispatched: false,
+            wired_down_chosen: true,
+            backup_taken_off_lan: false,
+        }
     }
 
     /// Where each variant sits in `ALL`. The `match` is exhaustive: a new
@@ -313,9 +345,11 @@ mod tests {
             assert_eq!(states, (0..LinkState::ALL.len()).collect(), "a link state the generator never produces");
         }
         assert!(LinkState::ALL.iter().enumerate().all(|(i, l)| state_position(*l) == i));
-        let flags: HashSet<(bool, bool, bool, bool)> =
-            cases.iter().map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.3.lease_carry)).collect();
-        assert_eq!(flags.len(), 16);
+        let flags: HashSet<(bool, bool, bool, bool, bool)> = cases
+            .iter()
+            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.3.lease_carry))
+            .collect();
+        assert_eq!(flags.len(), 32);
         let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
         assert_eq!(roles.len(), 2);
     }
@@ -387,7 +421,28 @@ mod tests {
                 assert!(d.actions[i + 1..].iter().all(|a| *a != ActivateBackup), "{ctx}");
                 assert!(d.actions[..i].iter().all(|a| !matches!(a, TakeBackupOffLan | DeactivateBackup)), "{ctx}");
             }
+            // A link nm-handover took down goes up again exactly when NM has
+            // deactivated the backup and is not asked to activate it; a link
+            // it did not take down is never set up.
+            let puts_back = d.actions.contains(&PutBackupLinkBack);
+            let deactivated = seen.backup == LinkState::Inactive && ((role, hook) == (Role::Backup, Hook::Down) || hook == Hook::Reconcile);
+            assert_eq!(puts_back, seen.backup_taken_off_lan && deactivated && !activates, "{ctx}");
         }
+    }
+
+    #[test]
+    fn a_backup_link_taken_down_goes_up_again_once_nm_deactivated_it() {
+        let mut s = seen(true, LinkState::Active, LinkState::Inactive);
+        s.backup_taken_off_lan = true;
+        let d = decide(Role::Backup, Hook::Down, s, CARRY);
+        assert_eq!(d.actions, vec![PutBackupLinkBack]);
+        assert!(d.reason.contains("goes up again"));
+        // Activated again meanwhile (another pull): NM brings it up itself.
+        s.backup = LinkState::Activating;
+        assert!(decide(Role::Backup, Hook::Down, s, CARRY).actions.is_empty());
+        // A link nm-handover did not take down is left as it is.
+        let s = seen(true, LinkState::Active, LinkState::Inactive);
+        assert!(decide(Role::Backup, Hook::Down, s, CARRY).actions.is_empty());
     }
 
     #[test]

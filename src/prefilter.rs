@@ -131,10 +131,11 @@ mod tests {
         // NM >= 1.46 exports the user data: that decides, not the file.
         let with_env = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", plain), ("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup")]);
         assert_eq!(prefilter(&with_env, &conf), Verdict::Handle(Hook::Up));
-        // A backup's link-up (NM waits for it) and down never need NM's state; a wired link-up does.
+        // A backup's link-up (NM waits for it) never needs NM's state; a wired link-up does, and a
+        // backup's down may find its link taken down by the hand-back (`crate::offlan`).
         let backup_env = |action| event(action, &[("CONNECTION_UUID", UUID), ("CONNECTION_USER_NM_055HANDOVER__ROLE", "backup")]);
         assert_eq!(prefilter(&backup_env("link-up"), &conf), Verdict::Ignore("backup event needs no action"));
-        assert_eq!(prefilter(&backup_env("down"), &conf), Verdict::Ignore("backup event needs no action"));
+        assert_eq!(prefilter(&backup_env("down"), &conf), Verdict::Handle(Hook::Down));
         assert_eq!(prefilter(&event("link-up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", paired)]), &conf), Verdict::Handle(Hook::LinkUp));
         let other_user_data = event("up", &[("CONNECTION_UUID", UUID), ("CONNECTION_FILENAME", paired), ("CONNECTION_USER_FOO", "x")]);
         assert_eq!(prefilter(&other_user_data, &conf), Verdict::Ignore("profile is not paired"));

@@ -37,6 +37,19 @@ fn pull_and_replug_dnsmasq_dhclient() {
     pull_replug_case("dnsmasq/dhclient", DhcpServer::Dnsmasq, DhcpClient::Dhclient);
 }
 
+/// The hand-back on stock NM takes the backup's link down (the carrier
+/// watcher), and NM leaves a link it deactivates as it finds it. Left down,
+/// the backup device turns `unavailable` when NM's carrier-wait (6 s) ends,
+/// and a pull after that found no device for the backup.
+#[test]
+fn a_pull_long_after_a_replug_hands_over_again() {
+    let test = "pull after a while";
+    let Some(p) = paired(test, LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[]) else { return };
+    pull_and_replug(test, &p);
+    std::thread::sleep(Duration::from_secs(8));
+    pull_and_replug(&format!("{test} (8 s after the re-plug)"), &p);
+}
+
 #[test]
 fn released_lease_is_carried_back_isc_dhcpd_internal_client() {
     let Some(r) = released_lease_case("released/isc-dhcpd/internal", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[], Release::Crafted) else { return };

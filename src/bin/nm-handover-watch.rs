@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use nm_handover::pairing::{mac_bytes, parse_mac};
 use nm_handover::sys::lock::{watcher_lock_path, FileLock};
-use nm_handover::sys::netlink::{if_index, take_index_down, LinkMonitor};
+use nm_handover::offlan::take_off_lan;
+use nm_handover::sys::netlink::{if_index, LinkMonitor};
 use nm_handover::watch::{Limits, Step, Watch};
 
 const USAGE: &str = "usage: nm-handover-watch --pair WIRED-UUID --wired IFACE --backup IFACE --wired-mac MAC [--backup-mac MAC] \
@@ -129,7 +130,7 @@ fn run(args: Args) -> Result<String, String> {
             Step::Wait => {}
             Step::Stop(why) => return Ok(why.into()),
             Step::TakeBackupOff => {
-                take_index_down(backup, args.backup_mac).map_err(|e| format!("{}: cannot take it off the LAN: {e}", args.backup))?;
+                take_off_lan(backup, args.backup_mac).map_err(|e| format!("{}: cannot take it off the LAN: {e}", args.backup))?;
                 return Ok(format!(
                     "{} has carrier again: took {} off the LAN (link down, {})",
                     args.wired,

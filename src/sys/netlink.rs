@@ -1,6 +1,8 @@
-//! The two rtnetlink requests the companion makes itself: set a link down,
-//! and set its MAC address. Used where NetworkManager is waiting for us
-//! (`link-up`), so asking NM to do it would deadlock on nm-dispatcher's queue.
+//! The rtnetlink requests the companion makes itself: set a link down (and
+//! give it a MAC address) or up again, and watch links. Used where
+//! NetworkManager is waiting for us (`link-up`), so asking NM to do it would
+//! deadlock on nm-dispatcher's queue, and by the carrier watcher, which races
+//! NM and must not wait for D-Bus.
 
 use std::ffi::CString;
 use std::io;
@@ -145,13 +147,8 @@ pub fn if_index(iface: &str) -> io::Result<i32> {
     }
 }
 
-/// Sets `iface` down (it stops answering ARP and sending on the LAN), then,
+/// Sets the link down (it stops answering ARP and sending on the LAN), then,
 /// if given, gives it `mac` (drivers refuse MAC changes on a running link).
-pub fn take_link_down(iface: &str, mac: Option<[u8; 6]>) -> io::Result<()> {
-    take_index_down(if_index(iface)?, mac)
-}
-
-/// [`take_link_down`] for the link with this index.
 pub fn take_index_down(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
     let sock = RouteSocket::open()?;
     sock.set_link(1, index, 0, libc::IFF_UP as u32, None)?;
@@ -159,6 +156,11 @@ pub fn take_index_down(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
         sock.set_link(2, index, 0, 0, Some(mac))?;
     }
     Ok(())
+}
+
+/// Sets the link up (administratively; the carrier is the driver's).
+pub fn set_index_up(index: i32) -> io::Result<()> {
+    RouteSocket::open()?.set_link(1, index, libc::IFF_UP as u32, libc::IFF_UP as u32, None)
 }
 
 /// Link changes of this network namespace, as they happen (RTMGRP_LINK),

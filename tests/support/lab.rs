@@ -814,6 +814,12 @@ impl Lab {
         out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_owned()
     }
 
+    /// Whether the link is administratively up (`UP` among its flags).
+    pub fn link_up(&self, iface: &str) -> bool {
+        let out = must(&["ip", "-n", &self.host, "-o", "link", "show", "dev", iface]).unwrap();
+        out.split_once('<').and_then(|(_, rest)| rest.split_once('>')).is_some_and(|(flags, _)| flags.split(',').any(|f| f == "UP"))
+    }
+
     /// Polls `f` every 10 ms until it holds; returns how long it took.
     pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration, LabError> {
         let start = Instant::now();
