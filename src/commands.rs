@@ -14,13 +14,13 @@ use crate::handover::{nm_has_link_up, profile_membership, Pair};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4,
+    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
     SETTING_WIRELESS,
 };
 use crate::policy::{decide, Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
-use crate::sys::libnm::{Device, Nm, NmError, Profile, SavedProfile};
+use crate::sys::libnm::{Device, IpFamily, Nm, NmError, Profile, SavedProfile};
 use crate::sys::lock::{running_watcher, stop_watcher, watcher_lock_path};
 
 /// Finds a profile by UUID, else by its exact name.
@@ -57,6 +57,16 @@ fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
         kind,
         active: nm.active_connection_of(&profile.uuid().unwrap_or_default()).is_some(),
         filename: profile.filename(),
+        ipv6: Ipv6Settings {
+            method: string_property(profile, SETTING_IPV6, "method"),
+            addr_gen_mode: match profile.property(SETTING_IPV6, "addr-gen-mode") {
+                Some(PropertyValue::I32(mode)) => mode,
+                _ => None,
+            },
+            token: string_property(profile, SETTING_IPV6, "token"),
+            dhcp_duid: string_property(profile, SETTING_IPV6, "dhcp-duid"),
+            dhcp_iaid: string_property(profile, SETTING_IPV6, "dhcp-iaid"),
+        },
     })
 }
 
@@ -136,10 +146,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         check_order(&wired_snap, &backup_snap)?;
     }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
-    let identity = WiredIdentity {
-        permanent_mac: device.permanent_hw_address(),
-        client_id_sent: client_id_sent(&device, &wired_snap.uuid),
-    };
+    let identity = wired_identity(&device, &wired_snap.uuid);
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
     apply(nm, &wired, &backup, &plan)?;
 
@@ -251,6 +258,11 @@ pub struct LinkStatus {
     pub ipv4: Vec<String>,
     /// The DHCPv4 client-id NM reports for the current lease (internal client).
     pub dhcp_client_id: Option<String>,
+    /// Global IPv6 addresses NM configured (SLAAC /64, DHCPv6 /128).
+    pub ipv6: Vec<String>,
+    /// The IAID and DUID of the current DHCPv6 lease, as NM reports them.
+    pub dhcp6_iaid: Option<String>,
+    pub dhcp6_duid: Option<String>,
 }
 
 pub fn status(nm: &Nm) -> Status {
@@ -279,7 +291,13 @@ pub fn status(nm: &Nm) -> Status {
                     None => "missing",
                 },
                 ipv4: device.as_ref().map(|d| d.ipv4_addresses().iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
-                dhcp_client_id: device.and_then(|d| d.dhcp4_option("dhcp_client_identifier")).filter(|id| !id.is_empty()),
+                dhcp_client_id: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V4, "dhcp_client_identifier")).filter(|id| !id.is_empty()),
+                ipv6: device
+                    .as_ref()
+                    .map(|d| d.ipv6_addresses().into_iter().filter(|(a, _)| (a.segments()[0] & 0xffc0) != 0xfe80).map(|(a, prefix)| format!("{a}/{prefix}")).collect())
+                    .unwrap_or_default(),
+                dhcp6_iaid: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V6, "iaid")).filter(|v| !v.is_empty()),
+                dhcp6_duid: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V6, "dhcp6_client_id")).filter(|v| !v.is_empty()),
             }
         };
         let conf = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid));
@@ -338,9 +356,25 @@ impl Status {
                     l.dhcp_client_id.as_deref().map(|id| format!("  client-id {id}")).unwrap_or_default()
                 ));
             }
-            if let (Some(w), Some(b)) = (&p.wired.dhcp_client_id, &p.backup.dhcp_client_id) {
-                if !w.eq_ignore_ascii_case(b) {
-                    out.push(format!("  the links presented different client-ids ({w} and {b}): the DHCP server saw two clients"));
+            for (role, l) in [("wired", &p.wired), ("backup", &p.backup)] {
+                let ids: Vec<String> = [("iaid", &l.dhcp6_iaid), ("duid", &l.dhcp6_duid)]
+                    .into_iter()
+                    .filter_map(|(what, v)| Some(format!("{what} {}", v.as_deref()?)))
+                    .collect();
+                if !l.ipv6.is_empty() || !ids.is_empty() {
+                    let addrs = if l.ipv6.is_empty() { "-".to_owned() } else { l.ipv6.join(",") };
+                    out.push(format!("  {role:<6} ipv6 {addrs}{}", ids.iter().map(|id| format!("  DHCPv6 {id}")).collect::<String>()));
+                }
+            }
+            for (what, w, b) in [
+                ("DHCPv4 client-ids", &p.wired.dhcp_client_id, &p.backup.dhcp_client_id),
+                ("DHCPv6 IAIDs", &p.wired.dhcp6_iaid, &p.backup.dhcp6_iaid),
+                ("DHCPv6 DUIDs", &p.wired.dhcp6_duid, &p.backup.dhcp6_duid),
+            ] {
+                if let (Some(w), Some(b)) = (w, b) {
+                    if !w.eq_ignore_ascii_case(b) {
+                        out.push(format!("  the links presented different {what} ({w} and {b}): the DHCP server saw two clients"));
+                    }
                 }
             }
             out.push(format!(
@@ -420,12 +454,29 @@ fn dispatcher_unit() -> DispatcherUnit {
     }
 }
 
+/// What `profile` presents on `device` besides its MAC (see [`WiredIdentity`]):
+/// only from the profile's own activation (another profile's lease on the
+/// same device says nothing about it).
+fn wired_identity(device: &Device, profile: &Uuid) -> WiredIdentity {
+    let active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str());
+    let dhcp6 = |option: &str| device.dhcp_option(IpFamily::V6, option).filter(|v| active_here && !v.is_empty());
+    let is_global = |a: &std::net::Ipv6Addr| (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_loopback() && !a.is_unspecified();
+    WiredIdentity {
+        permanent_mac: device.permanent_hw_address(),
+        client_id_sent: client_id_sent(device, profile),
+        // SLAAC addresses are /64; DHCPv6 ones /128.
+        slaac_iid: device.ipv6_addresses().into_iter().find(|(a, prefix)| active_here && *prefix == 64 && is_global(a)).map(|(a, _)| token_of(a)),
+        dhcp6_iaid_sent: dhcp6("iaid"),
+        dhcp6_duid_sent: dhcp6("dhcp6_client_id"),
+    }
+}
+
 /// The DHCPv4 client-id `profile` presented on `device`, as NM reports it
 /// with the lease; only from the profile's own activation (another profile's
 /// lease on the same device says nothing about it).
 fn client_id_sent(device: &Device, profile: &Uuid) -> Option<String> {
     let active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str());
-    device.dhcp4_option("dhcp_client_identifier").filter(|id| active_here && !id.is_empty())
+    device.dhcp_option(IpFamily::V4, "dhcp_client_identifier").filter(|id| active_here && !id.is_empty())
 }
 
 fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {

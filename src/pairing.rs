@@ -22,8 +22,24 @@ pub const KEY_CARRIER_WATCH: &str = "nm-handover.carrier-watch";
 const KEY_SAVED_CLONED_MAC: &str = "nm-handover.saved-cloned-mac";
 const KEY_SAVED_CLIENT_ID: &str = "nm-handover.saved-dhcp-client-id";
 const KEY_SAVED_AUTOCONNECT: &str = "nm-handover.saved-autoconnect";
-const ALL_KEYS: [&str; 8] =
-    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_CARRIER_WATCH, KEY_SAVED_CLONED_MAC, KEY_SAVED_CLIENT_ID, KEY_SAVED_AUTOCONNECT];
+const KEY_SAVED_ADDR_GEN_MODE: &str = "nm-handover.saved-ipv6-addr-gen-mode";
+const KEY_SAVED_TOKEN: &str = "nm-handover.saved-ipv6-token";
+const KEY_SAVED_DHCP6_DUID: &str = "nm-handover.saved-ipv6-dhcp-duid";
+const KEY_SAVED_DHCP6_IAID: &str = "nm-handover.saved-ipv6-dhcp-iaid";
+const ALL_KEYS: [&str; 12] = [
+    KEY_ROLE,
+    KEY_PEER,
+    KEY_DEVICE,
+    KEY_LEASE_CARRY,
+    KEY_CARRIER_WATCH,
+    KEY_SAVED_CLONED_MAC,
+    KEY_SAVED_CLIENT_ID,
+    KEY_SAVED_AUTOCONNECT,
+    KEY_SAVED_ADDR_GEN_MODE,
+    KEY_SAVED_TOKEN,
+    KEY_SAVED_DHCP6_DUID,
+    KEY_SAVED_DHCP6_IAID,
+];
 
 /// Carrier-loss deferral `pair` configures for the wired device. NM's
 /// default is 6000 ms; the handover takes this plus ~0.1 s (measured in the
@@ -36,6 +52,7 @@ pub const SETTING_CONNECTION: &str = "connection";
 pub const SETTING_WIRED: &str = "802-3-ethernet";
 pub const SETTING_WIRELESS: &str = "802-11-wireless";
 pub const SETTING_IPV4: &str = "ipv4";
+pub const SETTING_IPV6: &str = "ipv6";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PairingError {
@@ -181,6 +198,32 @@ pub struct ProfileSnapshot {
     pub active: bool,
     /// The file NetworkManager keeps it in, if any.
     pub filename: Option<String>,
+    pub ipv6: Ipv6Settings,
+}
+
+/// The `ipv6` settings that decide which addresses a link gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Settings {
+    pub method: Option<String>,
+    /// `ipv6.addr-gen-mode` (see [`ADDR_GEN_EUI64`]).
+    pub addr_gen_mode: Option<i32>,
+    pub token: Option<String>,
+    pub dhcp_duid: Option<String>,
+    pub dhcp_iaid: Option<String>,
+}
+
+/// `ipv6.addr-gen-mode` values (NMSettingIP6ConfigAddrGenMode).
+pub const ADDR_GEN_EUI64: i32 = 0;
+
+fn addr_gen_mode_name(mode: Option<i32>) -> String {
+    match mode {
+        None => "(unset)".into(),
+        Some(0) => "eui64".into(),
+        Some(1) => "stable-privacy".into(),
+        Some(2) => "default-or-eui64".into(),
+        Some(3) => "default".into(),
+        Some(other) => other.to_string(),
+    }
 }
 
 impl ProfileSnapshot {
@@ -310,6 +353,97 @@ pub struct WiredIdentity {
     /// internal client's `dhcp_client_identifier`); none while inactive, or
     /// when the client sends none.
     pub client_id_sent: Option<String>,
+    /// The interface identifier (low 64 bits) of its global SLAAC address
+    /// now, as an `ipv6.token` (`::a:b:c:d`).
+    pub slaac_iid: Option<String>,
+    /// The IAID and DUID of its current DHCPv6 lease, as NM reports them.
+    pub dhcp6_iaid_sent: Option<String>,
+    pub dhcp6_duid_sent: Option<String>,
+}
+
+/// The interface identifier of `address` as an `ipv6.token`.
+pub fn token_of(address: std::net::Ipv6Addr) -> String {
+    let s = address.segments();
+    std::net::Ipv6Addr::new(0, 0, 0, 0, s[4], s[5], s[6], s[7]).to_string()
+}
+
+/// The backup's IPv6 settings that make it present the wired link's IPv6
+/// identity, and why where they are not the wired values themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Mirror {
+    /// (addr-gen-mode, token) for SLAAC, if they can be mirrored.
+    pub slaac: Option<(Option<i32>, Option<String>)>,
+    pub dhcp_duid: Option<Option<String>>,
+    pub dhcp_iaid: Option<Option<String>>,
+    /// One line per identity that is mirrored by value or cannot be.
+    pub notes: Vec<String>,
+}
+
+/// How the backup gets the wired link's IPv6 addresses (none of this when
+/// the wired profile does not autoconfigure IPv6):
+/// - SLAAC: `eui64` derives the interface identifier from the MAC, which the
+///   backup clones, so `eui64` (and the same `ipv6.token`) is copied. NM's
+///   default `stable-privacy` hashes the interface name in (RFC 7217), so
+///   the backup gets `eui64` with the identifier the wired link uses as its
+///   token (one identifier for every prefix: on a LAN with several /64
+///   prefixes only the one seen at `pair` keeps its address).
+/// - DHCPv6 DUID: NM's default (`lease`: from /etc/machine-id), `ll` and
+///   `llt` (the cloned MAC, the host's time) are equal on both links and
+///   copied; the `stable-*` kinds hash the profile's stable-id in, so the
+///   DUID the wired link sent is set as a literal.
+/// - DHCPv6 IAID: `mac` and a literal are copied; NM's default `ifname`,
+///   `stable` and `perm-mac` differ per interface, so the IAID the wired
+///   link sent is set as a literal.
+pub fn backup_ipv6(wired: &ProfileSnapshot, identity: &WiredIdentity) -> Ipv6Mirror {
+    let mut mirror = Ipv6Mirror::default();
+    if !matches!(wired.ipv6.method.as_deref(), Some("auto" | "dhcp")) {
+        return mirror;
+    }
+    let w = &wired.ipv6;
+    mirror.slaac = match (w.addr_gen_mode, &identity.slaac_iid) {
+        (Some(ADDR_GEN_EUI64), _) => Some((Some(ADDR_GEN_EUI64), w.token.clone())),
+        (_, Some(iid)) => {
+            mirror.notes.push(format!(
+                "ipv6.addr-gen-mode {} of '{}' depends on the interface name: the backup uses eui64 with the interface identifier the wired link has ({iid})",
+                addr_gen_mode_name(w.addr_gen_mode),
+                wired.id
+            ));
+            Some((Some(ADDR_GEN_EUI64), Some(iid.clone())))
+        }
+        (_, None) => {
+            mirror.notes.push(format!(
+                "IPv6 SLAAC address not mirrored: '{}' has no SLAAC address now (ipv6.addr-gen-mode {} depends on the interface name); pair again while it is connected",
+                wired.id,
+                addr_gen_mode_name(w.addr_gen_mode)
+            ));
+            None
+        }
+    };
+    let by_value = |kind: &str, value: &Option<String>, sent: &Option<String>, notes: &mut Vec<String>| match sent {
+        Some(sent) => {
+            notes.push(format!("ipv6.dhcp-{kind} {} of '{}' depends on the interface or profile: the backup sends the wired link's {kind} {sent}", show(value), wired.id));
+            Some(Some(sent.clone()))
+        }
+        None => {
+            notes.push(format!(
+                "DHCPv6 {kind} not mirrored: '{}' has no DHCPv6 lease now (ipv6.dhcp-{kind} {} depends on the interface or profile); pair again while it is connected",
+                wired.id,
+                show(value)
+            ));
+            None
+        }
+    };
+    mirror.dhcp_duid = match w.dhcp_duid.as_deref() {
+        None | Some("lease" | "ll" | "llt") => Some(w.dhcp_duid.clone()),
+        Some("stable-ll" | "stable-llt" | "stable-uuid") => by_value("duid", &w.dhcp_duid, &identity.dhcp6_duid_sent, &mut mirror.notes),
+        Some(_) => Some(w.dhcp_duid.clone()),
+    };
+    mirror.dhcp_iaid = match w.dhcp_iaid.as_deref() {
+        Some("mac") => Some(w.dhcp_iaid.clone()),
+        None | Some("ifname" | "stable" | "perm-mac") => by_value("iaid", &w.dhcp_iaid, &identity.dhcp6_iaid_sent, &mut mirror.notes),
+        Some(_) => Some(w.dhcp_iaid.clone()),
+    };
+    mirror
 }
 
 /// The `ipv4.dhcp-client-id` the backup needs to be the same DHCP client as
@@ -389,9 +523,10 @@ pub fn plan_pair(
         backup.id, wired.uuid
     ));
 
-    let first_pairing = !backup.user_data.contains_key(KEY_SAVED_AUTOCONNECT);
+    // The value before the first pairing that changed it is kept; pairing
+    // again does not overwrite it with a value `pair` set.
     let mut change = |setting: &'static str, property: &'static str, saved_key: &'static str, old: String, new: PropertyValue, shown_old: String, shown_new: String| {
-        if first_pairing {
+        if !backup.user_data.contains_key(saved_key) {
             plan.backup.user_data.insert(saved_key.to_owned(), Some(old));
         }
         if shown_old != shown_new {
@@ -421,6 +556,28 @@ pub fn plan_pair(
             None => show(&client_id),
         },
     );
+    let ipv6 = backup_ipv6(wired, identity);
+    if let Some((mode, token)) = &ipv6.slaac {
+        let b = &backup.ipv6;
+        change(
+            SETTING_IPV6,
+            "addr-gen-mode",
+            KEY_SAVED_ADDR_GEN_MODE,
+            encode_saved(&b.addr_gen_mode.map(|m| m.to_string())),
+            PropertyValue::I32(*mode),
+            addr_gen_mode_name(b.addr_gen_mode),
+            addr_gen_mode_name(*mode),
+        );
+        change(SETTING_IPV6, "token", KEY_SAVED_TOKEN, encode_saved(&b.token), PropertyValue::Str(token.clone()), show(&b.token), show(token));
+    }
+    if let Some(duid) = &ipv6.dhcp_duid {
+        let old = &backup.ipv6.dhcp_duid;
+        change(SETTING_IPV6, "dhcp-duid", KEY_SAVED_DHCP6_DUID, encode_saved(old), PropertyValue::Str(duid.clone()), show(old), show(duid));
+    }
+    if let Some(iaid) = &ipv6.dhcp_iaid {
+        let old = &backup.ipv6.dhcp_iaid;
+        change(SETTING_IPV6, "dhcp-iaid", KEY_SAVED_DHCP6_IAID, encode_saved(old), PropertyValue::Str(iaid.clone()), show(old), show(iaid));
+    }
     change(
         SETTING_CONNECTION,
         "autoconnect",
@@ -430,6 +587,7 @@ pub fn plan_pair(
         if backup.autoconnect { "yes" } else { "no" }.to_owned(),
         "no".to_owned(),
     );
+    plan.summary.extend(ipv6.notes.into_iter().map(|note| format!("'{}': {note}", backup.id)));
     Ok(plan)
 }
 
@@ -458,6 +616,21 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
         if let Some(id) = saved(KEY_SAVED_CLIENT_ID) {
             let restored = decode_saved(id);
             restores.push((SETTING_IPV4, "dhcp-client-id", show(&b.dhcp_client_id), show(&restored), PropertyValue::Str(restored)));
+        }
+        if let Some(mode) = saved(KEY_SAVED_ADDR_GEN_MODE) {
+            let restored = decode_saved(mode).and_then(|m| m.parse::<i32>().ok());
+            let shown = (addr_gen_mode_name(b.ipv6.addr_gen_mode), addr_gen_mode_name(restored));
+            restores.push((SETTING_IPV6, "addr-gen-mode", shown.0, shown.1, PropertyValue::I32(restored)));
+        }
+        for (key, property, now) in [
+            (KEY_SAVED_TOKEN, "token", &b.ipv6.token),
+            (KEY_SAVED_DHCP6_DUID, "dhcp-duid", &b.ipv6.dhcp_duid),
+            (KEY_SAVED_DHCP6_IAID, "dhcp-iaid", &b.ipv6.dhcp_iaid),
+        ] {
+            if let Some(value) = saved(key) {
+                let restored = decode_saved(value);
+                restores.push((SETTING_IPV6, property, show(now), show(&restored), PropertyValue::Str(restored)));
+            }
         }
         if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
             restores.push((SETTING_CONNECTION, "autoconnect", yes_no(b.autoconnect), yes_no(auto == "yes"), PropertyValue::Bool(auto == "yes")));
@@ -516,6 +689,7 @@ mod tests {
             user_data: BTreeMap::new(),
             active: false,
             filename: None,
+            ipv6: Ipv6Settings::default(),
         }
     }
 
@@ -531,6 +705,10 @@ mod tests {
                 (PropertyValue::Str(s), "cloned-mac-address") => snapshot.cloned_mac = s.clone(),
                 (PropertyValue::Str(s), "dhcp-client-id") => snapshot.dhcp_client_id = s.clone(),
                 (PropertyValue::Bool(b), "autoconnect") => snapshot.autoconnect = *b,
+                (PropertyValue::I32(m), "addr-gen-mode") => snapshot.ipv6.addr_gen_mode = *m,
+                (PropertyValue::Str(s), "token") => snapshot.ipv6.token = s.clone(),
+                (PropertyValue::Str(s), "dhcp-duid") => snapshot.ipv6.dhcp_duid = s.clone(),
+                (PropertyValue::Str(s), "dhcp-iaid") => snapshot.ipv6.dhcp_iaid = s.clone(),
                 other => panic!("unexpected change {other:?}"),
             }
         }
@@ -543,8 +721,8 @@ mod tests {
     #[test]
     fn the_backup_presents_the_client_id_the_wired_link_presents() {
         let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
-        let sent = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: Some("ff:00:11:22:33:00:01:00:01".into()) };
-        let inactive = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: None };
+        let sent = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: Some("ff:00:11:22:33:00:01:00:01".into()), ..WiredIdentity::default() };
+        let inactive = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: None, ..WiredIdentity::default() };
         let mode = |wired: &mut ProfileSnapshot, m: Option<&str>| wired.dhcp_client_id = m.map(str::to_owned);
         // Equal by construction, or literal: copied as they are.
         for same in [Some("mac"), Some("none"), Some("01:02:03:04:05:06:07"), Some("office-laptop")] {
@@ -561,7 +739,7 @@ mod tests {
         mode(&mut wired, Some("perm-mac"));
         assert_eq!(backup_client_id(&wired, &sent).unwrap().0.as_deref(), Some("ff:00:11:22:33:00:01:00:01"));
         assert_eq!(backup_client_id(&wired, &inactive).unwrap().0.as_deref(), Some("01:52:54:00:aa:bb:cc"));
-        let no_permanent = WiredIdentity { permanent_mac: None, client_id_sent: None };
+        let no_permanent = WiredIdentity { permanent_mac: None, client_id_sent: None, ..WiredIdentity::default() };
         assert!(backup_client_id(&wired, &no_permanent).is_err());
         // Unset: whatever NetworkManager's default made the wired link send; nothing if it sent none (dhclient).
         mode(&mut wired, None);
@@ -674,6 +852,64 @@ mod tests {
         apply(&mut wired, &undo.wired);
         apply(&mut backup, &undo.backup);
         assert_eq!(wired, wired0);
+        assert_eq!(backup, backup0);
+    }
+
+    #[test]
+    fn the_backup_gets_the_ipv6_identity_the_wired_link_presents() {
+        let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let seen = WiredIdentity {
+            slaac_iid: Some("::1:2:3:4".into()),
+            dhcp6_iaid_sent: Some("aa:bb:cc:dd".into()),
+            dhcp6_duid_sent: Some("00:04:11:22".into()),
+            ..WiredIdentity::default()
+        };
+        // No IPv6 autoconfiguration on the wired profile: nothing to mirror.
+        assert_eq!(backup_ipv6(&wired, &seen), Ipv6Mirror::default());
+        wired.ipv6.method = Some("auto".into());
+        // NM's defaults: stable-privacy and the IAID `ifname` depend on the
+        // interface; the DUID from /etc/machine-id does not.
+        let m = backup_ipv6(&wired, &seen);
+        assert_eq!(m.slaac, Some((Some(ADDR_GEN_EUI64), Some("::1:2:3:4".into()))));
+        assert_eq!(m.dhcp_duid, Some(None));
+        assert_eq!(m.dhcp_iaid, Some(Some("aa:bb:cc:dd".into())));
+        assert_eq!(m.notes.len(), 2, "{m:?}");
+        // Equal on both links by construction: copied.
+        wired.ipv6.addr_gen_mode = Some(ADDR_GEN_EUI64);
+        wired.ipv6.token = Some("::9".into());
+        wired.ipv6.dhcp_iaid = Some("mac".into());
+        wired.ipv6.dhcp_duid = Some("llt".into());
+        let m = backup_ipv6(&wired, &seen);
+        assert_eq!((m.slaac, m.dhcp_duid, m.dhcp_iaid), (Some((Some(0), Some("::9".into()))), Some(Some("llt".into())), Some(Some("mac".into()))));
+        assert!(m.notes.is_empty());
+        // A DUID hashed from the profile's stable-id: the one the wired link sent.
+        wired.ipv6.dhcp_duid = Some("stable-uuid".into());
+        assert_eq!(backup_ipv6(&wired, &seen).dhcp_duid, Some(Some("00:04:11:22".into())));
+        // Not connected: what depends on the interface is left alone, and said.
+        wired.ipv6 = Ipv6Settings { method: Some("auto".into()), ..Ipv6Settings::default() };
+        let m = backup_ipv6(&wired, &WiredIdentity::default());
+        assert_eq!((&m.slaac, &m.dhcp_iaid), (&None, &None));
+        assert!(m.notes.iter().all(|n| n.contains("not mirrored") && n.contains("pair again")), "{m:?}");
+    }
+
+    #[test]
+    fn pair_then_unpair_restores_ipv6_settings() {
+        let mut wired = snapshot(W, "Wired", SETTING_WIRED);
+        wired.ipv6.method = Some("auto".into());
+        let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        backup.ipv6 = Ipv6Settings { method: Some("auto".into()), addr_gen_mode: Some(1), token: None, dhcp_duid: Some("ll".into()), dhcp_iaid: None };
+        let backup0 = backup.clone();
+        let seen = WiredIdentity { slaac_iid: Some("::a".into()), dhcp6_iaid_sent: Some("01:02:03:04".into()), ..WiredIdentity::default() };
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &seen, BOTH_ON).unwrap();
+        apply(&mut wired, &plan.wired);
+        apply(&mut backup, &plan.backup);
+        assert_eq!(
+            (backup.ipv6.addr_gen_mode, backup.ipv6.token.as_deref(), backup.ipv6.dhcp_duid.as_deref(), backup.ipv6.dhcp_iaid.as_deref()),
+            (Some(ADDR_GEN_EUI64), Some("::a"), None, Some("01:02:03:04"))
+        );
+        assert!(plan.summary.iter().any(|l| l.contains("ipv6.addr-gen-mode: stable-privacy -> eui64")), "{:?}", plan.summary);
+        let undo = plan_unpair(Some(&wired), Some(&backup));
+        apply(&mut backup, &undo.backup);
         assert_eq!(backup, backup0);
     }
 

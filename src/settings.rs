@@ -35,6 +35,8 @@ pub enum PropertyValue {
     Bool(bool),
     /// `None` removes the property.
     U64(Option<u64>),
+    /// An enumeration such as `ipv6.addr-gen-mode`; `None` removes it.
+    I32(Option<i32>),
 }
 
 /// One property to change: (`setting name`, `property name`, new value).
@@ -80,7 +82,8 @@ pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, Set
             PropertyValue::Str(Some(s)) => Some(s.to_variant()),
             PropertyValue::Bool(b) => Some(b.to_variant()),
             PropertyValue::U64(Some(n)) => Some(n.to_variant()),
-            PropertyValue::Str(None) | PropertyValue::U64(None) => None,
+            PropertyValue::I32(Some(n)) => Some(n.to_variant()),
+            PropertyValue::Str(None) | PropertyValue::U64(None) | PropertyValue::I32(None) => None,
         };
         set(properties, key, value, &what)?;
     }

@@ -12,19 +12,6 @@ use std::time::Duration;
 use nm_handover::handover::sends_dhcp_release;
 use support::*;
 
-fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
-    match LabConfig::patched(server) {
-        Ok(cfg) => Some(cfg),
-        Err(why) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{test}: {why}");
-            }
-            eprintln!("SKIPPED: {test}: {why}");
-            None
-        }
-    }
-}
-
 fn pull_and_replug_case(test: &str, server: DhcpServer) {
     let Some(cfg) = patched_or_skip(test, server) else { return };
     let Some(p) = paired(test, cfg, &[]) else { return };

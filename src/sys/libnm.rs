@@ -494,9 +494,18 @@ fn get_property(setting: &glib::Object, property: &str) -> Option<PropertyValue>
         value.get::<bool>().ok().map(PropertyValue::Bool)
     } else if pspec.value_type() == glib::Type::STRING {
         value.get::<Option<String>>().ok().map(PropertyValue::Str)
+    } else if pspec.value_type() == glib::Type::I32 {
+        value.get::<i32>().ok().map(|n| PropertyValue::I32(Some(n)))
     } else {
         None
     }
+}
+
+/// Which IP version a device's configuration or DHCP lease is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
 }
 
 impl Device {
@@ -585,10 +594,14 @@ impl Device {
             .map(|obj| ActiveConnection { obj })
     }
 
-    pub fn ipv4_addresses(&self) -> Vec<Ipv4Addr> {
+    /// The addresses NM configured on the device, with their prefix lengths.
+    fn addresses<A: std::str::FromStr>(&self, family: IpFamily) -> Vec<(A, u32)> {
         // SAFETY: valid device; the config and its address array are transfer-none.
         unsafe {
-            let config = ffi::nm_device_get_ip4_config(self.raw());
+            let config = match family {
+                IpFamily::V4 => ffi::nm_device_get_ip4_config(self.raw()),
+                IpFamily::V6 => ffi::nm_device_get_ip6_config(self.raw()),
+            };
             if config.is_null() {
                 return Vec::new();
             }
@@ -598,20 +611,33 @@ impl Device {
             }
             let arr = &*arr;
             (0..arr.len as usize)
-                .filter_map(|i| cstr_opt(ffi::nm_ip_address_get_address(*arr.pdata.add(i) as *mut ffi::NMIPAddress)))
-                .filter_map(|s| s.parse().ok())
+                .map(|i| *arr.pdata.add(i) as *mut ffi::NMIPAddress)
+                .filter_map(|address| Some((cstr_opt(ffi::nm_ip_address_get_address(address))?.parse().ok()?, ffi::nm_ip_address_get_prefix(address))))
                 .collect()
         }
     }
 
-    /// One option of the device's current DHCPv4 lease as NM reports it
-    /// (e.g. `dhcp_client_identifier`, the client-id the internal client sent).
-    pub fn dhcp4_option(&self, option: &str) -> Option<String> {
+    pub fn ipv4_addresses(&self) -> Vec<Ipv4Addr> {
+        self.addresses(IpFamily::V4).into_iter().map(|(address, _)| address).collect()
+    }
+
+    /// The IPv6 addresses NM configured (link-local ones included), with their prefix lengths.
+    pub fn ipv6_addresses(&self) -> Vec<(std::net::Ipv6Addr, u32)> {
+        self.addresses(IpFamily::V6)
+    }
+
+    /// One option of the device's current DHCP lease as NM reports it (e.g.
+    /// `dhcp_client_identifier`, the client-id the internal client sent;
+    /// for DHCPv6 `iaid` and `dhcp6_client_id`, the DUID).
+    pub fn dhcp_option(&self, family: IpFamily, option: &str) -> Option<String> {
         let option = CString::new(option).ok()?;
         // SAFETY: valid device; the config is transfer-none and the option
         // string lives as long as it.
         unsafe {
-            let config = ffi::nm_device_get_dhcp4_config(self.raw());
+            let config = match family {
+                IpFamily::V4 => ffi::nm_device_get_dhcp4_config(self.raw()),
+                IpFamily::V6 => ffi::nm_device_get_dhcp6_config(self.raw()),
+            };
             if config.is_null() {
                 return None;
             }

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const POOL: (&str, &str) = ("198.18.0.100", "198.18.0.199");
 pub const TCP_PORT: u16 = 7000;
+/// The LAN's IPv6 prefix (documentation range; only inside the lab's
+/// namespaces) and the server's address in it, when the lab runs IPv6.
+pub const PREFIX6: &str = "2001:db8:198:18";
+pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x198, 0x18, 0, 0, 0, 1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DhcpServer {
@@ -66,6 +70,10 @@ pub struct LabConfig {
     /// NM's device plugins (Wi-Fi) for a daemon built elsewhere: mounted over
     /// the system's plugin directory in the lab's mount namespace.
     pub nm_plugin_dir: Option<PathBuf>,
+    /// IPv6 on the LAN too (dnsmasq only): router advertisements with the
+    /// autonomous flag (SLAAC) and stateful DHCPv6, `ipv6.method auto` in
+    /// the profiles, the TCP echo peer on [`SERVER6`] as well.
+    pub ipv6: bool,
 }
 
 /// The lab's access point.
@@ -91,7 +99,15 @@ impl LabConfig {
             links: vec!["wired0", "backup0"],
             wifi: false,
             nm_plugin_dir: None,
+            ipv6: false,
         }
+    }
+
+    /// The lab with IPv6 on the LAN (see [`LabConfig::ipv6`]).
+    pub fn with_ipv6(mut self) -> LabConfig {
+        assert_eq!(self.server, DhcpServer::Dnsmasq, "the lab's IPv6 comes from dnsmasq");
+        self.ipv6 = true;
+        self
     }
 
     /// The lab with a real Wi-Fi backup (`wlan0`) instead of the `backup0` veth.
@@ -354,6 +370,9 @@ impl Lab {
         must(&["ip", "-n", &host, "link", "set", "lo", "up"])?;
         must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
         must(&["ip", "-n", &lan, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"])?;
+        if self.cfg.ipv6 {
+            must(&["ip", "-n", &lan, "addr", "add", &format!("{SERVER6}/64"), "dev", "br0", "nodad"])?;
+        }
         must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
         for iface in self.cfg.links.clone() {
             let port = format!("p-{iface}");
@@ -372,6 +391,14 @@ impl Lab {
             "peer.log",
         )?;
         self.procs.push(peer);
+        if self.cfg.ipv6 {
+            let peer6 = self.spawn_in_lan(
+                "tcp peer (IPv6)",
+                &["socat", &format!("TCP6-LISTEN:{TCP_PORT},bind=[{SERVER6}],fork,reuseaddr"), "EXEC:cat"],
+                "peer6.log",
+            )?;
+            self.procs.push(peer6);
+        }
         self.write_host_config()?;
         self.start_anchor()?;
         let dbus_conf = self.dir.join("dbus.conf");
@@ -564,16 +591,19 @@ impl Lab {
                     "server.log",
                 )?
             }
-            DhcpServer::Dnsmasq => self.spawn_in_lan(
-                "dnsmasq",
-                &[
-                    "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--bind-interfaces",
-                    "--interface=br0", &format!("--dhcp-range={},{},{lease}", POOL.0, POOL.1),
-                    &format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()), "--log-dhcp",
-                    "--log-facility=-", "--dhcp-authoritative", &format!("--pid-file={}", d.join("dnsmasq.pid").display()),
-                ],
-                "server.log",
-            )?,
+            DhcpServer::Dnsmasq => {
+                let mut args = vec![
+                    "dnsmasq".to_owned(), "--keep-in-foreground".into(), "--conf-file=/dev/null".into(), "--port=0".into(),
+                    "--bind-interfaces".into(), "--interface=br0".into(), format!("--dhcp-range={},{},{lease}", POOL.0, POOL.1),
+                    format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()), "--log-dhcp".into(),
+                    "--log-facility=-".into(), "--dhcp-authoritative".into(), format!("--pid-file={}", d.join("dnsmasq.pid").display()),
+                ];
+                if self.cfg.ipv6 {
+                    // Addresses from stateful DHCPv6 (a range sets the M flag) and from SLAAC (`slaac`: the A flag).
+                    args.extend(["--enable-ra".to_owned(), format!("--dhcp-range={PREFIX6}::100,{PREFIX6}::1ff,slaac,64,{lease}")]);
+                }
+                self.spawn_in_lan("dnsmasq", &args.iter().map(String::as_str).collect::<Vec<_>>(), "server.log")?
+            }
         };
         self.server = Some(child.child);
         // Let the server open its sockets before clients start.
@@ -709,11 +739,19 @@ impl Lab {
         text
     }
 
+    fn ipv6_method(&self) -> &'static str {
+        if self.cfg.ipv6 {
+            "auto"
+        } else {
+            "disabled"
+        }
+    }
+
     /// Adds an Ethernet profile bound to `iface`; returns its UUID.
     pub fn add_ethernet_profile(&self, name: &str, iface: &str, autoconnect: bool) -> String {
         self.nmcli(&[
             "connection", "add", "type", "ethernet", "con-name", name, "ifname", iface, "autoconnect",
-            if autoconnect { "yes" } else { "no" }, "ipv6.method", "disabled",
+            if autoconnect { "yes" } else { "no" }, "ipv6.method", self.ipv6_method(),
         ])
         .expect("add profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
@@ -724,7 +762,7 @@ impl Lab {
     pub fn add_wifi_profile(&self, name: &str, iface: &str) -> String {
         self.nmcli(&[
             "connection", "add", "type", "wifi", "con-name", name, "ifname", iface, "ssid", WIFI_SSID, "autoconnect", "no",
-            "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", "disabled",
+            "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", self.ipv6_method(),
         ])
         .expect("add Wi-Fi profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
@@ -807,6 +845,19 @@ impl Lab {
             .skip_while(|w| *w != "inet")
             .nth(1)
             .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+    }
+
+    /// The link's global IPv6 addresses that are usable: neither tentative
+    /// (duplicate address detection still running) nor failed.
+    pub fn ipv6_usable(&self, iface: &str) -> Vec<Ipv6Addr> {
+        let Ok(out) = run(&["ip", "-n", &self.host, "-6", "-o", "addr", "show", "dev", iface, "scope", "global"]) else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("tentative") && !l.contains("dadfailed"))
+            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?.split('/').next()?.parse().ok())
+            .collect()
     }
 
     pub fn mac(&self, iface: &str) -> String {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::lab::{Lab, SERVER, TCP_PORT};
+use super::lab::{Lab, SERVER, SERVER6, TCP_PORT};
 
 /// Moves the calling thread into a network namespace (only this thread).
 fn enter_netns(ns: &str) -> std::io::Result<()> {
@@ -53,8 +53,48 @@ pub struct TcpSession {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A TCP connection to the LAN's IPv6 echo peer from `local` (the kernel
+/// would pick the source address by its own rules; the tests need each of
+/// the link's addresses to carry a session).
+fn connect_v6_from(local: Ipv6Addr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: Ipv6Addr, port: u16| libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: port.to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: ip.octets() },
+        sin6_scope_id: 0,
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: plain socket(2); the descriptor is owned by the TcpStream from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (from, to) = (sockaddr(local, 0), sockaddr(SERVER6, TCP_PORT));
+    // SAFETY: valid descriptor and addresses of the stated length.
+    if unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) } != 0
+        || unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 impl TcpSession {
+    /// A session to the IPv4 echo peer.
     pub fn open(lab: &Lab) -> TcpSession {
+        Self::start(lab, || TcpStream::connect_timeout(&SocketAddrV4::new(SERVER, TCP_PORT).into(), Duration::from_secs(5)))
+    }
+
+    /// A session to the IPv6 echo peer from the host's address `local`.
+    pub fn open_v6_from(lab: &Lab, local: Ipv6Addr) -> TcpSession {
+        Self::start(lab, move || connect_v6_from(local))
+    }
+
+    fn start(lab: &Lab, connect: impl FnOnce() -> std::io::Result<TcpStream> + Send + 'static) -> TcpSession {
         let host = lab.host.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new((TcpReport::default(), Instant::now())));
@@ -63,7 +103,7 @@ impl TcpSession {
             let (stop, state) = (stop.clone(), state.clone());
             thread::spawn(move || {
                 let opened = enter_netns(&host).and_then(|()| {
-                    let stream = TcpStream::connect_timeout(&SocketAddrV4::new(SERVER, TCP_PORT).into(), Duration::from_secs(5))?;
+                    let stream = connect()?;
                     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
                     stream.set_nodelay(true)?;
                     Ok(stream)
@@ -132,8 +172,8 @@ impl TcpSession {
         };
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("TCP session to {SERVER}:{TCP_PORT} failed to open: {e}"),
-            Err(_) => panic!("TCP session to {SERVER}:{TCP_PORT} did not open within 10 s"),
+            Ok(Err(e)) => panic!("TCP session to the echo peer (port {TCP_PORT}) failed to open: {e}"),
+            Err(_) => panic!("TCP session to the echo peer (port {TCP_PORT}) did not open within 10 s"),
         }
         TcpSession { stop, state, thread: Some(thread) }
     }

@@ -48,6 +48,21 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
     Some(Paired { lab, addr, wired_uuid, backup_uuid, backup_iface, backup_profile })
 }
 
+/// The lab on the patched NM under test, or a loud skip where it is not
+/// built (a failure under CI).
+pub fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
+    match LabConfig::patched(server) {
+        Ok(cfg) => Some(cfg),
+        Err(why) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: {why}");
+            }
+            eprintln!("SKIPPED: {test}: {why}");
+            None
+        }
+    }
+}
+
 pub fn nm_state(lab: &Lab, profile: &str) -> String {
     lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", profile]).unwrap_or_default().trim().to_owned()
 }

@@ -1,0 +1,95 @@
+//! IPv6 across a handover, in the lab with router advertisements (SLAAC)
+//! and stateful DHCPv6 from dnsmasq: the backup takes the wired link's IPv6
+//! addresses, both of them, and TCP sessions over each survive the pull and
+//! the re-plug; the IPv4 address is kept as before.
+//!
+//! Needs root (network namespaces); as non-root every test says why it skips.
+
+mod support;
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use support::*;
+
+/// Time for the wired link's IPv6 configuration: a router solicitation,
+/// DHCPv6's four messages, and duplicate address detection (1 s).
+const IPV6_UP: Duration = Duration::from_secs(20);
+
+/// Loose bound on a handover of the IPv6 addresses: the carrier-wait, then
+/// on the newly activated link a router solicitation, DHCPv6's random
+/// solicit delay (up to 1 s) and exchange, and the kernel's duplicate
+/// address detection of each address (1 s): 3.8 s measured for a pull.
+const IPV6_HANDOVER_BOUND: Duration = Duration::from_secs(8);
+
+fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
+    let now = lab.ipv6_usable(iface);
+    addrs.iter().all(|a| now.contains(a))
+}
+
+fn ipv6_case(test: &str, cfg: LabConfig) {
+    let profiles_before_pair = std::cell::RefCell::new(Vec::new());
+    let wait_for_ipv6 = |lab: &Lab| {
+        // `pair` reads the identity the wired link presents (its IPv6 interface
+        // identifier, DHCPv6 IAID and DUID) from the link as it is connected.
+        lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        *profiles_before_pair.borrow_mut() = keyfile_bytes(lab);
+    };
+    let Some(p) = paired_with(test, cfg.with_ipv6(), &[], wait_for_ipv6) else { return };
+    let lab = &p.lab;
+    let backup = p.backup_iface;
+    let diag = |what: &str| format!("{test}: {what}\nwired0: {:?}\n{backup}: {:?}\n{}", lab.ipv6_usable("wired0"), lab.ipv6_usable(backup), lab.diagnostics());
+    let mut wired6 = lab.ipv6_usable("wired0");
+    wired6.sort();
+    assert_eq!(wired6.len(), 2, "{}", diag("one address from SLAAC and one from DHCPv6 expected"));
+    measured(test, "IPv6 addresses of the wired link", format!("{wired6:?}"));
+    let sessions: Vec<TcpSession> = wired6.iter().map(|a| TcpSession::open_v6_from(lab, *a)).collect();
+    for s in &sessions {
+        assert!(s.wait_for_traffic(5, Duration::from_secs(5)), "{}", diag("no TCP traffic over IPv6 before the pull"));
+    }
+
+    lab.pull_cable();
+    let took = lab
+        .wait_until("the backup to hold the wired link's IPv6 addresses", IPV6_UP, || holds_all(lab, backup, &wired6))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    measured(test, "pull -> backup holds the same IPv6 addresses (usable)", ms(took));
+    assert_eq!(lab.ipv4(backup), Some(p.addr), "{}", diag("the backup must hold the wired IPv4 address too"));
+    assert!(took <= IPV6_HANDOVER_BOUND, "{}", diag(&format!("the pull took {took:?} for IPv6, more than {IPV6_HANDOVER_BOUND:?}")));
+    for (s, addr) in sessions.iter().zip(&wired6) {
+        assert!(s.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP over IPv6 from {addr} after the pull: {:?}", s.report())));
+        measured(test, &format!("pull: longest TCP stall over IPv6 from {addr}"), ms(s.report().longest_stall));
+        s.reset_stall();
+    }
+
+    lab.plug_cable();
+    let back = lab
+        .wait_until("the wired link to hold its IPv6 addresses again", IPV6_UP, || holds_all(lab, "wired0", &wired6))
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    measured(test, "re-plug -> wired holds the same IPv6 addresses (usable)", ms(back));
+    lab.wait_until("the backup to give up its IPv6 addresses", Duration::from_secs(15), || lab.ipv6_usable(backup).is_empty())
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    assert!(back <= IPV6_HANDOVER_BOUND, "{}", diag(&format!("the re-plug took {back:?} for IPv6, more than {IPV6_HANDOVER_BOUND:?}")));
+    assert_eq!(lab.ipv4("wired0"), Some(p.addr), "{}", diag("the wired IPv4 address must be kept"));
+    for (s, addr) in sessions.into_iter().zip(&wired6) {
+        assert!(s.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP over IPv6 from {addr} after the re-plug: {:?}", s.report())));
+        let report = s.close();
+        measured(test, &format!("re-plug: longest TCP stall over IPv6 from {addr}"), ms(report.longest_stall));
+        assert!(report.survived(), "{}", diag(&format!("the TCP session over IPv6 from {addr} must survive: {report:?}")));
+    }
+    // `unpair` puts back the backup's IPv6 settings: both keyfiles as before `pair`.
+    lab.companion(&["unpair", "Office LAN"]);
+    assert!(keyfile_bytes(lab) == *profiles_before_pair.borrow(), "{}", diag("unpair must leave both keyfiles as they were before pair"));
+}
+
+#[test]
+fn ipv6_addresses_and_sessions_survive_internal_client() {
+    ipv6_case("ipv6/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal));
+}
+
+#[test]
+fn ipv6_addresses_and_sessions_survive_patched_nm() {
+    let test = "ipv6/patched/dnsmasq/internal";
+    let Some(cfg) = patched_or_skip(test, DhcpServer::Dnsmasq) else { return };
+    ipv6_case(test, cfg);
+}
