@@ -82,6 +82,29 @@ fn ipv6_case(test: &str, cfg: LabConfig) {
     assert!(keyfile_bytes(lab) == *profiles_before_pair.borrow(), "{}", diag("unpair must leave both keyfiles as they were before pair"));
 }
 
+/// The control: the backup with its IPv6 settings as they were before
+/// `pair` gave it the wired link's identity takes other addresses.
+#[test]
+fn control_without_the_ipv6_identity_the_backup_takes_other_addresses() {
+    let test = "ipv6/control";
+    let wait_for_ipv6 = |lab: &Lab| {
+        lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    };
+    let Some(p) = paired_with(test, LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal).with_ipv6(), &[], wait_for_ipv6) else { return };
+    let lab = &p.lab;
+    let wired6 = lab.ipv6_usable("wired0");
+    lab.nmcli(&["connection", "modify", p.backup_profile, "ipv6.addr-gen-mode", "stable-privacy", "ipv6.token", "", "ipv6.dhcp-iaid", ""])
+        .expect("undo the IPv6 identity");
+    lab.pull_cable();
+    lab.wait_until("the backup's IPv6 addresses", IPV6_UP, || lab.ipv6_usable(p.backup_iface).len() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    let backup6 = lab.ipv6_usable(p.backup_iface);
+    measured(test, "IPv6 addresses: wired before the pull / backup after it", format!("{wired6:?} / {backup6:?}"));
+    assert!(backup6.iter().all(|a| !wired6.contains(a)), "the control must show other addresses: {wired6:?} / {backup6:?}");
+    assert_eq!(lab.ipv4(p.backup_iface), Some(p.addr), "IPv4 is not what this control is about");
+}
+
 #[test]
 fn ipv6_addresses_and_sessions_survive_internal_client() {
     ipv6_case("ipv6/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal));
