@@ -22,6 +22,13 @@ const IPV6_UP: Duration = Duration::from_secs(20);
 /// address detection of each address (1 s): 3.8 s measured for a pull.
 const IPV6_HANDOVER_BOUND: Duration = Duration::from_secs(8);
 
+/// `pair` reads the identity the wired link presents (its IPv6 interface
+/// identifier, DHCPv6 IAID and DUID) from the link as it is connected.
+fn wait_for_wired_ipv6(lab: &Lab) {
+    lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+}
+
 fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
     let now = lab.ipv6_usable(iface);
     addrs.iter().all(|a| now.contains(a))
@@ -30,10 +37,7 @@ fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
 fn ipv6_case(test: &str, cfg: LabConfig) {
     let profiles_before_pair = std::cell::RefCell::new(Vec::new());
     let wait_for_ipv6 = |lab: &Lab| {
-        // `pair` reads the identity the wired link presents (its IPv6 interface
-        // identifier, DHCPv6 IAID and DUID) from the link as it is connected.
-        lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+        wait_for_wired_ipv6(lab);
         *profiles_before_pair.borrow_mut() = keyfile_bytes(lab);
     };
     let Some(p) = paired_with(test, cfg.with_ipv6(), &[], wait_for_ipv6) else { return };
@@ -87,11 +91,7 @@ fn ipv6_case(test: &str, cfg: LabConfig) {
 #[test]
 fn control_without_the_ipv6_identity_the_backup_takes_other_addresses() {
     let test = "ipv6/control";
-    let wait_for_ipv6 = |lab: &Lab| {
-        lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
-            .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
-    };
-    let Some(p) = paired_with(test, LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal).with_ipv6(), &[], wait_for_ipv6) else { return };
+    let Some(p) = paired_with(test, LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal).with_ipv6(), &[], wait_for_wired_ipv6) else { return };
     let lab = &p.lab;
     let wired6 = lab.ipv6_usable("wired0");
     lab.nmcli(&["connection", "modify", p.backup_profile, "ipv6.addr-gen-mode", "stable-privacy", "ipv6.token", "", "ipv6.dhcp-iaid", ""])
