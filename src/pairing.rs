@@ -72,8 +72,8 @@ pub enum PairingError {
     AlreadyPaired { profile: String, peer: String },
     #[error("'{0}' is paired in the other role; run `nm-handover unpair '{0}'` first, then pair in the order you want")]
     PairedTheOtherWay(String),
-    #[error("the wired profile '{0}' uses a generated MAC address ({1}); the backup cannot mirror it")]
-    GeneratedMac(String, String),
+    #[error("the wired profile '{0}' uses a generated MAC address ({1}); the backup cannot mirror it: {2}")]
+    GeneratedMac(String, String, &'static str),
     #[error(
         "'{backup}' looks like the wired profile and '{wired}' like the backup ({why}); pairing them in this order \
          would turn '{backup}' into the backup (autoconnect off, another device's MAC). Did you mean \
@@ -293,10 +293,14 @@ pub fn wired_lan_mac(
     permanent: Option<&str>,
     current: Option<&str>,
 ) -> Result<String, PairingError> {
+    let generated = |mode: &str, why| Err(PairingError::GeneratedMac(wired.id.clone(), mode.to_owned(), why));
     match wired.cloned_mac.as_deref() {
-        Some(generated @ ("random" | "stable" | "stable-ssid")) => {
-            Err(PairingError::GeneratedMac(wired.id.clone(), generated.to_owned()))
-        }
+        // `stable` is the same address at every activation of the profile on
+        // this device (a hash of its stable-id and the interface name): the
+        // one it has now is cloned.
+        Some("stable") if wired.active => parse_mac(current.ok_or(PairingError::UnknownMac)?),
+        Some("stable") => generated("stable", "it is generated at activation; connect the wired profile, then pair again"),
+        Some(mode @ ("random" | "stable-ssid")) => generated(mode, "it is a new address at every activation"),
         Some(explicit) if explicit != "permanent" && explicit != "preserve" => parse_mac(explicit),
         _ => parse_mac(permanent.or(current).ok_or(PairingError::UnknownMac)?),
     }
@@ -943,6 +947,12 @@ mod tests {
         assert_eq!(wired_lan_mac(&wired, None, None), Err(PairingError::UnknownMac));
         wired.cloned_mac = Some("random".into());
         assert!(matches!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), None), Err(PairingError::GeneratedMac(..))));
+        // `stable`: the address the active profile has now; refused, saying why, while inactive.
+        wired.cloned_mac = Some("stable".into());
+        let stable = wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), Some("12:34:56:78:9a:bc"));
+        assert!(matches!(stable, Err(PairingError::GeneratedMac(_, _, why)) if why.contains("connect the wired profile")), "{stable:?}");
+        wired.active = true;
+        assert_eq!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), Some("12:34:56:78:9a:bc")).unwrap(), "12:34:56:78:9A:BC");
         wired.cloned_mac = Some("02:00:00:00:00:01".into());
         assert_eq!(wired_lan_mac(&wired, Some("aa:bb:cc:dd:ee:ff"), None).unwrap(), "02:00:00:00:00:01");
         assert!(parse_mac("aa:bb:cc:dd:ee").is_err());

@@ -50,6 +50,25 @@ fn a_pull_long_after_a_replug_hands_over_again() {
     pull_and_replug(&format!("{test} (8 s after the re-plug)"), &p);
 }
 
+/// A wired profile with `cloned-mac-address=stable`: NM generates the
+/// address from the profile's stable-id and the interface name, the same at
+/// every activation, and `pair` clones the one the wired link has.
+#[test]
+fn a_stable_generated_wired_mac_is_cloned() {
+    let test = "stable wired MAC";
+    let own_mac = std::cell::RefCell::new(String::new());
+    let generate_stable_mac = |lab: &Lab| {
+        *own_mac.borrow_mut() = lab.mac("wired0");
+        lab.nmcli(&["connection", "modify", "Office LAN", "802-3-ethernet.cloned-mac-address", "stable"]).expect("stable MAC");
+        lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate with the stable MAC");
+    };
+    let Some(p) = paired_with(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[], generate_stable_mac) else { return };
+    let stable_mac = p.lab.mac("wired0");
+    assert_ne!(stable_mac, *own_mac.borrow(), "NM must have generated another MAC for the wired link");
+    pull_and_replug(test, &p);
+    assert_eq!(p.lab.mac("wired0"), stable_mac, "the wired link gets the same stable MAC at its next activation");
+}
+
 #[test]
 fn released_lease_is_carried_back_isc_dhcpd_internal_client() {
     let Some(r) = released_lease_case("released/isc-dhcpd/internal", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[], Release::Crafted) else { return };
