@@ -294,7 +294,7 @@ pub fn status(nm: &Nm) -> Status {
                 dhcp_client_id: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V4, "dhcp_client_identifier")).filter(|id| !id.is_empty()),
                 ipv6: device
                     .as_ref()
-                    .map(|d| d.ipv6_addresses().into_iter().filter(|(a, _)| (a.segments()[0] & 0xffc0) != 0xfe80).map(|(a, prefix)| format!("{a}/{prefix}")).collect())
+                    .map(|d| d.ipv6_addresses().into_iter().filter(|(a, _)| !a.is_unicast_link_local()).map(|(a, prefix)| format!("{a}/{prefix}")).collect())
                     .unwrap_or_default(),
                 dhcp6_iaid: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V6, "iaid")).filter(|v| !v.is_empty()),
                 dhcp6_duid: device.as_ref().and_then(|d| d.dhcp_option(IpFamily::V6, "dhcp6_client_id")).filter(|v| !v.is_empty()),
@@ -458,9 +458,9 @@ fn dispatcher_unit() -> DispatcherUnit {
 /// only from the profile's own activation (another profile's lease on the
 /// same device says nothing about it).
 fn wired_identity(device: &Device, profile: &Uuid) -> WiredIdentity {
-    let active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str());
+    let active_here = active_on(device, profile);
     let dhcp6 = |option: &str| device.dhcp_option(IpFamily::V6, option).filter(|v| active_here && !v.is_empty());
-    let is_global = |a: &std::net::Ipv6Addr| (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_loopback() && !a.is_unspecified();
+    let is_global = |a: &std::net::Ipv6Addr| !a.is_unicast_link_local() && !a.is_loopback() && !a.is_unspecified();
     WiredIdentity {
         permanent_mac: device.permanent_hw_address(),
         client_id_sent: client_id_sent(device, profile),
@@ -475,8 +475,12 @@ fn wired_identity(device: &Device, profile: &Uuid) -> WiredIdentity {
 /// with the lease; only from the profile's own activation (another profile's
 /// lease on the same device says nothing about it).
 fn client_id_sent(device: &Device, profile: &Uuid) -> Option<String> {
-    let active_here = device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str());
+    let active_here = active_on(device, profile);
     device.dhcp_option(IpFamily::V4, "dhcp_client_identifier").filter(|id| active_here && !id.is_empty())
+}
+
+fn active_on(device: &Device, profile: &Uuid) -> bool {
+    device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str())
 }
 
 fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {

@@ -139,7 +139,7 @@ impl Pair {
             link_up_dispatched: nm_has_link_up(),
             wired_down_chosen: nm.device(self.wired.device.as_str()).is_none_or(|d| d.last_change_was_chosen()),
             backup_taken_off_lan: nm.device(self.backup.device.as_str()).is_some_and(|d| d.state() != DeviceState::Unmanaged)
-                && if_index(self.backup.device.as_str()).is_ok_and(offlan::was_taken_off_lan),
+                && self.on_backup_link(|index| Ok(offlan::was_taken_off_lan(index))).unwrap_or(false),
         }
     }
 
@@ -155,10 +155,16 @@ impl Pair {
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
-        let netlink_err = |source| Error::Netlink { device: device.to_string(), source };
-        offlan::take_off_lan(if_index(device).map_err(netlink_err)?, own_mac).map_err(netlink_err)?;
+        self.on_backup_link(|index| offlan::take_off_lan(index, own_mac))?;
         info!("took {device} off the LAN (link down, own MAC restored)");
         Ok(())
+    }
+
+    /// Runs `op` on the backup device's interface index (rtnetlink and
+    /// `crate::offlan` name links by index).
+    fn on_backup_link<T>(&self, op: impl FnOnce(i32) -> std::io::Result<T>) -> Result<T> {
+        let device = self.backup.device.as_str();
+        if_index(device).and_then(op).map_err(|source| Error::Netlink { device: device.to_string(), source })
     }
 
     /// The backup device's own (permanent) MAC address, as `parse_mac` writes it.
@@ -231,8 +237,8 @@ impl Pair {
                     nm.activate(&profile, &device)?;
                     info!("asked NetworkManager to activate '{}' on {}", self.backup.id, self.backup.device);
                     // NM brings the link up itself now.
-                    if let Err(e) = if_index(self.backup.device.as_str()).and_then(offlan::forget) {
-                        warn!("{}: {e}", self.backup.device);
+                    if let Err(e) = self.on_backup_link(offlan::forget) {
+                        warn!("{e}");
                     }
                 }
                 Action::DeactivateBackup => match nm.active_connection_of(self.backup.uuid.as_str()) {
@@ -244,10 +250,8 @@ impl Pair {
                 },
                 Action::TakeBackupOffLan => self.take_backup_off_lan(nm)?,
                 Action::PutBackupLinkBack => {
-                    let device = self.backup.device.as_str();
-                    let netlink_err = |source| Error::Netlink { device: device.to_string(), source };
-                    offlan::put_back(if_index(device).map_err(netlink_err)?).map_err(netlink_err)?;
-                    info!("set {device} up again, as it was before the hand-back took it down");
+                    self.on_backup_link(offlan::put_back)?;
+                    info!("set {} up again, as it was before the hand-back took it down", self.backup.device);
                 }
                 // The handover itself is done; without the watcher the
                 // hand-back still works, only the re-plug may be slower.

@@ -16,10 +16,10 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::sys::lock::LOCK_PATH;
+use crate::sys::lock::{create_parent_dir, LOCK_PATH};
 use crate::sys::netlink::{set_index_up, take_index_down};
 
 fn record_path(index: i32) -> PathBuf {
@@ -30,9 +30,7 @@ fn record_path(index: i32) -> PathBuf {
 /// record comes first, so that a link down is never left unrecorded.
 pub fn take_off_lan(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
     let path = record_path(index);
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
-    }
+    create_parent_dir(&path)?;
     OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&path)?;
     take_index_down(index, mac)
 }

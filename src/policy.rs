@@ -162,15 +162,13 @@ pub fn decide(role: Role, hook: Hook, seen: Observed, options: Options) -> Decis
         && seen.backup == LinkState::Inactive
         && !decision.actions.contains(&Action::ActivateBackup)
     {
-        decision.actions.insert(0, Action::PutBackupLinkBack);
-        if decision.reason == BACKUP_EVENT_NEEDS_NOTHING {
+        if decision.actions.is_empty() {
             decision.reason = "backup deactivated: its link, taken down for the hand-back, goes up again";
         }
+        decision.actions.insert(0, Action::PutBackupLinkBack);
     }
     decision
 }
-
-const BACKUP_EVENT_NEEDS_NOTHING: &str = "backup event needs no action";
 
 fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
     match hook {
@@ -242,7 +240,7 @@ fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
             None => decision("backup holds the address; lease carrying is off", vec![]),
         },
         Hook::Reconcile => decide_wired(Hook::Reconcile, seen, options),
-        Hook::LinkUp | Hook::PreUp | Hook::PreDown | Hook::Down => decision(BACKUP_EVENT_NEEDS_NOTHING, vec![]),
+        Hook::LinkUp | Hook::PreUp | Hook::PreDown | Hook::Down => decision("backup event needs no action", vec![]),
     }
 }
 

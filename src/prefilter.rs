@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::event::{DispatcherAction, DispatcherEvent};
@@ -35,9 +35,7 @@ pub fn record_link_up_seen(path: &Path) {
     if path.exists() {
         return;
     }
-    if let Some(dir) = path.parent() {
-        let _ = fs::DirBuilder::new().recursive(true).mode(0o755).create(dir);
-    }
+    let _ = crate::sys::lock::create_parent_dir(path);
     let _ = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path);
 }
 

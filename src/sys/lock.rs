@@ -38,12 +38,18 @@ pub struct FileLock {
     file: File,
 }
 
+/// Creates the directory `path` lives in (`/run/nm-handover`), if missing.
+pub fn create_parent_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => fs::DirBuilder::new().recursive(true).mode(0o755).create(dir),
+        None => Ok(()),
+    }
+}
+
 impl FileLock {
     pub fn acquire(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
         let io_err = |source| LockError::Io { path: path.to_owned(), source };
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io_err)?;
-        }
+        create_parent_dir(path).map_err(io_err)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
