@@ -15,7 +15,7 @@ use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
     mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
-    SETTING_WIRELESS,
+    SETTING_WIRELESS, HOSTNAME_PROPERTIES,
 };
 use crate::policy::{decide, Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
@@ -67,6 +67,10 @@ fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
             dhcp_duid: string_property(profile, SETTING_IPV6, "dhcp-duid"),
             dhcp_iaid: string_property(profile, SETTING_IPV6, "dhcp-iaid"),
         },
+        hostname: HOSTNAME_PROPERTIES
+            .iter()
+            .filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?)))
+            .collect(),
     })
 }
 

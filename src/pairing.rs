@@ -54,6 +54,28 @@ pub const SETTING_WIRELESS: &str = "802-11-wireless";
 pub const SETTING_IPV4: &str = "ipv4";
 pub const SETTING_IPV6: &str = "ipv6";
 
+/// The settings behind the hostname each DHCP client sends (option 12 or
+/// the FQDN option; the name DNS updates follow). None of them depends on
+/// the interface, so the backup gets the wired profile's values as they
+/// are. `dhcp-send-hostname-v2` (NM >= 1.52) is read and mirrored only
+/// where the linked libnm knows it.
+pub const HOSTNAME_PROPERTIES: [(&str, &str); 9] = [
+    (SETTING_IPV4, "dhcp-send-hostname"),
+    (SETTING_IPV4, "dhcp-send-hostname-v2"),
+    (SETTING_IPV4, "dhcp-hostname"),
+    (SETTING_IPV4, "dhcp-fqdn"),
+    (SETTING_IPV4, "dhcp-hostname-flags"),
+    (SETTING_IPV6, "dhcp-send-hostname"),
+    (SETTING_IPV6, "dhcp-send-hostname-v2"),
+    (SETTING_IPV6, "dhcp-hostname"),
+    (SETTING_IPV6, "dhcp-hostname-flags"),
+];
+
+/// Where `pair` keeps a backup value it replaced.
+fn saved_key(setting: &str, property: &str) -> String {
+    format!("nm-handover.saved-{setting}-{property}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PairingError {
     #[error("profile '{profile}': {KEY_ROLE} is {value:?}, expected \"wired\" or \"backup\"")]
@@ -199,6 +221,8 @@ pub struct ProfileSnapshot {
     /// The file NetworkManager keeps it in, if any.
     pub filename: Option<String>,
     pub ipv6: Ipv6Settings,
+    /// The [`HOSTNAME_PROPERTIES`] the linked libnm knows, by (setting, property).
+    pub hostname: BTreeMap<(&'static str, &'static str), PropertyValue>,
 }
 
 /// The `ipv6` settings that decide which addresses a link gets.
@@ -254,6 +278,39 @@ fn encode_saved(v: &Option<String>) -> String {
 
 fn decode_saved(v: &str) -> Option<String> {
     v.strip_prefix("value:").map(str::to_owned)
+}
+
+fn show_value(v: &PropertyValue) -> String {
+    match v {
+        PropertyValue::Str(s) => show(s),
+        PropertyValue::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        PropertyValue::U64(n) => show(&n.map(|n| n.to_string())),
+        PropertyValue::I32(n) => show(&n.map(|n| n.to_string())),
+        PropertyValue::U32(n) => show(&n.map(|n| format!("0x{n:x}"))),
+    }
+}
+
+fn encode_saved_value(v: &PropertyValue) -> String {
+    encode_saved(&match v {
+        PropertyValue::Str(s) => s.clone(),
+        PropertyValue::Bool(b) => Some(b.to_string()),
+        PropertyValue::U64(n) => n.map(|n| n.to_string()),
+        PropertyValue::I32(n) => n.map(|n| n.to_string()),
+        PropertyValue::U32(n) => n.map(|n| n.to_string()),
+    })
+}
+
+/// A saved value read back as the type `like` has; `None` when it does not
+/// parse as one (someone edited the user data), so nothing is restored.
+fn decode_saved_value(like: &PropertyValue, saved: &str) -> Option<PropertyValue> {
+    let text = decode_saved(saved);
+    Some(match like {
+        PropertyValue::Str(_) => PropertyValue::Str(text),
+        PropertyValue::Bool(_) => PropertyValue::Bool(text?.parse().ok()?),
+        PropertyValue::U64(_) => PropertyValue::U64(text.map(|t| t.parse()).transpose().ok()?),
+        PropertyValue::I32(_) => PropertyValue::I32(text.map(|t| t.parse()).transpose().ok()?),
+        PropertyValue::U32(_) => PropertyValue::U32(text.map(|t| t.parse()).transpose().ok()?),
+    })
 }
 
 /// Normalises a MAC address to upper-case colon form.
@@ -529,7 +586,7 @@ pub fn plan_pair(
 
     // The value before the first pairing that changed it is kept; pairing
     // again does not overwrite it with a value `pair` set.
-    let mut change = |setting: &'static str, property: &'static str, saved_key: &'static str, old: String, new: PropertyValue, shown_old: String, shown_new: String| {
+    let mut change = |setting: &'static str, property: &'static str, saved_key: &str, old: String, new: PropertyValue, shown_old: String, shown_new: String| {
         if !backup.user_data.contains_key(saved_key) {
             plan.backup.user_data.insert(saved_key.to_owned(), Some(old));
         }
@@ -582,6 +639,15 @@ pub fn plan_pair(
         let old = &backup.ipv6.dhcp_iaid;
         change(SETTING_IPV6, "dhcp-iaid", KEY_SAVED_DHCP6_IAID, encode_saved(old), PropertyValue::Str(iaid.clone()), show(old), show(iaid));
     }
+    for (&(setting, property), value) in &wired.hostname {
+        let key = saved_key(setting, property);
+        let now = backup.hostname.get(&(setting, property));
+        if now == Some(value) && !backup.user_data.contains_key(&key) {
+            continue;
+        }
+        let Some(now) = now else { continue };
+        change(setting, property, &key, encode_saved_value(now), value.clone(), show_value(now), show_value(value));
+    }
     change(
         SETTING_CONNECTION,
         "autoconnect",
@@ -600,7 +666,7 @@ pub fn plan_pair(
 pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnapshot>) -> Plan {
     let mut plan = Plan::default();
     let removals = |snapshot: &ProfileSnapshot| -> BTreeMap<String, Option<String>> {
-        ALL_KEYS.iter().filter(|k| snapshot.user_data.contains_key(**k)).map(|k| ((*k).to_owned(), None)).collect()
+        snapshot.user_data.keys().filter(|k| k.starts_with("nm-handover.")).map(|k| (k.clone(), None)).collect()
     };
     if let Some(w) = wired {
         plan.wired.user_data = removals(w);
@@ -609,7 +675,7 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
     if let Some(b) = backup {
         plan.backup.user_data = removals(b);
         plan.summary.push(format!("'{}': removed nm-handover user data", b.id));
-        let saved = |key| b.user_data.get(key).map(String::as_str);
+        let saved = |key: &str| b.user_data.get(key).map(String::as_str);
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
         // (setting, property, shown now, shown restored, restored value)
         let mut restores = Vec::new();
@@ -634,6 +700,11 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
             if let Some(value) = saved(key) {
                 let restored = decode_saved(value);
                 restores.push((SETTING_IPV6, property, show(now), show(&restored), PropertyValue::Str(restored)));
+            }
+        }
+        for (&(setting, property), now) in &b.hostname {
+            if let Some(restored) = saved(&saved_key(setting, property)).and_then(|v| decode_saved_value(now, v)) {
+                restores.push((setting, property, show_value(now), show_value(&restored), restored));
             }
         }
         if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
@@ -694,6 +765,7 @@ mod tests {
             active: false,
             filename: None,
             ipv6: Ipv6Settings::default(),
+            hostname: BTreeMap::new(),
         }
     }
 
@@ -705,6 +777,10 @@ mod tests {
             };
         }
         for c in &edit.properties {
+            if let Some(&key) = HOSTNAME_PROPERTIES.iter().find(|k| **k == (c.setting, c.property)) {
+                snapshot.hostname.insert(key, c.value.clone());
+                continue;
+            }
             match (&c.value, c.property) {
                 (PropertyValue::Str(s), "cloned-mac-address") => snapshot.cloned_mac = s.clone(),
                 (PropertyValue::Str(s), "dhcp-client-id") => snapshot.dhcp_client_id = s.clone(),
@@ -915,6 +991,65 @@ mod tests {
         let undo = plan_unpair(Some(&wired), Some(&backup));
         apply(&mut backup, &undo.backup);
         assert_eq!(backup, backup0);
+    }
+
+    /// What libnm reports for a profile that sets none of the hostname settings.
+    fn default_hostname_settings() -> BTreeMap<(&'static str, &'static str), PropertyValue> {
+        HOSTNAME_PROPERTIES
+            .iter()
+            .map(|&(setting, property)| {
+                let value = match property {
+                    "dhcp-send-hostname" => PropertyValue::Bool(true),
+                    "dhcp-send-hostname-v2" => PropertyValue::I32(Some(-1)),
+                    "dhcp-hostname-flags" => PropertyValue::U32(Some(0)),
+                    _ => PropertyValue::Str(None),
+                };
+                ((setting, property), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_backup_sends_the_hostname_the_wired_link_sends() {
+        let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
+        let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        wired.hostname = default_hostname_settings();
+        backup.hostname = default_hostname_settings();
+        // The same settings on both: nothing to change, nothing saved.
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
+        assert!(plan.backup.properties.iter().all(|c| !c.property.contains("hostname") && c.property != "dhcp-fqdn"), "{:?}", plan.backup);
+        assert!(plan.backup.user_data.keys().all(|k| !k.contains("hostname")));
+
+        wired.hostname.insert((SETTING_IPV4, "dhcp-fqdn"), PropertyValue::Str(Some("laptop.office.example".into())));
+        wired.hostname.insert((SETTING_IPV4, "dhcp-hostname-flags"), PropertyValue::U32(Some(0x5)));
+        wired.hostname.insert((SETTING_IPV6, "dhcp-hostname"), PropertyValue::Str(Some("laptop".into())));
+        backup.hostname.insert((SETTING_IPV4, "dhcp-send-hostname"), PropertyValue::Bool(false));
+        backup.hostname.insert((SETTING_IPV4, "dhcp-send-hostname-v2"), PropertyValue::I32(Some(0)));
+        backup.hostname.insert((SETTING_IPV6, "dhcp-hostname"), PropertyValue::Str(Some("wifi-name".into())));
+        let backup0 = backup.clone();
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
+        apply(&mut backup, &plan.backup);
+        assert_eq!(backup.hostname, wired.hostname);
+        for line in [
+            "ipv4.dhcp-send-hostname: no -> yes",
+            "ipv4.dhcp-send-hostname-v2: \"0\" -> \"-1\"",
+            "ipv4.dhcp-fqdn: (unset) -> \"laptop.office.example\"",
+            "ipv4.dhcp-hostname-flags: \"0x0\" -> \"0x5\"",
+            "ipv6.dhcp-hostname: \"wifi-name\" -> \"laptop\"",
+        ] {
+            assert!(plan.summary.iter().any(|l| l.ends_with(line)), "{line}: {:?}", plan.summary);
+        }
+        // Pairing again keeps the originals; unpair puts them back.
+        let again = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &WiredIdentity::default(), BOTH_ON).unwrap();
+        apply(&mut backup, &again.backup);
+        let undo = plan_unpair(Some(&wired), Some(&backup));
+        apply(&mut backup, &undo.backup);
+        assert_eq!(backup, backup0);
+        // A saved value that no longer parses as its type is not restored.
+        let mut edited = backup0.clone();
+        edited.user_data.insert(saved_key(SETTING_IPV4, "dhcp-send-hostname"), "value:perhaps".into());
+        let undo = plan_unpair(None, Some(&edited));
+        assert!(undo.backup.properties.iter().all(|c| c.property != "dhcp-send-hostname" || c.setting != SETTING_IPV4), "{:?}", undo.backup);
     }
 
     #[test]

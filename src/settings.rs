@@ -37,6 +37,8 @@ pub enum PropertyValue {
     U64(Option<u64>),
     /// An enumeration such as `ipv6.addr-gen-mode`; `None` removes it.
     I32(Option<i32>),
+    /// Flags such as `ipv4.dhcp-hostname-flags`; `None` removes them.
+    U32(Option<u32>),
 }
 
 /// One property to change: (`setting name`, `property name`, new value).
@@ -83,7 +85,8 @@ pub fn apply_edit(settings: &Variant, edit: &ProfileEdit) -> Result<Variant, Set
             PropertyValue::Bool(b) => Some(b.to_variant()),
             PropertyValue::U64(Some(n)) => Some(n.to_variant()),
             PropertyValue::I32(Some(n)) => Some(n.to_variant()),
-            PropertyValue::Str(None) | PropertyValue::U64(None) | PropertyValue::I32(None) => None,
+            PropertyValue::U32(Some(n)) => Some(n.to_variant()),
+            PropertyValue::Str(None) | PropertyValue::U64(None) | PropertyValue::I32(None) | PropertyValue::U32(None) => None,
         };
         set(properties, key, value, &what)?;
     }

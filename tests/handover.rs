@@ -246,3 +246,48 @@ fn client_id_perm_mac_is_mirrored() {
 fn client_id_unset_with_a_global_default_of_stable_is_mirrored() {
     client_id_case(None, Some("stable"));
 }
+
+/// The hostname the wired link sends goes with the address: the backup sends
+/// it too (every request the server logs carries one client name, so DNS
+/// updates keyed on it follow), though the backup profile had a name of its
+/// own; `unpair` gives that name back, every keyfile byte for byte as before
+/// `pair`. (dhcpd's lease database is no witness here: a request within its
+/// `dhcp-cache-threshold` of the lease time rewrites no lease block.)
+#[test]
+fn the_backup_sends_the_hostname_the_wired_link_sends() {
+    let test = "hostname mirrored";
+    let mut keyfiles_before = Vec::new();
+    let Some(p) = paired_with(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[], |lab| {
+        lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-hostname", "laptop-office"]).expect("set the wired hostname");
+        lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", "backup-own-name"]).expect("set the backup's hostname");
+        // Sent from the next activation on; pair also needs the wired link connected.
+        lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+        keyfiles_before = keyfile_bytes(lab);
+    }) else {
+        return;
+    };
+    let lab = &p.lab;
+    assert_eq!(lab.nmcli(&["-g", "ipv4.dhcp-hostname", "connection", "show", "Backup link"]).unwrap().trim(), "laptop-office");
+    let log_mark = lab.server_log().lines().count();
+    pull_and_replug(test, &p);
+    let wired_mac = lab.mac("wired0");
+    // dhcpd names the client in each line: a request by the name its lease
+    // had, the ACK by the name the request carried. Every one must be the
+    // wired hostname, the backup's ACK after the pull included.
+    let messages = server_requests(lab, log_mark);
+    measured(test, "DHCP messages at the server across pull and re-plug", messages.join(" | "));
+    let acks = messages.iter().filter(|l| l.contains("DHCPACK")).count();
+    assert!(acks >= 2, "{test}: expected the backup's and the wired link's ACK\n{}", lab.diagnostics());
+    assert!(
+        messages.iter().all(|l| l.contains(&wired_mac) && l.contains("(laptop-office)")),
+        "{test}: a client sent another name\n{}",
+        lab.diagnostics()
+    );
+    lab.companion(&["unpair", "Office LAN"]);
+    assert_eq!(lab.nmcli(&["-g", "ipv4.dhcp-hostname", "connection", "show", "Backup link"]).unwrap().trim(), "backup-own-name");
+    let after = keyfile_bytes(lab);
+    assert_eq!(after.len(), keyfiles_before.len(), "{test}: keyfiles added or removed");
+    for ((name, old), (_, new)) in keyfiles_before.iter().zip(&after) {
+        assert_eq!(String::from_utf8_lossy(new), String::from_utf8_lossy(old), "{test}: keyfile {name} changed by pair + unpair");
+    }
+}

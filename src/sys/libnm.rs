@@ -496,6 +496,8 @@ fn get_property(setting: &glib::Object, property: &str) -> Option<PropertyValue>
         value.get::<Option<String>>().ok().map(PropertyValue::Str)
     } else if pspec.value_type() == glib::Type::I32 {
         value.get::<i32>().ok().map(|n| PropertyValue::I32(Some(n)))
+    } else if pspec.value_type() == glib::Type::U32 {
+        value.get::<u32>().ok().map(|n| PropertyValue::U32(Some(n)))
     } else {
         None
     }
