@@ -65,6 +65,9 @@ pub struct PairFacts {
     pub wired_client_id_sent: Option<String>,
     pub carrier_wait_conf: bool,
     pub backup_is_wifi: bool,
+    /// The DHCP hostname settings (`ipv4.dhcp-hostname`, ...) in which the
+    /// backup differs from the wired profile.
+    pub hostname_differs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -233,6 +236,19 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
             ));
         }
     }
+    if !p.hostname_differs.is_empty() {
+        out.push(finding(
+            "hostname",
+            pair,
+            Level::Warning,
+            format!(
+                "'{}' sends another hostname than the wired link ({} differ): the address is kept, but DNS updates keyed on the name do not follow it",
+                p.backup,
+                p.hostname_differs.join(", ")
+            ),
+            Some(format!("nm-handover pair '{}' '{}'", p.wired, p.backup)),
+        ));
+    }
     if !p.carrier_wait_conf {
         out.push(finding(
             "carrier-wait",
@@ -300,6 +316,7 @@ mod tests {
             (&["backup-mac", "client-id"], Box::new(|f| f.pairs[0].backup_cloned_mac = Some("random".into()))),
             (&["client-id"], Box::new(|f| f.pairs[0].backup_client_id = Some("stable".into()))),
             (&["client-id"], Box::new(|f| f.pairs[0].wired_client_id_sent = Some("ff:12:34:56:78:00:01".into()))),
+            (&["hostname"], Box::new(|f| f.pairs[0].hostname_differs = vec!["ipv4.dhcp-hostname".into()])),
             (&["carrier-wait"], Box::new(|f| f.pairs[0].carrier_wait_conf = false)),
             (&["pair"], Box::new(|f| f.pairs[0].broken = Some("its peer profile is gone".into()))),
             (&["pairs"], Box::new(|f| f.pairs.clear())),

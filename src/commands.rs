@@ -504,6 +504,10 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
         backup_client_id: backup.as_ref().and_then(|b| b.dhcp_client_id.clone()),
         wired_client_id_sent: device.and_then(|d| client_id_sent(&d, &pair.wired.uuid)),
         carrier_wait_conf: Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&pair.wired.uuid)).exists(),
+        hostname_differs: match (&wired, &backup) {
+            (Some(w), Some(b)) => w.hostname.iter().filter(|(k, v)| b.hostname.get(k) != Some(v)).map(|((s, p), _)| format!("{s}.{p}")).collect(),
+            _ => Vec::new(),
+        },
         backup_is_wifi: backup.is_some_and(|b| b.kind == SETTING_WIRELESS),
     }
 }

@@ -89,6 +89,10 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
         || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", "stable"]).unwrap(); },
         || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", &client_id]).unwrap(); });
 
+    seeded(lab, "hostname", "warning",
+        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", "backup-own-name"]).unwrap(); },
+        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", ""]).unwrap(); });
+
     let conf = std::fs::read_dir(lab.nm_conf_dir().join("conf.d")).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("90-nm-handover-")).unwrap();
     let snippet = std::fs::read(&conf).unwrap();
     seeded(lab, "carrier-wait", "warning", || std::fs::remove_file(&conf).unwrap(), || std::fs::write(&conf, &snippet).unwrap());
