@@ -43,10 +43,14 @@ struct RowSpec {
     /// Stock NetworkManager of this version, built unpatched by nm-patch/build
     /// (the stock row beside a patched one of the same version).
     unpatched_build: Option<&'static str>,
+    /// `ipv4.dad-timeout` set on both paired profiles (NM's default: 0 ms
+    /// on 1.42, 200 ms on 1.58), to measure what address conflict
+    /// detection adds to a handover.
+    dad_timeout_ms: Option<u32>,
 }
 
 const fn row(key: &'static str, name: &'static str, setup: Setup) -> RowSpec {
-    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None, unpatched_build: None }
+    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None, unpatched_build: None, dad_timeout_ms: None }
 }
 
 const INTERNAL: DhcpClient = DhcpClient::Internal;
@@ -60,6 +64,19 @@ const ROWS: &[RowSpec] = &[
     },
     row("patched", "nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") }),
     row("patched-1.42", "nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }),
+    RowSpec {
+        dad_timeout_ms: Some(200),
+        ..row("stock-internal-dad200", "nm-handover, stock NM (internal DHCP), ipv4.dad-timeout 200 (1.58's default)", Setup::Companion { client: INTERNAL, patched: None })
+    },
+    RowSpec {
+        unpatched_build: Some("1.58.1"),
+        dad_timeout_ms: Some(0),
+        ..row("stock-1.58-dad0", "nm-handover, stock NM built from Debian's source (internal DHCP), ipv4.dad-timeout 0 (1.42's default)", Setup::Companion { client: INTERNAL, patched: None })
+    },
+    RowSpec {
+        dad_timeout_ms: Some(0),
+        ..row("patched-dad0", "nm-handover, patched NM (link-up), ipv4.dad-timeout 0 (1.42's default)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") })
+    },
     row("seed-like", "baseline: seed-like shell script (stock NM)", Setup::SeedLike),
     RowSpec { carrier_wait_ms: Some(300), ..row("seed-like-300", "baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike) },
     row("none", "baseline: no companion, both autoconnect", Setup::NoCompanion),
@@ -231,7 +248,17 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = lab_config(spec)?;
     let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     let lab = Lab::start(cfg).map_err(|e| e.to_string())?;
-    let addr = prepare(&lab, spec.setup)?;
+    let mut addr = prepare(&lab, spec.setup)?;
+    if let Some(timeout) = spec.dad_timeout_ms {
+        let (_, backup_profile) = backup_of(&lab);
+        for profile in ["Office LAN", backup_profile] {
+            lab.nmcli(&["connection", "modify", profile, "ipv4.dad-timeout", &timeout.to_string()]).map_err(|e| e.to_string())?;
+        }
+        // Applied from the next activation on.
+        lab.nmcli(&["connection", "up", "Office LAN"]).map_err(|e| e.to_string())?;
+        lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some()).map_err(|e| e.to_string())?;
+        addr = lab.ipv4("wired0").unwrap();
+    }
     let bond = spec.setup == Setup::Bonding;
     let (backup, backup_profile) = backup_of(&lab);
     let holder = if bond { "bond0" } else { backup };

@@ -7,32 +7,9 @@
 
 mod support;
 
-use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use support::*;
-
-/// Time for the wired link's IPv6 configuration: a router solicitation,
-/// DHCPv6's four messages, and duplicate address detection (1 s).
-const IPV6_UP: Duration = Duration::from_secs(20);
-
-/// Loose bound on a handover of the IPv6 addresses: the carrier-wait, then
-/// on the newly activated link a router solicitation, DHCPv6's random
-/// solicit delay (up to 1 s) and exchange, and the kernel's duplicate
-/// address detection of each address (1 s): 3.8 s measured for a pull.
-const IPV6_HANDOVER_BOUND: Duration = Duration::from_secs(8);
-
-/// `pair` reads the identity the wired link presents (its IPv6 interface
-/// identifier, DHCPv6 IAID and DUID) from the link as it is connected.
-fn wait_for_wired_ipv6(lab: &Lab) {
-    lab.wait_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2)
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
-}
-
-fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
-    let now = lab.ipv6_usable(iface);
-    addrs.iter().all(|a| now.contains(a))
-}
 
 fn ipv6_case(test: &str, cfg: LabConfig) {
     let profiles_before_pair = std::cell::RefCell::new(Vec::new());
@@ -97,8 +74,7 @@ fn control_without_the_ipv6_identity_the_backup_takes_other_addresses() {
     lab.nmcli(&["connection", "modify", p.backup_profile, "ipv6.addr-gen-mode", "stable-privacy", "ipv6.token", "", "ipv6.dhcp-iaid", ""])
         .expect("undo the IPv6 identity");
     lab.pull_cable();
-    lab.wait_until("the backup's IPv6 addresses", IPV6_UP, || lab.ipv6_usable(p.backup_iface).len() >= 2)
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the backup's IPv6 addresses", IPV6_UP, || lab.ipv6_usable(p.backup_iface).len() >= 2);
     let backup6 = lab.ipv6_usable(p.backup_iface);
     measured(test, "IPv6 addresses: wired before the pull / backup after it", format!("{wired6:?} / {backup6:?}"));
     assert!(backup6.iter().all(|a| !wired6.contains(a)), "the control must show other addresses: {wired6:?} / {backup6:?}");

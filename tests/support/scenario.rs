@@ -1,6 +1,6 @@
 //! Scenarios shared by the stock-NM and patched-NM lab tests.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,8 +42,7 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
     args.extend_from_slice(pair_args);
     let said = lab.companion(&args);
     assert!(said.contains("cloned-mac-address"), "pair must say what it changed:\n{said}");
-    lab.wait_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some())
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let addr = lab.ipv4("wired0").unwrap();
     Some(Paired { lab, addr, wired_uuid, backup_uuid, backup_iface, backup_profile })
 }
@@ -426,4 +425,25 @@ pub fn processes_named(lab: &Lab, program: &str) -> Vec<u32> {
             std::path::Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(program))
         })
         .collect()
+}
+
+/// Time for the wired link's IPv6 configuration: a router solicitation,
+/// DHCPv6's four messages, and duplicate address detection (1 s).
+pub const IPV6_UP: Duration = Duration::from_secs(20);
+
+/// Loose bound on a handover of the IPv6 addresses: the carrier-wait, then
+/// on the newly activated link a router solicitation, DHCPv6's random
+/// solicit delay (up to 1 s) and exchange, and the kernel's duplicate
+/// address detection of each address (1 s): 3.8 s measured for a pull.
+pub const IPV6_HANDOVER_BOUND: Duration = Duration::from_secs(8);
+
+/// `pair` reads the identity the wired link presents (its IPv6 interface
+/// identifier, DHCPv6 IAID and DUID) from the link as it is connected.
+pub fn wait_for_wired_ipv6(lab: &Lab) {
+    lab.expect_until("the wired link's SLAAC and DHCPv6 addresses", IPV6_UP, || lab.ipv6_usable("wired0").len() >= 2);
+}
+
+pub fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
+    let now = lab.ipv6_usable(iface);
+    addrs.iter().all(|a| now.contains(a))
 }
