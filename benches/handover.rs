@@ -66,16 +66,16 @@ const ROWS: &[RowSpec] = &[
     row("patched-1.42", "nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }),
     RowSpec {
         dad_timeout_ms: Some(200),
-        ..row("stock-internal-dad200", "nm-handover, stock NM (internal DHCP), ipv4.dad-timeout 200 (1.58's default)", Setup::Companion { client: INTERNAL, patched: None })
+        ..row("stock-internal-dad200", "nm-handover, stock NM (internal DHCP), ipv4.dad-timeout 200 on both profiles (1.58's default)", Setup::Companion { client: INTERNAL, patched: None })
     },
     RowSpec {
         unpatched_build: Some("1.58.1"),
         dad_timeout_ms: Some(0),
-        ..row("stock-1.58-dad0", "nm-handover, stock NM built from Debian's source (internal DHCP), ipv4.dad-timeout 0 (1.42's default)", Setup::Companion { client: INTERNAL, patched: None })
+        ..row("stock-1.58-dad0", "nm-handover, stock NM built from Debian's source (internal DHCP), ipv4.dad-timeout 0 on both profiles (1.42's default)", Setup::Companion { client: INTERNAL, patched: None })
     },
     RowSpec {
         dad_timeout_ms: Some(0),
-        ..row("patched-dad0", "nm-handover, patched NM (link-up), ipv4.dad-timeout 0 (1.42's default)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") })
+        ..row("patched-dad0", "nm-handover, patched NM (link-up), ipv4.dad-timeout 0 on both profiles", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") })
     },
     row("seed-like", "baseline: seed-like shell script (stock NM)", Setup::SeedLike),
     RowSpec { carrier_wait_ms: Some(300), ..row("seed-like-300", "baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike) },
@@ -107,7 +107,9 @@ struct Samples {
     replug_ms: Vec<f64>,
     ip_changed: u32,
     resets: u32,
-    stall_ms: Vec<f64>,
+    /// The longest TCP stall of each pull, and of each re-plug.
+    stall_pull_ms: Vec<f64>,
+    stall_replug_ms: Vec<f64>,
     dhcp_per_handover: Vec<f64>,
     conflicts: u32,
     window_ms: Vec<f64>,
@@ -300,7 +302,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_ms.push(ms(tcp.report().longest_stall));
+        s.stall_pull_ms.push(ms(tcp.report().longest_stall));
         std::thread::sleep(Duration::from_millis(300));
 
         // Re-plug.
@@ -336,7 +338,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_ms.push(ms(tcp.report().longest_stall));
+        s.stall_replug_ms.push(ms(tcp.report().longest_stall));
         let log = lab.server_log();
         let since = &log[mark.min(log.len())..];
         s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
@@ -539,12 +541,12 @@ fn main() -> ExitCode {
     let host_rows = !results.is_empty() || !skipped.is_empty();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
-        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
-        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall per handover | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall |").unwrap();
+        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
+        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
         writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {
             let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
-                (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_ms).map(|x| x.0))
+                (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_pull_ms).map(|x| x.0), stats(&s.stall_replug_ms).map(|x| x.0))
             });
             let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
                 (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
@@ -552,7 +554,7 @@ fn main() -> ExitCode {
             };
             writeln!(
                 out,
-                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {}; {} | {} | {} | {} | {} / {} / {} / {} |",
                 spec.name,
                 s.nm_version,
                 s.pull_ms.len(),
@@ -563,13 +565,15 @@ fn main() -> ExitCode {
                 s.ip_changed,
                 s.handovers,
                 s.resets,
-                fmt_stats(&s.stall_ms),
+                fmt_stats(&s.stall_pull_ms),
+                fmt_stats(&s.stall_replug_ms),
                 stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
                 s.conflicts,
                 fmt_stats(&s.window_ms),
                 ratio(&s.pull_ms, base.map(|b| b.0)),
                 ratio(&s.replug_ms, base.map(|b| b.1)),
-                ratio(&s.stall_ms, base.map(|b| b.2)),
+                ratio(&s.stall_pull_ms, base.map(|b| b.2)),
+                ratio(&s.stall_replug_ms, base.map(|b| b.3)),
             )
             .unwrap();
         }

@@ -67,6 +67,10 @@ fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
             dhcp_duid: string_property(profile, SETTING_IPV6, "dhcp-duid"),
             dhcp_iaid: string_property(profile, SETTING_IPV6, "dhcp-iaid"),
         },
+        dad_timeout: match profile.property(SETTING_IPV4, "dad-timeout") {
+            Some(PropertyValue::I32(t)) => t,
+            _ => None,
+        },
         hostname: HOSTNAME_PROPERTIES
             .iter()
             .filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?)))

@@ -71,6 +71,15 @@ pub const HOSTNAME_PROPERTIES: [(&str, &str); 9] = [
     (SETTING_IPV6, "dhcp-hostname-flags"),
 ];
 
+/// The backup's `ipv4.dad-timeout`: no address conflict detection wait.
+/// The backup takes an address the wired link of the same host held a
+/// moment ago and can no longer answer for (its cable is out), under a lease
+/// the server has just confirmed; NetworkManager's probe (200 ms by default
+/// on 1.58, 0 on 1.42) would only delay the handover by its length
+/// (measured: `bench-results/handover.md`, the `dad` rows). The wired
+/// profile is the user's and keeps its own setting.
+pub const BACKUP_DAD_TIMEOUT_MS: i32 = 0;
+
 /// Where `pair` keeps a backup value it replaced.
 fn saved_key(setting: &str, property: &str) -> String {
     format!("nm-handover.saved-{setting}-{property}")
@@ -221,6 +230,8 @@ pub struct ProfileSnapshot {
     /// The file NetworkManager keeps it in, if any.
     pub filename: Option<String>,
     pub ipv6: Ipv6Settings,
+    /// `ipv4.dad-timeout` in ms (-1: NetworkManager's default; see [`BACKUP_DAD_TIMEOUT_MS`]).
+    pub dad_timeout: Option<i32>,
     /// The [`HOSTNAME_PROPERTIES`] the linked libnm knows, by (setting, property).
     pub hostname: BTreeMap<(&'static str, &'static str), PropertyValue>,
 }
@@ -648,6 +659,19 @@ pub fn plan_pair(
         let Some(now) = now else { continue };
         change(setting, property, &key, encode_saved_value(now), value.clone(), show_value(now), show_value(value));
     }
+    let show_dad = |t: Option<i32>| match t {
+        None | Some(-1) => "(NetworkManager's default)".to_owned(),
+        Some(ms) => format!("{ms} ms"),
+    };
+    change(
+        SETTING_IPV4,
+        "dad-timeout",
+        &saved_key(SETTING_IPV4, "dad-timeout"),
+        encode_saved(&backup.dad_timeout.map(|t| t.to_string())),
+        PropertyValue::I32(Some(BACKUP_DAD_TIMEOUT_MS)),
+        show_dad(backup.dad_timeout),
+        show_dad(Some(BACKUP_DAD_TIMEOUT_MS)),
+    );
     change(
         SETTING_CONNECTION,
         "autoconnect",
@@ -707,6 +731,14 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
                 restores.push((setting, property, show_value(now), show_value(&restored), restored));
             }
         }
+        if let Some(saved_dad) = saved(&saved_key(SETTING_IPV4, "dad-timeout")) {
+            let restored = decode_saved(saved_dad).and_then(|t| t.parse::<i32>().ok());
+            let show_dad = |t: Option<i32>| match t {
+                None | Some(-1) => "(NetworkManager's default)".to_owned(),
+                Some(ms) => format!("{ms} ms"),
+            };
+            restores.push((SETTING_IPV4, "dad-timeout", show_dad(b.dad_timeout), show_dad(restored), PropertyValue::I32(restored)));
+        }
         if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
             restores.push((SETTING_CONNECTION, "autoconnect", yes_no(b.autoconnect), yes_no(auto == "yes"), PropertyValue::Bool(auto == "yes")));
         }
@@ -765,6 +797,7 @@ mod tests {
             active: false,
             filename: None,
             ipv6: Ipv6Settings::default(),
+            dad_timeout: Some(-1),
             hostname: BTreeMap::new(),
         }
     }
@@ -785,6 +818,7 @@ mod tests {
                 (PropertyValue::Str(s), "cloned-mac-address") => snapshot.cloned_mac = s.clone(),
                 (PropertyValue::Str(s), "dhcp-client-id") => snapshot.dhcp_client_id = s.clone(),
                 (PropertyValue::Bool(b), "autoconnect") => snapshot.autoconnect = *b,
+                (PropertyValue::I32(t), "dad-timeout") => snapshot.dad_timeout = *t,
                 (PropertyValue::I32(m), "addr-gen-mode") => snapshot.ipv6.addr_gen_mode = *m,
                 (PropertyValue::Str(s), "token") => snapshot.ipv6.token = s.clone(),
                 (PropertyValue::Str(s), "dhcp-duid") => snapshot.ipv6.dhcp_duid = s.clone(),
@@ -852,8 +886,9 @@ mod tests {
         assert!(unpair.summary.iter().all(|line| !line.contains("(unset) -> (unset)")), "{:#?}", unpair.summary);
         assert!(unpair.summary.iter().any(|line| line.contains("cloned-mac-address: \"52:54:00:AA:BB:CC\" -> (unset)")), "{:#?}", unpair.summary);
         assert!(unpair.summary.iter().any(|line| line.contains("autoconnect: no -> yes")), "{:#?}", unpair.summary);
+        assert!(unpair.summary.iter().any(|line| line.contains("dad-timeout: 0 ms -> (NetworkManager's default)")), "{:#?}", unpair.summary);
         // Still sent, so the profile ends exactly as before pair.
-        assert_eq!(unpair.backup.properties.len(), 3);
+        assert_eq!(unpair.backup.properties.len(), 4);
     }
 
     #[test]
@@ -918,6 +953,9 @@ mod tests {
         assert_eq!(backup.cloned_mac.as_deref(), Some("52:54:00:AA:BB:CC"));
         assert_eq!(backup.dhcp_client_id.as_deref(), Some("mac"));
         assert!(!backup.autoconnect);
+        assert_eq!(backup.dad_timeout, Some(BACKUP_DAD_TIMEOUT_MS));
+        assert!(plan.summary.iter().any(|l| l.ends_with("ipv4.dad-timeout: (NetworkManager's default) -> 0 ms")), "{:?}", plan.summary);
+        assert!(plan.wired.properties.is_empty(), "the wired profile keeps its settings: {:?}", plan.wired);
         let m = membership(&wired.id, &wired.user_data).unwrap().unwrap();
         assert_eq!((m.role, m.peer.as_str(), m.device.as_str()), (Role::Wired, B, "wired0"));
         let m = membership(&backup.id, &backup.user_data).unwrap().unwrap();

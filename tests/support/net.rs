@@ -144,7 +144,8 @@ impl TcpSession {
                                 break 'session;
                             }
                             Ok(n) => got += n,
-                            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                            // EINTR: a signal reached this thread (the bench's children exit), not the connection.
+                            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {
                                 let mut s = state.lock().unwrap();
                                 s.0.longest_stall = s.0.longest_stall.max(since_last_ok(&s));
                                 if stop.load(Ordering::SeqCst) {
