@@ -119,13 +119,7 @@ struct Samples {
     nm_version: String,
 }
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// (median, p95, max) of the samples, by nearest rank.
 fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
@@ -292,7 +286,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                     s.notes.push(format!("cycle {cycle}: after the pull the backup held {holds:?}, not {addr} (wired {:?})", lab.ipv4("wired0")));
                 }
             } else if let Some(t) = monitor.address_added_at(pull, backup, addr) {
-                s.pull_ms.push(ms(t - pull));
+                s.pull_ms.push(millis(t - pull));
             } else {
                 s.notes.push(format!("cycle {cycle}: the backup held {addr} but its address event was not seen (not timed)"));
             }
@@ -302,7 +296,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_pull_ms.push(ms(tcp.report().longest_stall));
+        s.stall_pull_ms.push(millis(tcp.report().longest_stall));
         std::thread::sleep(Duration::from_millis(300));
 
         // Re-plug.
@@ -319,8 +313,8 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             let wired_at = monitor.address_added_at(plug, "wired0", addr);
             let backup_off = monitor.backup_off_at(plug, addr, backup);
             match (wired_at, backup_off, spec.setup) {
-                (Some(w), _, Setup::NoCompanion) => s.replug_ms.push(ms(w - plug)),
-                (Some(w), Some(b), _) => s.replug_ms.push(ms(w.max(b) - plug)),
+                (Some(w), _, Setup::NoCompanion) => s.replug_ms.push(millis(w - plug)),
+                (Some(w), Some(b), _) => s.replug_ms.push(millis(w.max(b) - plug)),
                 _ => {}
             }
             if let Some(other) = lab.ipv4("wired0").filter(|a| *a != addr) {
@@ -329,7 +323,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             }
             if spec.setup != Setup::NoCompanion {
                 if let Some(w) = monitor.double_address_window(plug, addr, "wired0", backup) {
-                    s.window_ms.push(ms(w));
+                    s.window_ms.push(millis(w));
                 }
             }
         }
@@ -338,7 +332,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_replug_ms.push(ms(tcp.report().longest_stall));
+        s.stall_replug_ms.push(millis(tcp.report().longest_stall));
         let log = lab.server_log();
         let since = &log[mark.min(log.len())..];
         s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
@@ -493,8 +487,8 @@ fn main() -> ExitCode {
         eprintln!("bench: the lab needs root (network namespaces, NetworkManager); nothing measured");
         return ExitCode::FAILURE;
     }
-    let cycles = env_num("NM_HANDOVER_BENCH_CYCLES", 20);
-    let runs = env_num("NM_HANDOVER_BENCH_RUNS", 1000);
+    let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 20);
+    let runs = env_usize("NM_HANDOVER_BENCH_RUNS", 1000);
     let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
     let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
         .map(PathBuf::from)

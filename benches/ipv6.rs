@@ -43,13 +43,7 @@ const ROWS: &[RowSpec] = &[
     RowSpec { undo_ipv6_identity: true, ..row("control", "control: nm-handover, stock NM, the backup's own IPv6 settings (stable-privacy, IAID ifname)") },
 ];
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 #[derive(Default)]
 struct Samples {
@@ -88,7 +82,7 @@ impl Sessions {
     fn record(&mut self, lab: &Lab, iface: &str, which: usize, s: &mut Samples) {
         let settle = |session: &TcpSession| session.wait_for_traffic(5, Duration::from_secs(10));
         if settle(&self.v4) {
-            s.stall4_ms[which].push(ms(self.v4.report().longest_stall));
+            s.stall4_ms[which].push(millis(self.v4.report().longest_stall));
             self.v4.reset_stall();
         } else {
             s.lost4 += 1;
@@ -99,7 +93,7 @@ impl Sessions {
         for (addr, session) in &mut self.v6 {
             match session {
                 Some(live) if settle(live) => {
-                    s.stall6_ms[which].push(ms(live.report().longest_stall));
+                    s.stall6_ms[which].push(millis(live.report().longest_stall));
                     live.reset_stall();
                 }
                 Some(dead) => {
@@ -120,11 +114,7 @@ impl Sessions {
 }
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
-    let cfg = match (spec.patched, spec.unpatched_build) {
-        (Some(version), _) => LabConfig::patched_version(DhcpServer::Dnsmasq, DhcpClient::Internal, version)?,
-        (None, Some(version)) => LabConfig::built(DhcpServer::Dnsmasq, DhcpClient::Internal, version, false)?,
-        (None, None) => LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal),
-    };
+    let cfg = LabConfig::of_build(DhcpServer::Dnsmasq, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
     let mut s = Samples {
         nm_version: Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
         ..Samples::default()
@@ -155,7 +145,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.handovers += 1;
             match lab.wait_until("the wired link's IPv6 addresses", IPV6_UP, || holds_all(lab, iface, &wired6)) {
                 Ok(_) => {
-                    let took = ms(start.elapsed());
+                    let took = millis(start.elapsed());
                     if to == "pull" { &mut s.pull6_ms } else { &mut s.replug6_ms }.push(took);
                 }
                 Err(_) => {
@@ -183,14 +173,9 @@ fn dnsmasq_version() -> String {
     out.lines().next().and_then(|l| l.split("  ").next()).unwrap_or("dnsmasq").to_owned()
 }
 
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
-}
 
 fn main() -> ExitCode {
-    let cycles = env_num("NM_HANDOVER_BENCH_CYCLES", 10);
+    let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 10);
     let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
     let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
         .map(PathBuf::from)
@@ -230,8 +215,8 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let ratio = |which: usize| match (median(&s.stall6_ms[which]), median(&s.stall4_ms[which])) {
-            (Some(v6), Some(v4)) if v4 > 0.0 => format!("{:.2}", v6 / v4),
+        let ratio = |which: usize| match (median(s.stall6_ms[which].clone()), median(s.stall4_ms[which].clone())) {
+            (v6, v4) if v4 > 0.0 && !v6.is_nan() => format!("{:.2}", v6 / v4),
             _ => "n/a".into(),
         };
         let both = |v: &[Vec<f64>; 2]| format!("{}; {}", median_p95_max(v[0].clone()), median_p95_max(v[1].clone()));

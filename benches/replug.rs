@@ -16,7 +16,6 @@ mod support;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::time::Duration;
 
 use support::*;
 
@@ -39,13 +38,7 @@ const ROWS: &[RowSpec] = &[
     RowSpec { key: "patched-1.58", name: "patched NM (link-up)", patched: Some("1.58.1"), unpatched_build: None, pair_args: &[] },
 ];
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 struct Row {
     nm_version: String,
@@ -54,11 +47,7 @@ struct Row {
 }
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
-    let cfg = match (spec.patched, spec.unpatched_build) {
-        (Some(version), _) => LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)?,
-        (None, Some(version)) => LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, version, false)?,
-        (None, None) => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
-    };
+    let cfg = LabConfig::of_build(DhcpServer::IscDhcpd, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
     let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     let p = paired(spec.key, cfg, spec.pair_args).ok_or("the lab did not start (see above)")?;
     let (samples, tcp) = replugs_under_traffic(&p, cycles, |cycle, s| {
@@ -70,7 +59,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
 }
 
 fn main() -> ExitCode {
-    let cycles = env_num("NM_HANDOVER_BENCH_CYCLES", 100);
+    let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 100);
     let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
     let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
         .map(PathBuf::from)
@@ -111,10 +100,10 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let replugs: Vec<f64> = row.samples.iter().filter_map(|s| s.replug).map(ms).collect();
+        let replugs: Vec<f64> = row.samples.iter().filter_map(|s| s.replug).map(millis).collect();
         let slow = row.samples.iter().filter(|s| s.replug.is_none_or(|r| r > SLOW_REPLUG)).count();
-        let off: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_backup_off).map(ms).collect();
-        let dhcp: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_first_dhcp).map(ms).collect();
+        let off: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_backup_off).map(millis).collect();
+        let dhcp: Vec<f64> = row.samples.iter().filter_map(|s| s.carrier_to_first_dhcp).map(millis).collect();
         let mut leads: Vec<f64> = row.samples.iter().filter_map(|s| s.lead_ms).collect();
         let won = leads.iter().filter(|l| **l > 0.0).count();
         leads.sort_by(f64::total_cmp);

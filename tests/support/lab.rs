@@ -131,6 +131,16 @@ impl LabConfig {
         Ok(cfg)
     }
 
+    /// The lab on Debian's stock NetworkManager, on the patched build of
+    /// `patched`, or on the unpatched build of `unpatched_build` (a benchmark row).
+    pub fn of_build(server: DhcpServer, client: DhcpClient, patched: Option<&str>, unpatched_build: Option<&str>) -> Result<LabConfig, String> {
+        match (patched, unpatched_build) {
+            (Some(version), _) => LabConfig::patched_version(server, client, version),
+            (None, Some(version)) => LabConfig::built(server, client, version, false),
+            (None, None) => Ok(LabConfig::new(server, client)),
+        }
+    }
+
     /// The lab on NetworkManager built by nm-patch/build from Debian's
     /// source, patched or as Debian ships it (`--unpatched`: a stock daemon of
     /// a version Debian 12 does not ship, for comparisons).
