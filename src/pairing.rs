@@ -291,6 +291,13 @@ fn decode_saved(v: &str) -> Option<String> {
     v.strip_prefix("value:").map(str::to_owned)
 }
 
+fn dad_timeout_name(timeout: Option<i32>) -> String {
+    match timeout {
+        None | Some(-1) => "(NetworkManager's default)".to_owned(),
+        Some(ms) => format!("{ms} ms"),
+    }
+}
+
 fn show_value(v: &PropertyValue) -> String {
     match v {
         PropertyValue::Str(s) => show(s),
@@ -659,18 +666,14 @@ pub fn plan_pair(
         let Some(now) = now else { continue };
         change(setting, property, &key, encode_saved_value(now), value.clone(), show_value(now), show_value(value));
     }
-    let show_dad = |t: Option<i32>| match t {
-        None | Some(-1) => "(NetworkManager's default)".to_owned(),
-        Some(ms) => format!("{ms} ms"),
-    };
     change(
         SETTING_IPV4,
         "dad-timeout",
         &saved_key(SETTING_IPV4, "dad-timeout"),
-        encode_saved(&backup.dad_timeout.map(|t| t.to_string())),
+        encode_saved_value(&PropertyValue::I32(backup.dad_timeout)),
         PropertyValue::I32(Some(BACKUP_DAD_TIMEOUT_MS)),
-        show_dad(backup.dad_timeout),
-        show_dad(Some(BACKUP_DAD_TIMEOUT_MS)),
+        dad_timeout_name(backup.dad_timeout),
+        dad_timeout_name(Some(BACKUP_DAD_TIMEOUT_MS)),
     );
     change(
         SETTING_CONNECTION,
@@ -731,13 +734,8 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
                 restores.push((setting, property, show_value(now), show_value(&restored), restored));
             }
         }
-        if let Some(saved_dad) = saved(&saved_key(SETTING_IPV4, "dad-timeout")) {
-            let restored = decode_saved(saved_dad).and_then(|t| t.parse::<i32>().ok());
-            let show_dad = |t: Option<i32>| match t {
-                None | Some(-1) => "(NetworkManager's default)".to_owned(),
-                Some(ms) => format!("{ms} ms"),
-            };
-            restores.push((SETTING_IPV4, "dad-timeout", show_dad(b.dad_timeout), show_dad(restored), PropertyValue::I32(restored)));
+        if let Some(PropertyValue::I32(restored)) = saved(&saved_key(SETTING_IPV4, "dad-timeout")).and_then(|v| decode_saved_value(&PropertyValue::I32(None), v)) {
+            restores.push((SETTING_IPV4, "dad-timeout", dad_timeout_name(b.dad_timeout), dad_timeout_name(restored), PropertyValue::I32(restored)));
         }
         if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
             restores.push((SETTING_CONNECTION, "autoconnect", yes_no(b.autoconnect), yes_no(auto == "yes"), PropertyValue::Bool(auto == "yes")));
