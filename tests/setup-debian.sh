@@ -15,6 +15,8 @@ packages=(
     iproute2 socat iputils-ping tcpdump procps psmisc util-linux
     # the benchmark's peak-RSS spawner (GNU time)
     time
+    # the MPTCP alternative (tests/alternatives.rs): an MPTCP echo peer via LD_PRELOAD
+    mptcpize
     # the Wi-Fi lab (tests/wifi.rs): a VM under TCG whose kernel has mac80211_hwsim,
     # an access point and the station's supplicant; virtme-ng goes into a venv
     qemu-system-x86 linux-image-amd64 busybox-static iw hostapd wpasupplicant python3-venv

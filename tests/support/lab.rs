@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const POOL: (&str, &str) = ("198.18.0.100", "198.18.0.199");
 pub const TCP_PORT: u16 = 7000;
+/// The LAN's MPTCP echo peer (see [`LabConfig::mptcp_peer`]).
+pub const MPTCP_PORT: u16 = 7001;
 /// The LAN's IPv6 prefix (documentation range; only inside the lab's
 /// namespaces) and the server's address in it, when the lab runs IPv6.
 pub const PREFIX6: &str = "2001:db8:198:18";
@@ -74,6 +76,9 @@ pub struct LabConfig {
     /// autonomous flag (SLAAC) and stateful DHCPv6, `ipv6.method auto` in
     /// the profiles, the TCP echo peer on [`SERVER6`] as well.
     pub ipv6: bool,
+    /// An MPTCP-capable echo peer on [`SERVER`]:[`MPTCP_PORT`] (socat run by
+    /// `mptcpize`), for the multipath alternative to the companion.
+    pub mptcp_peer: bool,
 }
 
 /// The lab's access point.
@@ -100,6 +105,7 @@ impl LabConfig {
             wifi: false,
             nm_plugin_dir: None,
             ipv6: false,
+            mptcp_peer: false,
         }
     }
 
@@ -401,6 +407,14 @@ impl Lab {
             "peer.log",
         )?;
         self.procs.push(peer);
+        if self.cfg.mptcp_peer {
+            let mptcp = self.spawn_in_lan(
+                "MPTCP peer",
+                &["mptcpize", "run", "socat", &format!("TCP-LISTEN:{MPTCP_PORT},bind={SERVER},fork,reuseaddr"), "EXEC:cat"],
+                "peer-mptcp.log",
+            )?;
+            self.procs.push(mptcp);
+        }
         if self.cfg.ipv6 {
             let peer6 = self.spawn_in_lan(
                 "tcp peer (IPv6)",

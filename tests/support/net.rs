@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::lab::{Lab, SERVER, SERVER6, TCP_PORT};
+use super::lab::{Lab, MPTCP_PORT, SERVER, SERVER6, TCP_PORT};
 
 /// Moves the calling thread into a network namespace (only this thread).
 fn enter_netns(ns: &str) -> std::io::Result<()> {
@@ -83,7 +83,38 @@ fn connect_v6_from(local: Ipv6Addr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// An MPTCP connection to the LAN's MPTCP echo peer: a TCP stream to the
+/// program, subflows over every address the kernel's path manager has an
+/// endpoint for.
+fn connect_mptcp() -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: MPTCP_PORT.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(SERVER).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: plain socket(2); the descriptor is owned by the TcpStream from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_MPTCP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: valid descriptor and an address of the stated length.
+    if unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 impl TcpSession {
+    /// An MPTCP session to the LAN's MPTCP echo peer ([`LabConfig::mptcp_peer`]).
+    pub fn open_mptcp(lab: &Lab) -> TcpSession {
+        Self::start(lab, connect_mptcp)
+    }
+
     /// A session to the IPv4 echo peer.
     pub fn open(lab: &Lab) -> TcpSession {
         Self::start(lab, || TcpStream::connect_timeout(&SocketAddrV4::new(SERVER, TCP_PORT).into(), Duration::from_secs(5)))
