@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::*;
 
@@ -260,6 +260,11 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let holder = if bond { "bond0" } else { backup };
     let mut s = Samples { nm_version, ..Samples::default() };
     let monitor = NetMonitor::start(&lab);
+    // On the veth rows both links' bridge ports are captured: the wired
+    // link's DHCP packets, and every frame the backup sends from the shared MAC.
+    let wired_mac = lab.mac("wired0");
+    let captures = (!bond && !spec.wifi && spec.setup != Setup::NoCompanion)
+        .then(|| (Capture::start(&lab, "p-wired0"), Capture::frames_from(&lab, &format!("p-{backup}"), &wired_mac)));
     let mut tcp = TcpSession::open(&lab);
     tcp.wait_for_traffic(5, Duration::from_secs(5));
     let traffic_wait = if spec.setup == Setup::NoCompanion { Duration::from_secs(3) } else { Duration::from_secs(10) };
@@ -302,6 +307,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
         // Re-plug.
         tcp.reset_stall();
         let plug = Instant::now();
+        let plug_wall = SystemTime::now();
         lab.plug_cable();
         if !bond {
             let settled = lab.wait_until("the wired link back, the backup off the LAN", Duration::from_secs(30), || {
@@ -321,10 +327,32 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                 s.ip_changed += 1;
                 s.notes.push(format!("cycle {cycle}: after the re-plug the wired link held {other}, not {addr}"));
             }
-            if spec.setup != Setup::NoCompanion {
-                if let Some(w) = monitor.double_address_window(plug, addr, "wired0", backup) {
-                    s.window_ms.push(millis(w));
+            match &captures {
+                // The backup's last frame from the shared MAC (up to a second
+                // after) minus the wired client's first DHCP packet, signed:
+                // > 0 when the backup was still on the LAN while the wired
+                // client spoke, when a server's ping could be answered.
+                Some((dhcp, backup_frames)) => {
+                    let mut first = None;
+                    let _ = lab.wait_until("the wired link's first DHCP packet", Duration::from_secs(2), || {
+                        first = dhcp.first_dhcp_from(&wired_mac, plug_wall).map(|(t, _)| t);
+                        first.is_some()
+                    });
+                    match first {
+                        Some(first) => {
+                            let last = backup_frames.last_from_between(&wired_mac, plug_wall, first + Duration::from_secs(1)).unwrap_or(plug_wall);
+                            let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                            s.window_ms.push((secs(last) - secs(first)) * 1000.0);
+                        }
+                        None => s.notes.push(format!("cycle {cycle}: no wired DHCP packet captured after the plug (overlap not measured)")),
+                    }
                 }
+                None if spec.setup != Setup::NoCompanion => {
+                    if let Some(w) = monitor.double_address_window(plug, addr, "wired0", backup) {
+                        s.window_ms.push(millis(w));
+                    }
+                }
+                None => {}
             }
         }
         let alive = tcp.wait_for_traffic(5, traffic_wait);
@@ -535,8 +563,8 @@ fn main() -> ExitCode {
     let host_rows = !results.is_empty() || !skipped.is_empty();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
-        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise.{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
-        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | both links held the address (re-plug) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
+        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC up to 1 s after the wired link's first DHCP packet minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
+        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
         writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {
             let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
@@ -563,7 +591,10 @@ fn main() -> ExitCode {
                 fmt_stats(&s.stall_replug_ms),
                 stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
                 s.conflicts,
-                fmt_stats(&s.window_ms),
+                match s.window_ms.iter().filter(|w| **w > 0.0).count() {
+                    _ if s.window_ms.is_empty() => "n/a".to_owned(),
+                    over => format!("{} ({over} of {} > 0)", fmt_stats(&s.window_ms), s.window_ms.len()),
+                },
                 ratio(&s.pull_ms, base.map(|b| b.0)),
                 ratio(&s.replug_ms, base.map(|b| b.1)),
                 ratio(&s.stall_pull_ms, base.map(|b| b.2)),
