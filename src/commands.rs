@@ -44,6 +44,13 @@ fn string_property(profile: &Profile, setting: &str, property: &str) -> Option<S
     }
 }
 
+fn i32_property(profile: &Profile, setting: &str, property: &str) -> Option<i32> {
+    match profile.property(setting, property) {
+        Some(PropertyValue::I32(n)) => n,
+        _ => None,
+    }
+}
+
 fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
     let kind = profile.connection_type().unwrap_or_default();
     let mac_setting = mac_setting_of(&kind);
@@ -59,18 +66,12 @@ fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
         filename: profile.filename(),
         ipv6: Ipv6Settings {
             method: string_property(profile, SETTING_IPV6, "method"),
-            addr_gen_mode: match profile.property(SETTING_IPV6, "addr-gen-mode") {
-                Some(PropertyValue::I32(mode)) => mode,
-                _ => None,
-            },
+            addr_gen_mode: i32_property(profile, SETTING_IPV6, "addr-gen-mode"),
             token: string_property(profile, SETTING_IPV6, "token"),
             dhcp_duid: string_property(profile, SETTING_IPV6, "dhcp-duid"),
             dhcp_iaid: string_property(profile, SETTING_IPV6, "dhcp-iaid"),
         },
-        dad_timeout: match profile.property(SETTING_IPV4, "dad-timeout") {
-            Some(PropertyValue::I32(t)) => t,
-            _ => None,
-        },
+        dad_timeout: i32_property(profile, SETTING_IPV4, "dad-timeout"),
         hostname: HOSTNAME_PROPERTIES
             .iter()
             .filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?)))

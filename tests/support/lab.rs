@@ -401,27 +401,21 @@ impl Lab {
             self.start_access_point()?;
         }
         self.start_dhcp_server()?;
-        let peer = self.spawn_in_lan(
-            "tcp peer",
-            &["socat", &format!("TCP-LISTEN:{TCP_PORT},bind={SERVER},fork,reuseaddr"), "EXEC:cat"],
-            "peer.log",
-        )?;
-        self.procs.push(peer);
+        // The TCP echo peers the sessions talk to: one per address family the
+        // lab runs, and the MPTCP one where asked for.
+        let echo = |listen: String| vec!["socat".to_owned(), listen, "EXEC:cat".to_owned()];
+        let mut peers = vec![("tcp peer", echo(format!("TCP-LISTEN:{TCP_PORT},bind={SERVER},fork,reuseaddr")), "peer.log")];
         if self.cfg.mptcp_peer {
-            let mptcp = self.spawn_in_lan(
-                "MPTCP peer",
-                &["mptcpize", "run", "socat", &format!("TCP-LISTEN:{MPTCP_PORT},bind={SERVER},fork,reuseaddr"), "EXEC:cat"],
-                "peer-mptcp.log",
-            )?;
-            self.procs.push(mptcp);
+            let mut mptcpized = vec!["mptcpize".to_owned(), "run".to_owned()];
+            mptcpized.extend(echo(format!("TCP-LISTEN:{MPTCP_PORT},bind={SERVER},fork,reuseaddr")));
+            peers.push(("MPTCP peer", mptcpized, "peer-mptcp.log"));
         }
         if self.cfg.ipv6 {
-            let peer6 = self.spawn_in_lan(
-                "tcp peer (IPv6)",
-                &["socat", &format!("TCP6-LISTEN:{TCP_PORT},bind=[{SERVER6}],fork,reuseaddr"), "EXEC:cat"],
-                "peer6.log",
-            )?;
-            self.procs.push(peer6);
+            peers.push(("tcp peer (IPv6)", echo(format!("TCP6-LISTEN:{TCP_PORT},bind=[{SERVER6}],fork,reuseaddr")), "peer6.log"));
+        }
+        for (what, argv, log) in peers {
+            let peer = self.spawn_in_lan(what, &argv.iter().map(String::as_str).collect::<Vec<_>>(), log)?;
+            self.procs.push(peer);
         }
         self.write_host_config()?;
         self.start_anchor()?;
