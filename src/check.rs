@@ -159,16 +159,28 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
         ));
     }
     if !facts.other_waiting_scripts.is_empty() {
-        out.push(finding(
-            "other-scripts",
-            None,
-            Level::Warning,
-            format!(
-                "nm-dispatcher runs waiting scripts one request at a time; these also run on every event and delay a handover by as long as they take: {}",
-                facts.other_waiting_scripts.join(", ")
-            ),
-            Some("link the slow ones into /etc/NetworkManager/dispatcher.d/no-wait.d/ if they need not be waited for".into()),
-        ));
+        let scripts = facts.other_waiting_scripts.join(", ");
+        // nm-dispatcher runs requests with scripts it must wait for one at a
+        // time. The companion's entry in no-wait.d is not one of them, so on
+        // stock NM a pull or hand-back never queues behind these
+        // (tests/faults.rs); link-up is, as NM waits for it.
+        out.push(if facts.patched {
+            finding(
+                "other-scripts",
+                None,
+                Level::Warning,
+                format!("nm-dispatcher runs waiting requests one at a time, and link-up is one: a re-plug's link-up can queue behind these scripts' requests of other events, for as long as they take: {scripts}"),
+                Some("link the slow ones into /etc/NetworkManager/dispatcher.d/no-wait.d/ if they need not be waited for".into()),
+            )
+        } else {
+            finding(
+                "other-scripts",
+                None,
+                Level::Ok,
+                format!("other scripts nm-dispatcher waits for ({scripts}) do not delay a handover: the companion's entry is in no-wait.d"),
+                None,
+            )
+        });
     }
     if facts.pairs.is_empty() {
         out.push(finding("pairs", None, Level::Warning, "no pairs: nothing is handed over".into(), Some("nm-handover pair WIRED BACKUP".into())));
@@ -311,7 +323,10 @@ mod tests {
             (&["dispatcher-service"], Box::new(|f| f.dispatcher_unit = Some(DispatcherUnit::NoSystemd { activatable: false }))),
             (&["dispatcher-link"], Box::new(|f| f.links[0].state = Err("writable by group or others".into()))),
             (&["wifi-backend"], Box::new(|f| f.wifi_backend = Some("iwd".into()))),
-            (&["other-scripts"], Box::new(|f| f.other_waiting_scripts = vec!["50-vpn-check".into()])),
+            (&["other-scripts"], Box::new(|f| {
+                f.patched = true;
+                f.other_waiting_scripts = vec!["50-vpn-check".into()]
+            })),
             (&["backup-autoconnect"], Box::new(|f| f.pairs[0].backup_autoconnect = true)),
             (&["backup-mac", "client-id"], Box::new(|f| f.pairs[0].backup_cloned_mac = Some("random".into()))),
             (&["client-id"], Box::new(|f| f.pairs[0].backup_client_id = Some("stable".into()))),
@@ -348,6 +363,15 @@ mod tests {
         assert_eq!(problems(&facts), Vec::<&str>::new());
         facts.links[1].needed = true;
         assert_eq!(problems(&facts), ["dispatcher-link"]);
+    }
+
+    #[test]
+    fn other_waiting_scripts_delay_only_link_up() {
+        let mut facts = good();
+        facts.other_waiting_scripts = vec!["50-vpn-check".into()];
+        facts.patched = false;
+        assert_eq!(problems(&facts), Vec::<&str>::new());
+        assert!(judge(&facts).iter().any(|f| f.check == "other-scripts" && f.message.contains("50-vpn-check")));
     }
 
     #[test]

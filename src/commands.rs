@@ -4,20 +4,19 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use tracing::{debug, info};
-
 use serde::Serialize;
+use tracing::warn;
 
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
-use crate::handover::{nm_has_link_up, profile_membership, Pair};
+use crate::handover::{nm_has_link_up, profile_membership, Pair, System};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
+    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
     SETTING_WIRELESS, HOSTNAME_PROPERTIES,
 };
-use crate::policy::{decide, Hook, LinkState, Options, Role};
+use crate::policy::{Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{Device, IpFamily, Nm, NmError, Profile, SavedProfile};
@@ -130,18 +129,27 @@ impl ProfileWriter for Nm {
     }
 }
 
-/// Both updates of `pair`, or neither: when the wired profile's fails, the
-/// backup profile is written back exactly as it was (libnm's cache is not
-/// refreshed between the two, so it cannot say what "as it was" is).
-fn apply<W: ProfileWriter>(writer: &W, wired: &W::Profile, backup: &W::Profile, plan: &Plan) -> Result<()> {
-    let saved = writer.update(backup, &plan.backup)?;
-    if let Err(cause) = writer.update(wired, &plan.wired) {
-        return Err(match writer.restore(backup, &saved) {
+/// Both updates of a plan (`pair`'s or `unpair`'s), or neither: when the
+/// wired profile's fails, the backup profile is written back exactly as it
+/// was (libnm's cache is not refreshed between the two, so it cannot say
+/// what "as it was" is). A side that is gone (`unpair` of a pair whose peer
+/// was deleted) or has nothing to change is left alone.
+fn apply<W: ProfileWriter>(writer: &W, wired: Option<&W::Profile>, backup: Option<&W::Profile>, plan: &Plan) -> Result<()> {
+    let saved = match backup {
+        Some(profile) if !plan.backup.is_empty() => Some((profile, writer.update(profile, &plan.backup)?)),
+        _ => None,
+    };
+    let Some(wired) = wired.filter(|_| !plan.wired.is_empty()) else {
+        return Ok(());
+    };
+    match (writer.update(wired, &plan.wired), saved) {
+        (Ok(_), _) => Ok(()),
+        (Err(cause), None) => Err(cause.into()),
+        (Err(cause), Some((backup, saved))) => Err(match writer.restore(backup, &saved) {
             Ok(()) => cause.into(),
             Err(undo) => Error::RollbackFailed { cause, undo },
-        });
+        }),
     }
-    Ok(())
 }
 
 pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
@@ -154,10 +162,16 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     if !args.force {
         check_order(&wired_snap, &backup_snap)?;
     }
+    if order_is_a_guess(&wired_snap, &backup_snap) {
+        warn!(
+            "nothing tells which of two Ethernet profiles is the wired one: pairing as given, '{}' stays the wired link, '{}' becomes the backup (it connects only when '{}' loses carrier, with its MAC address); `nm-handover unpair` undoes it",
+            wired_snap.id, backup_snap.id, wired_snap.id
+        );
+    }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
     let identity = wired_identity(&device, &wired_snap.uuid);
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
-    apply(nm, &wired, &backup, &plan)?;
+    apply(nm, Some(&wired), Some(&backup), &plan)?;
 
     let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();
     summary.extend(plan.summary);
@@ -186,12 +200,7 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     let wired_snap = wired.map(|p| snapshot(nm, p)).transpose()?;
     let backup_snap = backup.map(|p| snapshot(nm, p)).transpose()?;
     let plan = plan_unpair(wired_snap.as_ref(), backup_snap.as_ref());
-    if let (Some(p), false) = (backup, plan.backup.user_data.is_empty() && plan.backup.properties.is_empty()) {
-        nm.update_profile(p, &plan.backup)?;
-    }
-    if let (Some(p), false) = (wired, plan.wired.user_data.is_empty()) {
-        nm.update_profile(p, &plan.wired)?;
-    }
+    apply(nm, wired, backup, &plan)?;
     let mut summary = plan.summary;
     let wired_uuid = match this.role {
         Role::Wired => Uuid::parse(&profile.uuid().unwrap_or_default())?,
@@ -199,10 +208,25 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     };
     // The profiles are already unpaired: a watcher that cannot be stopped
     // is reported, and ends by itself with the handover.
-    match stop_watcher(&watcher_lock_path(wired_uuid.as_str())) {
-        Ok(Some(pid)) => summary.push(format!("stopped the pair's carrier watcher (pid {pid})")),
-        Ok(None) => {}
-        Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
+    let watcher_file = watcher_lock_path(wired_uuid.as_str());
+    let stopped = match stop_watcher(&watcher_file) {
+        Ok(Some(pid)) => {
+            summary.push(format!("stopped the pair's carrier watcher (pid {pid})"));
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            summary.push(format!("could not stop the pair's carrier watcher: {e}"));
+            false
+        }
+    };
+    // Each watcher leaves its file behind (removing it while another could
+    // open it would let two run); with the pair gone, so is its reason.
+    if stopped {
+        match fs::remove_file(&watcher_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => summary.push(format!("{}: not removed: {e}", watcher_file.display())),
+            _ => {}
+        }
     }
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_uuid));
     match fs::remove_file(&path) {
@@ -286,7 +310,7 @@ pub fn status(nm: &Nm) -> Status {
                 continue;
             }
         };
-        let seen = pair.observe(nm);
+        let seen = pair.observe(nm, &System);
         let link = |side: &crate::handover::Side, state: LinkState| {
             let device = nm.device(side.device.as_str());
             LinkStatus {
@@ -549,15 +573,9 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
     let mut acted = 0;
     for pair in Pair::all(nm) {
         let pair = pair?;
-        let seen = pair.observe(nm);
-        let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
-        if decision.actions.is_empty() {
-            debug!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, "{}", decision.reason);
-            continue;
+        if !pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())?.actions.is_empty() {
+            acted += 1;
         }
-        info!(wired = %pair.wired.device, backup = %pair.backup.device, ?seen, actions = ?decision.actions, "{}", decision.reason);
-        acted += 1;
-        pair.execute(nm, &LeaseStore::default(), &decision.actions)?;
     }
     Ok(acted)
 }
@@ -632,7 +650,7 @@ mod tests {
         // Also a backup that was paired before (re-pairing): it keeps that pairing.
         let earlier = vec![plan().backup];
         let store = Store { updates_before_failure: Some(1), ..store(&earlier) };
-        let err = apply(&store, &"wired", &"backup", &plan()).unwrap_err();
+        let err = apply(&store, Some(&"wired"), Some(&"backup"), &plan()).unwrap_err();
         assert!(err.to_string().contains("updating profile wired: injected"), "{err}");
         assert_eq!(store.profiles.borrow()["backup"], earlier);
         assert!(!store.profiles.borrow().contains_key("wired"));
@@ -641,7 +659,7 @@ mod tests {
     #[test]
     fn a_failed_backup_update_changes_nothing() {
         let store = Store { updates_before_failure: Some(0), ..store(&[]) };
-        assert!(apply(&store, &"wired", &"backup", &plan()).is_err());
+        assert!(apply(&store, Some(&"wired"), Some(&"backup"), &plan()).is_err());
         assert_eq!(store.profiles.borrow()["backup"], Vec::<ProfileEdit>::new());
         assert_eq!(*store.updates.borrow(), 0);
     }
@@ -649,15 +667,33 @@ mod tests {
     #[test]
     fn a_failed_rollback_says_both_and_what_to_do() {
         let store = Store { updates_before_failure: Some(1), restore_fails: true, ..store(&[]) };
-        let err = apply(&store, &"wired", &"backup", &plan()).unwrap_err().to_string();
+        let err = apply(&store, Some(&"wired"), Some(&"backup"), &plan()).unwrap_err().to_string();
         assert!(err.contains("updating profile wired: injected") && err.contains("restoring profile backup: injected"), "{err}");
         assert!(err.contains("nm-handover unpair"), "{err}");
     }
 
     #[test]
+    fn unpair_of_a_pair_whose_peer_was_deleted_changes_the_one_left() {
+        let kept = store(&[]);
+        apply(&kept, None, Some(&"backup"), &plan()).unwrap();
+        assert_eq!(kept.profiles.borrow()["backup"], vec![plan().backup]);
+        let store = Store { updates_before_failure: Some(0), ..store(&[]) };
+        assert!(apply(&store, Some(&"wired"), None, &plan()).unwrap_err().to_string().contains("updating profile wired: injected"));
+    }
+
+    #[test]
+    fn a_side_with_nothing_to_change_is_not_written() {
+        let store = store(&[]);
+        let plan = Plan { backup: ProfileEdit::default(), ..plan() };
+        apply(&store, Some(&"wired"), Some(&"backup"), &plan).unwrap();
+        assert_eq!(store.profiles.borrow()["backup"], Vec::<ProfileEdit>::new());
+        assert_eq!(*store.updates.borrow(), 1);
+    }
+
+    #[test]
     fn both_updates_succeed() {
         let store = store(&[]);
-        apply(&store, &"wired", &"backup", &plan()).unwrap();
+        apply(&store, Some(&"wired"), Some(&"backup"), &plan()).unwrap();
         assert_eq!(store.profiles.borrow()["backup"], vec![plan().backup]);
         assert_eq!(store.profiles.borrow()["wired"], vec![plan().wired]);
     }

@@ -4,16 +4,16 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tracing::{debug, error, info};
+use tracing::debug;
 
 use crate::commands;
 use crate::error::Result;
 use crate::event::DispatcherEvent;
-use crate::handover::Pair;
+use crate::handover::{Pair, System};
 use crate::lease::LeaseStore;
-use crate::policy::decide;
+use crate::policy::Role;
 use crate::prefilter::{prefilter, Verdict, NM_CONF_DIR};
 use crate::sys::libnm::Nm;
 use crate::sys::lock::{FileLock, LOCK_PATH};
@@ -56,29 +56,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
         debug!("profile {uuid} is not paired");
         return Ok(Outcome::Ignored("profile is not paired"));
     };
-    let role = if pair.wired.uuid == uuid { crate::policy::Role::Wired } else { crate::policy::Role::Backup };
-    let observed = pair.observe(&nm);
-    let decision = decide(role, hook, observed, pair.options);
-    info!(
-        ?role,
-        ?observed,
-        actions = ?decision.actions,
-        "{}",
-        decision.reason
-    );
-    if decision.actions.is_empty() {
-        return Ok(Outcome::Handled);
-    }
-    // One line per handover, with its outcome and how long it took
-    // (`journalctl -u NetworkManager-dispatcher -g 'nm-handover.*handover'`).
-    let started = Instant::now();
-    let result = pair.execute(&nm, &LeaseStore::default(), &decision.actions);
-    let took_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok(()) => info!(pair = %pair.wired.id, backup = %pair.backup.id, took_ms, "handover done: {:?}", decision.actions),
-        // (The error itself is logged once, by the caller.)
-        Err(_) => error!(pair = %pair.wired.id, backup = %pair.backup.id, took_ms, "handover failed: {:?}", decision.actions),
-    }
-    result?;
+    let role = if pair.wired.uuid == uuid { Role::Wired } else { Role::Backup };
+    pair.handle(role, hook, &nm, &System, &LeaseStore::default())?;
     Ok(Outcome::Handled)
 }

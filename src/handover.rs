@@ -1,19 +1,27 @@
 //! A pair as NetworkManager sees it now, and carrying out the policy's actions.
+//!
+//! The orchestration reaches the system through two traits: [`Daemon`]
+//! (NetworkManager, through libnm) and [`Host`] (the backup's link in the
+//! kernel, and the carrier watcher). The tests below drive whole handovers
+//! through a model of both, so the order of the steps and what a failure
+//! leaves behind are checked without a daemon.
 
 use std::os::unix::process::CommandExt;
 
-use tracing::{info, warn};
+use std::time::Instant;
+
+use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
 use crate::names::{Iface, Uuid};
+use crate::offlan;
 use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
-use crate::policy::{Action, LinkState, Observed, Options, Role};
+use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options, Role};
+use crate::settings::PropertyValue;
 use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
-use crate::offlan;
 use crate::sys::netlink::if_index;
-use crate::settings::PropertyValue;
 
 /// One side of a pair: its profile and the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +42,54 @@ pub struct Pair {
     pub wired: Side,
     pub backup: Side,
     pub options: Options,
+}
+
+/// What a handover reads from NetworkManager and asks of it.
+pub trait Daemon {
+    fn link_state(&self, profile: &Uuid) -> LinkState;
+    fn has_carrier(&self, device: &Iface) -> bool;
+    /// The device exists, is available, and NM could activate the profile on it.
+    fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool;
+    fn manages(&self, device: &Iface) -> bool;
+    /// Whether the device's last deactivation was someone's choice; true
+    /// when there is no such device.
+    fn last_change_was_chosen(&self, device: &Iface) -> bool;
+    fn version(&self) -> Option<String>;
+    /// The device's own MAC address, as `parse_mac` writes it.
+    fn permanent_mac(&self, device: &Iface) -> Option<String>;
+    /// The MAC address the profile clones, as `parse_mac` writes it.
+    fn cloned_mac(&self, profile: &Uuid) -> Option<String>;
+    /// Asks NM to activate the side's profile on its device, without waiting.
+    fn activate(&self, side: &Side) -> Result<()>;
+    /// Asks NM to deactivate the profile, without waiting; `Ok(false)` when
+    /// it was not active.
+    fn deactivate(&self, profile: &Uuid) -> Result<bool>;
+}
+
+/// What a handover does on this machine outside NetworkManager.
+pub trait Host {
+    /// Whether the running daemon dispatches the blocking `link-up` action.
+    fn link_up_seen(&self) -> bool;
+    /// Whether nm-handover set the link down itself (see [`crate::offlan`]).
+    fn taken_off_lan(&self, device: &Iface) -> Result<bool>;
+    fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()>;
+    fn put_back(&self, device: &Iface) -> Result<()>;
+    /// Forgets that the link was taken off the LAN (NM brings it up itself).
+    fn forget(&self, device: &Iface) -> Result<()>;
+    /// Starts the carrier watcher; returns its process id.
+    fn start_watcher(&self, watch: &Watch) -> Result<u32>;
+}
+
+/// What the carrier watcher of one handover is told (see `crate::watch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub pair: Uuid,
+    pub wired: Iface,
+    pub backup: Iface,
+    /// The MAC address the backup carries while it holds the address.
+    pub wired_mac: String,
+    /// The MAC address the backup gets back when it leaves the LAN.
+    pub backup_mac: Option<String>,
 }
 
 /// The pairing record of a profile NM knows, if it is paired.
@@ -116,31 +172,50 @@ impl Pair {
     }
 
     /// The state of both sides now.
-    pub fn observe(&self, nm: &Nm) -> Observed {
-        let link_state = |uuid: &Uuid| match nm.active_connection_of(uuid.as_str()).map(|ac| ac.state()) {
-            Some(ActiveState::Activating) => LinkState::Activating,
-            Some(ActiveState::Activated) => LinkState::Active,
-            Some(ActiveState::Deactivating) => LinkState::Deactivating,
-            Some(ActiveState::Deactivated) | Some(ActiveState::Unknown) | None => LinkState::Inactive,
-        };
-        let wired_carrier = nm.device(self.wired.device.as_str()).is_some_and(|d| d.has_carrier());
-        let backup_device_ready = match (nm.device(self.backup.device.as_str()), nm.profile(self.backup.uuid.as_str())) {
-            (Some(device), Some(profile)) => {
-                !matches!(device.state(), DeviceState::Unmanaged | DeviceState::Unavailable) && device.compatible_with(&profile)
-            }
-            _ => false,
-        };
+    pub fn observe(&self, nm: &impl Daemon, host: &impl Host) -> Observed {
+        let backup_taken_off_lan = nm.manages(&self.backup.device)
+            && host.taken_off_lan(&self.backup.device).unwrap_or_else(|e| {
+                warn!("{e}");
+                false
+            });
         Observed {
-            wired_carrier,
-            wired: link_state(&self.wired.uuid),
-            backup: link_state(&self.backup.uuid),
-            backup_device_ready,
+            wired_carrier: nm.has_carrier(&self.wired.device),
+            wired: nm.link_state(&self.wired.uuid),
+            backup: nm.link_state(&self.backup.uuid),
+            backup_device_ready: nm.ready_for(&self.backup.device, &self.backup.uuid),
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
-            link_up_dispatched: nm_has_link_up(),
-            wired_down_chosen: nm.device(self.wired.device.as_str()).is_none_or(|d| d.last_change_was_chosen()),
-            backup_taken_off_lan: nm.device(self.backup.device.as_str()).is_some_and(|d| d.state() != DeviceState::Unmanaged)
-                && self.on_backup_link(|index| Ok(offlan::was_taken_off_lan(index))).unwrap_or(false),
+            link_up_dispatched: host.link_up_seen(),
+            wired_down_chosen: nm.last_change_was_chosen(&self.wired.device),
+            backup_taken_off_lan,
         }
+    }
+
+    /// One event of the pair handled: what NM reports now, what the policy
+    /// makes of it, carried out. The decision is logged; a handover (to the
+    /// backup, or back to the wired link) once more, with its outcome and
+    /// how long carrying it out took (`journalctl -u NetworkManager-dispatcher
+    /// -g 'nm-handover.*handover (done|failed)'`). Keeping a lease file in
+    /// step or putting a link back is logged, but is no handover.
+    pub fn handle(&self, role: Role, hook: Hook, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore) -> Result<Decision> {
+        let observed = self.observe(nm, host);
+        let decision = decide(role, hook, observed, self.options);
+        info!(?role, ?hook, ?observed, actions = ?decision.actions, "{}", decision.reason);
+        if decision.actions.is_empty() {
+            return Ok(decision);
+        }
+        let started = Instant::now();
+        let result = self.execute(nm, host, leases, &decision.actions);
+        let took_ms = started.elapsed().as_millis() as u64;
+        let (pair, backup, actions) = (&self.wired.id, &self.backup.id, &decision.actions);
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        // (A failure's error itself is logged once, by the caller.)
+        match handover_direction(actions) {
+            Some(direction) if result.is_ok() => info!(%pair, %backup, took_ms, "handover {outcome}, {direction}: {actions:?}"),
+            Some(direction) => error!(%pair, %backup, took_ms, "handover {outcome}, {direction}: {actions:?}"),
+            None if result.is_ok() => info!(%pair, %backup, took_ms, "{outcome}: {actions:?}"),
+            None => error!(%pair, %backup, took_ms, "{outcome}: {actions:?}"),
+        }
+        result.map(|()| decision)
     }
 
     /// Sets the backup link down and gives it back its own MAC address, with
@@ -149,59 +224,34 @@ impl Pair {
     /// which nm-dispatcher queues behind our own request. Also done before a
     /// deactivation by a daemon that may send a DHCPRELEASE of the identity
     /// the backup shares with the wired link (see `policy::hand_back`).
-    fn take_backup_off_lan(&self, nm: &Nm) -> Result<()> {
-        let device = self.backup.device.as_str();
-        let own_mac = self.backup_own_mac(nm).and_then(|mac| mac_bytes(&mac));
+    fn take_backup_off_lan(&self, nm: &impl Daemon, host: &impl Host) -> Result<()> {
+        let device = &self.backup.device;
+        let own_mac = nm.permanent_mac(device).and_then(|mac| mac_bytes(&mac));
         if own_mac.is_none() {
             warn!("{device}: permanent MAC address unknown; NM restores it when it deactivates the profile");
         }
-        self.on_backup_link(|index| offlan::take_off_lan(index, own_mac))?;
+        host.take_off_lan(device, own_mac)?;
         info!("took {device} off the LAN (link down, own MAC restored)");
         Ok(())
     }
 
-    /// Runs `op` on the backup device's interface index (rtnetlink and
-    /// `crate::offlan` name links by index).
-    fn on_backup_link<T>(&self, op: impl FnOnce(i32) -> std::io::Result<T>) -> Result<T> {
-        let device = self.backup.device.as_str();
-        if_index(device).and_then(op).map_err(|source| Error::Netlink { device: device.to_string(), source })
-    }
-
-    /// The backup device's own (permanent) MAC address, as `parse_mac` writes it.
-    fn backup_own_mac(&self, nm: &Nm) -> Option<String> {
-        nm.device(self.backup.device.as_str()).and_then(|d| d.permanent_hw_address()).and_then(|mac| parse_mac(&mac).ok())
-    }
-
-    /// Starts `nm-handover-watch` for this handover (see `crate::watch`):
-    /// a process of its own, in its own process group, so that it outlives
-    /// this dispatcher script. NM's NetworkManager-dispatcher.service has
-    /// `KillMode=process` ("allow scripts to spawn long-running daemons"),
-    /// so systemd leaves it running when nm-dispatcher exits while idle.
-    fn start_carrier_watch(&self, nm: &Nm) -> Result<()> {
-        let not_started = |reason: String| Error::WatcherNotStarted { pair: self.wired.id.clone(), reason };
-        let backup = nm.profile(self.backup.uuid.as_str()).ok_or_else(|| not_started("the backup profile disappeared".into()))?;
-        // The setting `pair` wrote the wired MAC into.
-        let setting = mac_setting_of(&backup.connection_type().unwrap_or_default());
-        let cloned = match backup.property(setting, "cloned-mac-address") {
-            Some(PropertyValue::Str(Some(mac))) => parse_mac(&mac).ok(),
-            _ => None,
+    fn start_carrier_watch(&self, nm: &impl Daemon, host: &impl Host) -> Result<()> {
+        let wired_mac = nm.cloned_mac(&self.backup.uuid).ok_or_else(|| Error::WatcherNotStarted {
+            pair: self.wired.id.clone(),
+            reason: "the backup profile clones no MAC address".into(),
+        })?;
+        let watch = Watch {
+            pair: self.wired.uuid.clone(),
+            wired: self.wired.device.clone(),
+            backup: self.backup.device.clone(),
+            wired_mac,
+            // (A veth has no permanent MAC: NM puts its own back when it
+            // deactivates the profile.)
+            backup_mac: nm.permanent_mac(&self.backup.device),
         };
-        let wired_mac = cloned.ok_or_else(|| not_started("the backup profile clones no MAC address".into()))?;
-        // (A veth has no permanent MAC: NM puts its own back when it deactivates the profile.)
-        let own_mac = self.backup_own_mac(nm);
-        let program = std::env::current_exe()
-            .map(|me| me.with_file_name(WATCHER_PROGRAM))
-            .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
-        let child = std::process::Command::new(&program)
-            .args(["--pair", self.wired.uuid.as_str(), "--wired", self.wired.device.as_str(), "--backup", self.backup.device.as_str()])
-            .args(["--wired-mac", &wired_mac])
-            .args(own_mac.iter().flat_map(|mac| ["--backup-mac", mac.as_str()]))
-            .stdin(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
+        let pid = host.start_watcher(&watch)?;
         info!(
-            pid = child.id(),
+            pid,
             lock = %watcher_lock_path(self.wired.uuid.as_str()).display(),
             "started the carrier watcher: {} goes off the LAN when {} has carrier again",
             self.backup.device,
@@ -211,7 +261,7 @@ impl Pair {
     }
 
     /// Carries out `actions` in order; stops at the first failure.
-    pub fn execute(&self, nm: &Nm, leases: &LeaseStore, actions: &[Action]) -> Result<()> {
+    pub fn execute(&self, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore, actions: &[Action]) -> Result<()> {
         for action in actions {
             match *action {
                 Action::CarryLease { from, to } => {
@@ -227,36 +277,26 @@ impl Pair {
                     }
                 }
                 Action::ActivateBackup => {
-                    let profile = nm.profile(self.backup.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
-                        profile: self.backup.id.clone(),
-                        reason: "the backup profile disappeared".into(),
-                    })?;
-                    let device = nm
-                        .device(self.backup.device.as_str())
-                        .ok_or_else(|| Error::NoDevice(self.backup.device.to_string()))?;
-                    nm.activate(&profile, &device)?;
+                    nm.activate(&self.backup)?;
                     info!("asked NetworkManager to activate '{}' on {}", self.backup.id, self.backup.device);
                     // NM brings the link up itself now.
-                    if let Err(e) = self.on_backup_link(offlan::forget) {
+                    if let Err(e) = host.forget(&self.backup.device) {
                         warn!("{e}");
                     }
                 }
-                Action::DeactivateBackup => match nm.active_connection_of(self.backup.uuid.as_str()) {
-                    Some(active) => {
-                        nm.deactivate(&active)?;
-                        info!("asked NetworkManager to deactivate '{}'", self.backup.id);
-                    }
-                    None => info!("'{}' is no longer active", self.backup.id),
+                Action::DeactivateBackup => match nm.deactivate(&self.backup.uuid)? {
+                    true => info!("asked NetworkManager to deactivate '{}'", self.backup.id),
+                    false => info!("'{}' is no longer active", self.backup.id),
                 },
-                Action::TakeBackupOffLan => self.take_backup_off_lan(nm)?,
+                Action::TakeBackupOffLan => self.take_backup_off_lan(nm, host)?,
                 Action::PutBackupLinkBack => {
-                    self.on_backup_link(offlan::put_back)?;
+                    host.put_back(&self.backup.device)?;
                     info!("set {} up again, as it was before the hand-back took it down", self.backup.device);
                 }
                 // The handover itself is done; without the watcher the
                 // hand-back still works, only the re-plug may be slower.
                 Action::WatchWiredCarrier => {
-                    if let Err(e) = self.start_carrier_watch(nm) {
+                    if let Err(e) = self.start_carrier_watch(nm, host) {
                         warn!("{e}");
                     }
                 }
@@ -266,9 +306,447 @@ impl Pair {
     }
 }
 
+/// Which way `actions` hand the address over, if they do.
+fn handover_direction(actions: &[Action]) -> Option<&'static str> {
+    if actions.contains(&Action::ActivateBackup) {
+        Some("to the backup")
+    } else if actions.contains(&Action::DeactivateBackup) {
+        Some("back to the wired link")
+    } else {
+        None
+    }
+}
+
+impl Daemon for Nm {
+    fn link_state(&self, profile: &Uuid) -> LinkState {
+        match self.active_connection_of(profile.as_str()).map(|ac| ac.state()) {
+            Some(ActiveState::Activating) => LinkState::Activating,
+            Some(ActiveState::Activated) => LinkState::Active,
+            Some(ActiveState::Deactivating) => LinkState::Deactivating,
+            Some(ActiveState::Deactivated) | Some(ActiveState::Unknown) | None => LinkState::Inactive,
+        }
+    }
+
+    fn has_carrier(&self, device: &Iface) -> bool {
+        self.device(device.as_str()).is_some_and(|d| d.has_carrier())
+    }
+
+    fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
+        match (self.device(device.as_str()), self.profile(profile.as_str())) {
+            (Some(device), Some(profile)) => {
+                !matches!(device.state(), DeviceState::Unmanaged | DeviceState::Unavailable) && device.compatible_with(&profile)
+            }
+            _ => false,
+        }
+    }
+
+    fn manages(&self, device: &Iface) -> bool {
+        self.device(device.as_str()).is_some_and(|d| d.state() != DeviceState::Unmanaged)
+    }
+
+    fn last_change_was_chosen(&self, device: &Iface) -> bool {
+        self.device(device.as_str()).is_none_or(|d| d.last_change_was_chosen())
+    }
+
+    fn version(&self) -> Option<String> {
+        Nm::version(self)
+    }
+
+    fn permanent_mac(&self, device: &Iface) -> Option<String> {
+        self.device(device.as_str()).and_then(|d| d.permanent_hw_address()).and_then(|mac| parse_mac(&mac).ok())
+    }
+
+    fn cloned_mac(&self, profile: &Uuid) -> Option<String> {
+        let profile = self.profile(profile.as_str())?;
+        // The setting `pair` wrote the wired MAC into.
+        let setting = mac_setting_of(&profile.connection_type().unwrap_or_default());
+        match profile.property(setting, "cloned-mac-address") {
+            Some(PropertyValue::Str(Some(mac))) => parse_mac(&mac).ok(),
+            _ => None,
+        }
+    }
+
+    fn activate(&self, side: &Side) -> Result<()> {
+        let profile = self.profile(side.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
+            profile: side.id.clone(),
+            reason: "the profile disappeared".into(),
+        })?;
+        let device = self.device(side.device.as_str()).ok_or_else(|| Error::NoDevice(side.device.to_string()))?;
+        Ok(Nm::activate(self, &profile, &device)?)
+    }
+
+    fn deactivate(&self, profile: &Uuid) -> Result<bool> {
+        match self.active_connection_of(profile.as_str()) {
+            Some(active) => Ok(Nm::deactivate(self, &active).map(|()| true)?),
+            None => Ok(false),
+        }
+    }
+}
+
+/// This machine: links changed with rtnetlink, the watcher a process.
+pub struct System;
+
+impl System {
+    /// Runs `op` on the device's interface index (rtnetlink and
+    /// `crate::offlan` name links by index).
+    fn on_link<T>(device: &Iface, op: impl FnOnce(i32) -> std::io::Result<T>) -> Result<T> {
+        if_index(device.as_str()).and_then(op).map_err(|source| Error::Netlink { device: device.to_string(), source })
+    }
+}
+
+impl Host for System {
+    fn link_up_seen(&self) -> bool {
+        nm_has_link_up()
+    }
+
+    fn taken_off_lan(&self, device: &Iface) -> Result<bool> {
+        System::on_link(device, |index| Ok(offlan::was_taken_off_lan(index)))
+    }
+
+    fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()> {
+        System::on_link(device, |index| offlan::take_off_lan(index, mac))
+    }
+
+    fn put_back(&self, device: &Iface) -> Result<()> {
+        System::on_link(device, offlan::put_back)
+    }
+
+    fn forget(&self, device: &Iface) -> Result<()> {
+        System::on_link(device, offlan::forget)
+    }
+
+    /// Starts `nm-handover-watch`: a process of its own, in its own process
+    /// group, so that it outlives this dispatcher script. NM's
+    /// NetworkManager-dispatcher.service has `KillMode=process` ("allow
+    /// scripts to spawn long-running daemons"), so systemd leaves it running
+    /// when nm-dispatcher exits while idle.
+    fn start_watcher(&self, watch: &Watch) -> Result<u32> {
+        let not_started = |reason: String| Error::WatcherNotStarted { pair: watch.pair.to_string(), reason };
+        let program = std::env::current_exe()
+            .map(|me| me.with_file_name(WATCHER_PROGRAM))
+            .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
+        let child = std::process::Command::new(&program)
+            .args(["--pair", watch.pair.as_str(), "--wired", watch.wired.as_str(), "--backup", watch.backup.as_str()])
+            .args(["--wired-mac", &watch.wired_mac])
+            .args(watch.backup_mac.iter().flat_map(|mac| ["--backup-mac", mac.as_str()]))
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
+        Ok(child.id())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sends_dhcp_release;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    const WIRED: &str = "11111111-1111-4111-8111-111111111111";
+    const BACKUP: &str = "22222222-2222-4222-8222-222222222222";
+    const WIRED_MAC: &str = "02:00:00:00:00:01";
+    const BACKUP_OWN_MAC: &str = "02:00:00:00:00:02";
+
+    /// What the orchestration asked of NM and of the kernel, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Step {
+        Activate(String),
+        Deactivate(String),
+        TakeOffLan(String, Option<[u8; 6]>),
+        PutBack(String),
+        Forget(String),
+        StartWatcher(Watch),
+    }
+
+    /// NetworkManager and the kernel as a handover sees them. A request
+    /// moves a profile to the state NM reports right after accepting it;
+    /// the tests move it on, as NM would later.
+    struct Model {
+        version: &'static str,
+        link_up_seen: bool,
+        wired_carrier: bool,
+        states: RefCell<BTreeMap<&'static str, LinkState>>,
+        backup_clones: Option<&'static str>,
+        off_lan: RefCell<BTreeSet<String>>,
+        /// The request that fails, by its name in [`Step`].
+        fails: Option<&'static str>,
+        steps: RefCell<Vec<Step>>,
+    }
+
+    impl Model {
+        /// Stock NM 1.42, the cable just pulled, the backup not active.
+        fn cable_pulled() -> Model {
+            Model {
+                version: "1.42.4",
+                link_up_seen: false,
+                wired_carrier: false,
+                states: RefCell::new([(WIRED, LinkState::Inactive), (BACKUP, LinkState::Inactive)].into()),
+                backup_clones: Some(WIRED_MAC),
+                off_lan: RefCell::default(),
+                fails: None,
+                steps: RefCell::default(),
+            }
+        }
+
+        /// The cable back in and the wired link holding the address, the backup still active.
+        fn cable_back(version: &'static str) -> Model {
+            let model = Model { version, wired_carrier: true, ..Model::cable_pulled() };
+            model.set(WIRED, LinkState::Active);
+            model.set(BACKUP, LinkState::Active);
+            model
+        }
+
+        fn set(&self, uuid: &'static str, state: LinkState) {
+            self.states.borrow_mut().insert(uuid, state);
+        }
+
+        fn request(&self, step: Step, name: &str) -> Result<()> {
+            if self.fails == Some(name) {
+                return Err(Error::Netlink { device: format!("{step:?}"), source: std::io::Error::other("injected") });
+            }
+            self.steps.borrow_mut().push(step);
+            Ok(())
+        }
+
+        fn steps(&self) -> Vec<Step> {
+            self.steps.borrow().clone()
+        }
+    }
+
+    impl Daemon for Model {
+        fn link_state(&self, profile: &Uuid) -> LinkState {
+            self.states.borrow()[profile.as_str()]
+        }
+
+        fn has_carrier(&self, device: &Iface) -> bool {
+            device.as_str() == "eth0" && self.wired_carrier
+        }
+
+        fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
+            (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
+        }
+
+        fn manages(&self, _: &Iface) -> bool {
+            true
+        }
+
+        fn last_change_was_chosen(&self, _: &Iface) -> bool {
+            true
+        }
+
+        fn version(&self) -> Option<String> {
+            Some(self.version.into())
+        }
+
+        fn permanent_mac(&self, device: &Iface) -> Option<String> {
+            (device.as_str() == "wlan0").then(|| BACKUP_OWN_MAC.into())
+        }
+
+        fn cloned_mac(&self, profile: &Uuid) -> Option<String> {
+            self.backup_clones.filter(|_| profile.as_str() == BACKUP).map(str::to_owned)
+        }
+
+        fn activate(&self, side: &Side) -> Result<()> {
+            self.request(Step::Activate(side.id.clone()), "Activate")?;
+            self.states.borrow_mut().insert(if side.uuid.as_str() == WIRED { WIRED } else { BACKUP }, LinkState::Activating);
+            Ok(())
+        }
+
+        fn deactivate(&self, profile: &Uuid) -> Result<bool> {
+            let uuid = if profile.as_str() == WIRED { WIRED } else { BACKUP };
+            if !self.link_state(profile).on_lan() {
+                return Ok(false);
+            }
+            self.request(Step::Deactivate(uuid.into()), "Deactivate")?;
+            self.set(uuid, LinkState::Deactivating);
+            Ok(true)
+        }
+    }
+
+    impl Host for Model {
+        fn link_up_seen(&self) -> bool {
+            self.link_up_seen
+        }
+
+        fn taken_off_lan(&self, device: &Iface) -> Result<bool> {
+            Ok(self.off_lan.borrow().contains(device.as_str()))
+        }
+
+        fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()> {
+            self.request(Step::TakeOffLan(device.to_string(), mac), "TakeOffLan")?;
+            self.off_lan.borrow_mut().insert(device.to_string());
+            Ok(())
+        }
+
+        fn put_back(&self, device: &Iface) -> Result<()> {
+            self.request(Step::PutBack(device.to_string()), "PutBack")?;
+            self.off_lan.borrow_mut().remove(device.as_str());
+            Ok(())
+        }
+
+        fn forget(&self, device: &Iface) -> Result<()> {
+            self.off_lan.borrow_mut().remove(device.as_str());
+            self.request(Step::Forget(device.to_string()), "Forget")
+        }
+
+        fn start_watcher(&self, watch: &Watch) -> Result<u32> {
+            self.request(Step::StartWatcher(watch.clone()), "StartWatcher").map(|()| 4242)
+        }
+    }
+
+    fn pair(carrier_watch: bool) -> Pair {
+        let side = |uuid: &str, id: &str, device: &str| Side {
+            uuid: Uuid::parse(uuid).unwrap(),
+            id: id.into(),
+            device: Iface::parse(device).unwrap(),
+        };
+        Pair {
+            wired: side(WIRED, "Wired", "eth0"),
+            backup: side(BACKUP, "Backup", "wlan0"),
+            options: Options { lease_carry: false, carrier_watch },
+        }
+    }
+
+    fn handle(pair: &Pair, model: &Model, role: Role, hook: Hook) -> Result<Decision> {
+        // Lease carrying is off in these pairs: the store is never read.
+        pair.handle(role, hook, model, model, &LeaseStore::new("/nonexistent/nm-handover-test"))
+    }
+
+    fn deactivate() -> Step {
+        Step::Deactivate(BACKUP.into())
+    }
+
+    fn take_off_lan() -> Step {
+        Step::TakeOffLan("wlan0".into(), mac_bytes(BACKUP_OWN_MAC))
+    }
+
+    #[test]
+    fn a_pull_activates_the_backup_and_gives_the_watcher_both_macs() {
+        let model = Model::cable_pulled();
+        handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
+        let watch = Watch {
+            pair: Uuid::parse(WIRED).unwrap(),
+            wired: Iface::parse("eth0").unwrap(),
+            backup: Iface::parse("wlan0").unwrap(),
+            wired_mac: WIRED_MAC.into(),
+            backup_mac: Some(BACKUP_OWN_MAC.into()),
+        };
+        assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into()), Step::StartWatcher(watch)]);
+    }
+
+    #[test]
+    fn on_patched_nm_a_pull_starts_no_watcher() {
+        let model = Model { link_up_seen: true, ..Model::cable_pulled() };
+        handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
+        assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
+    }
+
+    #[test]
+    fn a_watcher_that_cannot_start_leaves_the_handover_done() {
+        for model in [Model { backup_clones: None, ..Model::cable_pulled() }, Model { fails: Some("StartWatcher"), ..Model::cable_pulled() }] {
+            handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
+            assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
+            assert_eq!(model.link_state(&Uuid::parse(BACKUP).unwrap()), LinkState::Activating);
+        }
+    }
+
+    #[test]
+    fn a_refused_activation_stops_the_handover() {
+        let model = Model { fails: Some("Activate"), ..Model::cable_pulled() };
+        let err = handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert_eq!(model.steps(), []);
+    }
+
+    #[test]
+    fn where_nm_may_release_the_backup_leaves_the_lan_before_nm_deactivates_it() {
+        for (version, expected) in [("1.58.1", vec![take_off_lan(), deactivate()]), ("1.42.4", vec![deactivate()])] {
+            let model = Model::cable_back(version);
+            handle(&pair(true), &model, Role::Wired, Hook::Up).unwrap();
+            assert_eq!(model.steps(), expected, "NM {version}");
+        }
+    }
+
+    #[test]
+    fn link_up_takes_the_backup_off_the_lan_on_every_version() {
+        for version in ["1.42.4", "1.58.1"] {
+            let model = Model { link_up_seen: true, ..Model::cable_back(version) };
+            model.set(WIRED, LinkState::Activating);
+            handle(&pair(true), &model, Role::Wired, Hook::LinkUp).unwrap();
+            assert_eq!(model.steps(), [take_off_lan(), deactivate()], "NM {version}");
+        }
+    }
+
+    #[test]
+    fn a_backup_that_could_not_leave_the_lan_is_not_deactivated() {
+        // NM would release the lease the wired link shares.
+        let model = Model { fails: Some("TakeOffLan"), ..Model::cable_back("1.58.1") };
+        assert!(handle(&pair(true), &model, Role::Wired, Hook::Up).is_err());
+        assert_eq!(model.steps(), []);
+        assert_eq!(model.link_state(&Uuid::parse(BACKUP).unwrap()), LinkState::Active);
+    }
+
+    #[test]
+    fn the_link_taken_down_goes_up_once_nm_has_deactivated_the_backup_and_only_then() {
+        let model = Model::cable_back("1.58.1");
+        let pair = pair(true);
+        handle(&pair, &model, Role::Wired, Hook::Up).unwrap();
+        // The backup's own events while NM deactivates it change nothing.
+        handle(&pair, &model, Role::Backup, Hook::PreDown).unwrap();
+        assert_eq!(model.steps(), [take_off_lan(), deactivate()]);
+        model.set(BACKUP, LinkState::Inactive);
+        handle(&pair, &model, Role::Backup, Hook::Down).unwrap();
+        assert_eq!(model.steps()[2..], [Step::PutBack("wlan0".into())]);
+        // A link nm-handover did not take down (or already put back) stays as it is.
+        handle(&pair, &model, Role::Backup, Hook::Down).unwrap();
+        handle(&pair, &model, Role::Wired, Hook::Reconcile).unwrap();
+        assert_eq!(model.steps().len(), 3);
+    }
+
+    /// Events of one handover arrive in a row (nm-dispatcher's `down`, then a
+    /// `reconcile`; `dhcp4-change`, `up`): each, observed after the one
+    /// before has acted (dispatch takes the lock before it looks), acts once.
+    #[test]
+    fn events_in_a_row_each_see_what_the_one_before_did() {
+        let model = Model::cable_pulled();
+        let pair = pair(false);
+        handle(&pair, &model, Role::Wired, Hook::Down).unwrap();
+        handle(&pair, &model, Role::Wired, Hook::Reconcile).unwrap();
+        assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
+
+        let model = Model::cable_back("1.58.1");
+        handle(&pair, &model, Role::Wired, Hook::Dhcp4Change).unwrap();
+        handle(&pair, &model, Role::Wired, Hook::Up).unwrap();
+        assert_eq!(model.steps(), [take_off_lan(), deactivate()]);
+    }
+
+    /// The same two events decided on one look taken before either acted
+    /// (the stale cache dispatch had when it connected before waiting for
+    /// the lock): the hand-back runs twice. Shows the test above can fail.
+    #[test]
+    fn decisions_on_a_look_from_before_the_previous_handover_repeat_it() {
+        let model = Model::cable_back("1.58.1");
+        let pair = pair(false);
+        let stale = pair.observe(&model, &model);
+        for hook in [Hook::Dhcp4Change, Hook::Up] {
+            let decision = decide(Role::Wired, hook, stale, pair.options);
+            let _ = pair.execute(&model, &model, &LeaseStore::new("/nonexistent"), &decision.actions);
+        }
+        assert_eq!(model.steps(), [take_off_lan(), deactivate(), take_off_lan(), deactivate()]);
+    }
+
+    #[test]
+    fn only_moving_the_address_is_logged_as_a_handover() {
+        use Action::*;
+        let carry = CarryLease { from: Role::Wired, to: Role::Backup };
+        assert_eq!(handover_direction(&[carry, ActivateBackup, WatchWiredCarrier]), Some("to the backup"));
+        assert_eq!(handover_direction(&[TakeBackupOffLan, DeactivateBackup]), Some("back to the wired link"));
+        for not_a_handover in [&[carry][..], &[PutBackupLinkBack], &[TakeBackupOffLan]] {
+            assert_eq!(handover_direction(not_a_handover), None, "{not_a_handover:?}");
+        }
+    }
 
     #[test]
     fn dhcp_release_exists_from_1_48() {

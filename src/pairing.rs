@@ -411,6 +411,17 @@ pub fn check_order(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> Result<
     Err(PairingError::LooksSwapped { wired: wired.id.clone(), backup: backup.id.clone(), why })
 }
 
+/// Whether nothing tells which of two Ethernet profiles is the wired one
+/// (both active or neither, both connecting automatically or neither): `pair`
+/// then takes them as given, and says so before it changes anything.
+pub fn order_is_a_guess(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> bool {
+    wired.kind == SETTING_WIRED
+        && backup.kind == SETTING_WIRED
+        && !membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some_and(|m| m.role == Role::Backup))
+        && wired.active == backup.active
+        && wired.autoconnect == backup.autoconnect
+}
+
 /// A line for `pair`'s summary when a profile lives only in NetworkManager's
 /// memory (`/run`, as the "Wired connection 1" it creates by itself): the
 /// update stores it in /etc from now on.
@@ -893,9 +904,11 @@ mod tests {
     fn a_swapped_order_of_two_ethernet_profiles_is_refused() {
         let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
         let mut backup = snapshot(B, "Dock LAN", SETTING_WIRED);
-        // Nothing tells them apart: pair as given (the summary says what changes).
+        // Nothing tells them apart: pair as given, saying so first.
         assert_eq!(check_order(&wired, &backup), Ok(()));
+        assert!(order_is_a_guess(&wired, &backup));
         backup.active = true;
+        assert!(!order_is_a_guess(&wired, &backup));
         let err = check_order(&wired, &backup).unwrap_err().to_string();
         assert!(err.contains("'Dock LAN' looks like the wired profile") && err.contains("active") && err.contains("--force"), "{err}");
         backup.active = false;
@@ -916,6 +929,13 @@ mod tests {
         paired.user_data.insert(KEY_DEVICE.into(), "eth1".into());
         paired.active = true;
         assert_eq!(check_order(&snapshot(W, "Office LAN", SETTING_WIRED), &paired), Ok(()));
+        assert!(!order_is_a_guess(&snapshot(W, "Office LAN", SETTING_WIRED), &paired));
+        assert!(!order_is_a_guess(&snapshot(W, "Office LAN", SETTING_WIRED), &snapshot(B, "Office Wi-Fi", SETTING_WIRELESS)));
+        wired.active = false;
+        wired.autoconnect = true;
+        backup.active = false;
+        backup.autoconnect = false;
+        assert!(!order_is_a_guess(&wired, &backup), "only the wired one connects automatically");
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub struct ProfileEdit {
     pub user_data: BTreeMap<String, Option<String>>,
 }
 
+impl ProfileEdit {
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty() && self.user_data.is_empty()
+    }
+}
+
 /// The D-Bus type of a whole profile.
 pub const SETTINGS_TYPE: &str = "a{sa{sv}}";
 

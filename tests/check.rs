@@ -101,12 +101,19 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
     seeded(lab, "wifi-backend", "problem", || std::fs::write(&iwd, "[device]\nwifi.backend=iwd\n").unwrap(), || std::fs::remove_file(&iwd).unwrap());
 
     let slow = lab.nm_conf_dir().join("dispatcher.d/50-vpn-check");
-    seeded(lab, "other-scripts", "warning",
-        || {
-            std::fs::write(&slow, "#!/bin/sh\nsleep 3\n").unwrap();
-            std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
-        },
-        || std::fs::remove_file(&slow).unwrap());
+    // On stock NM another package's waiting script delays no handover (the
+    // companion's entry is in no-wait.d, tests/faults.rs): named, at level ok.
+    // (On patched NM it delays link-up: a warning, in src/check.rs's tests.)
+    let baseline = not_ok(lab);
+    std::fs::write(&slow, "#!/bin/sh\nsleep 3\n").unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, text) = run_check(lab, &["--json"]);
+    let findings: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("check --json: {e}: {text}"));
+    let named = findings.as_array().unwrap().iter().find(|f| f["check"] == "other-scripts").unwrap_or_else(|| panic!("no other-scripts finding: {text}"));
+    assert_eq!(named["level"], "ok", "{text}");
+    assert!(named["message"].as_str().unwrap().contains("50-vpn-check"), "{text}");
+    assert_eq!(not_ok(lab), baseline);
+    std::fs::remove_file(&slow).unwrap();
 
     // The companion's own link, pointing at a copy nm-dispatcher refuses (writable by the group).
     let link = lab.nm_conf_dir().join("dispatcher.d/90-nm-handover");

@@ -80,6 +80,7 @@ fn meson_destdir_install_has_the_expected_tree() {
     let mut want: BTreeMap<String, (char, u32, Option<String>)> = BTreeMap::new();
     for dir in [
         "usr",
+        "usr/bin",
         "usr/lib",
         "usr/lib/NetworkManager",
         "usr/lib/NetworkManager/dispatcher.d",
@@ -98,6 +99,7 @@ fn meson_destdir_install_has_the_expected_tree() {
         want.insert(dir.into(), ('d', 0o755, None));
     }
     want.insert("usr/lib/NetworkManager/nm-handover".into(), ('f', 0o755, None));
+    want.insert("usr/bin/nm-handover".into(), ('l', 0, Some("/usr/lib/NetworkManager/nm-handover".into())));
     want.insert("usr/lib/NetworkManager/nm-handover-dispatch".into(), ('f', 0o755, None));
     want.insert("usr/lib/NetworkManager/nm-handover-watch".into(), ('f', 0o755, None));
     // nm-dispatcher does not wait for a dispatcher.d script that links into no-wait.d.

@@ -281,6 +281,13 @@ impl Nm {
     /// Starts a libnm async call and iterates the client's context until it
     /// completes; after `CALL_TIMEOUT` the call is cancelled and its
     /// (cancelled) completion awaited, so the callback never outlives us.
+    ///
+    /// Why not gio's futures (`GioFuture` on `MainContext::block_on` with a
+    /// timeout future): libnm has no gio-rs bindings, so each call would
+    /// still need this C trampoline and its `_finish`; and a timed-out
+    /// future is dropped without its completion, which then runs (and
+    /// releases what `_finish` returns) only if someone iterates the context
+    /// again. Awaiting the cancelled completion here releases it on every path.
     fn call_async<R>(
         &self,
         what: &str,

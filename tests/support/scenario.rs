@@ -146,10 +146,12 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     assert_eq!(tcp.report().local.map(|a| *a.ip()), Some(p.addr));
 
     let log_mark = lab.server_log().lines().count();
-    let handovers_logged = |lab: &Lab| {
-        lab.dispatcher_log().lines().filter(|l| l.contains("handover done: [") && l.contains("ActivateBackup") && l.contains("took_ms=")).count()
+    // The journal's one line per handover, with its outcome and duration (README, "When it does not work").
+    let handovers_logged = |lab: &Lab, direction: &str| {
+        let line = format!("handover done, {direction}: [");
+        lab.dispatcher_log().lines().filter(|l| l.contains(&line) && l.contains("took_ms=")).count()
     };
-    let logged_before = handovers_logged(lab);
+    let (pulls_logged, replugs_logged) = (handovers_logged(lab, "to the backup"), handovers_logged(lab, "back to the wired link"));
     let pull = Instant::now();
     lab.pull_cable();
     lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4(backup) == Some(p.addr))
@@ -164,8 +166,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     }
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
     measured(test, "pull: longest TCP stall", ms(tcp.report().longest_stall));
-    // The journal's one line per handover, with its outcome and duration (README, "When it does not work").
-    assert!(handovers_logged(lab) > logged_before, "{}", diag("the handover was not logged with its outcome and duration"));
+    assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("the pull must be logged once as a handover"));
     let pull_dhcp = server_requests(lab, log_mark);
     measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
     assert!(
@@ -207,6 +208,8 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let report = tcp.close();
     measured(test, "re-plug: longest TCP stall", ms(report.longest_stall));
     assert!(report.survived(), "{}", diag(&format!("the TCP session must survive: {report:?}")));
+    assert_eq!(handovers_logged(lab, "back to the wired link"), replugs_logged + 1, "{}", diag("the re-plug must be logged once as a handover"));
+    assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("only the pull was a handover to the backup"));
     assert!(!lab.server_log().contains("Abandoning IP address"), "{}", diag("the server abandoned the address"));
     assert_eq!(keyfile_bytes(lab), profiles_before, "{}", diag("a profile on disk was rewritten by a handover"));
     assert_eq!(nm_state(lab, "Office LAN"), "activated");
