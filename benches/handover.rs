@@ -85,6 +85,12 @@ const ROWS: &[RowSpec] = &[
     RowSpec { wifi: true, ..row("wifi-patched-1.42", "Wi-Fi: nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }) },
     RowSpec {
         wifi: true,
+        unpatched_build: Some("1.58.1"),
+        ..row("wifi-stock-1.58", "Wi-Fi: nm-handover, stock NM built from Debian's source (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None })
+    },
+    RowSpec { wifi: true, ..row("wifi-patched-1.58", "Wi-Fi: nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") }) },
+    RowSpec {
+        wifi: true,
         carrier_wait_ms: Some(300),
         ..row("wifi-seed-like", "Wi-Fi baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike)
     },

@@ -27,15 +27,36 @@ struct RowSpec {
     /// Stock NM of this version built unpatched by nm-patch/build (beside a patched row of the same version).
     unpatched_build: Option<&'static str>,
     pair_args: &'static [&'static str],
+    /// The alternative to a hook inside NM: the wired profile never connects
+    /// by itself (`autoconnect=no`) and a resident service brings it up when
+    /// its carrier returns, after taking the backup down through NM.
+    wired_by_service: bool,
 }
 
+/// That service, as a user would write it with NM's own tools: whenever
+/// the wired link reports carrier while its profile is not active, the
+/// backup is deactivated and then the wired profile activated. `nmcli`
+/// returns only once NM is done, so the backup is off the LAN before the
+/// wired DHCP client starts (break before make). Its errors go to `$1`.
+const WIRED_BY_SERVICE: &str = r#"
+log=$1
+ip monitor link | while read -r line; do
+    case "$line" in *" wired0: "*|*" wired0@"*) ;; *) continue ;; esac
+    case "$line" in *LOWER_UP*) ;; *) continue ;; esac
+    [ -n "$(nmcli -g GENERAL.STATE connection show 'Office LAN' 2>>"$log")" ] && continue
+    nmcli connection down 'Backup link' >>"$log" 2>&1
+    nmcli connection up 'Office LAN' >>"$log" 2>&1
+done
+"#;
+
 const ROWS: &[RowSpec] = &[
-    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"] },
-    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, unpatched_build: None, pair_args: &[] },
-    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), unpatched_build: None, pair_args: &[] },
-    RowSpec { key: "stock-1.58-no-watcher", name: "control: stock NM built from Debian's source, no carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &["--no-carrier-watch"] },
-    RowSpec { key: "stock-1.58-watcher", name: "stock NM built from Debian's source, carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &[] },
-    RowSpec { key: "patched-1.58", name: "patched NM (link-up)", patched: Some("1.58.1"), unpatched_build: None, pair_args: &[] },
+    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"], wired_by_service: false },
+    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, unpatched_build: None, pair_args: &[], wired_by_service: false },
+    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), unpatched_build: None, pair_args: &[], wired_by_service: false },
+    RowSpec { key: "stock-1.58-no-watcher", name: "control: stock NM built from Debian's source, no carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &["--no-carrier-watch"], wired_by_service: false },
+    RowSpec { key: "stock-1.58-watcher", name: "stock NM built from Debian's source, carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &[], wired_by_service: false },
+    RowSpec { key: "stock-wired-by-service", name: "alternative: stock NM, no carrier watcher, wired `autoconnect=no` brought up by a carrier service after the backup is down", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"], wired_by_service: true },
+    RowSpec { key: "patched-1.58", name: "patched NM (link-up)", patched: Some("1.58.1"), unpatched_build: None, pair_args: &[], wired_by_service: false },
 ];
 
 
@@ -50,6 +71,12 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
     let cfg = LabConfig::of_build(DhcpServer::IscDhcpd, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
     let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
     let p = paired(spec.key, cfg, spec.pair_args).ok_or("the lab did not start (see above)")?;
+    if spec.wired_by_service {
+        p.lab.nmcli(&["connection", "modify", "Office LAN", "connection.autoconnect", "no"]).map_err(|e| e.to_string())?;
+        // Stopped with the lab, which ends every process in its namespaces.
+        let log = p.lab.dir.join("wired-service.log");
+        p.lab.host_command(&["sh", "-c", WIRED_BY_SERVICE, "sh", log.to_str().unwrap()]).spawn().map_err(|e| format!("the carrier service: {e}"))?;
+    }
     let (samples, tcp) = replugs_under_traffic(&p, cycles, |cycle, s| {
         if s.note.is_some() || s.replug.is_none_or(|r| r > SLOW_REPLUG) {
             eprintln!("{}: cycle {cycle}: {s:?}", spec.key);

@@ -177,7 +177,7 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
                 "other-scripts",
                 None,
                 Level::Ok,
-                format!("other scripts nm-dispatcher waits for ({scripts}) do not delay a handover: the companion's entry is in no-wait.d"),
+                format!("other scripts nm-dispatcher waits for ({scripts}) delay no handover on stock NetworkManager (the companion's entry is in no-wait.d); on a patched one they can delay link-up (none dispatched since boot)"),
                 None,
             )
         });

@@ -208,25 +208,10 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     };
     // The profiles are already unpaired: a watcher that cannot be stopped
     // is reported, and ends by itself with the handover.
-    let watcher_file = watcher_lock_path(wired_uuid.as_str());
-    let stopped = match stop_watcher(&watcher_file) {
-        Ok(Some(pid)) => {
-            summary.push(format!("stopped the pair's carrier watcher (pid {pid})"));
-            true
-        }
-        Ok(None) => true,
-        Err(e) => {
-            summary.push(format!("could not stop the pair's carrier watcher: {e}"));
-            false
-        }
-    };
-    // Each watcher leaves its file behind (removing it while another could
-    // open it would let two run); with the pair gone, so is its reason.
-    if stopped {
-        match fs::remove_file(&watcher_file) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => summary.push(format!("{}: not removed: {e}", watcher_file.display())),
-            _ => {}
-        }
+    match stop_watcher(&watcher_lock_path(wired_uuid.as_str())) {
+        Ok(Some(pid)) => summary.push(format!("stopped the pair's carrier watcher (pid {pid})")),
+        Ok(None) => {}
+        Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
     }
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_uuid));
     match fs::remove_file(&path) {

@@ -33,7 +33,7 @@ pub enum Error {
     UnknownDevice { profile: String, option: &'static str },
     #[error("no network device '{0}'")]
     NoDevice(String),
-    #[error("{cause}; putting the backup profile back failed too ({undo}): it is left half-paired, run `nm-handover unpair` on it")]
+    #[error("{cause}; putting the backup profile back failed too ({undo}): the pair is left half-changed: run `nm-handover unpair` on the profile still paired (`nm-handover status` lists it as broken)")]
     RollbackFailed { cause: NmError, undo: NmError },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 
 use std::time::Instant;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
@@ -75,14 +75,16 @@ pub trait Host {
     fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()>;
     fn put_back(&self, device: &Iface) -> Result<()>;
     /// Forgets that the link was taken off the LAN (NM brings it up itself).
-    fn forget(&self, device: &Iface) -> Result<()>;
+    fn forget_taken_off_lan(&self, device: &Iface) -> Result<()>;
     /// Starts the carrier watcher; returns its process id.
-    fn start_watcher(&self, watch: &Watch) -> Result<u32>;
+    fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32>;
 }
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watch {
+pub struct WatcherArgs {
+    /// The wired profile's name, for messages.
+    pub pair_name: String,
     pub pair: Uuid,
     pub wired: Iface,
     pub backup: Iface,
@@ -175,7 +177,8 @@ impl Pair {
     pub fn observe(&self, nm: &impl Daemon, host: &impl Host) -> Observed {
         let backup_taken_off_lan = nm.manages(&self.backup.device)
             && host.taken_off_lan(&self.backup.device).unwrap_or_else(|e| {
-                warn!("{e}");
+                // (The link is gone or unreadable: nothing to put back.)
+                debug!("{e}");
                 false
             });
         Observed {
@@ -207,15 +210,14 @@ impl Pair {
         let result = self.execute(nm, host, leases, &decision.actions);
         let took_ms = started.elapsed().as_millis() as u64;
         let (pair, backup, actions) = (&self.wired.id, &self.backup.id, &decision.actions);
-        let outcome = if result.is_ok() { "done" } else { "failed" };
         // (A failure's error itself is logged once, by the caller.)
-        match handover_direction(actions) {
-            Some(direction) if result.is_ok() => info!(%pair, %backup, took_ms, "handover {outcome}, {direction}: {actions:?}"),
-            Some(direction) => error!(%pair, %backup, took_ms, "handover {outcome}, {direction}: {actions:?}"),
-            None if result.is_ok() => info!(%pair, %backup, took_ms, "{outcome}: {actions:?}"),
-            None => error!(%pair, %backup, took_ms, "{outcome}: {actions:?}"),
+        match (&result, handover_direction(actions)) {
+            (Ok(true), Some(direction)) => info!(%pair, %backup, took_ms, "handover done, {direction}: {actions:?}"),
+            (Ok(_), _) => info!(%pair, %backup, took_ms, "done: {actions:?}"),
+            (Err(_), Some(direction)) => error!(%pair, %backup, took_ms, "handover failed, {direction}: {actions:?}"),
+            (Err(_), None) => error!(%pair, %backup, took_ms, "failed: {actions:?}"),
         }
-        result.map(|()| decision)
+        result.map(|_| decision)
     }
 
     /// Sets the backup link down and gives it back its own MAC address, with
@@ -238,9 +240,10 @@ impl Pair {
     fn start_carrier_watch(&self, nm: &impl Daemon, host: &impl Host) -> Result<()> {
         let wired_mac = nm.cloned_mac(&self.backup.uuid).ok_or_else(|| Error::WatcherNotStarted {
             pair: self.wired.id.clone(),
-            reason: "the backup profile clones no MAC address".into(),
+            reason: "the backup profile is gone or clones no MAC address".into(),
         })?;
-        let watch = Watch {
+        let watch = WatcherArgs {
+            pair_name: self.wired.id.clone(),
             pair: self.wired.uuid.clone(),
             wired: self.wired.device.clone(),
             backup: self.backup.device.clone(),
@@ -260,8 +263,12 @@ impl Pair {
         Ok(())
     }
 
-    /// Carries out `actions` in order; stops at the first failure.
-    pub fn execute(&self, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore, actions: &[Action]) -> Result<()> {
+    /// Carries out `actions` in order; stops at the first failure. Says
+    /// whether NM was asked to move the address (to activate the backup, or
+    /// to deactivate it while it was still active).
+    fn execute(&self, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore, actions: &[Action]) -> Result<bool> {
+        let mut moved = false;
+        let mut took_off_lan = false;
         for action in actions {
             match *action {
                 Action::CarryLease { from, to } => {
@@ -278,17 +285,31 @@ impl Pair {
                 }
                 Action::ActivateBackup => {
                     nm.activate(&self.backup)?;
+                    moved = true;
                     info!("asked NetworkManager to activate '{}' on {}", self.backup.id, self.backup.device);
                     // NM brings the link up itself now.
-                    if let Err(e) = host.forget(&self.backup.device) {
+                    if let Err(e) = host.forget_taken_off_lan(&self.backup.device) {
                         warn!("{e}");
                     }
                 }
-                Action::DeactivateBackup => match nm.deactivate(&self.backup.uuid)? {
-                    true => info!("asked NetworkManager to deactivate '{}'", self.backup.id),
-                    false => info!("'{}' is no longer active", self.backup.id),
-                },
-                Action::TakeBackupOffLan => self.take_backup_off_lan(nm, host)?,
+                Action::DeactivateBackup => {
+                    if nm.deactivate(&self.backup.uuid)? {
+                        moved = true;
+                        info!("asked NetworkManager to deactivate '{}'", self.backup.id);
+                    } else {
+                        info!("'{}' is no longer active", self.backup.id);
+                        // Its `down` event, which would have set the link up
+                        // again, came before the link was taken down.
+                        if took_off_lan {
+                            host.put_back(&self.backup.device)?;
+                            info!("set {} up again: its profile was already deactivated", self.backup.device);
+                        }
+                    }
+                }
+                Action::TakeBackupOffLan => {
+                    self.take_backup_off_lan(nm, host)?;
+                    took_off_lan = true;
+                }
                 Action::PutBackupLinkBack => {
                     host.put_back(&self.backup.device)?;
                     info!("set {} up again, as it was before the hand-back took it down", self.backup.device);
@@ -302,7 +323,7 @@ impl Pair {
                 }
             }
         }
-        Ok(())
+        Ok(moved)
     }
 }
 
@@ -369,7 +390,7 @@ impl Daemon for Nm {
     fn activate(&self, side: &Side) -> Result<()> {
         let profile = self.profile(side.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
             profile: side.id.clone(),
-            reason: "the profile disappeared".into(),
+            reason: "the profile to activate disappeared".into(),
         })?;
         let device = self.device(side.device.as_str()).ok_or_else(|| Error::NoDevice(side.device.to_string()))?;
         Ok(Nm::activate(self, &profile, &device)?)
@@ -377,8 +398,11 @@ impl Daemon for Nm {
 
     fn deactivate(&self, profile: &Uuid) -> Result<bool> {
         match self.active_connection_of(profile.as_str()) {
-            Some(active) => Ok(Nm::deactivate(self, &active).map(|()| true)?),
-            None => Ok(false),
+            // NM refuses to deactivate what is no longer active.
+            Some(active) if !matches!(active.state(), ActiveState::Deactivated | ActiveState::Unknown) => {
+                Ok(Nm::deactivate(self, &active).map(|()| true)?)
+            }
+            _ => Ok(false),
         }
     }
 }
@@ -411,7 +435,7 @@ impl Host for System {
         System::on_link(device, offlan::put_back)
     }
 
-    fn forget(&self, device: &Iface) -> Result<()> {
+    fn forget_taken_off_lan(&self, device: &Iface) -> Result<()> {
         System::on_link(device, offlan::forget)
     }
 
@@ -420,8 +444,8 @@ impl Host for System {
     /// NetworkManager-dispatcher.service has `KillMode=process` ("allow
     /// scripts to spawn long-running daemons"), so systemd leaves it running
     /// when nm-dispatcher exits while idle.
-    fn start_watcher(&self, watch: &Watch) -> Result<u32> {
-        let not_started = |reason: String| Error::WatcherNotStarted { pair: watch.pair.to_string(), reason };
+    fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32> {
+        let not_started = |reason: String| Error::WatcherNotStarted { pair: watch.pair_name.clone(), reason };
         let program = std::env::current_exe()
             .map(|me| me.with_file_name(WATCHER_PROGRAM))
             .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
@@ -449,7 +473,18 @@ mod tests {
     const WIRED_MAC: &str = "02:00:00:00:00:01";
     const BACKUP_OWN_MAC: &str = "02:00:00:00:00:02";
 
-    /// What the orchestration asked of NM and of the kernel, in order.
+    /// What the orchestration can ask of NM and of the kernel.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Request {
+        Activate,
+        Deactivate,
+        TakeOffLan,
+        PutBack,
+        Forget,
+        StartWatcher,
+    }
+
+    /// What it asked, in order, with what it asked for.
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Step {
         Activate(String),
@@ -457,7 +492,7 @@ mod tests {
         TakeOffLan(String, Option<[u8; 6]>),
         PutBack(String),
         Forget(String),
-        StartWatcher(Watch),
+        StartWatcher(WatcherArgs),
     }
 
     /// NetworkManager and the kernel as a handover sees them. A request
@@ -470,8 +505,8 @@ mod tests {
         states: RefCell<BTreeMap<&'static str, LinkState>>,
         backup_clones: Option<&'static str>,
         off_lan: RefCell<BTreeSet<String>>,
-        /// The request that fails, by its name in [`Step`].
-        fails: Option<&'static str>,
+        /// The request that fails.
+        fails: Option<Request>,
         steps: RefCell<Vec<Step>>,
     }
 
@@ -502,8 +537,8 @@ mod tests {
             self.states.borrow_mut().insert(uuid, state);
         }
 
-        fn request(&self, step: Step, name: &str) -> Result<()> {
-            if self.fails == Some(name) {
+        fn request(&self, request: Request, step: Step) -> Result<()> {
+            if self.fails == Some(request) {
                 return Err(Error::Netlink { device: format!("{step:?}"), source: std::io::Error::other("injected") });
             }
             self.steps.borrow_mut().push(step);
@@ -549,7 +584,7 @@ mod tests {
         }
 
         fn activate(&self, side: &Side) -> Result<()> {
-            self.request(Step::Activate(side.id.clone()), "Activate")?;
+            self.request(Request::Activate, Step::Activate(side.id.clone()))?;
             self.states.borrow_mut().insert(if side.uuid.as_str() == WIRED { WIRED } else { BACKUP }, LinkState::Activating);
             Ok(())
         }
@@ -559,7 +594,7 @@ mod tests {
             if !self.link_state(profile).on_lan() {
                 return Ok(false);
             }
-            self.request(Step::Deactivate(uuid.into()), "Deactivate")?;
+            self.request(Request::Deactivate, Step::Deactivate(uuid.into()))?;
             self.set(uuid, LinkState::Deactivating);
             Ok(true)
         }
@@ -575,24 +610,25 @@ mod tests {
         }
 
         fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()> {
-            self.request(Step::TakeOffLan(device.to_string(), mac), "TakeOffLan")?;
+            self.request(Request::TakeOffLan, Step::TakeOffLan(device.to_string(), mac))?;
             self.off_lan.borrow_mut().insert(device.to_string());
             Ok(())
         }
 
         fn put_back(&self, device: &Iface) -> Result<()> {
-            self.request(Step::PutBack(device.to_string()), "PutBack")?;
+            self.request(Request::PutBack, Step::PutBack(device.to_string()))?;
             self.off_lan.borrow_mut().remove(device.as_str());
             Ok(())
         }
 
-        fn forget(&self, device: &Iface) -> Result<()> {
+        fn forget_taken_off_lan(&self, device: &Iface) -> Result<()> {
+            self.request(Request::Forget, Step::Forget(device.to_string()))?;
             self.off_lan.borrow_mut().remove(device.as_str());
-            self.request(Step::Forget(device.to_string()), "Forget")
+            Ok(())
         }
 
-        fn start_watcher(&self, watch: &Watch) -> Result<u32> {
-            self.request(Step::StartWatcher(watch.clone()), "StartWatcher").map(|()| 4242)
+        fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32> {
+            self.request(Request::StartWatcher, Step::StartWatcher(watch.clone())).map(|()| 4242)
         }
     }
 
@@ -626,7 +662,8 @@ mod tests {
     fn a_pull_activates_the_backup_and_gives_the_watcher_both_macs() {
         let model = Model::cable_pulled();
         handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
-        let watch = Watch {
+        let watch = WatcherArgs {
+            pair_name: "Wired".into(),
             pair: Uuid::parse(WIRED).unwrap(),
             wired: Iface::parse("eth0").unwrap(),
             backup: Iface::parse("wlan0").unwrap(),
@@ -645,7 +682,7 @@ mod tests {
 
     #[test]
     fn a_watcher_that_cannot_start_leaves_the_handover_done() {
-        for model in [Model { backup_clones: None, ..Model::cable_pulled() }, Model { fails: Some("StartWatcher"), ..Model::cable_pulled() }] {
+        for model in [Model { backup_clones: None, ..Model::cable_pulled() }, Model { fails: Some(Request::StartWatcher), ..Model::cable_pulled() }] {
             handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
             assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
             assert_eq!(model.link_state(&Uuid::parse(BACKUP).unwrap()), LinkState::Activating);
@@ -654,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_refused_activation_stops_the_handover() {
-        let model = Model { fails: Some("Activate"), ..Model::cable_pulled() };
+        let model = Model { fails: Some(Request::Activate), ..Model::cable_pulled() };
         let err = handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap_err();
         assert!(err.to_string().contains("injected"), "{err}");
         assert_eq!(model.steps(), []);
@@ -679,10 +716,25 @@ mod tests {
         }
     }
 
+    /// The backup deactivated between the look and the request (its `down`,
+    /// which sets a link taken down up again, already came): the hand-back
+    /// sets the link up itself, and asked NM for nothing, so moved nothing.
+    #[test]
+    fn a_backup_gone_before_its_hand_back_gets_its_link_back_at_once() {
+        let model = Model::cable_back("1.58.1");
+        let pair = pair(true);
+        let decision = decide(Role::Wired, Hook::Up, pair.observe(&model, &model), pair.options);
+        model.set(BACKUP, LinkState::Inactive);
+        let moved = pair.execute(&model, &model, &LeaseStore::new("/nonexistent"), &decision.actions).unwrap();
+        assert!(!moved);
+        assert_eq!(model.steps(), [take_off_lan(), Step::PutBack("wlan0".into())]);
+        assert!(model.off_lan.borrow().is_empty());
+    }
+
     #[test]
     fn a_backup_that_could_not_leave_the_lan_is_not_deactivated() {
         // NM would release the lease the wired link shares.
-        let model = Model { fails: Some("TakeOffLan"), ..Model::cable_back("1.58.1") };
+        let model = Model { fails: Some(Request::TakeOffLan), ..Model::cable_back("1.58.1") };
         assert!(handle(&pair(true), &model, Role::Wired, Hook::Up).is_err());
         assert_eq!(model.steps(), []);
         assert_eq!(model.link_state(&Uuid::parse(BACKUP).unwrap()), LinkState::Active);
@@ -693,8 +745,8 @@ mod tests {
         let model = Model::cable_back("1.58.1");
         let pair = pair(true);
         handle(&pair, &model, Role::Wired, Hook::Up).unwrap();
-        // The backup's own events while NM deactivates it change nothing.
-        handle(&pair, &model, Role::Backup, Hook::PreDown).unwrap();
+        // A `down` of the backup seen while NM still deactivates it changes nothing.
+        handle(&pair, &model, Role::Backup, Hook::Down).unwrap();
         assert_eq!(model.steps(), [take_off_lan(), deactivate()]);
         model.set(BACKUP, LinkState::Inactive);
         handle(&pair, &model, Role::Backup, Hook::Down).unwrap();
@@ -706,8 +758,9 @@ mod tests {
     }
 
     /// Events of one handover arrive in a row (nm-dispatcher's `down`, then a
-    /// `reconcile`; `dhcp4-change`, `up`): each, observed after the one
-    /// before has acted (dispatch takes the lock before it looks), acts once.
+    /// `reconcile`; `dhcp4-change`, `up`). Each one looked at after the one
+    /// before has acted (which dispatch ensures by taking the handover lock
+    /// before it connects; tests/faults.rs checks that in the lab) acts once.
     #[test]
     fn events_in_a_row_each_see_what_the_one_before_did() {
         let model = Model::cable_pulled();
@@ -732,7 +785,7 @@ mod tests {
         let stale = pair.observe(&model, &model);
         for hook in [Hook::Dhcp4Change, Hook::Up] {
             let decision = decide(Role::Wired, hook, stale, pair.options);
-            let _ = pair.execute(&model, &model, &LeaseStore::new("/nonexistent"), &decision.actions);
+            pair.execute(&model, &model, &LeaseStore::new("/nonexistent"), &decision.actions).unwrap();
         }
         assert_eq!(model.steps(), [take_off_lan(), deactivate(), take_off_lan(), deactivate()]);
     }

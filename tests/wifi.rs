@@ -71,14 +71,25 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         let lab = &p.lab;
         let took = lab.expect_until("the Wi-Fi to come up with the wired address", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr));
         measured(test, "NM start -> Wi-Fi holds the address", ms(took));
-        assert_eq!(lab.ap_stations(), [lab.mac("wired0")], "{}", lab.diagnostics());
+        let wired_mac = lab.mac("wired0");
+        assert_eq!(lab.ap_stations(), [wired_mac.clone()], "{}", lab.diagnostics());
         assert!(lab.ipv4("wired0").is_none());
+        let server_log = lab.server_log();
+        let acks: Vec<&str> = server_log.lines().filter(|l| l.contains("DHCPACK")).collect();
+        assert!(!acks.is_empty() && acks.iter().all(|l| l.contains(&wired_mac)), "{test}: DHCP server saw {acks:?}, not only {wired_mac}");
+        // The cable plugged in after such a boot: the wired link takes the address back and the station leaves.
+        lab.plug_cable();
+        let took = lab.expect_until("the wired link back with the address", Duration::from_secs(60), || lab.ipv4("wired0") == Some(p.addr));
+        measured(test, "re-plug after the boot -> wired holds the address", ms(took));
+        lab.expect_until("the station to leave the access point", Duration::from_secs(30), || lab.ap_stations().is_empty());
+        assert!(!lab.server_log().contains("Abandoning IP address"), "{}", lab.diagnostics());
     });
 }
 
 /// The access point is off the air when the cable is pulled: the activation
-/// fails with a clear line, the companion does not retry in a loop, and the
-/// re-plug still brings the wired link back with its address.
+/// fails with a clear line, the companion does not retry in a loop, the
+/// re-plug still brings the wired link back with its address, and once the
+/// access point is back the next pull hands over.
 #[test]
 fn access_point_unavailable_at_the_pull_then_replug() {
     on_wifi("access_point_unavailable_at_the_pull_then_replug", || {
@@ -100,7 +111,16 @@ fn access_point_unavailable_at_the_pull_then_replug() {
         assert!(lab.ipv4("wlan0").is_none());
         lab.plug_cable();
         lab.expect_until("the wired link back", Duration::from_secs(60), || lab.ipv4("wired0") == Some(p.addr));
+        // Back on the air, the next pull hands over as if nothing had happened.
         lab.set_access_point(true);
+        // NM may still list the AP from before it went off: wait for a scan from after it came back.
+        lab.expect_until("a fresh scan to see the access point", Duration::from_secs(90), || {
+            lab.nmcli(&["-t", "-f", "SSID", "device", "wifi", "list", "--rescan", "yes"]).is_ok_and(|list| list.lines().any(|l| l == WIFI_SSID))
+        });
+        lab.pull_cable();
+        let took = lab.expect_until("the Wi-Fi to hold the address once the AP is back", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr));
+        measured(test, "pull with the AP back -> Wi-Fi holds the address", ms(took));
+        assert_eq!(lab.ap_stations(), [lab.mac("wired0")], "{}", lab.diagnostics());
     });
 }
 
