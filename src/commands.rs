@@ -9,11 +9,11 @@ use tracing::warn;
 
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
-use crate::handover::{nm_has_link_up, profile_membership, Pair, System};
+use crate::handover::{nm_has_link_up, profile_cloned_mac, profile_membership, Pair, System};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    mac_setting_of, carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
+    carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
     SETTING_WIRELESS, HOSTNAME_PROPERTIES,
 };
 use crate::policy::{Hook, LinkState, Options, Role};
@@ -52,11 +52,10 @@ fn i32_property(profile: &Profile, setting: &str, property: &str) -> Option<i32>
 
 fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
     let kind = profile.connection_type().unwrap_or_default();
-    let mac_setting = mac_setting_of(&kind);
     Ok(ProfileSnapshot {
         uuid: Uuid::parse(&profile.uuid().unwrap_or_default())?,
         id: profile.id().unwrap_or_default(),
-        cloned_mac: string_property(profile, mac_setting, "cloned-mac-address"),
+        cloned_mac: profile_cloned_mac(profile),
         dhcp_client_id: string_property(profile, SETTING_IPV4, "dhcp-client-id"),
         autoconnect: !matches!(profile.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false))),
         user_data: profile.user_data(),

@@ -94,6 +94,15 @@ pub struct WatcherArgs {
     pub backup_mac: Option<String>,
 }
 
+/// A profile's `cloned-mac-address` as stored (a MAC address, or a mode
+/// such as `stable`), from the setting its type keeps it in.
+pub fn profile_cloned_mac(profile: &Profile) -> Option<String> {
+    match profile.property(mac_setting_of(&profile.connection_type().unwrap_or_default()), "cloned-mac-address") {
+        Some(PropertyValue::Str(mac)) => mac,
+        _ => None,
+    }
+}
+
 /// The pairing record of a profile NM knows, if it is paired.
 pub fn profile_membership(profile: &Profile) -> Result<Option<Membership>> {
     let id = profile.id().unwrap_or_default();
@@ -378,13 +387,8 @@ impl Daemon for Nm {
     }
 
     fn cloned_mac(&self, profile: &Uuid) -> Option<String> {
-        let profile = self.profile(profile.as_str())?;
-        // The setting `pair` wrote the wired MAC into.
-        let setting = mac_setting_of(&profile.connection_type().unwrap_or_default());
-        match profile.property(setting, "cloned-mac-address") {
-            Some(PropertyValue::Str(Some(mac))) => parse_mac(&mac).ok(),
-            _ => None,
-        }
+        // (A mode such as `stable` is no address: `pair` wrote the wired MAC.)
+        profile_cloned_mac(&self.profile(profile.as_str())?).and_then(|mac| parse_mac(&mac).ok())
     }
 
     fn activate(&self, side: &Side) -> Result<()> {
