@@ -55,6 +55,9 @@ pub struct PairFacts {
     pub backup: String,
     /// Why the pair cannot be read (a profile deleted, malformed data).
     pub broken: Option<String>,
+    /// Why root does not act on the pair (see `crate::trust`), and whether
+    /// the reason is a private profile (which `pair` refuses).
+    pub untrusted: Option<(String, bool)>,
     pub backup_autoconnect: bool,
     /// The backup's cloned MAC and the wired link's MAC on the LAN.
     pub backup_cloned_mac: Option<String>,
@@ -198,6 +201,15 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
         out.push(finding("pair", pair, Level::Problem, format!("the pair is broken: {why}"), Some(format!("nm-handover unpair '{}'", p.wired))));
         return;
     }
+    if let Some((why, private)) = &p.untrusted {
+        let fix = if *private {
+            format!("nm-handover unpair '{}' (as root; a private profile cannot be paired: pair two system profiles)", p.wired)
+        } else {
+            format!("nm-handover pair '{}' '{}' (as root: records the pair, with the devices its user data should name)", p.wired, p.backup)
+        };
+        out.push(finding("trust", pair, Level::Problem, format!("'{}' <-> '{}': nm-handover does nothing for this pair: {why}", p.wired, p.backup), Some(fix)));
+        return;
+    }
     out.push(finding("pair", pair, Level::Ok, format!("'{}' <-> '{}'", p.wired, p.backup), None));
     if p.backup_autoconnect {
         out.push(finding(
@@ -334,6 +346,8 @@ mod tests {
             (&["hostname"], Box::new(|f| f.pairs[0].hostname_differs = vec!["ipv4.dhcp-hostname".into()])),
             (&["carrier-wait"], Box::new(|f| f.pairs[0].carrier_wait_conf = false)),
             (&["pair"], Box::new(|f| f.pairs[0].broken = Some("its peer profile is gone".into()))),
+            (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("no record of this pair written by root".into(), false)))),
+            (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("'Office LAN' is a private profile".into(), true)))),
             (&["pairs"], Box::new(|f| f.pairs.clear())),
         ];
         for (checks, breaks) in cases {

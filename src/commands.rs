@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -9,6 +10,7 @@ use tracing::warn;
 
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
+use crate::pairing::PairingError;
 use crate::handover::{nm_has_link_up, profile_cloned_mac, profile_membership, Pair, System};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
@@ -20,7 +22,8 @@ use crate::policy::{Hook, LinkState, Options, Role};
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{Device, IpFamily, Nm, NmError, Profile, SavedProfile};
-use crate::sys::lock::{running_watcher, stop_watcher, watcher_lock_path};
+use crate::sys::lock::{running_watcher, stop_watcher, watcher_lock_path, FileLock, LOCK_PATH};
+use crate::trust::{self, Distrust, PairRecord};
 
 /// Finds a profile by UUID, else by its exact name.
 pub fn find_profile(nm: &Nm, name_or_uuid: &str) -> Result<Profile> {
@@ -132,28 +135,86 @@ impl ProfileWriter for Nm {
 /// wired profile's fails, the backup profile is written back exactly as it
 /// was (libnm's cache is not refreshed between the two, so it cannot say
 /// what "as it was" is). A side that is gone (`unpair` of a pair whose peer
-/// was deleted) or has nothing to change is left alone.
-fn apply<W: ProfileWriter>(writer: &W, wired: Option<&W::Profile>, backup: Option<&W::Profile>, plan: &Plan) -> Result<()> {
-    let saved = match backup {
-        Some(profile) if !plan.backup.is_empty() => Some((profile, writer.update(profile, &plan.backup)?)),
-        _ => None,
-    };
+/// was deleted) or has nothing to change is left alone. Returns what each
+/// written profile was before, for [`undo`].
+fn apply<'p, W: ProfileWriter>(writer: &W, wired: Option<&'p W::Profile>, backup: Option<&'p W::Profile>, plan: &Plan) -> Result<Vec<(&'p W::Profile, W::Saved)>> {
+    let mut written = Vec::new();
+    if let Some(profile) = backup.filter(|_| !plan.backup.is_empty()) {
+        written.push((profile, writer.update(profile, &plan.backup)?));
+    }
     let Some(wired) = wired.filter(|_| !plan.wired.is_empty()) else {
-        return Ok(());
+        return Ok(written);
     };
-    match (writer.update(wired, &plan.wired), saved) {
-        (Ok(_), _) => Ok(()),
-        (Err(cause), None) => Err(cause.into()),
-        (Err(cause), Some((backup, saved))) => Err(match writer.restore(backup, &saved) {
-            Ok(()) => cause.into(),
-            Err(undo) => Error::RollbackFailed { cause, undo },
-        }),
+    match writer.update(wired, &plan.wired) {
+        Ok(saved) => {
+            written.push((wired, saved));
+            Ok(written)
+        }
+        Err(cause) => match undo(writer, &written) {
+            Ok(()) => Err(cause.into()),
+            Err(undo) => Err(Error::RollbackFailed { cause, undo }),
+        },
+    }
+}
+
+/// Writes back each profile [`apply`] changed, as it was, last first.
+fn undo<W: ProfileWriter>(writer: &W, written: &[(&W::Profile, W::Saved)]) -> Result<(), NmError> {
+    written.iter().rev().try_for_each(|(profile, saved)| writer.restore(profile, saved))
+}
+
+/// How long `pair` and `unpair` wait for a handover to finish before they
+/// commit; they hold the lock only for a few file operations, so a `link-up`
+/// that NM waits for is never held up by them.
+const COMMIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `pair`'s commit: the carrier-wait snippet and root's record of the pair,
+/// written under the handover lock once both profiles hold their pairing
+/// data, so that no handover ever acts on half-changed profiles (before the
+/// record, the companion ignores them). Either both files are written, or
+/// neither is left changed.
+fn commit_pair(record: &PairRecord, snippet: (&Path, &str)) -> Result<()> {
+    let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
+    let record_path = trust::record_path(Path::new(trust::RECORD_DIR), &record.wired);
+    let previous_snippet = fs::read(snippet.0).ok();
+    write_atomically(snippet.0, snippet.1.as_bytes())?;
+    let written = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(trust::RECORD_DIR)
+        .map_err(|source| Error::Io { path: trust::RECORD_DIR.into(), source })
+        .and_then(|()| Ok(write_atomically(&record_path, record.render().as_bytes())?));
+    if written.is_err() {
+        let _ = match previous_snippet {
+            Some(text) => write_atomically(snippet.0, &text).map_err(|e| e.to_string()),
+            None => fs::remove_file(snippet.0).map_err(|e| e.to_string()),
+        };
+    }
+    written
+}
+
+/// Whether `this` (the profile `unpair` was given) is a side of the pair
+/// root recorded, so that its peer may be unpaired with it: the record names
+/// both; or, for a pair paired before records existed, there is none and
+/// the peer's data points back at `this`. A copy of a paired profile
+/// (`nmcli connection clone`) is neither: only the copy is unpaired.
+fn unpair_takes_peer(record: &Result<Option<PairRecord>, Distrust>, wired: &Uuid, backup: &Uuid, peer_points_back: bool) -> bool {
+    match record {
+        Ok(Some(r)) => &r.wired == wired && &r.backup == backup,
+        Ok(None) | Err(_) => peer_points_back,
     }
 }
 
 pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
+    if !crate::sys::is_root() {
+        return Err(Error::NotRoot("pair"));
+    }
     let wired = find_profile(nm, args.wired)?;
     let backup = find_profile(nm, args.backup)?;
+    for profile in [&wired, &backup] {
+        if profile.is_private() {
+            return Err(PairingError::Private(profile.id().unwrap_or_default()).into());
+        }
+    }
     let wired_device = profile_device(nm, &wired, args.wired_device, "--wired-device")?;
     let backup_device = profile_device(nm, &backup, args.backup_device, "--backup-device")?;
     let device = nm.device(wired_device.as_str()).ok_or_else(|| Error::NoDevice(wired_device.to_string()))?;
@@ -170,13 +231,21 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
     let identity = wired_identity(&device, &wired_snap.uuid);
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
-    apply(nm, Some(&wired), Some(&backup), &plan)?;
+    let written = apply(nm, Some(&wired), Some(&backup), &plan)?;
 
     let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();
     summary.extend(plan.summary);
     let text = carrier_wait_conf(&wired_snap.uuid, &wired_device, args.carrier_wait_ms);
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_snap.uuid));
-    write_atomically(&path, text.as_bytes())?;
+    let record = PairRecord { wired: wired_snap.uuid.clone(), wired_device: wired_device.clone(), backup: backup_snap.uuid.clone(), backup_device };
+    if let Err(cause) = commit_pair(&record, (&path, &text)) {
+        // Not recorded: the profiles go back to what they were, so nothing is half-paired.
+        return Err(match undo(nm, &written) {
+            Ok(()) => cause,
+            Err(undo) => Error::RollbackFailed { cause: NmError::Call { what: "recording the pair".into(), message: cause.to_string() }, undo },
+        });
+    }
+    summary.push(format!("{}: the pair recorded by root (nm-handover acts only on pairs recorded here)", trust::record_path(Path::new(trust::RECORD_DIR), &record.wired).display()));
     nm.reload_config()?;
     summary.push(format!(
         "{}: carrier-wait-timeout={} ms for {wired_device} (NetworkManager reloaded its configuration)",
@@ -187,11 +256,25 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
 }
 
 pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
+    if !crate::sys::is_root() {
+        return Err(Error::NotRoot("unpair"));
+    }
     let profile = find_profile(nm, name_or_uuid)?;
     let id = profile.id().unwrap_or_default();
+    let this_uuid = Uuid::parse(&profile.uuid().unwrap_or_default())?;
     let this = profile_membership(&profile)?.ok_or_else(|| Error::NotPaired(id.clone()))?;
+    let (wired_uuid, backup_uuid) = match this.role {
+        Role::Wired => (this_uuid.clone(), this.peer.clone()),
+        Role::Backup => (this.peer.clone(), this_uuid.clone()),
+    };
     // The peer may be gone (deleted by the user): unpair what is left.
     let peer = nm.profile(this.peer.as_str());
+    let peer_points_back = peer.as_ref().and_then(|p| profile_membership(p).ok().flatten()).is_some_and(|m| m.peer == this_uuid && m.role != this.role);
+    let record_dir = Path::new(trust::RECORD_DIR);
+    let record_path = trust::record_path(record_dir, &wired_uuid);
+    let record = trust::read_record(record_dir, &wired_uuid);
+    let whole_pair = unpair_takes_peer(&record, &wired_uuid, &backup_uuid, peer_points_back);
+    let peer = peer.filter(|_| whole_pair);
     let (wired, backup) = match this.role {
         Role::Wired => (Some(&profile), peer.as_ref()),
         Role::Backup => (peer.as_ref(), Some(&profile)),
@@ -199,12 +282,35 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     let wired_snap = wired.map(|p| snapshot(nm, p)).transpose()?;
     let backup_snap = backup.map(|p| snapshot(nm, p)).transpose()?;
     let plan = plan_unpair(wired_snap.as_ref(), backup_snap.as_ref());
-    apply(nm, wired, backup, &plan)?;
-    let mut summary = plan.summary;
-    let wired_uuid = match this.role {
-        Role::Wired => Uuid::parse(&profile.uuid().unwrap_or_default())?,
-        Role::Backup => this.peer.clone(),
+    if !whole_pair {
+        apply(nm, wired, backup, &plan)?;
+        let mut summary = plan.summary;
+        summary.push(format!("'{id}' is not a side of the pair recorded in {}: only '{id}' was unpaired", record_path.display()));
+        return Ok(summary);
+    }
+    // The record goes first, under the handover lock: from then on no
+    // handover acts on the pair while its profiles change.
+    let recorded = match record {
+        Ok(Some(_)) => Some(fs::read(&record_path).map_err(|source| Error::Io { path: record_path.clone(), source })?),
+        _ => None,
     };
+    if recorded.is_some() {
+        let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
+        fs::remove_file(&record_path).map_err(|source| Error::Io { path: record_path.clone(), source })?;
+    }
+    if let Err(err) = apply(nm, wired, backup, &plan) {
+        // The profiles are as they were: so is the record.
+        if let Some(text) = &recorded {
+            if let Err(e) = write_atomically(&record_path, text) {
+                warn!("{e}: the pair stays in its profiles but nm-handover ignores it; run `nm-handover pair` again");
+            }
+        }
+        return Err(err);
+    }
+    let mut summary = plan.summary;
+    if recorded.is_some() {
+        summary.push(format!("{}: removed", record_path.display()));
+    }
     // The profiles are already unpaired: a watcher that cannot be stopped
     // is reported, and ends by itself with the handover.
     match stop_watcher(&watcher_lock_path(wired_uuid.as_str())) {
@@ -240,6 +346,9 @@ pub struct Status {
     pub pairs: Vec<PairStatus>,
     /// Pairs that cannot be read, with the reason.
     pub broken: Vec<String>,
+    /// Pairs whose profiles carry pairing keys root did not record, with the
+    /// reason: nm-handover does nothing for them (see `crate::trust`).
+    pub ignored: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -285,10 +394,14 @@ pub struct LinkStatus {
 pub fn status(nm: &Nm) -> Status {
     let version = nm.version().unwrap_or_else(|| "unknown".into());
     let mode = if nm_has_link_up() { "link-up" } else { "lease-carrying" };
-    let mut report = Status { networkmanager: NmStatus { version, mode }, pairs: Vec::new(), broken: Vec::new() };
+    let mut report = Status { networkmanager: NmStatus { version, mode }, pairs: Vec::new(), broken: Vec::new(), ignored: Vec::new() };
     for pair in Pair::all(nm) {
         let pair = match pair {
             Ok(p) => p,
+            Err(e @ Error::Untrusted { .. }) => {
+                report.ignored.push(e.to_string());
+                continue;
+            }
             Err(e) => {
                 report.broken.push(e.to_string());
                 continue;
@@ -344,10 +457,11 @@ impl Status {
         } else {
             format!("NetworkManager {}: no '{}' dispatched since boot (mode: lease carrying and carrier watcher)", nm.version, crate::LINK_UP_ACTION)
         }];
-        if self.pairs.is_empty() && self.broken.is_empty() {
+        if self.pairs.is_empty() && self.broken.is_empty() && self.ignored.is_empty() {
             out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
         }
         out.extend(self.broken.iter().map(|why| format!("broken pair: {why}")));
+        out.extend(self.ignored.iter().map(|why| format!("not handled: {why}")));
         for p in &self.pairs {
             let watcher = match (p.carrier_watcher_pid, p.carrier_watch) {
                 (Some(pid), _) => format!("running (pid {pid})"),
@@ -511,6 +625,7 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
         wired: pair.wired.id.clone(),
         backup: pair.backup.id.clone(),
         broken: None,
+        untrusted: None,
         backup_autoconnect: backup.as_ref().is_some_and(|b| b.autoconnect),
         backup_cloned_mac: backup.as_ref().and_then(|b| b.cloned_mac.clone()),
         wired_mac,
@@ -535,6 +650,10 @@ pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
         match pair {
             Ok(pair) if only.as_deref().map_or(true, |u| u == pair.wired.uuid.as_str() || u == pair.backup.uuid.as_str()) => pairs.push(pair_facts(nm, &pair)),
             Ok(_) => {}
+            Err(Error::Untrusted { wired, backup, why }) if only.is_none() => {
+                let private = matches!(why, Distrust::Private { .. });
+                pairs.push(PairFacts { wired, backup, untrusted: Some((why.to_string(), private)), ..PairFacts::default() })
+            }
             Err(e) if only.is_none() => pairs.push(PairFacts { wired: "?".into(), backup: "?".into(), broken: Some(e.to_string()), ..PairFacts::default() }),
             Err(_) => {}
         }
@@ -553,15 +672,27 @@ pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
 
 /// Brings every pair into the state the policy wants (for boot, or after NM
 /// was restarted): cable out -> backup up; cable in and wired up -> backup down.
+/// A pair that cannot be read or handled is reported and the others are
+/// still reconciled; pairs root did not record are named in one warning.
 pub fn reconcile(nm: &Nm) -> Result<usize> {
     let mut acted = 0;
+    let mut ignored = Vec::new();
+    let mut first_failure = None;
     for pair in Pair::all(nm) {
-        let pair = pair?;
-        if !pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())?.actions.is_empty() {
-            acted += 1;
+        let handled = pair.and_then(|pair| pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default()));
+        match handled {
+            Ok(decision) if !decision.actions.is_empty() => acted += 1,
+            Ok(_) => {}
+            Err(err @ Error::Untrusted { .. }) => ignored.push(err.to_string()),
+            // (The first is returned, and logged by the caller.)
+            Err(err) if first_failure.is_some() => tracing::error!("reconcile: {err}"),
+            Err(err) => first_failure = Some(err),
         }
     }
-    Ok(acted)
+    if !ignored.is_empty() {
+        warn!("reconcile: {}", ignored.join("; "));
+    }
+    first_failure.map_or(Ok(acted), Err)
 }
 
 #[cfg(test)]
@@ -672,6 +803,32 @@ mod tests {
         apply(&store, Some(&"wired"), Some(&"backup"), &plan).unwrap();
         assert_eq!(store.profiles.borrow()["backup"], Vec::<ProfileEdit>::new());
         assert_eq!(*store.updates.borrow(), 1);
+    }
+
+    #[test]
+    fn unpair_takes_the_peer_only_of_the_pair_root_recorded() {
+        let uuid = |n: u8| Uuid::parse(&format!("{n}{n}{n}{n}{n}{n}{n}{n}-{n}{n}{n}{n}-4{n}{n}{n}-8{n}{n}{n}-{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}")).unwrap();
+        let (w, b, copy) = (uuid(1), uuid(2), uuid(3));
+        let iface = |s: &str| crate::names::Iface::parse(s).unwrap();
+        let record = Ok(Some(PairRecord { wired: w.clone(), wired_device: iface("eth0"), backup: b.clone(), backup_device: iface("wlan0") }));
+        assert!(unpair_takes_peer(&record, &w, &b, true));
+        // A copy of the backup (its peer, the wired profile, points at the original).
+        assert!(!unpair_takes_peer(&record, &w, &copy, false));
+        // A copy of the wired profile has no record of its own.
+        assert!(!unpair_takes_peer(&Ok(None), &copy, &b, false));
+        // A pair from before records existed: the peer pointing back decides.
+        assert!(unpair_takes_peer(&Ok(None), &w, &b, true));
+        let bad = Err(Distrust::BadRecord { path: "/x".into(), why: "a symbolic link".into() });
+        assert!(!unpair_takes_peer(&bad, &w, &copy, false));
+    }
+
+    #[test]
+    fn undo_puts_back_every_profile_written() {
+        let store = store(&[]);
+        let written = apply(&store, Some(&"wired"), Some(&"backup"), &plan()).unwrap();
+        undo(&store, &written).unwrap();
+        assert_eq!(store.profiles.borrow()["backup"], Vec::<ProfileEdit>::new());
+        assert_eq!(store.profiles.borrow()["wired"], Vec::<ProfileEdit>::new());
     }
 
     #[test]

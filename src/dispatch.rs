@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::commands;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::DispatcherEvent;
 use crate::handover::{Pair, System};
 use crate::lease::LeaseStore;
@@ -52,9 +52,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
     let Some(profile) = nm.profile(uuid.as_str()) else {
         return Ok(Outcome::Ignored("profile no longer exists"));
     };
-    let Some(pair) = Pair::of_profile(&nm, &profile)? else {
-        debug!("profile {uuid} is not paired");
-        return Ok(Outcome::Ignored("profile is not paired"));
+    let pair = match Pair::of_profile(&nm, &profile) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            debug!("profile {uuid} is not paired");
+            return Ok(Outcome::Ignored("profile is not paired"));
+        }
+        // Pairing keys root did not record: someone else's data, never a reason for root to act.
+        Err(err @ Error::Untrusted { .. }) => {
+            warn!("{err}; event {:?} of '{}' skipped", event.action, profile.id().unwrap_or_default());
+            return Ok(Outcome::Ignored("pair not recorded by root"));
+        }
+        Err(err) => return Err(err),
     };
     let role = if pair.wired.uuid == uuid { Role::Wired } else { Role::Backup };
     pair.handle(role, hook, &nm, &System, &LeaseStore::default())?;

@@ -6,6 +6,7 @@ use crate::names::NameError;
 use crate::pairing::PairingError;
 use crate::sys::libnm::NmError;
 use crate::sys::lock::LockError;
+use crate::trust::Distrust;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +40,12 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("carrier watcher for '{pair}' not started: {reason}")]
     WatcherNotStarted { pair: String, reason: String },
+    #[error("pair '{wired}' <-> '{backup}' ignored: {why}; an administrator's `nm-handover pair` records a pair (`nm-handover check` says more)")]
+    Untrusted { wired: String, backup: String, why: Distrust },
+    #[error("not acting on {device} for '{profile}': {why}")]
+    LinkRefused { device: String, profile: String, why: String },
+    #[error("`nm-handover {0}` must run as root: it writes the pair's record in {dir}, which only root may write", dir = crate::trust::RECORD_DIR)]
+    NotRoot(&'static str),
     #[error("taking {device} off the LAN (rtnetlink): {source}")]
     Netlink { device: String, source: std::io::Error },
 }

@@ -19,9 +19,10 @@ use crate::offlan;
 use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options, Role};
 use crate::settings::PropertyValue;
-use crate::sys::libnm::{ActiveState, DeviceState, Nm, Profile};
+use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
 use crate::sys::netlink::if_index;
+use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
 
 /// One side of a pair: its profile and the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub trait Daemon {
     /// The device exists, is available, and NM could activate the profile on it.
     fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool;
     fn manages(&self, device: &Iface) -> bool;
+    /// What NM says about `device` and `profile`'s binding to it (see
+    /// [`crate::trust::link_refusal`]).
+    fn link_facts(&self, device: &Iface, profile: &Uuid) -> LinkFacts;
     /// Whether the device's last deactivation was someone's choice; true
     /// when there is no such device.
     fn last_change_was_chosen(&self, device: &Iface) -> bool;
@@ -130,13 +134,46 @@ pub fn sends_dhcp_release(version: &str) -> bool {
 /// `link-up` (boot with the cable out) a patched daemon counts as stock:
 /// the carrier watcher then does what `link-up` would.
 pub fn nm_has_link_up() -> bool {
-    std::path::Path::new(crate::LINK_UP_SEEN_PATH).exists()
+    std::fs::symlink_metadata(crate::LINK_UP_SEEN_PATH).is_ok_and(|meta| meta.is_file())
 }
 
 impl Pair {
     /// Loads the pair `profile` belongs to, checking that both profiles'
-    /// records point at each other. `Ok(None)` when it is not paired.
+    /// records point at each other and that root recorded this pair
+    /// ([`crate::trust`]; [`Error::Untrusted`] otherwise). `Ok(None)` when
+    /// it is not paired.
     pub fn of_profile(nm: &Nm, profile: &Profile) -> Result<Option<Pair>> {
+        let Some((pair, peer)) = Pair::claimed_by(nm, profile)? else {
+            return Ok(None);
+        };
+        let (wired_private, backup_private) = match profile_membership(profile)?.map(|m| m.role) {
+            Some(Role::Wired) => (profile.is_private(), peer.is_private()),
+            _ => (peer.is_private(), profile.is_private()),
+        };
+        pair.trusted(wired_private, backup_private, std::path::Path::new(trust::RECORD_DIR))?;
+        Ok(Some(pair))
+    }
+
+    /// Whether root may act on this pair, from its record in `record_dir`.
+    fn trusted(&self, wired_private: bool, backup_private: bool, record_dir: &std::path::Path) -> Result<()> {
+        let claim = trust::Claim {
+            wired: &self.wired.uuid,
+            wired_id: &self.wired.id,
+            wired_private,
+            wired_device: &self.wired.device,
+            backup: &self.backup.uuid,
+            backup_id: &self.backup.id,
+            backup_private,
+            backup_device: &self.backup.device,
+        };
+        let record = trust::read_record(record_dir, &self.wired.uuid);
+        trust::judge(&claim, &record, &trust::record_path(record_dir, &self.wired.uuid))
+            .map_err(|why| Error::Untrusted { wired: self.wired.id.clone(), backup: self.backup.id.clone(), why })
+    }
+
+    /// The pair `profile`'s user data describes, with the peer profile, as
+    /// the two profiles claim it (nothing here says root agreed).
+    pub fn claimed_by(nm: &Nm, profile: &Profile) -> Result<Option<(Pair, Profile)>> {
         let Some(this) = profile_membership(profile)? else {
             return Ok(None);
         };
@@ -160,7 +197,7 @@ impl Pair {
             Role::Backup => (peer_side, this_side, &that),
         };
         let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch };
-        Ok(Some(Pair { wired, backup, options }))
+        Ok(Some((Pair { wired, backup, options }, peer)))
     }
 
     /// Every pair NM knows, found through the wired profiles.
@@ -236,6 +273,7 @@ impl Pair {
     /// deactivation by a daemon that may send a DHCPRELEASE of the identity
     /// the backup shares with the wired link (see `policy::hand_back`).
     fn take_backup_off_lan(&self, nm: &impl Daemon, host: &impl Host) -> Result<()> {
+        self.may_act_on(nm, &self.backup)?;
         let device = &self.backup.device;
         let own_mac = nm.permanent_mac(device).and_then(|mac| mac_bytes(&mac));
         if own_mac.is_none() {
@@ -246,7 +284,19 @@ impl Pair {
         Ok(())
     }
 
+    /// Refuses a link NM does not bind to the side's profile now, does not
+    /// manage, or that no pair may hold (see [`crate::trust::link_refusal`]).
+    fn may_act_on(&self, nm: &impl Daemon, side: &Side) -> Result<()> {
+        match link_refusal(&nm.link_facts(&side.device, &side.uuid)) {
+            None => Ok(()),
+            Some(why) => Err(Error::LinkRefused { device: side.device.to_string(), profile: side.id.clone(), why }),
+        }
+    }
+
     fn start_carrier_watch(&self, nm: &impl Daemon, host: &impl Host) -> Result<()> {
+        // It sets the backup link down and reads the wired one.
+        self.may_act_on(nm, &self.backup)?;
+        self.may_act_on(nm, &self.wired)?;
         let wired_mac = nm.cloned_mac(&self.backup.uuid).ok_or_else(|| Error::WatcherNotStarted {
             pair: self.wired.id.clone(),
             reason: "the backup profile is gone or clones no MAC address".into(),
@@ -310,6 +360,7 @@ impl Pair {
                         // Its `down` event, which would have set the link up
                         // again, came before the link was taken down.
                         if took_off_lan {
+                            self.may_act_on(nm, &self.backup)?;
                             host.put_back(&self.backup.device)?;
                             info!("set {} up again: its profile was already deactivated", self.backup.device);
                         }
@@ -320,6 +371,7 @@ impl Pair {
                     took_off_lan = true;
                 }
                 Action::PutBackupLinkBack => {
+                    self.may_act_on(nm, &self.backup)?;
                     host.put_back(&self.backup.device)?;
                     info!("set {} up again, as it was before the hand-back took it down", self.backup.device);
                 }
@@ -376,6 +428,26 @@ impl Daemon for Nm {
 
     fn last_change_was_chosen(&self, device: &Iface) -> bool {
         self.device(device.as_str()).is_none_or(|d| d.last_change_was_chosen())
+    }
+
+    fn link_facts(&self, device: &Iface, profile: &Uuid) -> LinkFacts {
+        let Some(dev) = self.device(device.as_str()) else {
+            return LinkFacts { exists: false, managed: false, kind: LinkKind::Other("missing".into()), active_here: false, available: false, compatible: false };
+        };
+        let kind = match dev.kind() {
+            DeviceKind::Wifi => LinkKind::Wifi,
+            DeviceKind::Ethernet if dev.is_veth() => LinkKind::Veth,
+            DeviceKind::Ethernet => LinkKind::Ethernet,
+            DeviceKind::Other => LinkKind::Other(dev.type_description()),
+        };
+        LinkFacts {
+            exists: true,
+            managed: dev.state() != DeviceState::Unmanaged,
+            kind,
+            active_here: dev.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str()),
+            available: dev.available_profiles().iter().any(|uuid| uuid == profile.as_str()),
+            compatible: self.profile(profile.as_str()).is_some_and(|p| dev.compatible_with(&p)),
+        }
     }
 
     fn version(&self) -> Option<String> {
@@ -511,6 +583,8 @@ mod tests {
         off_lan: RefCell<BTreeSet<String>>,
         /// The request that fails.
         fails: Option<Request>,
+        /// A device NM does not bind to the pair's profile (another profile holds it).
+        unbound: Option<&'static str>,
         steps: RefCell<Vec<Step>>,
     }
 
@@ -525,6 +599,7 @@ mod tests {
                 backup_clones: Some(WIRED_MAC),
                 off_lan: RefCell::default(),
                 fails: None,
+                unbound: None,
                 steps: RefCell::default(),
             }
         }
@@ -565,6 +640,11 @@ mod tests {
 
         fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
             (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
+        }
+
+        fn link_facts(&self, device: &Iface, _: &Uuid) -> LinkFacts {
+            let bound = self.unbound != Some(device.as_str());
+            LinkFacts { exists: true, managed: true, kind: LinkKind::Wifi, active_here: bound, available: bound, compatible: bound }
         }
 
         fn manages(&self, _: &Iface) -> bool {
@@ -691,6 +771,27 @@ mod tests {
             assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
             assert_eq!(model.link_state(&Uuid::parse(BACKUP).unwrap()), LinkState::Activating);
         }
+    }
+
+    #[test]
+    fn a_link_nm_does_not_bind_to_the_pair_is_never_touched() {
+        // A pull: NM still activates the backup (NM checks its own binding), no watcher is started on it.
+        for unbound in ["wlan0", "eth0"] {
+            let model = Model { unbound: Some(unbound), ..Model::cable_pulled() };
+            handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
+            assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())], "{unbound}");
+        }
+        // A hand-back where NM may release: the link is not set down, and nothing else happens.
+        let model = Model { unbound: Some("wlan0"), ..Model::cable_back("1.58.1") };
+        let err = handle(&pair(true), &model, Role::Wired, Hook::Up).unwrap_err();
+        assert!(matches!(&err, Error::LinkRefused { device, .. } if device == "wlan0"), "{err}");
+        assert_eq!(model.steps(), []);
+        // A link taken off the LAN is not put back up once NM no longer binds it.
+        let model = Model { unbound: Some("wlan0"), ..Model::cable_back("1.42.4") };
+        model.off_lan.borrow_mut().insert("wlan0".into());
+        model.set(BACKUP, LinkState::Inactive);
+        assert!(handle(&pair(true), &model, Role::Backup, Hook::Down).is_err());
+        assert_eq!(model.steps(), []);
     }
 
     #[test]

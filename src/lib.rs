@@ -24,6 +24,7 @@ pub mod prefilter;
 pub mod settings;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod trust;
 pub mod watch;
 
 /// The dispatcher action patched NetworkManager sends when a device's link is

@@ -97,6 +97,8 @@ pub enum PairingError {
     WiredNotEthernet(String, String),
     #[error("'{0}' is a {1} profile; the backup must be an Ethernet or Wi-Fi profile")]
     BackupUnsupported(String, String),
+    #[error("'{0}' is a private profile (connection.permissions is set): its user may edit it, so nm-handover, which acts as root, does not pair it; pair two system profiles (nmcli connection modify '{0}' connection.permissions '' makes it one, as root)")]
+    Private(String),
     #[error("a profile cannot be paired with itself")]
     SameProfile,
     #[error("'{profile}' is already paired with {peer}; run `nm-handover unpair` first")]

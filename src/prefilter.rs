@@ -32,7 +32,8 @@ pub enum Verdict {
 /// [`crate::LINK_UP_SEEN_PATH`]); a failure only means the next event tries
 /// again.
 pub fn record_link_up_seen(path: &Path) {
-    if path.exists() {
+    // (Not `exists()`: a link planted there is not this program's record.)
+    if fs::symlink_metadata(path).is_ok() {
         return;
     }
     let _ = crate::sys::lock::create_parent_dir(path);

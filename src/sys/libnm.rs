@@ -654,6 +654,27 @@ impl Device {
         }
     }
 
+    /// NM's name for the device's type (`ethernet`, `veth`, `wifi`, `bridge`, `loopback`, ...).
+    pub fn type_description(&self) -> String {
+        // SAFETY: valid device; the string lives as long as it.
+        cstr_opt(unsafe { ffi::nm_device_get_type_description(self.raw()) }).unwrap_or_else(|| "unknown".into())
+    }
+
+    /// Whether NM types the device as a veth (an Ethernet link to NM and the kernel).
+    pub fn is_veth(&self) -> bool {
+        // SAFETY: valid device.
+        unsafe { ffi::nm_device_get_device_type(self.raw()) == ffi::NM_DEVICE_TYPE_VETH }
+    }
+
+    /// The UUIDs of the profiles NM could activate on this device now.
+    pub fn available_profiles(&self) -> Vec<String> {
+        // SAFETY: valid device; the array and its connections are transfer-none.
+        ptr_array_objects(unsafe { ffi::nm_device_get_available_connections(self.raw()) })
+            .into_iter()
+            .filter_map(|obj| Profile { obj }.uuid())
+            .collect()
+    }
+
     /// Whether NM could activate `profile` on this device.
     pub fn compatible_with(&self, profile: &Profile) -> bool {
         // SAFETY: valid objects; errors are not needed.
@@ -706,6 +727,16 @@ impl Profile {
 
     pub fn property(&self, setting: &str, property: &str) -> Option<PropertyValue> {
         get_property(&setting_object(self.raw(), setting)?, property)
+    }
+
+    /// Whether `connection.permissions` is set: a profile its users may edit
+    /// (NM's `settings.modify.own`), not an administrator's.
+    pub fn is_private(&self) -> bool {
+        // SAFETY: valid connection; the setting is transfer-none, null when absent.
+        unsafe {
+            let s_con = ffi::nm_connection_get_setting_connection(self.raw());
+            !s_con.is_null() && ffi::nm_setting_connection_get_num_permissions(s_con) > 0
+        }
     }
 
     pub fn has_setting(&self, setting: &str) -> bool {

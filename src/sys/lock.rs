@@ -6,7 +6,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -102,7 +104,10 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     // A watcher writes its PID right after taking the lock.
     let mut pid = None;
     for _ in 0..100 {
-        pid = fs::read_to_string(path).map_err(io_err)?.trim().parse::<u32>().ok();
+        let mut text = String::new();
+        (&file).read_to_string(&mut text).map_err(io_err)?;
+        (&file).seek(SeekFrom::Start(0)).map_err(io_err)?;
+        pid = text.trim().parse::<u32>().ok();
         if pid.is_some() {
             break;
         }
@@ -119,14 +124,31 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
 
 /// Stops the carrier watcher holding `path`, if one runs (see
 /// [`running_watcher`]). Returns the PID stopped.
+///
+/// The signal goes through a pidfd opened before the process is checked
+/// again: if the PID was reused in between, the check fails; if the watcher
+/// exits after the check, the pidfd still names it, never a process that
+/// got its PID, and the signal goes nowhere.
 pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };
     let Some(pid) = running_watcher(path)? else {
         return Ok(None);
     };
-    // SAFETY: plain kill(2) of the watcher that holds this pair's lock.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
-        return Err(io_err(io::Error::last_os_error()));
+    // SAFETY: pidfd_open(2) with a PID and no flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(io_err(err)) };
+    }
+    // SAFETY: a new descriptor this function owns from here on.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    if running_watcher(path)? != Some(pid) {
+        return Ok(None);
+    }
+    // SAFETY: pidfd_send_signal(2) on the pidfd just opened, no siginfo, no flags.
+    if unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGTERM, ptr::null::<libc::siginfo_t>(), 0) } != 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(io_err(err)) };
     }
     Ok(Some(pid))
 }

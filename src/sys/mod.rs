@@ -6,3 +6,9 @@
 pub mod libnm;
 pub mod lock;
 pub mod netlink;
+
+/// Whether this process runs with root's effective user id.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

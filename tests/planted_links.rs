@@ -1,0 +1,89 @@
+//! Every file the companion writes as root refuses a symbolic link planted
+//! where it goes (and leaves the link's target alone): the handover and
+//! watcher locks under /run/nm-handover, the `link-up` marker, lease files,
+//! the conf.d snippet and the pair's record (both written by
+//! `write_atomically`), and root's record read back. The off-LAN records
+//! are covered by a unit test in src/offlan.rs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nm_handover::lease::write_atomically;
+use nm_handover::names::Uuid;
+use nm_handover::prefilter::record_link_up_seen;
+use nm_handover::sys::lock::{watcher_lock_path, FileLock};
+use nm_handover::trust::{read_record, record_path, Distrust};
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("nmh-planted-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// A link at `name` to a victim file; returns both paths.
+    fn plant(&self, name: &str) -> (PathBuf, PathBuf) {
+        let victim = self.0.join(format!("victim-of-{name}"));
+        fs::write(&victim, "victim\n").unwrap();
+        let link = self.0.join(name);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        (link, victim)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn untouched(victim: &Path) {
+    assert_eq!(fs::read_to_string(victim).unwrap(), "victim\n", "{} was written through the link", victim.display());
+}
+
+#[test]
+fn the_handover_and_watcher_locks_refuse_a_planted_link() {
+    let scratch = Scratch::new("locks");
+    let watcher_lock = watcher_lock_path("11111111-1111-4111-8111-111111111111");
+    for name in ["handover.lock", watcher_lock.file_name().unwrap().to_str().unwrap()] {
+        let (link, victim) = scratch.plant(name);
+        let err = FileLock::acquire(&link, Duration::from_millis(10)).unwrap_err();
+        assert!(err.to_string().contains("symbolic links") || err.to_string().contains("Too many levels"), "{name}: {err}");
+        untouched(&victim);
+    }
+}
+
+#[test]
+fn the_link_up_marker_refuses_a_planted_link() {
+    let scratch = Scratch::new("marker");
+    let (link, victim) = scratch.plant("link-up-seen");
+    record_link_up_seen(&link);
+    untouched(&victim);
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn lease_files_the_conf_snippet_and_the_record_refuse_a_planted_link() {
+    let scratch = Scratch::new("atomic");
+    for name in ["internal-11111111-1111-4111-8111-111111111111-backup0.lease", "90-nm-handover-11111111-1111-4111-8111-111111111111.conf", "11111111-1111-4111-8111-111111111111.pair"] {
+        let (link, victim) = scratch.plant(name);
+        let err = write_atomically(&link, b"written\n").unwrap_err();
+        assert!(err.to_string().contains("symlink") || err.to_string().contains("symbolic link"), "{name}: {err}");
+        untouched(&victim);
+    }
+}
+
+#[test]
+fn a_planted_link_is_no_record_of_a_pair() {
+    let scratch = Scratch::new("record");
+    let wired = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+    let path = record_path(&scratch.0, &wired);
+    let victim = scratch.0.join("victim");
+    fs::write(&victim, "wired=x\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    assert!(matches!(read_record(&scratch.0, &wired), Err(Distrust::BadRecord { why, .. }) if why.contains("symbolic link")));
+}
