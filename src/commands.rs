@@ -18,11 +18,12 @@ use crate::pairing::{
     carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
     SETTING_WIRELESS, HOSTNAME_PROPERTIES,
 };
-use crate::policy::{Hook, LinkState, Options, Role};
+use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
+use crate::supervise::Attempts;
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{Device, IpFamily, Nm, NmError, Profile, SavedProfile};
-use crate::sys::lock::{running_watcher, stop_watcher, watcher_lock_path, FileLock, LOCK_PATH};
+use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, supervisor_lock_path, watcher_lock_path, FileLock, LOCK_PATH, SUPERVISOR_PROGRAM};
 use crate::trust::{self, Distrust, PairRecord};
 
 /// Finds a profile by UUID, else by its exact name.
@@ -247,6 +248,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     }
     summary.push(format!("{}: the pair recorded by root (nm-handover acts only on pairs recorded here)", trust::record_path(Path::new(trust::RECORD_DIR), &record.wired).display()));
     nm.reload_config()?;
+    summary.push(start_supervisor());
     summary.push(format!(
         "{}: carrier-wait-timeout={} ms for {wired_device} (NetworkManager reloaded its configuration)",
         path.display(),
@@ -318,6 +320,13 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Ok(None) => {}
         Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
     }
+    if !trust::any_pair_recorded(Path::new(trust::RECORD_DIR)) {
+        match stop_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {
+            Ok(Some(pid)) => summary.push(format!("stopped the supervisor (pid {pid}): no pair is left")),
+            Ok(None) => {}
+            Err(e) => summary.push(format!("could not stop the supervisor: {e} (it exits by itself at NetworkManager's next change)")),
+        }
+    }
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_uuid));
     match fs::remove_file(&path) {
         Ok(()) => {
@@ -328,6 +337,37 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Err(source) => return Err(Error::Io { path, source }),
     }
     Ok(summary)
+}
+
+/// Starts `nm-handover supervise` in the background (see
+/// [`crate::supervise`]) unless one runs; says which. Its log goes to the
+/// journal through `systemd-cat` where journald runs (as the dispatcher's
+/// does through nm-dispatcher), else nowhere: a terminal's `pair` must not
+/// keep its output open.
+fn start_supervisor() -> String {
+    use std::os::unix::process::CommandExt;
+    if let Ok(Some(pid)) = running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {
+        return format!("the supervisor runs (pid {pid})");
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(SUPERVISOR_PROGRAM),
+        Err(e) => return format!("supervisor not started: cannot find my own path: {e} (it starts with NetworkManager)"),
+    };
+    let journald = Path::new("/run/systemd/journal/stdout").exists();
+    let mut command = if journald {
+        let mut c = std::process::Command::new("systemd-cat");
+        c.args(["-t", "nm-handover"]).arg(&exe);
+        c
+    } else {
+        let mut c = std::process::Command::new(&exe);
+        c.stderr(std::process::Stdio::null());
+        c
+    };
+    command.arg("supervise").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).process_group(0);
+    match command.spawn() {
+        Ok(child) => format!("started the supervisor (pid {}): it reconciles the pairs when NetworkManager changes between events", child.id()),
+        Err(e) => format!("supervisor not started: {e} (it starts with NetworkManager)"),
+    }
 }
 
 fn describe_state(state: LinkState) -> &'static str {
@@ -349,6 +389,8 @@ pub struct Status {
     /// Pairs whose profiles carry pairing keys root did not record, with the
     /// reason: nm-handover does nothing for them (see `crate::trust`).
     pub ignored: Vec<String>,
+    /// The PID of the supervisor (`nm-handover supervise`), if one runs.
+    pub supervisor_pid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -394,7 +436,13 @@ pub struct LinkStatus {
 pub fn status(nm: &Nm) -> Status {
     let version = nm.version().unwrap_or_else(|| "unknown".into());
     let mode = if nm_has_link_up() { "link-up" } else { "lease-carrying" };
-    let mut report = Status { networkmanager: NmStatus { version, mode }, pairs: Vec::new(), broken: Vec::new(), ignored: Vec::new() };
+    let mut report = Status {
+        networkmanager: NmStatus { version, mode },
+        pairs: Vec::new(),
+        broken: Vec::new(),
+        ignored: Vec::new(),
+        supervisor_pid: running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM).ok().flatten(),
+    };
     for pair in Pair::all(nm) {
         let pair = match pair {
             Ok(p) => p,
@@ -457,6 +505,12 @@ impl Status {
         } else {
             format!("NetworkManager {}: no '{}' dispatched since boot (mode: lease carrying and carrier watcher)", nm.version, crate::LINK_UP_ACTION)
         }];
+        if !self.pairs.is_empty() {
+            out.push(match self.supervisor_pid {
+                Some(pid) => format!("supervisor: running (pid {pid})"),
+                None => "supervisor: not running (it starts with NetworkManager, or run `nm-handover pair` again)".to_owned(),
+            });
+        }
         if self.pairs.is_empty() && self.broken.is_empty() && self.ignored.is_empty() {
             out.push("no pairs (create one with `nm-handover pair WIRED BACKUP`)".into());
         }
@@ -675,11 +729,33 @@ pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
 /// A pair that cannot be read or handled is reported and the others are
 /// still reconciled; pairs root did not record are named in one warning.
 pub fn reconcile(nm: &Nm) -> Result<usize> {
+    reconcile_pairs(nm, None)
+}
+
+/// [`reconcile`], with the supervisor's count of the activations it asked
+/// for (see [`crate::supervise::Attempts`]), if it is the caller.
+pub fn reconcile_pairs(nm: &Nm, mut attempts: Option<&mut Attempts>) -> Result<usize> {
     let mut acted = 0;
     let mut ignored = Vec::new();
     let mut first_failure = None;
+    let now = std::time::Instant::now();
     for pair in Pair::all(nm) {
-        let handled = pair.and_then(|pair| pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default()));
+        let handled = pair.and_then(|pair| {
+            if let Some(attempts) = attempts.as_deref_mut() {
+                let seen = pair.observe(nm, &System);
+                if seen.backup_holds_address() || seen.wired == LinkState::Active {
+                    attempts.succeeded(&pair.wired.uuid);
+                }
+                if decide(Role::Wired, Hook::Reconcile, seen, pair.options).actions.contains(&Action::ActivateBackup) {
+                    if !attempts.allowed(&pair.wired.uuid, now) {
+                        tracing::debug!("'{}': the backup did not come up after {} tries; next try after a pause", pair.backup.id, crate::supervise::MAX_ATTEMPTS);
+                        return Ok(Decision { actions: Vec::new(), reason: "paused" });
+                    }
+                    attempts.record_attempt(&pair.wired.uuid, now);
+                }
+            }
+            pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())
+        });
         match handled {
             Ok(decision) if !decision.actions.is_empty() => acted += 1,
             Ok(_) => {}

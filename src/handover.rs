@@ -58,6 +58,9 @@ pub trait Daemon {
     /// Whether the device's last deactivation was someone's choice; true
     /// when there is no such device.
     fn last_change_was_chosen(&self, device: &Iface) -> bool;
+    /// Whether the user left `device` by hand (disconnected it), or it holds
+    /// another profile than `profile` now.
+    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool;
     fn version(&self) -> Option<String>;
     /// The device's own MAC address, as `parse_mac` writes it.
     fn permanent_mac(&self, device: &Iface) -> Option<String>;
@@ -236,6 +239,7 @@ impl Pair {
             link_up_dispatched: host.link_up_seen(),
             wired_down_chosen: nm.last_change_was_chosen(&self.wired.device),
             backup_taken_off_lan,
+            backup_left_by_user: nm.left_by_user(&self.backup.device, &self.backup.uuid),
         }
     }
 
@@ -332,14 +336,17 @@ impl Pair {
             match *action {
                 Action::CarryLease { from, to } => {
                     let (from, to) = (self.side(from), self.side(to));
-                    match leases.carry(&from.lease_owner(), &to.lease_owner())? {
-                        CarryOutcome::Written { path, address } => {
+                    // A lease that cannot be carried costs the next DHCP exchange a
+                    // DISCOVER at worst: the handover itself goes on.
+                    match leases.carry(&from.lease_owner(), &to.lease_owner()) {
+                        Ok(CarryOutcome::Written { path, address }) => {
                             info!(%address, path = %path.display(), "carried lease from {} to {}", from.device, to.device)
                         }
-                        CarryOutcome::AlreadyCurrent { address, .. } => {
+                        Ok(CarryOutcome::AlreadyCurrent { address, .. }) => {
                             info!(%address, "lease of {} already current", to.device)
                         }
-                        CarryOutcome::NoSourceLease => warn!("no lease file of {} to carry", from.device),
+                        Ok(CarryOutcome::NoSourceLease) => warn!("no lease file of {} to carry", from.device),
+                        Err(e) => warn!("lease not carried from {} to {}: {e}; handing over all the same", from.device, to.device),
                     }
                 }
                 Action::ActivateBackup => {
@@ -415,8 +422,13 @@ impl Daemon for Nm {
 
     fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
         match (self.device(device.as_str()), self.profile(profile.as_str())) {
-            (Some(device), Some(profile)) => {
-                !matches!(device.state(), DeviceState::Unmanaged | DeviceState::Unavailable) && device.compatible_with(&profile)
+            // NM's own list: for Wi-Fi it holds the profile only while its
+            // network is in the scan results.
+            (Some(device), Some(found)) => {
+                !matches!(device.state(), DeviceState::Unmanaged | DeviceState::Unavailable)
+                    && device.compatible_with(&found)
+                    && (device.available_profiles().iter().any(|uuid| uuid == profile.as_str())
+                        || device.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(profile.as_str()))
             }
             _ => false,
         }
@@ -428,6 +440,13 @@ impl Daemon for Nm {
 
     fn last_change_was_chosen(&self, device: &Iface) -> bool {
         self.device(device.as_str()).is_none_or(|d| d.last_change_was_chosen())
+    }
+
+    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool {
+        self.device(device.as_str()).is_some_and(|d| {
+            let other = d.active_connection().and_then(|ac| ac.uuid()).is_some_and(|uuid| uuid != profile.as_str());
+            other || d.last_left_by_hand()
+        })
     }
 
     fn link_facts(&self, device: &Iface, profile: &Uuid) -> LinkFacts {
@@ -642,6 +661,10 @@ mod tests {
             (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
         }
 
+        fn left_by_user(&self, _: &Iface, _: &Uuid) -> bool {
+            false
+        }
+
         fn link_facts(&self, device: &Iface, _: &Uuid) -> LinkFacts {
             let bound = self.unbound != Some(device.as_str());
             LinkFacts { exists: true, managed: true, kind: LinkKind::Wifi, active_here: bound, available: bound, compatible: bound }
@@ -792,6 +815,33 @@ mod tests {
         model.set(BACKUP, LinkState::Inactive);
         assert!(handle(&pair(true), &model, Role::Backup, Hook::Down).is_err());
         assert_eq!(model.steps(), []);
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_carried_still_hands_over() {
+        let dir = std::env::temp_dir().join(format!("nmh-carry-fails-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let leases = LeaseStore::new(&dir);
+        let carrying = Pair { options: Options { lease_carry: true, carrier_watch: false }, ..pair(false) };
+        std::fs::write(dir.join(format!("internal-{WIRED}-eth0.lease")), "# lease\nADDRESS=198.18.0.100\n").unwrap();
+        // The backup's lease file cannot be written: a directory stands where it goes.
+        std::fs::create_dir(dir.join(format!("internal-{BACKUP}-wlan0.lease"))).unwrap();
+        assert!(leases.carry(&carrying.wired.lease_owner(), &carrying.backup.lease_owner()).is_err());
+        let model = Model::cable_pulled();
+        carrying.handle(Role::Wired, Hook::Down, &model, &model, &leases).unwrap();
+        assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
+        // The hand-back on patched NM: the backup still leaves the LAN before DHCP.
+        std::fs::remove_dir(dir.join(format!("internal-{BACKUP}-wlan0.lease"))).unwrap();
+        std::fs::write(dir.join(format!("internal-{BACKUP}-wlan0.lease")), "# lease\nADDRESS=198.18.0.100\n").unwrap();
+        std::fs::create_dir(dir.join(format!("dhclient-{WIRED}-eth0.lease"))).ok();
+        std::fs::remove_file(dir.join(format!("internal-{WIRED}-eth0.lease"))).unwrap();
+        std::fs::create_dir(dir.join(format!("internal-{WIRED}-eth0.lease"))).unwrap();
+        let model = Model { link_up_seen: true, ..Model::cable_back("1.58.1") };
+        model.set(WIRED, LinkState::Activating);
+        carrying.handle(Role::Wired, Hook::LinkUp, &model, &model, &leases).unwrap();
+        assert_eq!(model.steps(), [take_off_lan(), deactivate()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod pairing;
 pub mod policy;
 pub mod prefilter;
 pub mod settings;
+pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod trust;

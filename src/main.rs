@@ -101,6 +101,17 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=300))]
         wait_for_nm_secs: u16,
     },
+    /// Watch NetworkManager between dispatcher events and reconcile the pairs when it changes.
+    ///
+    /// One per machine; started by the dispatcher when NetworkManager starts, and by `pair`.
+    /// Sleeps until NetworkManager reports a change (the backup's network back in range, a device
+    /// ready late at boot or after a resume), then reconciles every pair under the handover lock.
+    /// Exits when NetworkManager stops or no pair is left.
+    Supervise {
+        /// How long to wait for NetworkManager to be running first.
+        #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=300))]
+        wait_for_nm_secs: u16,
+    },
     /// Handle one dispatcher event by hand, as nm-dispatcher has it handled (it runs nm-handover-dispatch IFACE ACTION).
     Dispatch {
         /// The interface nm-dispatcher passes.
@@ -191,7 +202,7 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
             }
             check::has_problem(&findings)
         }),
-        Command::Reconcile { .. } | Command::Dispatch { .. } | Command::Completions { .. } => unreachable!("handled in main"),
+        Command::Reconcile { .. } | Command::Supervise { .. } | Command::Dispatch { .. } | Command::Completions { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -200,17 +211,28 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
 /// a bounded time, for NM to be there; then takes the handover lock, and only
 /// then reads NM's state.
 fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
+    wait_for_nm_running(wait_for_nm)?;
+    let _lock = sys::lock::FileLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+    let nm = sys::libnm::Nm::connect()?;
+    commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
+}
+
+fn wait_for_nm_running(wait_for_nm: Duration) -> Result<(), error::Error> {
     let started = std::time::Instant::now();
     loop {
         match sys::libnm::Nm::connect() {
-            Ok(_) => break,
+            Ok(_) => return Ok(()),
             Err(sys::libnm::NmError::NotRunning) if started.elapsed() < wait_for_nm => std::thread::sleep(Duration::from_millis(250)),
             Err(err) => return Err(err.into()),
         }
     }
-    let _lock = sys::lock::FileLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+}
+
+/// `supervise` (see [`nm_handover::supervise`]).
+fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
+    wait_for_nm_running(wait_for_nm)?;
     let nm = sys::libnm::Nm::connect()?;
-    commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
+    nm_handover::supervise::supervise(&nm).map(|ended| debug!("supervisor: {ended:?}"))
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -246,6 +268,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // It connects to NM itself, after waiting for it and taking the lock.
         Command::Reconcile { wait_for_nm_secs } => reconcile(Duration::from_secs(wait_for_nm_secs.into())).map(|()| false),
+        Command::Supervise { wait_for_nm_secs } => supervise(Duration::from_secs(wait_for_nm_secs.into())).map(|()| false),
         command => sys::libnm::Nm::connect().map_err(error::Error::from).and_then(|nm| run_command(&nm, command)),
     };
     match result {

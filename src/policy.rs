@@ -81,6 +81,18 @@ pub struct Observed {
     /// nm-handover set the backup's link down (see `crate::offlan`) and it
     /// has not been set up since; its device is still managed by NM.
     pub backup_taken_off_lan: bool,
+    /// The backup device was last left by someone's choice (disconnected by
+    /// hand), or holds another profile now (a network the user picked):
+    /// a reconcile leaves it so; only a pull hands over to the backup.
+    pub backup_left_by_user: bool,
+}
+
+impl Observed {
+    /// The backup holds the address, or is about to: NM has it active or
+    /// activating, and its link was not taken off the LAN.
+    pub fn backup_holds_address(&self) -> bool {
+        matches!(self.backup, LinkState::Active | LinkState::Activating) && !self.backup_taken_off_lan
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,10 +187,12 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
         Hook::Down | Hook::Reconcile if !seen.wired_carrier => {
             if seen.wired.on_lan() && hook == Hook::Reconcile {
                 decision("wired link is still up on its way out; its down event will hand over", vec![])
-            } else if seen.backup == LinkState::Active || seen.backup == LinkState::Activating {
+            } else if seen.backup_holds_address() {
                 decision("backup link already holds the address", vec![])
             } else if !seen.backup_device_ready {
                 decision("wired carrier lost but no device is ready for the backup profile", vec![])
+            } else if hook == Hook::Reconcile && seen.backup_left_by_user {
+                decision("the backup device was left by hand (or holds another network): left so until the next pull", vec![])
             } else {
                 let mut actions: Vec<Action> = carry(options, Role::Wired, Role::Backup).into_iter().collect();
                 actions.push(Action::ActivateBackup);
@@ -257,15 +271,18 @@ mod tests {
                         [false, true].into_iter().flat_map(move |backup_may_release| {
                             [false, true].into_iter().flat_map(move |link_up_dispatched| {
                                 [false, true].into_iter().flat_map(move |wired_down_chosen| {
-                                    [false, true].into_iter().map(move |backup_taken_off_lan| Observed {
-                                        wired_carrier,
-                                        wired,
-                                        backup,
-                                        backup_device_ready,
-                                        backup_may_release,
-                                        link_up_dispatched,
-                                        wired_down_chosen,
-                                        backup_taken_off_lan,
+                                    [false, true].into_iter().flat_map(move |backup_taken_off_lan| {
+                                        [false, true].into_iter().map(move |backup_left_by_user| Observed {
+                                            wired_carrier,
+                                            wired,
+                                            backup,
+                                            backup_device_ready,
+                                            backup_may_release,
+                                            link_up_dispatched,
+                                            wired_down_chosen,
+                                            backup_taken_off_lan,
+                                            backup_left_by_user,
+                                        })
                                     })
                                 })
                             })
@@ -300,6 +317,7 @@ mod tests {
             link_up_dispatched: false,
             wired_down_chosen: true,
             backup_taken_off_lan: false,
+            backup_left_by_user: false,
         }
     }
 
@@ -343,11 +361,11 @@ mod tests {
             assert_eq!(states, (0..LinkState::ALL.len()).collect(), "a link state the generator never produces");
         }
         assert!(LinkState::ALL.iter().enumerate().all(|(i, l)| state_position(*l) == i));
-        let flags: HashSet<(bool, bool, bool, bool, bool)> = cases
+        let flags: HashSet<(bool, bool, bool, bool, bool, bool)> = cases
             .iter()
-            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.3.lease_carry))
+            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.2.backup_left_by_user, c.3.lease_carry))
             .collect();
-        assert_eq!(flags.len(), 32);
+        assert_eq!(flags.len(), 64);
         let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
         assert_eq!(roles.len(), 2);
     }
@@ -377,7 +395,10 @@ mod tests {
                 // With carrier, only after a wired activation that failed.
                 let wired_failed = role == Role::Wired && hook == Hook::Down && !seen.wired_down_chosen;
                 assert!((!seen.wired_carrier || wired_failed) && seen.backup_device_ready, "{ctx}");
-                assert!(matches!(seen.backup, LinkState::Inactive | LinkState::Deactivating), "{ctx}");
+                // A backup NM still has active is activated again only when its link was taken off the LAN.
+                assert!(matches!(seen.backup, LinkState::Inactive | LinkState::Deactivating) || seen.backup_taken_off_lan, "{ctx}");
+                // A reconcile never overrides the user's own choice for the backup device.
+                assert!(!(hook == Hook::Reconcile && seen.backup_left_by_user), "{ctx}");
                 // The lease goes to the backup before it is activated.
                 if options.lease_carry {
                     assert_eq!(d.actions[0], CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
@@ -521,6 +542,23 @@ mod tests {
         // Cable in, wired still activating: wait for its own events.
         let d = decide(Role::Wired, Hook::Reconcile, seen(true, LinkState::Activating, LinkState::Inactive), CARRY);
         assert!(d.actions.is_empty());
+    }
+
+    #[test]
+    fn a_backup_nm_has_active_but_off_the_lan_does_not_hold_the_address() {
+        // The watcher took it off at a re-plug into a port that never answered; now the cable is out again.
+        let mut s = seen(false, LinkState::Inactive, LinkState::Active);
+        s.backup_taken_off_lan = true;
+        assert_eq!(decide(Role::Wired, Hook::Down, s, CARRY).actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+    }
+
+    #[test]
+    fn the_users_disconnect_of_the_backup_holds_until_the_next_pull() {
+        let mut s = seen(false, LinkState::Inactive, LinkState::Inactive);
+        s.backup_left_by_user = true;
+        assert!(decide(Role::Wired, Hook::Reconcile, s, CARRY).actions.is_empty());
+        assert!(decide(Role::Backup, Hook::Reconcile, s, CARRY).actions.is_empty());
+        assert!(decide(Role::Wired, Hook::Down, s, CARRY).actions.contains(&ActivateBackup));
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub fn record_path(dir: &Path, wired: &Uuid) -> PathBuf {
     dir.join(format!("{wired}.pair"))
 }
 
+/// Whether root recorded any pair in `dir` (without judging the records).
+pub fn any_pair_recorded(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pair")))
+}
+
 /// What root recorded when it paired two profiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairRecord {

@@ -51,15 +51,17 @@ fn main() -> ExitCode {
         }
     };
     if verdict == Verdict::Reconcile {
-        // Started, not waited for: nm-dispatcher runs waiting requests one
-        // at a time, and NM dispatches `connectivity-change` on many state
-        // changes; a reconcile must not hold up the events queued behind it
-        // (a `link-up` NM waits for, a handover). The handover lock orders it
-        // with them; its log lines still reach nm-dispatcher's journal.
-        return match Command::new(&full).arg0(FULL_PROGRAM).args(["reconcile", "--wait-for-nm-secs", "30"]).stdin(Stdio::null()).process_group(0).spawn() {
+        // The supervisor (it reconciles first, then watches NM between
+        // events), started, not waited for: nm-dispatcher runs waiting
+        // requests one at a time, and NM dispatches `connectivity-change` on
+        // many state changes; it must not hold up the events queued behind it
+        // (a `link-up` NM waits for, a handover). The handover lock orders its
+        // reconciles with them; its log lines reach nm-dispatcher's journal.
+        // Where one runs already, the new one exits at once.
+        return match Command::new(&full).arg0(FULL_PROGRAM).args(["supervise", "--wait-for-nm-secs", "30"]).stdin(Stdio::null()).stdout(Stdio::null()).process_group(0).spawn() {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("nm-handover: cannot run {} reconcile: {err}", full.display());
+                eprintln!("nm-handover: cannot run {} supervise: {err}", full.display());
                 ExitCode::FAILURE
             }
         };

@@ -344,6 +344,69 @@ impl Nm {
         outcome.map_err(|e| NmError::Call { what: what.to_owned(), message: e.to_string() })?
     }
 
+    /// Processes what NetworkManager already sent, so that the cache shows
+    /// what other processes' requests changed (after waiting for a lock).
+    pub fn catch_up(&self) {
+        let _ = self.context.with_thread_default(|| while self.context.iteration(false) {});
+    }
+
+    /// Waits for NetworkManager's state to change, and calls `on_settled`
+    /// once it has been quiet for `settle` after a change: NM's own state,
+    /// its device list, or any property of any device (state, carrier,
+    /// available connections, active connection). Nothing runs in between:
+    /// the thread sleeps in the GLib context until a D-Bus message arrives.
+    /// Returns when `on_settled` returns false.
+    pub fn watch_changes(&self, settle: Duration, mut on_settled: impl FnMut(&Nm) -> bool) -> Result<(), NmError> {
+        let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
+        let mark = {
+            let changed_at = changed_at.clone();
+            move || changed_at.set(Some(std::time::Instant::now()))
+        };
+        // Devices are watched as they appear; a removed one's handler goes with it.
+        let mut watched: Vec<glib::Object> = Vec::new();
+        let watch_devices = |nm: &Nm, watched: &mut Vec<glib::Object>| {
+            for device in nm.devices() {
+                if !watched.iter().any(|w| w == &device.obj) {
+                    let mark = mark.clone();
+                    device.obj.connect_notify_local(None, move |_, _| mark());
+                    watched.push(device.obj);
+                }
+            }
+            let current = nm.devices();
+            watched.retain(|w| current.iter().any(|d| &d.obj == w));
+        };
+        let outcome = self.context.with_thread_default(|| {
+            {
+                let mark = mark.clone();
+                self.client.connect_notify_local(None, move |_, _| mark());
+            }
+            watch_devices(self, &mut watched);
+            loop {
+                self.context.iteration(true);
+                let Some(mut last) = changed_at.get() else { continue };
+                // Quiet for `settle` since the last change.
+                loop {
+                    let quiet_until = last + settle;
+                    let now = std::time::Instant::now();
+                    if now >= quiet_until {
+                        break;
+                    }
+                    let wake = glib::timeout_source_new(quiet_until - now, None, glib::Priority::DEFAULT, || glib::ControlFlow::Break);
+                    wake.attach(Some(&self.context));
+                    self.context.iteration(true);
+                    wake.destroy();
+                    last = changed_at.get().unwrap_or(last);
+                }
+                changed_at.set(None);
+                watch_devices(self, &mut watched);
+                if !on_settled(self) {
+                    return;
+                }
+            }
+        });
+        outcome.map_err(|e| NmError::Call { what: "watching NetworkManager".into(), message: e.to_string() })
+    }
+
     /// Asks NM to activate `profile` on `device`. Returns as soon as NM has
     /// accepted the request: it never waits for the activation itself, which
     /// would wait on dispatcher events queued behind the caller's own.
@@ -550,6 +613,12 @@ impl Device {
                 | ffi::NM_DEVICE_STATE_REASON_NOW_UNMANAGED
                 | ffi::NM_DEVICE_STATE_REASON_CONNECTION_REMOVED
         )
+    }
+
+    /// Whether the device's last state change was a user's disconnect.
+    pub fn last_left_by_hand(&self) -> bool {
+        // SAFETY: valid device.
+        unsafe { ffi::nm_device_get_state_reason(self.raw()) == ffi::NM_DEVICE_STATE_REASON_USER_REQUESTED }
     }
 
     pub fn state(&self) -> DeviceState {

@@ -26,6 +26,14 @@ pub fn watcher_lock_path(wired_uuid: &str) -> PathBuf {
 /// What the process holding a watcher lock must be called, before it is signalled.
 pub const WATCHER_PROGRAM: &str = "nm-handover-watch";
 
+/// The lock the supervisor holds while it runs (one per machine).
+pub fn supervisor_lock_path() -> PathBuf {
+    Path::new(LOCK_PATH).with_file_name("supervise.pid")
+}
+
+/// What the process holding the supervisor lock must be called.
+pub const SUPERVISOR_PROGRAM: &str = "nm-handover";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("{path}: {source}")]
@@ -90,6 +98,11 @@ impl FileLock {
 /// The PID of the carrier watcher holding `path`, if one runs: the file is
 /// locked and the PID in it is a process named [`WATCHER_PROGRAM`].
 pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
+    running_holder(path, WATCHER_PROGRAM)
+}
+
+/// The PID of the process named `program` that holds the lock at `path`, if one does.
+pub fn running_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
         Ok(file) => file,
@@ -118,8 +131,8 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     };
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let is_watcher = Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(WATCHER_PROGRAM));
-    Ok(is_watcher.then_some(pid))
+    let is_holder = Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(program));
+    Ok(is_holder.then_some(pid))
 }
 
 /// Stops the carrier watcher holding `path`, if one runs (see
@@ -130,8 +143,14 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
 /// exits after the check, the pidfd still names it, never a process that
 /// got its PID, and the signal goes nowhere.
 pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
+    stop_holder(path, WATCHER_PROGRAM)
+}
+
+/// Stops the process named `program` that holds the lock at `path` (see
+/// [`stop_watcher`]).
+pub fn stop_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };
-    let Some(pid) = running_watcher(path)? else {
+    let Some(pid) = running_holder(path, program)? else {
         return Ok(None);
     };
     // SAFETY: pidfd_open(2) with a PID and no flags; the result is checked.
@@ -142,7 +161,7 @@ pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     }
     // SAFETY: a new descriptor this function owns from here on.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    if running_watcher(path)? != Some(pid) {
+    if running_holder(path, program)? != Some(pid) {
         return Ok(None);
     }
     // SAFETY: pidfd_send_signal(2) on the pidfd just opened, no siginfo, no flags.

@@ -1,0 +1,158 @@
+//! What runs between dispatcher events: `nm-handover supervise`.
+//!
+//! nm-dispatcher sees no event for much of a laptop's day: the backup's
+//! network coming back into range (or its carrier returning), the backup
+//! device appearing late at boot or after a resume, a device that becomes
+//! ready while the cable is out. Plain NetworkManager reconnects an
+//! autoconnecting profile then; a paired backup has `autoconnect=no`, so
+//! without this the laptop stays offline. The supervisor is one process per
+//! machine, started at NetworkManager's start (the dispatcher's start-up
+//! events) and by `pair`. It sleeps until NetworkManager reports a change
+//! (its D-Bus signals, through libnm: no polling), waits until things have
+//! been quiet for [`SETTLE`], and reconciles every pair under the handover
+//! lock, as `nm-handover reconcile` does. It exits when NetworkManager
+//! stops (the next start starts a new one) or when no pair is left (`unpair`
+//! of the last pair also stops it).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::commands::reconcile_pairs;
+use crate::error::Result;
+use crate::names::Uuid;
+use crate::sys::libnm::Nm;
+use crate::sys::lock::{supervisor_lock_path, FileLock, LockError, LOCK_PATH};
+use crate::trust::any_pair_recorded;
+
+/// Quiet time after a change before the supervisor looks: NetworkManager
+/// reports one transition as several property changes.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How long a new supervisor waits for the one of a NetworkManager that just
+/// stopped to exit (it does once libnm reports NM gone).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long one reconcile waits for a handover in progress.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Activations the supervisor asks for a pair in a row without the backup
+/// ever holding the address (a wrong Wi-Fi password, a network that
+/// vanishes again): like NetworkManager's own `autoconnect-retries` (4),
+/// then a pause of [`RETRY_PAUSE`], as NM blocks autoconnect for 300 s.
+pub const MAX_ATTEMPTS: u32 = 4;
+pub const RETRY_PAUSE: Duration = Duration::from_secs(300);
+
+/// The supervisor's activation attempts per pair. Pure: the caller passes
+/// the time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Attempts {
+    per_pair: BTreeMap<Uuid, (u32, Option<Instant>)>,
+}
+
+impl Attempts {
+    /// Whether the supervisor may ask NM to activate `pair`'s backup now.
+    pub fn allowed(&self, pair: &Uuid, now: Instant) -> bool {
+        match self.per_pair.get(pair) {
+            Some(&(count, Some(last))) if count >= MAX_ATTEMPTS => now.duration_since(last) >= RETRY_PAUSE,
+            _ => true,
+        }
+    }
+
+    pub fn record_attempt(&mut self, pair: &Uuid, now: Instant) {
+        let entry = self.per_pair.entry(pair.clone()).or_default();
+        if entry.0 >= MAX_ATTEMPTS {
+            // After the pause: a new round.
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = Some(now);
+    }
+
+    /// The backup holds the address (or the wired link does again): the count starts over.
+    pub fn succeeded(&mut self, pair: &Uuid) {
+        self.per_pair.remove(pair);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Another supervisor runs.
+    AlreadyRunning,
+    NetworkManagerStopped,
+    NoPairLeft,
+}
+
+/// Runs the supervisor until NetworkManager stops or no pair is left.
+pub fn supervise(nm: &Nm) -> Result<Ended> {
+    let lock = match FileLock::acquire(&supervisor_lock_path(), TAKEOVER_WAIT) {
+        Ok(lock) => lock,
+        Err(LockError::Busy { .. }) => return Ok(Ended::AlreadyRunning),
+        Err(e) => return Err(e.into()),
+    };
+    lock.record_pid().map_err(|source| crate::error::Error::Io { path: supervisor_lock_path(), source })?;
+    info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
+    let mut attempts = Attempts::default();
+    reconcile_now(nm, &mut attempts);
+    let mut ended = Ended::NetworkManagerStopped;
+    nm.watch_changes(SETTLE, |nm| {
+        if !nm.running() {
+            ended = Ended::NetworkManagerStopped;
+            return false;
+        }
+        if !any_pair_recorded(Path::new(crate::trust::RECORD_DIR)) {
+            ended = Ended::NoPairLeft;
+            return false;
+        }
+        reconcile_now(nm, &mut attempts);
+        true
+    })?;
+    info!("supervisor exits: {ended:?}");
+    Ok(ended)
+}
+
+fn reconcile_now(nm: &Nm, attempts: &mut Attempts) {
+    let _lock = match FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT) {
+        Ok(lock) => lock,
+        Err(e) => {
+            warn!("supervisor: {e}; the next change tries again");
+            return;
+        }
+    };
+    // What the handover that held the lock changed, seen before deciding.
+    nm.catch_up();
+    if let Err(e) = reconcile_pairs(nm, Some(attempts)) {
+        warn!("supervisor: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_pause_after_four_in_a_row_and_resume_after_the_pause() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let other = Uuid::parse("22222222-2222-4222-8222-222222222222").unwrap();
+        let t0 = Instant::now();
+        let mut a = Attempts::default();
+        for i in 0..MAX_ATTEMPTS {
+            assert!(a.allowed(&pair, t0), "attempt {i}");
+            a.record_attempt(&pair, t0 + Duration::from_secs(i.into()));
+        }
+        let last = t0 + Duration::from_secs(u64::from(MAX_ATTEMPTS - 1));
+        assert!(!a.allowed(&pair, last + RETRY_PAUSE - Duration::from_secs(1)));
+        assert!(a.allowed(&other, last), "another pair is not held back");
+        assert!(a.allowed(&pair, last + RETRY_PAUSE));
+        a.record_attempt(&pair, last + RETRY_PAUSE);
+        assert!(a.allowed(&pair, last + RETRY_PAUSE), "a new round after the pause");
+        // Success starts the count over.
+        for _ in 0..MAX_ATTEMPTS {
+            a.record_attempt(&pair, last);
+        }
+        a.succeeded(&pair);
+        assert!(a.allowed(&pair, last));
+    }
+}

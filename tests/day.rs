@@ -1,0 +1,177 @@
+//! A laptop's day beyond the cable, in the real-NM lab: the backup's network
+//! away and back while the cable is out, the backup device appearing late,
+//! the user's own disconnect of the backup, a lease that cannot be carried.
+//! Where plain NetworkManager reconnects by itself, each runs beside a
+//! control: the same profiles unpaired, both connecting automatically, in
+//! the same lab build; the paired laptop must be connected no later than the
+//! control + 2 s, and with the same IPv4 as before.
+//!
+//! Needs root; as non-root every test says why it skips.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// How much later than plain NetworkManager the paired laptop may be back.
+const SLACK: Duration = Duration::from_secs(2);
+
+fn cfg() -> LabConfig {
+    LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal)
+}
+
+/// The lab of a control: the same two profiles, unpaired, both connecting
+/// automatically; the cable pulled once both hold an address.
+fn control(test: &str) -> Option<Lab> {
+    let lab = start_or_skip(test, cfg())?;
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.add_ethernet_profile("Backup link", "backup0", true);
+    lab.expect_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some());
+    lab.pull_cable();
+    Some(lab)
+}
+
+/// A paired lab with the cable pulled and the backup holding the address.
+fn pulled(test: &str) -> Option<Paired> {
+    let p = paired(test, cfg(), &[])?;
+    p.lab.pull_cable();
+    p.lab.expect_until("the backup to hold the address", Duration::from_secs(20), || p.lab.ipv4("backup0") == Some(p.addr));
+    Some(p)
+}
+
+/// A new TCP session through the link that holds the address carries traffic.
+fn connected(lab: &Lab, test: &str) {
+    let session = TcpSession::open(lab);
+    assert!(session.wait_for_traffic(10, Duration::from_secs(10)), "{test}: no TCP traffic\n{}", lab.diagnostics());
+    let report = session.close();
+    assert!(report.error.is_none(), "{test}: {report:?}");
+}
+
+fn no_conflict(lab: &Lab, test: &str) {
+    assert!(!lab.server_log().contains("Abandoning"), "{test}: the server abandoned an address\n{}", lab.server_log());
+}
+
+/// Every DHCPACK the server sent since `since_line` was for `addr`: one lease, the same address.
+fn only_acks_for(lab: &Lab, since_line: usize, addr: Ipv4Addr) {
+    let acks: Vec<String> = server_requests(lab, since_line).into_iter().filter(|l| l.contains("DHCPACK")).collect();
+    assert!(acks.iter().all(|l| l.contains(&format!("DHCPACK on {addr} "))), "acks for another address: {acks:#?}");
+}
+
+fn create_backup_link(lab: &Lab) {
+    for argv in [
+        vec!["ip", "-n", &lab.host, "link", "add", "backup0", "type", "veth", "peer", "name", "p-backup0", "netns", &lab.lan],
+        vec!["ip", "-n", &lab.lan, "link", "set", "p-backup0", "master", "br0"],
+        vec!["ip", "-n", &lab.lan, "link", "set", "p-backup0", "up"],
+    ] {
+        let out = std::process::Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(out.status.success(), "{}: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn delete_backup_link(lab: &Lab) {
+    let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", "backup0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The backup's network away for 15 s while the cable is out (its carrier
+/// lost: NM deactivates it after its carrier wait), then back: how long
+/// after the carrier returns the backup holds an address again.
+fn backup_network_away_and_back(lab: &Lab, expect: Option<Ipv4Addr>) -> Duration {
+    lab.set_cable("backup0", false);
+    lab.expect_until("NM to deactivate the backup", Duration::from_secs(20), || nm_state(lab, "Backup link").is_empty());
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(Duration::from_secs(7)));
+    lab.set_cable("backup0", true);
+    lab.expect_until("the backup back", Duration::from_secs(40), || match expect {
+        Some(addr) => lab.ipv4("backup0") == Some(addr),
+        None => lab.ipv4("backup0").is_some(),
+    })
+}
+
+#[test]
+fn the_backups_network_away_and_back_while_the_cable_is_out() {
+    let test = "day/backup network away and back";
+    let Some(control_lab) = control(&format!("{test} (control)")) else { return };
+    let control_took = backup_network_away_and_back(&control_lab, None);
+    connected(&control_lab, test);
+    drop(control_lab);
+
+    let Some(p) = pulled(test) else { return };
+    let lab = &p.lab;
+    let since = lab.server_log().lines().count();
+    let took = backup_network_away_and_back(lab, Some(p.addr));
+    connected(lab, test);
+    no_conflict(lab, test);
+    only_acks_for(lab, since, p.addr);
+    measured(test, "carrier back -> backup holds the address: control / paired", format!("{} / {}", ms(control_took), ms(took)));
+    assert!(took <= control_took + SLACK && took < Duration::from_secs(10), "paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
+}
+
+#[test]
+fn a_backup_device_that_appears_while_the_cable_is_out_comes_up() {
+    let test = "day/backup device appears late";
+    let Some(control_lab) = control(&format!("{test} (control)")) else { return };
+    delete_backup_link(&control_lab);
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    create_backup_link(&control_lab);
+    control_lab.expect_until("the control's backup", Duration::from_secs(40), || control_lab.ipv4("backup0").is_some());
+    let control_took = t0.elapsed();
+    drop(control_lab);
+
+    let Some(p) = pulled(test) else { return };
+    let lab = &p.lab;
+    delete_backup_link(lab);
+    std::thread::sleep(Duration::from_secs(2));
+    let since = lab.server_log().lines().count();
+    let t0 = Instant::now();
+    create_backup_link(lab);
+    lab.expect_until("the backup to hold the address on the new device", Duration::from_secs(40), || lab.ipv4("backup0") == Some(p.addr));
+    let took = t0.elapsed();
+    connected(lab, test);
+    no_conflict(lab, test);
+    only_acks_for(lab, since, p.addr);
+    measured(test, "device created -> backup holds the address: control / paired", format!("{} / {}", ms(control_took), ms(took)));
+    assert!(took <= control_took + SLACK, "paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
+}
+
+#[test]
+fn a_backup_disconnected_by_hand_stays_down_until_the_next_pull() {
+    let test = "day/the user's disconnect";
+    let Some(p) = pulled(test) else { return };
+    let lab = &p.lab;
+    lab.nmcli(&["connection", "down", "Backup link"]).expect("disconnect the backup");
+    // Changes NetworkManager reports that are no pull: the supervisor looks, and must leave it.
+    for setting in ["no", "yes"] {
+        lab.nmcli(&["device", "set", "backup0", "autoconnect", setting]).expect("nmcli device set");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    lab.companion(&["reconcile"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(nm_state(lab, "Backup link").is_empty() && lab.ipv4("backup0").is_none(), "the user's disconnect was undone\n{}", lab.diagnostics());
+    // The next pull hands over as ever.
+    lab.plug_cable();
+    lab.expect_until("the wired link back", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
+    lab.pull_cable();
+    let took = lab.expect_until("the backup at the next pull", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    measured(test, "the next pull", ms(took));
+    no_conflict(lab, test);
+}
+
+#[test]
+fn a_lease_that_cannot_be_carried_still_hands_over() {
+    let test = "day/failed lease carry";
+    let Some(p) = paired(test, cfg(), &[]) else { return };
+    let lab = &p.lab;
+    // A directory where the backup's lease file goes: the carry fails.
+    let planted = lab.nm_state_dir().join(format!("internal-{}-backup0.lease", p.backup_uuid));
+    std::fs::create_dir(&planted).unwrap();
+    lab.pull_cable();
+    let took = lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    assert!(lab.dispatcher_log().contains("lease not carried"), "{}", lab.dispatcher_log());
+    connected(lab, test);
+    measured(test, "pull with the carry failing", ms(took));
+    std::fs::remove_dir(&planted).unwrap();
+    no_conflict(lab, test);
+}
