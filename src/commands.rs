@@ -22,7 +22,7 @@ use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
 use crate::supervise::Attempts;
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
-use crate::sys::libnm::{Device, IpFamily, Nm, NmError, Profile, SavedProfile};
+use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
 use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, supervisor_lock_path, watcher_lock_path, FileLock, LOCK_PATH, SUPERVISOR_PROGRAM};
 use crate::trust::{self, Distrust, PairRecord};
 
@@ -313,6 +313,12 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     if recorded.is_some() {
         summary.push(format!("{}: removed", record_path.display()));
     }
+    // A backup holding the address still carries the wired MAC and DHCP
+    // identity: left so, the re-plug would put both links on the LAN with
+    // one MAC and address. Activated again, it comes up as itself.
+    if let (Some(backup), Some(snap)) = (backup, &backup_snap) {
+        summary.extend(reactivate_as_itself(nm, backup, snap));
+    }
     // The profiles are already unpaired: a watcher that cannot be stopped
     // is reported, and ends by itself with the handover.
     match stop_watcher(&watcher_lock_path(wired_uuid.as_str())) {
@@ -337,6 +343,17 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Err(source) => return Err(Error::Io { path, source }),
     }
     Ok(summary)
+}
+
+/// Activates the backup again where it is active (see `unpair`), so that the
+/// identity `unpair` restored takes effect; says what it did.
+fn reactivate_as_itself(nm: &Nm, backup: &Profile, snap: &ProfileSnapshot) -> Option<String> {
+    let active = nm.active_connection_of(snap.uuid.as_str()).filter(|ac| matches!(ac.state(), ActiveState::Activating | ActiveState::Activated))?;
+    let device = active.device_ifaces().into_iter().next().and_then(|iface| nm.device(&iface))?;
+    Some(match nm.activate(backup, &device) {
+        Ok(()) => format!("'{}': activated again on {}, with its own MAC address and DHCP identity", snap.id, device.iface()),
+        Err(e) => format!("'{}' still runs with the wired link's MAC address ({e}): disconnect and connect it again", snap.id),
+    })
 }
 
 /// Starts `nm-handover supervise` in the background (see

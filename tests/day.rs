@@ -175,3 +175,26 @@ fn a_lease_that_cannot_be_carried_still_hands_over() {
     std::fs::remove_dir(&planted).unwrap();
     no_conflict(lab, test);
 }
+
+#[test]
+fn unpair_while_the_backup_holds_the_address_leaves_no_link_with_the_wired_mac() {
+    let test = "day/unpair on the backup";
+    let Some(p) = pulled(test) else { return };
+    let lab = &p.lab;
+    let wired_mac = lab.mac("wired0");
+    assert_eq!(lab.mac("backup0"), wired_mac, "the backup should carry the wired MAC while it holds the address");
+    let said = lab.companion(&["unpair", "Office LAN"]);
+    assert!(said.contains("activated again on backup0"), "{said}");
+    let took = lab.expect_until("the backup connected as itself", Duration::from_secs(30), || {
+        lab.mac("backup0") != wired_mac && lab.ipv4("backup0").is_some_and(|a| a != p.addr) && nm_state(lab, "Backup link") == "activated"
+    });
+    connected(lab, test);
+    measured(test, "unpair -> the backup connected with its own identity", ms(took));
+    // The cable back: the wired link takes its address, no conflict, the two links distinct.
+    lab.plug_cable();
+    lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(lab.ipv4("backup0"), Some(p.addr));
+    assert_ne!(lab.mac("backup0"), wired_mac);
+    no_conflict(lab, test);
+}
