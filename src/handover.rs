@@ -23,6 +23,8 @@ use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
 use crate::sys::netlink::if_index;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
+use crate::wiredport::{dhcp_timeout, replug_overdue_in, Mark};
+use std::time::{Duration, SystemTime};
 
 /// One side of a pair: its profile and the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub trait Daemon {
     /// Whether the device's last deactivation was someone's choice; true
     /// when there is no such device.
     fn last_change_was_chosen(&self, device: &Iface) -> bool;
+    /// The profile's `ipv4.dhcp-timeout` in seconds, as stored (0: NM's default).
+    fn dhcp_timeout(&self, profile: &Uuid) -> Option<i32>;
     /// Whether the user left `device` by hand (disconnected it), or it holds
     /// another profile than `profile` now.
     fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool;
@@ -85,6 +89,11 @@ pub trait Host {
     fn forget_taken_off_lan(&self, device: &Iface) -> Result<()>;
     /// Starts the carrier watcher; returns its process id.
     fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32>;
+    /// When `mark` was set for the wired link `device`, if it is (see [`crate::wiredport`]).
+    fn port_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime>;
+    fn set_port_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
+    /// Drops both marks: the wired link holds the address, or lost carrier.
+    fn clear_port_marks(&self, device: &Iface) -> Result<()>;
 }
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
@@ -240,7 +249,20 @@ impl Pair {
             wired_down_chosen: nm.last_change_was_chosen(&self.wired.device),
             backup_taken_off_lan,
             backup_left_by_user: nm.left_by_user(&self.backup.device, &self.backup.uuid),
+            wired_port_failed: host.port_mark(&self.wired.device, Mark::PortFailed).is_some(),
+            replug_overdue: self.replug_overdue_in(nm, host) == Some(Duration::ZERO),
         }
+    }
+
+    /// How long until the re-plug under way (the watcher took the backup off
+    /// the LAN for it) counts as failed, if one is under way: the wired link
+    /// has carrier and no address yet.
+    pub fn replug_overdue_in(&self, nm: &impl Daemon, host: &impl Host) -> Option<Duration> {
+        let since = host.port_mark(&self.wired.device, Mark::ReplugPending)?;
+        if !nm.has_carrier(&self.wired.device) || nm.link_state(&self.wired.uuid) == LinkState::Active {
+            return None;
+        }
+        Some(replug_overdue_in(since, SystemTime::now(), dhcp_timeout(nm.dhcp_timeout(&self.wired.uuid))))
     }
 
     /// One event of the pair handled: what NM reports now, what the policy
@@ -251,6 +273,13 @@ impl Pair {
     /// step or putting a link back is logged, but is no handover.
     pub fn handle(&self, role: Role, hook: Hook, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore) -> Result<Decision> {
         let observed = self.observe(nm, host);
+        // What was known about the wired port holds until the wired link
+        // has the address or loses carrier (a new plug).
+        if (!observed.wired_carrier || observed.wired == LinkState::Active) && (observed.wired_port_failed || host.port_mark(&self.wired.device, Mark::ReplugPending).is_some()) {
+            if let Err(e) = host.clear_port_marks(&self.wired.device) {
+                warn!("{e}");
+            }
+        }
         let decision = decide(role, hook, observed, self.options);
         info!(?role, ?hook, ?observed, actions = ?decision.actions, "{}", decision.reason);
         if decision.actions.is_empty() {
@@ -373,6 +402,11 @@ impl Pair {
                         }
                     }
                 }
+                // (Without the mark, NM's retries only cost more time offline.)
+                Action::RememberPortFailed => match host.set_port_mark(&self.wired.device, Mark::PortFailed) {
+                    Ok(()) => info!("{}: no DHCP on this port; NetworkManager's retries on it leave the backup holding the address", self.wired.device),
+                    Err(e) => warn!("{e}"),
+                },
                 Action::TakeBackupOffLan => {
                     self.take_backup_off_lan(nm, host)?;
                     took_off_lan = true;
@@ -440,6 +474,13 @@ impl Daemon for Nm {
 
     fn last_change_was_chosen(&self, device: &Iface) -> bool {
         self.device(device.as_str()).is_none_or(|d| d.last_change_was_chosen())
+    }
+
+    fn dhcp_timeout(&self, profile: &Uuid) -> Option<i32> {
+        match self.profile(profile.as_str())?.property(crate::pairing::SETTING_IPV4, "dhcp-timeout") {
+            Some(PropertyValue::I32(seconds)) => seconds,
+            _ => None,
+        }
     }
 
     fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool {
@@ -532,6 +573,18 @@ impl Host for System {
 
     fn forget_taken_off_lan(&self, device: &Iface) -> Result<()> {
         System::on_link(device, offlan::forget)
+    }
+
+    fn port_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime> {
+        if_index(device.as_str()).ok().and_then(|index| mark.since(index))
+    }
+
+    fn set_port_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
+        System::on_link(device, |index| mark.set(index))
+    }
+
+    fn clear_port_marks(&self, device: &Iface) -> Result<()> {
+        System::on_link(device, |index| Mark::PortFailed.clear(index).and_then(|()| Mark::ReplugPending.clear(index)))
     }
 
     /// Starts `nm-handover-watch`: a process of its own, in its own process
@@ -665,6 +718,10 @@ mod tests {
             false
         }
 
+        fn dhcp_timeout(&self, _: &Uuid) -> Option<i32> {
+            None
+        }
+
         fn link_facts(&self, device: &Iface, _: &Uuid) -> LinkFacts {
             let bound = self.unbound != Some(device.as_str());
             LinkFacts { exists: true, managed: true, kind: LinkKind::Wifi, active_here: bound, available: bound, compatible: bound }
@@ -736,6 +793,18 @@ mod tests {
 
         fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32> {
             self.request(Request::StartWatcher, Step::StartWatcher(watch.clone())).map(|()| 4242)
+        }
+
+        fn port_mark(&self, _: &Iface, _: Mark) -> Option<SystemTime> {
+            None
+        }
+
+        fn set_port_mark(&self, _: &Iface, _: Mark) -> Result<()> {
+            Ok(())
+        }
+
+        fn clear_port_marks(&self, _: &Iface) -> Result<()> {
+            Ok(())
         }
     }
 

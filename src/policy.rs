@@ -85,6 +85,12 @@ pub struct Observed {
     /// hand), or holds another profile now (a network the user picked):
     /// a reconcile leaves it so; only a pull hands over to the backup.
     pub backup_left_by_user: bool,
+    /// A wired activation on this port found no DHCP since the cable went
+    /// in (see `crate::wiredport`).
+    pub wired_port_failed: bool,
+    /// The carrier watcher took the backup off the LAN for a re-plug, and the
+    /// wired link has had no address for longer than its DHCP timeout since.
+    pub replug_overdue: bool,
 }
 
 impl Observed {
@@ -122,6 +128,9 @@ pub enum Action {
     /// Set the backup's link up again, as it was before it was taken off
     /// the LAN (NM leaves a deactivated device's link down).
     PutBackupLinkBack,
+    /// Remember that the wired link found no DHCP on this port, so that
+    /// NM's retries on it leave the backup holding the address.
+    RememberPortFailed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +197,10 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             if seen.wired.on_lan() && hook == Hook::Reconcile {
                 decision("wired link is still up on its way out; its down event will hand over", vec![])
             } else if seen.backup_holds_address() {
-                decision("backup link already holds the address", vec![])
+                // (It came back with the carrier present, after a port that
+                // never answered: no watcher ran; the next plug needs one.)
+                let watch = hook == Hook::Down && options.carrier_watch && !seen.link_up_dispatched;
+                decision("backup link already holds the address", if watch { vec![Action::WatchWiredCarrier] } else { vec![] })
             } else if !seen.backup_device_ready {
                 decision("wired carrier lost but no device is ready for the backup profile", vec![])
             } else if hook == Hook::Reconcile && seen.backup_left_by_user {
@@ -204,15 +216,16 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
         }
         // Patched NM dispatches `down` also when an activation fails after
         // `link-up` took the backup off the LAN: the laptop would stay offline.
-        Hook::Down if !seen.wired_down_chosen && !seen.backup.on_lan() && seen.backup_device_ready => {
-            let mut actions: Vec<Action> = carry(options, Role::Wired, Role::Backup).into_iter().collect();
-            actions.push(Action::ActivateBackup);
-            if options.carrier_watch && !seen.link_up_dispatched {
-                actions.push(Action::WatchWiredCarrier);
-            }
-            decision("wired activation failed with carrier present: back to the backup link", actions)
+        Hook::Down if !seen.wired_down_chosen => back_to_the_backup_on_a_failed_port(hook, seen, options, "wired activation failed with carrier present: back to the backup link"),
+        // Stock NM says nothing when a re-plug finds no DHCP: the supervisor sees it overdue.
+        Hook::Reconcile if seen.replug_overdue && seen.wired != LinkState::Active => {
+            back_to_the_backup_on_a_failed_port(hook, seen, options, "no address on the wired link within its DHCP timeout after the re-plug: back to the backup link")
         }
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
+        Hook::LinkUp if seen.wired_port_failed && seen.backup_holds_address() => decision(
+            "a retry on a port where the wired link found no DHCP: the backup keeps the address until the wired link has it",
+            vec![],
+        ),
         Hook::LinkUp => match seen.backup {
             LinkState::Inactive => decision("wired link up, backup not on the LAN", vec![]),
             LinkState::Deactivating => decision(
@@ -242,6 +255,24 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
     }
 }
 
+/// The wired link found no DHCP with its cable in: the backup holds the
+/// address again (no watcher: the carrier is already there, and a watcher
+/// would take the backup off at once), and the port is remembered so that
+/// NM's retries leave it so. A reconcile leaves a backup the user left.
+fn back_to_the_backup_on_a_failed_port(hook: Hook, seen: Observed, options: Options, reason: &'static str) -> Decision {
+    let mut actions = Vec::new();
+    if !seen.wired_port_failed {
+        actions.push(Action::RememberPortFailed);
+    }
+    let users_choice = hook == Hook::Reconcile && seen.backup_left_by_user;
+    if !seen.backup_holds_address() && seen.backup_device_ready && !users_choice {
+        actions.extend(carry(options, Role::Wired, Role::Backup));
+        actions.push(Action::ActivateBackup);
+        return decision(reason, actions);
+    }
+    decision("the wired link found no DHCP on this port; the backup holds the address (or cannot)", actions)
+}
+
 fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
     let wired_holds_link = seen.wired_carrier && seen.wired == LinkState::Active;
     match hook {
@@ -263,31 +294,26 @@ mod tests {
     use super::*;
     use Action::*;
 
+    /// Every observation: both carriers, each state on each side, each flag.
     fn all_observations() -> impl Iterator<Item = Observed> {
-        [false, true].into_iter().flat_map(|wired_carrier| {
-            LinkState::ALL.into_iter().flat_map(move |wired| {
-                LinkState::ALL.into_iter().flat_map(move |backup| {
-                    [false, true].into_iter().flat_map(move |backup_device_ready| {
-                        [false, true].into_iter().flat_map(move |backup_may_release| {
-                            [false, true].into_iter().flat_map(move |link_up_dispatched| {
-                                [false, true].into_iter().flat_map(move |wired_down_chosen| {
-                                    [false, true].into_iter().flat_map(move |backup_taken_off_lan| {
-                                        [false, true].into_iter().map(move |backup_left_by_user| Observed {
-                                            wired_carrier,
-                                            wired,
-                                            backup,
-                                            backup_device_ready,
-                                            backup_may_release,
-                                            link_up_dispatched,
-                                            wired_down_chosen,
-                                            backup_taken_off_lan,
-                                            backup_left_by_user,
-                                        })
-                                    })
-                                })
-                            })
-                        })
-                    })
+        const FLAGS: u32 = 9;
+        LinkState::ALL.into_iter().flat_map(|wired| {
+            LinkState::ALL.into_iter().flat_map(move |backup| {
+                (0..1u32 << FLAGS).map(move |bits| {
+                    let flag = |n: u32| bits & (1 << n) != 0;
+                    Observed {
+                        wired_carrier: flag(0),
+                        wired,
+                        backup,
+                        backup_device_ready: flag(1),
+                        backup_may_release: flag(2),
+                        link_up_dispatched: flag(3),
+                        wired_down_chosen: flag(4),
+                        backup_taken_off_lan: flag(5),
+                        backup_left_by_user: flag(6),
+                        wired_port_failed: flag(7),
+                        replug_overdue: flag(8),
+                    }
                 })
             })
         })
@@ -318,6 +344,8 @@ mod tests {
             wired_down_chosen: true,
             backup_taken_off_lan: false,
             backup_left_by_user: false,
+            wired_port_failed: false,
+            replug_overdue: false,
         }
     }
 
@@ -361,11 +389,11 @@ mod tests {
             assert_eq!(states, (0..LinkState::ALL.len()).collect(), "a link state the generator never produces");
         }
         assert!(LinkState::ALL.iter().enumerate().all(|(i, l)| state_position(*l) == i));
-        let flags: HashSet<(bool, bool, bool, bool, bool, bool)> = cases
+        let flags: HashSet<(bool, bool, bool, bool, bool, bool, bool, bool)> = cases
             .iter()
-            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.2.backup_left_by_user, c.3.lease_carry))
+            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.2.backup_left_by_user, c.2.wired_port_failed, c.2.replug_overdue, c.3.lease_carry))
             .collect();
-        assert_eq!(flags.len(), 64);
+        assert_eq!(flags.len(), 256);
         let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
         assert_eq!(roles.len(), 2);
     }
@@ -393,7 +421,8 @@ mod tests {
             if activates {
                 // (A backup still deactivating is activated again: the cable went out again.)
                 // With carrier, only after a wired activation that failed.
-                let wired_failed = role == Role::Wired && hook == Hook::Down && !seen.wired_down_chosen;
+                let wired_failed = (role == Role::Wired && hook == Hook::Down && !seen.wired_down_chosen)
+                    || (hook == Hook::Reconcile && seen.replug_overdue && seen.wired != LinkState::Active);
                 assert!((!seen.wired_carrier || wired_failed) && seen.backup_device_ready, "{ctx}");
                 // A backup NM still has active is activated again only when its link was taken off the LAN.
                 assert!(matches!(seen.backup, LinkState::Inactive | LinkState::Deactivating) || seen.backup_taken_off_lan, "{ctx}");
@@ -401,7 +430,8 @@ mod tests {
                 assert!(!(hook == Hook::Reconcile && seen.backup_left_by_user), "{ctx}");
                 // The lease goes to the backup before it is activated.
                 if options.lease_carry {
-                    assert_eq!(d.actions[0], CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
+                    let i = d.actions.iter().position(|a| *a == ActivateBackup).unwrap();
+                    assert!(i > 0 && d.actions[i - 1] == CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
                 }
             }
             // Never touch the backup when it is off the LAN, except to activate it.
@@ -429,11 +459,24 @@ mod tests {
             }
             // The watcher goes with an activation of the backup on stock NM
             // when the pair wants it, right after it, and never otherwise.
+            // With the carrier present (a failed port), never: a watcher would take the backup off at once.
+            // Also at a pull the backup already holds the address for (it came back on a failed port).
             let watches = d.actions.iter().position(|a| *a == WatchWiredCarrier);
-            let wants_watch = activates && options.carrier_watch && !seen.link_up_dispatched;
+            let stock_watch = options.carrier_watch && !seen.link_up_dispatched && !seen.wired_carrier;
+            let held_at_pull = role == Role::Wired && hook == Hook::Down && seen.backup_holds_address();
+            let wants_watch = stock_watch && (activates || held_at_pull);
             assert_eq!(watches.is_some(), wants_watch, "{ctx}");
             if let Some(i) = watches {
-                assert!(i > 0 && d.actions[i - 1] == ActivateBackup, "{ctx}");
+                assert!(d.actions.get(i.wrapping_sub(1)).is_none_or(|a| *a == ActivateBackup), "{ctx}");
+            }
+            // A retry's link-up on a port that failed leaves a backup that holds the address.
+            if hook == Hook::LinkUp && seen.wired_port_failed && seen.backup_holds_address() {
+                assert!(d.actions.is_empty(), "{ctx}");
+            }
+            // The failed port is remembered exactly when a wired activation failed with the carrier in.
+            let remembers = d.actions.contains(&RememberPortFailed);
+            if remembers {
+                assert!((role == Role::Wired || hook == Hook::Reconcile) && seen.wired_carrier && !seen.wired_port_failed, "{ctx}");
             }
             // A lease carried to the wired link comes before the backup leaves.
             if let Some(i) = d.actions.iter().position(|a| *a == CarryLease { from: Role::Backup, to: Role::Wired }) {
@@ -480,11 +523,51 @@ mod tests {
     fn a_failed_wired_activation_with_carrier_brings_the_backup_back() {
         let mut s = seen(true, LinkState::Inactive, LinkState::Inactive);
         s.wired_down_chosen = false;
-        let d = decide(Role::Wired, Hook::Down, s, CARRY);
-        assert_eq!(d.actions, vec![CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+        let watching = Options { lease_carry: true, carrier_watch: true };
+        let d = decide(Role::Wired, Hook::Down, s, watching);
+        // No watcher: the carrier is in, it would take the backup off at once.
+        assert_eq!(d.actions, vec![RememberPortFailed, CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
         // A backup already coming up is left to it.
         s.backup = LinkState::Activating;
+        assert_eq!(decide(Role::Wired, Hook::Down, s, CARRY).actions, vec![RememberPortFailed]);
+        s.wired_port_failed = true;
         assert!(decide(Role::Wired, Hook::Down, s, CARRY).actions.is_empty());
+    }
+
+    #[test]
+    fn a_dead_port_on_stock_nm_brings_the_backup_back_once_the_replug_is_overdue() {
+        let mut s = seen(true, LinkState::Activating, LinkState::Inactive);
+        assert!(decide(Role::Wired, Hook::Reconcile, s, CARRY).actions.is_empty(), "not yet overdue");
+        s.replug_overdue = true;
+        let d = decide(Role::Wired, Hook::Reconcile, s, CARRY);
+        assert_eq!(d.actions, vec![RememberPortFailed, CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
+        // Once the wired link holds the address it is no re-plug any more.
+        s.wired = LinkState::Active;
+        assert!(!decide(Role::Wired, Hook::Reconcile, s, CARRY).actions.contains(&ActivateBackup));
+    }
+
+    #[test]
+    fn retries_on_a_failed_port_leave_the_backup_holding_the_address() {
+        let mut s = seen(true, LinkState::Activating, LinkState::Active);
+        s.wired_port_failed = true;
+        s.link_up_dispatched = true;
+        assert!(decide(Role::Wired, Hook::LinkUp, s, CARRY).actions.is_empty());
+        // The port came alive: the wired link has the address, the backup goes as at any re-plug.
+        s.wired = LinkState::Active;
+        s.backup_may_release = true;
+        assert_eq!(decide(Role::Wired, Hook::Up, s, CARRY).actions, vec![TakeBackupOffLan, DeactivateBackup]);
+        // The next plug into a good port (the mark dropped at the pull) is a normal re-plug.
+        s.wired_port_failed = false;
+        s.wired = LinkState::Activating;
+        assert_eq!(decide(Role::Wired, Hook::LinkUp, s, CARRY).actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]);
+    }
+
+    #[test]
+    fn a_pull_while_the_backup_already_holds_the_address_starts_the_watcher_on_stock_nm() {
+        let watching = Options { lease_carry: false, carrier_watch: true };
+        let s = seen(false, LinkState::Inactive, LinkState::Active);
+        assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![WatchWiredCarrier]);
+        assert!(decide(Role::Wired, Hook::Reconcile, s, watching).actions.is_empty());
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tracing::{info, warn};
 use crate::commands::reconcile_pairs;
 use crate::error::Result;
 use crate::names::Uuid;
-use crate::sys::libnm::Nm;
+use crate::handover::{Pair, System};
+use crate::sys::libnm::{Nm, WatchNext};
 use crate::sys::lock::{supervisor_lock_path, FileLock, LockError, LOCK_PATH};
 use crate::trust::any_pair_recorded;
 
@@ -100,17 +101,26 @@ pub fn supervise(nm: &Nm) -> Result<Ended> {
     nm.watch_changes(SETTLE, |nm| {
         if !nm.running() {
             ended = Ended::NetworkManagerStopped;
-            return false;
+            return WatchNext::Stop;
         }
         if !any_pair_recorded(Path::new(crate::trust::RECORD_DIR)) {
             ended = Ended::NoPairLeft;
-            return false;
+            return WatchNext::Stop;
         }
         reconcile_now(nm, &mut attempts);
-        true
+        // A re-plug under way is judged once its DHCP timeout has passed, change or not.
+        match next_replug_check(nm) {
+            Some(after) => WatchNext::OnChangeOrAfter(after),
+            None => WatchNext::OnChange,
+        }
     })?;
     info!("supervisor exits: {ended:?}");
     Ok(ended)
+}
+
+/// The soonest time a re-plug under way becomes overdue (see `crate::wiredport`).
+fn next_replug_check(nm: &Nm) -> Option<Duration> {
+    Pair::all(nm).into_iter().flatten().filter_map(|pair| pair.replug_overdue_in(nm, &System)).min().map(|d| d.max(Duration::from_millis(100)))
 }
 
 fn reconcile_now(nm: &Nm, attempts: &mut Attempts) {

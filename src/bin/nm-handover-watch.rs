@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nm_handover::pairing::{mac_bytes, parse_mac};
 use nm_handover::sys::lock::{watcher_lock_path, FileLock};
 use nm_handover::offlan::take_off_lan;
+use nm_handover::wiredport::Mark;
 use nm_handover::sys::netlink::{if_index, LinkMonitor};
 use nm_handover::watch::{Limits, Step, Watch};
 
@@ -131,6 +132,11 @@ fn run(args: Args) -> Result<String, String> {
             Step::Stop(why) => return Ok(why.into()),
             Step::TakeBackupOff => {
                 take_off_lan(backup, args.backup_mac).map_err(|e| format!("{}: cannot take it off the LAN: {e}", args.backup))?;
+                // A re-plug under way: if the wired link finds no DHCP on this
+                // port, the supervisor brings the backup back.
+                if let Err(e) = Mark::ReplugPending.set(wired) {
+                    say(format_args!("cannot record the re-plug: {e}"));
+                }
                 return Ok(format!(
                     "{} has carrier again: took {} off the LAN (link down, {})",
                     args.wired,

@@ -63,6 +63,16 @@ impl NmError {
     }
 }
 
+/// What [`Nm::watch_changes`] does after a call of its callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchNext {
+    Stop,
+    /// Sleep until NetworkManager reports a change.
+    OnChange,
+    /// Sleep until a change, or until this much time has passed.
+    OnChangeOrAfter(Duration),
+}
+
 /// A connection to the running NetworkManager.
 pub struct Nm {
     client: glib::Object,
@@ -354,9 +364,9 @@ impl Nm {
     /// once it has been quiet for `settle` after a change: NM's own state,
     /// its device list, or any property of any device (state, carrier,
     /// available connections, active connection). Nothing runs in between:
-    /// the thread sleeps in the GLib context until a D-Bus message arrives.
-    /// Returns when `on_settled` returns false.
-    pub fn watch_changes(&self, settle: Duration, mut on_settled: impl FnMut(&Nm) -> bool) -> Result<(), NmError> {
+    /// the thread sleeps in the GLib context until a D-Bus message arrives,
+    /// or until the time `on_settled` asked to be called again after.
+    pub fn watch_changes(&self, settle: Duration, mut on_settled: impl FnMut(&Nm) -> WatchNext) -> Result<(), NmError> {
         let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let mark = {
             let changed_at = changed_at.clone();
@@ -365,15 +375,15 @@ impl Nm {
         // Devices are watched as they appear; a removed one's handler goes with it.
         let mut watched: Vec<glib::Object> = Vec::new();
         let watch_devices = |nm: &Nm, watched: &mut Vec<glib::Object>| {
-            for device in nm.devices() {
+            let current = nm.devices();
+            watched.retain(|w| current.iter().any(|d| &d.obj == w));
+            for device in current {
                 if !watched.iter().any(|w| w == &device.obj) {
                     let mark = mark.clone();
                     device.obj.connect_notify_local(None, move |_, _| mark());
                     watched.push(device.obj);
                 }
             }
-            let current = nm.devices();
-            watched.retain(|w| current.iter().any(|d| &d.obj == w));
         };
         let outcome = self.context.with_thread_default(|| {
             {
@@ -381,27 +391,39 @@ impl Nm {
                 self.client.connect_notify_local(None, move |_, _| mark());
             }
             watch_devices(self, &mut watched);
+            let mut wake_at: Option<std::time::Instant> = None;
             loop {
+                let wake = wake_at.map(|at| {
+                    let source = glib::timeout_source_new(at.saturating_duration_since(std::time::Instant::now()), None, glib::Priority::DEFAULT, || glib::ControlFlow::Break);
+                    source.attach(Some(&self.context));
+                    source
+                });
                 self.context.iteration(true);
-                let Some(mut last) = changed_at.get() else { continue };
+                if let Some(source) = wake {
+                    source.destroy();
+                }
+                let woken = wake_at.is_some_and(|at| std::time::Instant::now() >= at);
+                let Some(mut last) = changed_at.get().or(woken.then(std::time::Instant::now)) else { continue };
                 // Quiet for `settle` since the last change.
-                loop {
+                while changed_at.get().is_some() {
                     let quiet_until = last + settle;
                     let now = std::time::Instant::now();
                     if now >= quiet_until {
                         break;
                     }
-                    let wake = glib::timeout_source_new(quiet_until - now, None, glib::Priority::DEFAULT, || glib::ControlFlow::Break);
-                    wake.attach(Some(&self.context));
+                    let pause = glib::timeout_source_new(quiet_until - now, None, glib::Priority::DEFAULT, || glib::ControlFlow::Break);
+                    pause.attach(Some(&self.context));
                     self.context.iteration(true);
-                    wake.destroy();
+                    pause.destroy();
                     last = changed_at.get().unwrap_or(last);
                 }
                 changed_at.set(None);
                 watch_devices(self, &mut watched);
-                if !on_settled(self) {
-                    return;
-                }
+                wake_at = match on_settled(self) {
+                    WatchNext::Stop => return,
+                    WatchNext::OnChange => None,
+                    WatchNext::OnChangeOrAfter(after) => Some(std::time::Instant::now() + after),
+                };
             }
         });
         outcome.map_err(|e| NmError::Call { what: "watching NetworkManager".into(), message: e.to_string() })

@@ -1,0 +1,123 @@
+//! What is known about the port the wired link is plugged into, between
+//! dispatcher events: a re-plug under way (the carrier watcher took the
+//! backup off the LAN for it) and a port where the wired link found no
+//! DHCP (a dead wall port, another VLAN, 802.1X refusing it).
+//!
+//! On stock NetworkManager no dispatcher event says that a wired activation
+//! failed: the supervisor sees the re-plug overdue (no address within the
+//! profile's DHCP timeout and a margin) and brings the backup back. On
+//! patched NetworkManager the failure's `down` does. Either way the port is
+//! then marked as failed, and NetworkManager's retries on it (one per
+//! autoconnect retry, each as long as the DHCP timeout) leave the backup
+//! holding the address: without the mark, each retry's `link-up` took the
+//! backup off the LAN and the laptop was offline for most of the time the
+//! port stayed dead. Both marks are files named by the wired link's
+//! interface index under `/run/nm-handover` (tmpfs), dropped once the wired
+//! link holds the address or loses carrier (a new plug is a new re-plug).
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::sys::lock::{create_parent_dir, LOCK_PATH};
+
+/// Added to the wired profile's DHCP timeout before a re-plug counts as failed.
+pub const REPLUG_MARGIN: Duration = Duration::from_secs(5);
+
+/// NetworkManager's `ipv4.dhcp-timeout` when the profile leaves it at 0.
+pub const NM_DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(45);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The backup was taken off the LAN for a re-plug of this wired link.
+    ReplugPending,
+    /// A wired activation on this port found no DHCP.
+    PortFailed,
+}
+
+impl Mark {
+    fn path_in(self, dir: &Path, wired_index: i32) -> PathBuf {
+        dir.join(match self {
+            Mark::ReplugPending => format!("replug-{wired_index}"),
+            Mark::PortFailed => format!("port-failed-{wired_index}"),
+        })
+    }
+
+    fn path(self, wired_index: i32) -> PathBuf {
+        self.path_in(Path::new(LOCK_PATH).parent().unwrap_or(Path::new("/run/nm-handover")), wired_index)
+    }
+
+    /// Sets the mark (its time is the file's modification time).
+    pub fn set(self, wired_index: i32) -> io::Result<()> {
+        set_at(&self.path(wired_index))
+    }
+
+    /// When the mark was set, if it is.
+    pub fn since(self, wired_index: i32) -> Option<SystemTime> {
+        fs::symlink_metadata(self.path(wired_index)).ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok())
+    }
+
+    pub fn clear(self, wired_index: i32) -> io::Result<()> {
+        match fs::remove_file(self.path(wired_index)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Creates or touches the file at `path`; a link planted there is refused.
+fn set_at(path: &Path) -> io::Result<()> {
+    create_parent_dir(path)?;
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    file.set_modified(SystemTime::now())
+}
+
+/// The wired profile's DHCP timeout (`ipv4.dhcp-timeout` in seconds; 0 is
+/// NetworkManager's default).
+pub fn dhcp_timeout(seconds: Option<i32>) -> Duration {
+    match seconds {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => NM_DEFAULT_DHCP_TIMEOUT,
+    }
+}
+
+/// How long until a re-plug begun at `since` is overdue (zero: it is).
+pub fn replug_overdue_in(since: SystemTime, now: SystemTime, timeout: Duration) -> Duration {
+    let waited = now.duration_since(since).unwrap_or_default();
+    (timeout + REPLUG_MARGIN).saturating_sub(waited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replug_is_overdue_after_the_dhcp_timeout_and_the_margin() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let timeout = dhcp_timeout(Some(10));
+        assert_eq!(replug_overdue_in(t0, t0, timeout), Duration::from_secs(15));
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(14), timeout), Duration::from_secs(1));
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(15), timeout), Duration::ZERO);
+        // A clock that went back counts as no time waited.
+        assert_eq!(replug_overdue_in(t0, t0 - Duration::from_secs(5), timeout), Duration::from_secs(15));
+        assert_eq!(dhcp_timeout(Some(0)), NM_DEFAULT_DHCP_TIMEOUT);
+        assert_eq!(dhcp_timeout(None), NM_DEFAULT_DHCP_TIMEOUT);
+    }
+
+    #[test]
+    fn a_link_planted_where_a_mark_goes_is_refused() {
+        let dir = std::env::temp_dir().join(format!("nmh-wiredport-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "kept").unwrap();
+        let planted = Mark::PortFailed.path_in(&dir, 3);
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(set_at(&planted).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "kept");
+        set_at(&Mark::ReplugPending.path_in(&dir, 3)).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
