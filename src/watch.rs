@@ -13,12 +13,7 @@
 
 use std::time::Duration;
 
-/// What rtnetlink says about one link (a reply to a request, or a change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkReport {
-    Present { index: i32, carrier: bool, mac: Option<[u8; 6]> },
-    Removed { index: i32 },
-}
+pub use crate::sys::netlink::LinkReport;
 
 /// What the watcher does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +50,10 @@ impl Default for Limits {
 
 #[derive(Debug)]
 pub struct Watch {
-    wired: i32,
+    /// The wired link's index; none while it is gone (undocked): a link
+    /// that appears with its name or its MAC address is the wired link again.
+    wired: Option<i32>,
+    wired_name: [u8; 16],
     backup: i32,
     wired_mac: [u8; 6],
     limits: Limits,
@@ -67,9 +65,10 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(wired: i32, backup: i32, wired_mac: [u8; 6], limits: Limits) -> Watch {
+    pub fn new(wired: Option<i32>, wired_name: &str, backup: i32, wired_mac: [u8; 6], limits: Limits) -> Watch {
         Watch {
             wired,
+            wired_name: LinkReport::name_bytes(wired_name),
             backup,
             wired_mac,
             limits,
@@ -80,12 +79,28 @@ impl Watch {
         }
     }
 
+    /// The wired link's index now, if it is there.
+    pub fn wired(&self) -> Option<i32> {
+        self.wired
+    }
+
     /// A report, `elapsed` since the start.
     pub fn on_link(&mut self, report: LinkReport, elapsed: Duration) -> Step {
         match report {
             LinkReport::Removed { index } if index == self.backup => return Step::Stop("the backup link was removed"),
-            LinkReport::Removed { index } if index == self.wired => return Step::Stop("the wired link was removed"),
+            // Undocked: the re-dock creates it anew, and is a re-plug.
+            LinkReport::Removed { index } if Some(index) == self.wired => {
+                self.wired = None;
+                self.wired_carrier = false;
+                return Step::Wait;
+            }
             LinkReport::Removed { .. } => return Step::Wait,
+            LinkReport::Present { index, name, mac, .. }
+                if self.wired.is_none() && index != self.backup && (name == self.wired_name || mac == Some(self.wired_mac)) =>
+            {
+                self.wired = Some(index);
+                return self.on_link(report, elapsed);
+            }
             LinkReport::Present { index, mac, .. } if index == self.backup => {
                 self.backup_has_wired_mac = mac == Some(self.wired_mac);
                 self.backup_had_wired_mac |= self.backup_has_wired_mac;
@@ -95,7 +110,7 @@ impl Watch {
                     (false, None) => self.backup_had_wired_mac.then_some(elapsed),
                 };
             }
-            LinkReport::Present { index, carrier, .. } if index == self.wired => self.wired_carrier = carrier,
+            LinkReport::Present { index, carrier, .. } if Some(index) == self.wired => self.wired_carrier = carrier,
             LinkReport::Present { .. } => return Step::Wait,
         }
         // The backup may still be activating when the carrier returns; it is
@@ -142,16 +157,20 @@ mod tests {
     const LIMITS: Limits = Limits { activation: Duration::from_secs(10), ended: Duration::from_secs(5), lifetime: Duration::from_secs(100) };
     const T0: Duration = Duration::ZERO;
 
+    fn link(index: i32, carrier: bool, mac: [u8; 6], name: &str) -> LinkReport {
+        LinkReport::Present { index, carrier, mac: Some(mac), name: LinkReport::name_bytes(name) }
+    }
+
     fn wired(carrier: bool) -> LinkReport {
-        LinkReport::Present { index: WIRED, carrier, mac: Some(WIRED_MAC) }
+        link(WIRED, carrier, WIRED_MAC, "eth0")
     }
 
     fn backup(mac: [u8; 6]) -> LinkReport {
-        LinkReport::Present { index: BACKUP, carrier: true, mac: Some(mac) }
+        link(BACKUP, true, mac, "wlan0")
     }
 
     fn watch() -> Watch {
-        Watch::new(WIRED, BACKUP, WIRED_MAC, LIMITS)
+        Watch::new(Some(WIRED), "eth0", BACKUP, WIRED_MAC, LIMITS)
     }
 
     #[test]
@@ -186,14 +205,30 @@ mod tests {
         assert_eq!(w.on_time(at(8)), Step::Wait);
         assert_eq!(w.on_link(backup(OWN_MAC), at(9)), Step::Wait);
         assert!(matches!(w.on_time(at(14)), Step::Stop(why) if why.contains("handover ended")));
-        for (gone, what) in [(BACKUP, "backup"), (WIRED, "wired")] {
-            let mut w = watch();
-            assert!(matches!(w.on_link(LinkReport::Removed { index: gone }, T0), Step::Stop(why) if why.contains(what)));
-        }
-        // Other links are none of its business.
+        let mut w = watch();
+        assert!(matches!(w.on_link(LinkReport::Removed { index: BACKUP }, T0), Step::Stop(why) if why.contains("backup")));
+        // Other links are none of its business while the wired link is there.
         let mut w = watch();
         assert_eq!(w.on_link(LinkReport::Removed { index: 9 }, T0), Step::Wait);
-        assert_eq!(w.on_link(LinkReport::Present { index: 9, carrier: true, mac: Some(WIRED_MAC) }, T0), Step::Wait);
+        assert_eq!(w.on_link(link(9, true, WIRED_MAC, "eth9"), T0), Step::Wait);
+    }
+
+    #[test]
+    fn a_wired_link_removed_and_created_again_is_a_replug() {
+        // Undock, then re-dock: by name (another index), or by its MAC under another name.
+        for (new_index, name, mac) in [(7, "eth0", [2, 0, 0, 0, 0, 9]), (8, "enx020000000001", WIRED_MAC)] {
+            let mut w = watch();
+            w.on_link(backup(WIRED_MAC), T0);
+            assert_eq!(w.on_link(LinkReport::Removed { index: WIRED }, T0), Step::Wait);
+            // Another link is not taken for it.
+            assert_eq!(w.on_link(link(6, true, OWN_MAC, "docker0"), T0), Step::Wait);
+            assert_eq!(w.on_link(link(new_index, false, mac, name), T0), Step::Wait);
+            assert_eq!(w.on_link(link(new_index, true, mac, name), T0), Step::TakeBackupOff, "{name}");
+        }
+        // The watcher started while the wired link was already gone (the undock was the pull).
+        let mut w = Watch::new(None, "eth0", BACKUP, WIRED_MAC, LIMITS);
+        w.on_link(backup(WIRED_MAC), T0);
+        assert_eq!(w.on_link(link(7, true, [2, 0, 0, 0, 0, 9], "eth0"), T0), Step::TakeBackupOff);
     }
 
     #[test]
@@ -211,7 +246,8 @@ mod tests {
 
     /// Every sequence of up to five reports: the backup is taken off exactly
     /// when the wired carrier is up and the backup carries the wired MAC;
-    /// only a removed link stops the watch at once.
+    /// only the backup's removal stops the watch at once (the wired link's
+    /// is an undock: the link may come back).
     #[test]
     fn every_short_sequence_of_reports() {
         let reports = [wired(false), wired(true), backup(OWN_MAC), backup(WIRED_MAC), LinkReport::Removed { index: WIRED }, LinkReport::Removed { index: BACKUP }];
@@ -224,8 +260,12 @@ mod tests {
                 for report in &seq {
                     let step = w.on_link(*report, T0);
                     match *report {
-                        LinkReport::Removed { .. } => assert!(matches!(step, Step::Stop(_)), "{seq:?}"),
-                        LinkReport::Present { index, carrier: c, mac } => {
+                        LinkReport::Removed { index } if index == BACKUP => assert!(matches!(step, Step::Stop(_)), "{seq:?}"),
+                        LinkReport::Removed { .. } => {
+                            carrier = false;
+                            assert_eq!(step, Step::Wait, "{seq:?}");
+                        }
+                        LinkReport::Present { index, carrier: c, mac, .. } => {
                             if index == WIRED {
                                 carrier = c;
                             } else {

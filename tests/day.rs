@@ -275,3 +275,57 @@ fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_patched_nm() {
     let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
     dead_port_case(test, cfg);
 }
+
+/// Undock: the wired NIC goes away (the link is deleted, not its carrier lost).
+fn undock(lab: &Lab) {
+    let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", "wired0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Re-dock: the NIC comes back as a new link (another index) with its own MAC.
+fn redock(lab: &Lab, mac: &str) {
+    for argv in [
+        vec!["ip", "-n", &lab.host, "link", "add", "wired0", "address", mac, "type", "veth", "peer", "name", "p-wired0", "netns", &lab.lan],
+        vec!["ip", "-n", &lab.lan, "link", "set", "p-wired0", "master", "br0"],
+        vec!["ip", "-n", &lab.lan, "link", "set", "p-wired0", "up"],
+    ] {
+        let out = std::process::Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(out.status.success(), "{}: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn an_undock_is_a_pull_and_a_redock_a_replug_under_traffic() {
+    let test = "day/dock";
+    const CYCLES: usize = 5;
+    let Some(p) = paired(test, cfg(), &[]) else { return };
+    let lab = &p.lab;
+    let wired_mac = lab.mac("wired0");
+    // Traffic through whichever link holds the address, as a call or a sync client would send.
+    let _ping = Pinger::start(lab);
+    let (mut pulls, mut replugs) = (Vec::new(), Vec::new());
+    for cycle in 0..CYCLES {
+        let t = Instant::now();
+        undock(lab);
+        lab.expect_until(&format!("cycle {cycle}: the backup after the undock"), Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+        pulls.push(t.elapsed());
+        std::thread::sleep(Duration::from_secs(1));
+        let t = Instant::now();
+        redock(lab, &wired_mac);
+        lab.expect_until(&format!("cycle {cycle}: the wired link after the re-dock"), Duration::from_secs(20), || {
+            lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none()
+        });
+        replugs.push(t.elapsed());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let show = |v: &[Duration]| v.iter().map(|d| d.as_millis().to_string()).collect::<Vec<_>>().join(", ");
+    measured(test, "undock -> backup holds the address (ms)", show(&pulls));
+    measured(test, "re-dock -> wired holds the address, backup off (ms)", show(&replugs));
+    // The carrier watcher saw each new link and took the backup off before NM's DHCP client spoke.
+    let taken_off = lab.dispatcher_log().matches("wired0 has carrier again: took backup0 off the LAN").count();
+    assert_eq!(taken_off, CYCLES, "the watcher took the backup off at {taken_off} of {CYCLES} re-docks\n{}", lab.dispatcher_log());
+    // No re-dock paid for a lost DHCP answer (a retransmission is 2 s).
+    assert!(replugs.iter().all(|d| *d < SLOW_REPLUG * 2), "{}", show(&replugs));
+    connected(lab, test);
+    no_conflict(lab, test);
+}

@@ -93,14 +93,16 @@ fn run(args: Args) -> Result<String, String> {
         Err(e) => return Err(e.to_string()),
     };
     lock.record_pid().map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let index = |iface: &str| if_index(iface).map_err(|e| format!("{iface}: {e}"));
-    let (wired, backup) = (index(&args.wired)?, index(&args.backup)?);
+    let backup = if_index(&args.backup).map_err(|e| format!("{}: {e}", args.backup))?;
+    // The wired link may be gone already (an undock was the pull): a link
+    // with its name or MAC that appears later is the re-dock.
     let monitor = LinkMonitor::open().map_err(|e| format!("rtnetlink: {e}"))?;
-    let resync = |monitor: &LinkMonitor| -> Result<(), String> {
+    let wired = if_index(&args.wired).ok();
+    let resync = |monitor: &LinkMonitor, wired: Option<i32>| -> Result<(), String> {
         // The backup first: a carrier already back is judged with its MAC known.
-        monitor.request(backup).and_then(|()| monitor.request(wired)).map_err(|e| format!("rtnetlink: {e}"))
+        monitor.request(backup).and_then(|()| wired.map_or(Ok(()), |w| monitor.request(w))).map_err(|e| format!("rtnetlink: {e}"))
     };
-    resync(&monitor)?;
+    resync(&monitor, wired)?;
     say(format_args!(
         "watching {} for carrier while {} carries {} (pid {})",
         args.wired,
@@ -108,14 +110,14 @@ fn run(args: Args) -> Result<String, String> {
         fmt_mac(args.wired_mac),
         std::process::id()
     ));
-    let mut watch = Watch::new(wired, backup, args.wired_mac, args.limits);
+    let mut watch = Watch::new(wired, &args.wired, backup, args.wired_mac, args.limits);
     let started = Instant::now();
     loop {
         let reports = match monitor.next(watch.next_deadline(started.elapsed())) {
             Ok(reports) => reports,
             // Changes were lost while we were not reading: ask again.
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                resync(&monitor)?;
+                resync(&monitor, watch.wired().or_else(|| if_index(&args.wired).ok()))?;
                 continue;
             }
             Err(e) => return Err(format!("rtnetlink: {e}")),
@@ -134,7 +136,7 @@ fn run(args: Args) -> Result<String, String> {
                 take_off_lan(backup, args.backup_mac).map_err(|e| format!("{}: cannot take it off the LAN: {e}", args.backup))?;
                 // A re-plug under way: if the wired link finds no DHCP on this
                 // port, the supervisor brings the backup back.
-                if let Err(e) = Mark::ReplugPending.set(wired) {
+                if let Some(Err(e)) = watch.wired().map(|wired| Mark::ReplugPending.set(wired)) {
                     say(format_args!("cannot record the re-plug: {e}"));
                 }
                 return Ok(format!(

@@ -8,7 +8,23 @@ use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
 
-use crate::watch::LinkReport;
+/// What rtnetlink says about one link (a reply to a request, or a change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkReport {
+    /// `name`: the interface name, NUL-padded (IFNAMSIZ).
+    Present { index: i32, carrier: bool, mac: Option<[u8; 6]>, name: [u8; 16] },
+    Removed { index: i32 },
+}
+
+impl LinkReport {
+    /// An interface name as [`LinkReport::Present`] carries it (longer ones are cut).
+    pub fn name_bytes(name: &str) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let len = name.len().min(15);
+        out[..len].copy_from_slice(&name.as_bytes()[..len]);
+        out
+    }
+}
 
 const NLMSG_HDRLEN: usize = 16;
 const IFINFO_LEN: usize = 16;
@@ -252,6 +268,7 @@ fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
                     reports.push(LinkReport::Removed { index });
                 } else {
                     let mut mac = None;
+                    let mut name = [0u8; 16];
                     let mut attrs = &message[NLMSG_HDRLEN + IFINFO_LEN..];
                     while attrs.len() >= RTA_HDRLEN {
                         let attr_len = u16::from_ne_bytes(attrs[0..2].try_into().expect("2 bytes")) as usize;
@@ -262,10 +279,16 @@ fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
                         if attr_kind == libc::IFLA_ADDRESS && attr_len == RTA_HDRLEN + 6 {
                             mac = attrs[RTA_HDRLEN..RTA_HDRLEN + 6].try_into().ok();
                         }
+                        if attr_kind == libc::IFLA_IFNAME {
+                            let value = &attrs[RTA_HDRLEN..attr_len];
+                            let value = value.split(|b| *b == 0).next().unwrap_or_default();
+                            let len = value.len().min(15);
+                            name[..len].copy_from_slice(&value[..len]);
+                        }
                         attrs = attrs.get(align4(attr_len)..).unwrap_or_default();
                     }
                     let carrier = flags & libc::IFF_LOWER_UP as u32 != 0;
-                    reports.push(LinkReport::Present { index, carrier, mac });
+                    reports.push(LinkReport::Present { index, carrier, mac, name });
                 }
             }
             k if k == libc::NLMSG_ERROR as u16 => {
@@ -355,8 +378,8 @@ mod tests {
         assert_eq!(
             link_reports(&datagram).unwrap(),
             [
-                LinkReport::Present { index: 3, carrier: true, mac: Some(mac) },
-                LinkReport::Present { index: 4, carrier: false, mac: None },
+                LinkReport::Present { index: 3, carrier: true, mac: Some(mac), name: LinkReport::name_bytes("eth") },
+                LinkReport::Present { index: 4, carrier: false, mac: None, name: LinkReport::name_bytes("eth") },
                 LinkReport::Removed { index: 5 },
                 LinkReport::Removed { index: 6 },
             ]
