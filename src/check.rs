@@ -86,6 +86,14 @@ pub struct Facts {
     pub pairs: Vec<PairFacts>,
 }
 
+/// `name` as one word for a POSIX shell (in single quotes, a quote inside as
+/// `'\''`), with control characters shown as `?`: profile names are chosen by
+/// whoever made the profile, and a fix is pasted into a root shell.
+pub fn shell_word(name: &str) -> String {
+    let shown: String = name.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    format!("'{}'", shown.replace('\'', r"'\''"))
+}
+
 fn finding(check: &'static str, pair: Option<&str>, level: Level, message: String, fix: Option<String>) -> Finding {
     Finding { check, pair: pair.map(str::to_owned), level, message, fix }
 }
@@ -196,16 +204,16 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
 
 fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
     let pair = Some(p.wired.as_str());
-    let repair = format!("nm-handover unpair '{}' && nm-handover pair '{}' '{}'", p.wired, p.wired, p.backup);
+    let repair = format!("nm-handover unpair {} && nm-handover pair {} {}", shell_word(&p.wired), shell_word(&p.wired), shell_word(&p.backup));
     if let Some(why) = &p.broken {
-        out.push(finding("pair", pair, Level::Problem, format!("the pair is broken: {why}"), Some(format!("nm-handover unpair '{}'", p.wired))));
+        out.push(finding("pair", pair, Level::Problem, format!("the pair is broken: {why}"), Some(format!("nm-handover unpair {}", shell_word(&p.wired)))));
         return;
     }
     if let Some((why, private)) = &p.untrusted {
         let fix = if *private {
-            format!("nm-handover unpair '{}' (as root; a private profile cannot be paired: pair two system profiles)", p.wired)
+            format!("nm-handover unpair {} (as root; a private profile cannot be paired: pair two system profiles)", shell_word(&p.wired))
         } else {
-            format!("nm-handover pair '{}' '{}' (as root: records the pair, with the devices its user data should name)", p.wired, p.backup)
+            format!("nm-handover pair {} {} (as root: records the pair, with the devices its user data should name)", shell_word(&p.wired), shell_word(&p.backup))
         };
         out.push(finding("trust", pair, Level::Problem, format!("'{}' <-> '{}': nm-handover does nothing for this pair: {why}", p.wired, p.backup), Some(fix)));
         return;
@@ -217,7 +225,7 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
             pair,
             Level::Problem,
             format!("'{}' connects automatically: it races the wired link with the same MAC and client-id", p.backup),
-            Some(format!("nmcli connection modify '{}' connection.autoconnect no", p.backup)),
+            Some(format!("nmcli connection modify {} connection.autoconnect no", shell_word(&p.backup))),
         ));
     }
     let same_mac = match (&p.backup_cloned_mac, &p.wired_mac) {
@@ -270,7 +278,7 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
                 p.backup,
                 p.hostname_differs.join(", ")
             ),
-            Some(format!("nm-handover pair '{}' '{}'", p.wired, p.backup)),
+            Some(format!("nm-handover pair {} {}", shell_word(&p.wired), shell_word(&p.backup))),
         ));
     }
     if !p.carrier_wait_conf {
@@ -279,7 +287,7 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
             pair,
             Level::Warning,
             "no carrier-wait snippet for the wired device: NetworkManager waits 6 s after the cable is pulled before anything happens".into(),
-            Some(format!("nm-handover unpair '{}' && nm-handover pair '{}' '{}'", p.wired, p.wired, p.backup)),
+            Some(format!("nm-handover unpair {} && nm-handover pair {} {}", shell_word(&p.wired), shell_word(&p.wired), shell_word(&p.backup))),
         ));
     }
 }
@@ -325,6 +333,18 @@ mod tests {
     fn a_correct_setup_is_clean() {
         assert_eq!(problems(&good()), Vec::<&str>::new());
         assert!(!has_problem(&judge(&good())));
+    }
+
+    #[test]
+    fn a_profile_name_in_a_fix_is_one_shell_word() {
+        assert_eq!(shell_word("Office LAN"), "'Office LAN'");
+        assert_eq!(shell_word("x'; reboot; echo '"), r"'x'\''; reboot; echo '\'''");
+        assert_eq!(shell_word("a\nb\u{1b}[2J"), "'a?b?[2J'");
+        let mut facts = good();
+        facts.pairs[0].wired = "x'; reboot; echo '".into();
+        facts.pairs[0].untrusted = Some(("private".into(), true));
+        let fix = judge(&facts).into_iter().find(|f| f.check == "trust").and_then(|f| f.fix).unwrap();
+        assert!(fix.starts_with(r"nm-handover unpair 'x'\''; reboot; echo '\''' "), "{fix}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::pairing::{
     SETTING_WIRELESS, HOSTNAME_PROPERTIES,
 };
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
-use crate::supervise::Attempts;
+use crate::supervise::Supervision;
 use crate::prefilter::NM_CONF_DIR;
 use crate::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
@@ -193,6 +193,29 @@ fn commit_pair(record: &PairRecord, snippet: (&Path, &str)) -> Result<()> {
     written
 }
 
+/// Removes the record of the pair whose wired profile is `wired`, under the
+/// handover lock; returns what it held, if there was one. A record that is no
+/// regular file (a planted link) is removed too, and nothing is returned.
+fn withdraw_record(wired: &Uuid) -> Result<Option<Vec<u8>>> {
+    let path = trust::record_path(Path::new(trust::RECORD_DIR), wired);
+    let Ok(meta) = fs::symlink_metadata(&path) else {
+        return Ok(None);
+    };
+    let text = if meta.is_file() { Some(fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?) } else { None };
+    let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
+    fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+    Ok(text)
+}
+
+/// Puts back a record [`withdraw_record`] removed, where a change failed.
+fn restore_record(wired: &Uuid, text: Option<&[u8]>) {
+    let Some(text) = text else { return };
+    let path = trust::record_path(Path::new(trust::RECORD_DIR), wired);
+    if let Err(e) = write_atomically(&path, text) {
+        warn!("{e}: the pair stays in its profiles but nm-handover ignores it; run `nm-handover pair` again");
+    }
+}
+
 /// Whether `this` (the profile `unpair` was given) is a side of the pair
 /// root recorded, so that its peer may be unpaired with it: the record names
 /// both; or, for a pair paired before records existed, there is none and
@@ -232,7 +255,17 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
     let identity = wired_identity(&device, &wired_snap.uuid);
     let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
-    let written = apply(nm, Some(&wired), Some(&backup), &plan)?;
+    // Pairing again: the old record goes first, under the lock, so that no
+    // handover acts while the profiles change (as for `unpair`); it comes
+    // back if the profiles cannot be changed.
+    let old_record = withdraw_record(&wired_snap.uuid)?;
+    let written = match apply(nm, Some(&wired), Some(&backup), &plan) {
+        Ok(written) => written,
+        Err(err) => {
+            restore_record(&wired_snap.uuid, old_record.as_deref());
+            return Err(err);
+        }
+    };
 
     let mut summary: Vec<String> = [&wired_snap, &backup_snap].into_iter().filter_map(storage_note).collect();
     summary.extend(plan.summary);
@@ -241,6 +274,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let record = PairRecord { wired: wired_snap.uuid.clone(), wired_device: wired_device.clone(), backup: backup_snap.uuid.clone(), backup_device };
     if let Err(cause) = commit_pair(&record, (&path, &text)) {
         // Not recorded: the profiles go back to what they were, so nothing is half-paired.
+        restore_record(&wired_snap.uuid, old_record.as_deref());
         return Err(match undo(nm, &written) {
             Ok(()) => cause,
             Err(undo) => Error::RollbackFailed { cause: NmError::Call { what: "recording the pair".into(), message: cause.to_string() }, undo },
@@ -291,27 +325,25 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         return Ok(summary);
     }
     // The record goes first, under the handover lock: from then on no
-    // handover acts on the pair while its profiles change.
-    let recorded = match record {
-        Ok(Some(_)) => Some(fs::read(&record_path).map_err(|source| Error::Io { path: record_path.clone(), source })?),
-        _ => None,
-    };
-    if recorded.is_some() {
-        let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
-        fs::remove_file(&record_path).map_err(|source| Error::Io { path: record_path.clone(), source })?;
-    }
+    // handover acts on the pair while its profiles change. (One that is no
+    // record root wrote goes too, or the supervisor would never stop.)
+    let recorded = withdraw_record(&wired_uuid)?;
     if let Err(err) = apply(nm, wired, backup, &plan) {
         // The profiles are as they were: so is the record.
-        if let Some(text) = &recorded {
-            if let Err(e) = write_atomically(&record_path, text) {
-                warn!("{e}: the pair stays in its profiles but nm-handover ignores it; run `nm-handover pair` again");
-            }
-        }
+        restore_record(&wired_uuid, recorded.as_deref().filter(|_| matches!(record, Ok(Some(_)))));
         return Err(err);
     }
     let mut summary = plan.summary;
     if recorded.is_some() {
         summary.push(format!("{}: removed", record_path.display()));
+    }
+    // What nm-handover remembered about the pair's links goes with it.
+    if let Some(record) = recorded.as_deref().and_then(|text| PairRecord::parse(std::str::from_utf8(text).ok()?).ok()) {
+        use crate::handover::Host;
+        let forgotten = System.clear_port_marks(&record.wired_device).and_then(|()| System.clear_link_mark(&record.backup_device, crate::marks::Mark::HandedBack));
+        if let Err(e) = forgotten {
+            tracing::debug!("{e}");
+        }
     }
     // A backup holding the address still carries the wired MAC and DHCP
     // identity: left so, the re-plug would put both links on the LAN with
@@ -370,9 +402,10 @@ fn start_supervisor() -> String {
         Ok(exe) => exe.with_file_name(SUPERVISOR_PROGRAM),
         Err(e) => return format!("supervisor not started: cannot find my own path: {e} (it starts with NetworkManager)"),
     };
-    let journald = Path::new("/run/systemd/journal/stdout").exists();
+    const SYSTEMD_CAT: &str = "/usr/bin/systemd-cat";
+    let journald = Path::new("/run/systemd/journal/stdout").exists() && Path::new(SYSTEMD_CAT).is_file();
     let mut command = if journald {
-        let mut c = std::process::Command::new("systemd-cat");
+        let mut c = std::process::Command::new(SYSTEMD_CAT);
         c.args(["-t", "nm-handover"]).arg(&exe);
         c
     } else {
@@ -380,7 +413,16 @@ fn start_supervisor() -> String {
         c.stderr(std::process::Stdio::null());
         c
     };
-    command.arg("supervise").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).process_group(0);
+    // Nothing of the administrator's shell: the environment nm-dispatcher
+    // gives its scripts, `/` as working directory, its own process group.
+    command
+        .arg("supervise")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0);
     match command.spawn() {
         Ok(child) => format!("started the supervisor (pid {}): it reconciles the pairs when NetworkManager changes between events", child.id()),
         Err(e) => format!("supervisor not started: {e} (it starts with NetworkManager)"),
@@ -749,21 +791,29 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
     reconcile_pairs(nm, None)
 }
 
-/// [`reconcile`], with the supervisor's count of the activations it asked
-/// for (see [`crate::supervise::Attempts`]), if it is the caller.
-pub fn reconcile_pairs(nm: &Nm, mut attempts: Option<&mut Attempts>) -> Result<usize> {
+/// [`reconcile`], with what the supervisor remembers between its runs (see
+/// [`crate::supervise::Supervision`]), if it is the caller: its count of the
+/// activations it asked for, and the problems it already reported (it runs
+/// at every change NetworkManager reports; each is logged once).
+pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Result<usize> {
     let mut acted = 0;
     let mut ignored = Vec::new();
     let mut first_failure = None;
     let now = std::time::Instant::now();
     for pair in Pair::all(nm) {
         let handled = pair.and_then(|pair| {
-            if let Some(attempts) = attempts.as_deref_mut() {
+            if let Some(supervision) = supervision.as_deref_mut() {
                 let seen = pair.observe(nm, &System);
-                if seen.backup_holds_address() || seen.wired == LinkState::Active {
+                let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
+                let attempts = &mut supervision.attempts;
+                // (Activating is no success: a failing activation passes through it every round.)
+                if (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
                     attempts.succeeded(&pair.wired.uuid);
                 }
                 if decide(Role::Wired, Hook::Reconcile, seen, pair.options).actions.contains(&Action::ActivateBackup) {
+                    if !seen.wired_carrier && !wired_out {
+                        return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
+                    }
                     if !attempts.allowed(&pair.wired.uuid, now) {
                         tracing::debug!("'{}': the backup did not come up after {} tries; next try after a pause", pair.backup.id, crate::supervise::MAX_ATTEMPTS);
                         return Ok(Decision { actions: Vec::new(), reason: "paused" });
@@ -776,6 +826,7 @@ pub fn reconcile_pairs(nm: &Nm, mut attempts: Option<&mut Attempts>) -> Result<u
         match handled {
             Ok(decision) if !decision.actions.is_empty() => acted += 1,
             Ok(_) => {}
+            Err(err) if supervision.as_deref_mut().is_some_and(|s| !s.first_report(&err.to_string())) => {}
             Err(err @ Error::Untrusted { .. }) => ignored.push(err.to_string()),
             // (The first is returned, and logged by the caller.)
             Err(err) if first_failure.is_some() => tracing::error!("reconcile: {err}"),

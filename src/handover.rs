@@ -23,7 +23,7 @@ use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, Nm, Profile};
 use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
 use crate::sys::netlink::if_index;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
-use crate::wiredport::{dhcp_timeout, replug_overdue_in, Mark};
+use crate::marks::{dhcp_timeout, replug_overdue_in, Mark};
 use std::time::{Duration, SystemTime};
 
 /// One side of a pair: its profile and the device it runs on.
@@ -62,9 +62,10 @@ pub trait Daemon {
     fn last_change_was_chosen(&self, device: &Iface) -> bool;
     /// The profile's `ipv4.dhcp-timeout` in seconds, as stored (0: NM's default).
     fn dhcp_timeout(&self, profile: &Uuid) -> Option<i32>;
-    /// Whether the user left `device` by hand (disconnected it), or it holds
-    /// another profile than `profile` now.
-    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool;
+    /// Whether `device` holds another profile than `profile` now, and
+    /// whether its last state change was a request to deactivate it (by the
+    /// user, or by nm-handover's hand-back: NM does not tell them apart).
+    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> (bool, bool);
     fn version(&self) -> Option<String>;
     /// The device's own MAC address, as `parse_mac` writes it.
     fn permanent_mac(&self, device: &Iface) -> Option<String>;
@@ -89,11 +90,14 @@ pub trait Host {
     fn forget_taken_off_lan(&self, device: &Iface) -> Result<()>;
     /// Starts the carrier watcher; returns its process id.
     fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32>;
-    /// When `mark` was set for the wired link `device`, if it is (see [`crate::wiredport`]).
-    fn port_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime>;
-    fn set_port_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
-    /// Drops both marks: the wired link holds the address, or lost carrier.
+    /// Whether the carrier watcher of the pair whose wired profile is `pair` runs.
+    fn watcher_running(&self, pair: &Uuid) -> bool;
+    /// When `mark` was set for the link `device`, if it is (see [`crate::marks`]).
+    fn link_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime>;
+    fn set_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
+    /// Drops both wired marks: the wired link holds the address, or lost carrier.
     fn clear_port_marks(&self, device: &Iface) -> Result<()>;
+    fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
 }
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
@@ -248,9 +252,13 @@ impl Pair {
             link_up_dispatched: host.link_up_seen(),
             wired_down_chosen: nm.last_change_was_chosen(&self.wired.device),
             backup_taken_off_lan,
-            backup_left_by_user: nm.left_by_user(&self.backup.device, &self.backup.uuid),
-            wired_port_failed: host.port_mark(&self.wired.device, Mark::PortFailed).is_some(),
+            backup_left_by_user: {
+                let (other_profile, deactivated_on_request) = nm.left_by_user(&self.backup.device, &self.backup.uuid);
+                left_by_user(other_profile, deactivated_on_request, host.link_mark(&self.backup.device, Mark::HandedBack).is_some())
+            },
+            wired_port_failed: host.link_mark(&self.wired.device, Mark::PortFailed).is_some(),
             replug_overdue: self.replug_overdue_in(nm, host) == Some(Duration::ZERO),
+            watcher_running: host.watcher_running(&self.wired.uuid),
         }
     }
 
@@ -258,7 +266,11 @@ impl Pair {
     /// the LAN for it) counts as failed, if one is under way: the wired link
     /// has carrier and no address yet.
     pub fn replug_overdue_in(&self, nm: &impl Daemon, host: &impl Host) -> Option<Duration> {
-        let since = host.port_mark(&self.wired.device, Mark::ReplugPending)?;
+        let since = host.link_mark(&self.wired.device, Mark::ReplugPending)?;
+        // Judged already: the port is known to have failed.
+        if host.link_mark(&self.wired.device, Mark::PortFailed).is_some() {
+            return None;
+        }
         if !nm.has_carrier(&self.wired.device) || nm.link_state(&self.wired.uuid) == LinkState::Active {
             return None;
         }
@@ -273,18 +285,31 @@ impl Pair {
     /// step or putting a link back is logged, but is no handover.
     pub fn handle(&self, role: Role, hook: Hook, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore) -> Result<Decision> {
         let observed = self.observe(nm, host);
+        // A backup active again is no longer one nm-handover handed back from.
+        if observed.backup == LinkState::Active && host.link_mark(&self.backup.device, Mark::HandedBack).is_some() {
+            if let Err(e) = host.clear_link_mark(&self.backup.device, Mark::HandedBack) {
+                warn!("{e}");
+            }
+        }
         // What was known about the wired port holds until the wired link
         // has the address or loses carrier (a new plug).
-        if (!observed.wired_carrier || observed.wired == LinkState::Active) && (observed.wired_port_failed || host.port_mark(&self.wired.device, Mark::ReplugPending).is_some()) {
+        if (!observed.wired_carrier || observed.wired == LinkState::Active) && (observed.wired_port_failed || host.link_mark(&self.wired.device, Mark::ReplugPending).is_some()) {
             if let Err(e) = host.clear_port_marks(&self.wired.device) {
                 warn!("{e}");
             }
         }
         let decision = decide(role, hook, observed, self.options);
-        info!(?role, ?hook, ?observed, actions = ?decision.actions, "{}", decision.reason);
         if decision.actions.is_empty() {
+            // (The supervisor looks at every change NM reports: a look that
+            // needs nothing is no news.)
+            if hook == Hook::Reconcile {
+                debug!(?role, ?hook, ?observed, "{}", decision.reason);
+            } else {
+                info!(?role, ?hook, ?observed, actions = ?decision.actions, "{}", decision.reason);
+            }
             return Ok(decision);
         }
+        info!(?role, ?hook, ?observed, actions = ?decision.actions, "{}", decision.reason);
         let started = Instant::now();
         let result = self.execute(nm, host, leases, &decision.actions);
         let took_ms = started.elapsed().as_millis() as u64;
@@ -388,6 +413,10 @@ impl Pair {
                     }
                 }
                 Action::DeactivateBackup => {
+                    // (Before the request: NM reports its reason as soon as it acts.)
+                    if let Err(e) = host.set_link_mark(&self.backup.device, Mark::HandedBack) {
+                        warn!("{e}");
+                    }
                     if nm.deactivate(&self.backup.uuid)? {
                         moved = true;
                         info!("asked NetworkManager to deactivate '{}'", self.backup.id);
@@ -403,7 +432,8 @@ impl Pair {
                     }
                 }
                 // (Without the mark, NM's retries only cost more time offline.)
-                Action::RememberPortFailed => match host.set_port_mark(&self.wired.device, Mark::PortFailed) {
+                // The re-plug is judged: it is no longer under way.
+                Action::RememberPortFailed => match host.set_link_mark(&self.wired.device, Mark::PortFailed) {
                     Ok(()) => info!("{}: no DHCP on this port; NetworkManager's retries on it leave the backup holding the address", self.wired.device),
                     Err(e) => warn!("{e}"),
                 },
@@ -427,6 +457,13 @@ impl Pair {
         }
         Ok(moved)
     }
+}
+
+/// Whether the user left the backup device: it holds another profile, or its
+/// last deactivation was requested by someone other than nm-handover's own
+/// hand-back (marked, see [`crate::marks`]).
+fn left_by_user(other_profile: bool, deactivated_on_request: bool, handed_back_by_us: bool) -> bool {
+    other_profile || (deactivated_on_request && !handed_back_by_us)
 }
 
 /// Which way `actions` hand the address over, if they do.
@@ -483,10 +520,10 @@ impl Daemon for Nm {
         }
     }
 
-    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> bool {
-        self.device(device.as_str()).is_some_and(|d| {
+    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> (bool, bool) {
+        self.device(device.as_str()).map_or((false, false), |d| {
             let other = d.active_connection().and_then(|ac| ac.uuid()).is_some_and(|uuid| uuid != profile.as_str());
-            other || d.last_left_by_hand()
+            (other, d.last_left_by_hand())
         })
     }
 
@@ -575,16 +612,24 @@ impl Host for System {
         System::on_link(device, offlan::forget)
     }
 
-    fn port_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime> {
+    fn watcher_running(&self, pair: &Uuid) -> bool {
+        crate::sys::lock::running_watcher(&watcher_lock_path(pair.as_str())).is_ok_and(|pid| pid.is_some())
+    }
+
+    fn link_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime> {
         if_index(device.as_str()).ok().and_then(|index| mark.since(index))
     }
 
-    fn set_port_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
+    fn set_link_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
         System::on_link(device, |index| mark.set(index))
     }
 
     fn clear_port_marks(&self, device: &Iface) -> Result<()> {
         System::on_link(device, |index| Mark::PortFailed.clear(index).and_then(|()| Mark::ReplugPending.clear(index)))
+    }
+
+    fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
+        System::on_link(device, |index| mark.clear(index))
     }
 
     /// Starts `nm-handover-watch`: a process of its own, in its own process
@@ -605,7 +650,14 @@ impl Host for System {
             .process_group(0)
             .spawn()
             .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
-        Ok(child.id())
+        let pid = child.id();
+        // Reaped when it exits (the supervisor lives long); a dispatcher
+        // process that exits first leaves it to init.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        Ok(pid)
     }
 }
 
@@ -714,8 +766,8 @@ mod tests {
             (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
         }
 
-        fn left_by_user(&self, _: &Iface, _: &Uuid) -> bool {
-            false
+        fn left_by_user(&self, _: &Iface, _: &Uuid) -> (bool, bool) {
+            (false, false)
         }
 
         fn dhcp_timeout(&self, _: &Uuid) -> Option<i32> {
@@ -795,15 +847,23 @@ mod tests {
             self.request(Request::StartWatcher, Step::StartWatcher(watch.clone())).map(|()| 4242)
         }
 
-        fn port_mark(&self, _: &Iface, _: Mark) -> Option<SystemTime> {
+        fn link_mark(&self, _: &Iface, _: Mark) -> Option<SystemTime> {
             None
         }
 
-        fn set_port_mark(&self, _: &Iface, _: Mark) -> Result<()> {
+        fn watcher_running(&self, _: &Uuid) -> bool {
+            false
+        }
+
+        fn set_link_mark(&self, _: &Iface, _: Mark) -> Result<()> {
             Ok(())
         }
 
         fn clear_port_marks(&self, _: &Iface) -> Result<()> {
+            Ok(())
+        }
+
+        fn clear_link_mark(&self, _: &Iface, _: Mark) -> Result<()> {
             Ok(())
         }
     }
@@ -913,6 +973,14 @@ mod tests {
         carrying.handle(Role::Wired, Hook::LinkUp, &model, &model, &leases).unwrap();
         assert_eq!(model.steps(), [take_off_lan(), deactivate()]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_deactivation_nm_handover_did_not_ask_for_is_the_users_choice() {
+        assert!(!left_by_user(false, false, false));
+        assert!(left_by_user(false, true, false), "the user's own disconnect");
+        assert!(!left_by_user(false, true, true), "nm-handover's hand-back");
+        assert!(left_by_user(true, false, false) && left_by_user(true, true, true), "another network the user picked");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod supervise;
 pub mod sys;
 pub mod trust;
 pub mod watch;
-pub mod wiredport;
+pub mod marks;
 
 /// The dispatcher action patched NetworkManager sends when a device's link is
 /// ready and before IP configuration starts (see nm-patch/).

@@ -86,11 +86,13 @@ pub struct Observed {
     /// a reconcile leaves it so; only a pull hands over to the backup.
     pub backup_left_by_user: bool,
     /// A wired activation on this port found no DHCP since the cable went
-    /// in (see `crate::wiredport`).
+    /// in (see `crate::marks`).
     pub wired_port_failed: bool,
     /// The carrier watcher took the backup off the LAN for a re-plug, and the
     /// wired link has had no address for longer than its DHCP timeout since.
     pub replug_overdue: bool,
+    /// The pair's carrier watcher runs.
+    pub watcher_running: bool,
 }
 
 impl Observed {
@@ -198,8 +200,8 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
                 decision("wired link is still up on its way out; its down event will hand over", vec![])
             } else if seen.backup_holds_address() {
                 // (It came back with the carrier present, after a port that
-                // never answered: no watcher ran; the next plug needs one.)
-                let watch = hook == Hook::Down && options.carrier_watch && !seen.link_up_dispatched;
+                // never answered, where no watcher may run: the next plug needs one.)
+                let watch = options.carrier_watch && !seen.link_up_dispatched && !seen.watcher_running;
                 decision("backup link already holds the address", if watch { vec![Action::WatchWiredCarrier] } else { vec![] })
             } else if !seen.backup_device_ready {
                 decision("wired carrier lost but no device is ready for the backup profile", vec![])
@@ -296,7 +298,7 @@ mod tests {
 
     /// Every observation: both carriers, each state on each side, each flag.
     fn all_observations() -> impl Iterator<Item = Observed> {
-        const FLAGS: u32 = 9;
+        const FLAGS: u32 = 10;
         LinkState::ALL.into_iter().flat_map(|wired| {
             LinkState::ALL.into_iter().flat_map(move |backup| {
                 (0..1u32 << FLAGS).map(move |bits| {
@@ -313,6 +315,7 @@ mod tests {
                         backup_left_by_user: flag(6),
                         wired_port_failed: flag(7),
                         replug_overdue: flag(8),
+                        watcher_running: flag(9),
                     }
                 })
             })
@@ -346,6 +349,7 @@ mod tests {
             backup_left_by_user: false,
             wired_port_failed: false,
             replug_overdue: false,
+            watcher_running: false,
         }
     }
 
@@ -463,7 +467,11 @@ mod tests {
             // Also at a pull the backup already holds the address for (it came back on a failed port).
             let watches = d.actions.iter().position(|a| *a == WatchWiredCarrier);
             let stock_watch = options.carrier_watch && !seen.link_up_dispatched && !seen.wired_carrier;
-            let held_at_pull = role == Role::Wired && hook == Hook::Down && seen.backup_holds_address();
+            let held_at_pull = matches!(hook, Hook::Down | Hook::Reconcile)
+                && (role == Role::Wired || hook == Hook::Reconcile)
+                && seen.backup_holds_address()
+                && !(hook == Hook::Reconcile && seen.wired.on_lan())
+                && !seen.watcher_running;
             let wants_watch = stock_watch && (activates || held_at_pull);
             assert_eq!(watches.is_some(), wants_watch, "{ctx}");
             if let Some(i) = watches {
@@ -563,10 +571,13 @@ mod tests {
     }
 
     #[test]
-    fn a_pull_while_the_backup_already_holds_the_address_starts_the_watcher_on_stock_nm() {
+    fn a_cable_out_while_the_backup_already_holds_the_address_has_a_watcher_on_stock_nm() {
         let watching = Options { lease_carry: false, carrier_watch: true };
-        let s = seen(false, LinkState::Inactive, LinkState::Active);
+        let mut s = seen(false, LinkState::Inactive, LinkState::Active);
         assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![WatchWiredCarrier]);
+        // Also where stock NM sent no `down` (the wired link never came up on a dead port).
+        assert_eq!(decide(Role::Wired, Hook::Reconcile, s, watching).actions, vec![WatchWiredCarrier]);
+        s.watcher_running = true;
         assert!(decide(Role::Wired, Hook::Reconcile, s, watching).actions.is_empty());
     }
 

@@ -72,9 +72,61 @@ impl Attempts {
         entry.1 = Some(now);
     }
 
+    /// How long until a pair held back now may be tried again, if one is.
+    pub fn next_try_in(&self, now: Instant) -> Option<Duration> {
+        self.per_pair
+            .values()
+            .filter_map(|&(count, last)| (count >= MAX_ATTEMPTS).then_some(last?))
+            .map(|last| (last + RETRY_PAUSE).saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .min()
+    }
+
     /// The backup holds the address (or the wired link does again): the count starts over.
     pub fn succeeded(&mut self, pair: &Uuid) {
         self.per_pair.remove(pair);
+    }
+}
+
+/// How long the supervisor lets a wired link it sees without carrier (or
+/// without a device) come up before it counts as pulled: at a resume while
+/// docked, or at boot, a dock's NIC is enumerated again and its PHY
+/// negotiates for a second or more, while the Wi-Fi may already be ready.
+/// A real pull is the dispatcher's `down`, which does not wait for this.
+pub const WIRED_GRACE: Duration = Duration::from_secs(3);
+
+/// What the supervisor remembers from one reconcile to the next.
+#[derive(Debug, Default)]
+pub struct Supervision {
+    pub attempts: Attempts,
+    /// Since when each pair's wired link was seen without carrier.
+    wired_out_since: BTreeMap<Uuid, Instant>,
+    /// Problems already logged (a broken or unrecorded pair stays so across
+    /// many changes; each is logged once per supervisor).
+    reported: std::collections::BTreeSet<String>,
+}
+
+impl Supervision {
+    /// Notes whether the pair's wired link has carrier now; says whether it
+    /// has been without it for [`WIRED_GRACE`].
+    pub fn wired_out_long_enough(&mut self, pair: &Uuid, carrier: bool, now: Instant) -> bool {
+        if carrier {
+            self.wired_out_since.remove(pair);
+            return false;
+        }
+        let since = *self.wired_out_since.entry(pair.clone()).or_insert(now);
+        now.duration_since(since) >= WIRED_GRACE
+    }
+
+    /// How long until a wired link seen without carrier has been so for
+    /// [`WIRED_GRACE`], for the soonest one not there yet.
+    pub fn next_grace_end_in(&self, now: Instant) -> Option<Duration> {
+        self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+    }
+
+    /// Whether `problem` is reported for the first time (and remembers it).
+    pub fn first_report(&mut self, problem: &str) -> bool {
+        self.reported.insert(problem.to_owned())
     }
 }
 
@@ -95,8 +147,8 @@ pub fn supervise(nm: &Nm) -> Result<Ended> {
     };
     lock.record_pid().map_err(|source| crate::error::Error::Io { path: supervisor_lock_path(), source })?;
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
-    let mut attempts = Attempts::default();
-    reconcile_now(nm, &mut attempts);
+    let mut supervision = Supervision::default();
+    reconcile_now(nm, &mut supervision);
     let mut ended = Ended::NetworkManagerStopped;
     nm.watch_changes(SETTLE, |nm| {
         if !nm.running() {
@@ -107,9 +159,11 @@ pub fn supervise(nm: &Nm) -> Result<Ended> {
             ended = Ended::NoPairLeft;
             return WatchNext::Stop;
         }
-        reconcile_now(nm, &mut attempts);
+        reconcile_now(nm, &mut supervision);
         // A re-plug under way is judged once its DHCP timeout has passed, change or not.
-        match next_replug_check(nm) {
+        // So is a backup held back after failed activations, once its pause is over.
+        let now = Instant::now();
+        match [next_replug_check(nm), supervision.attempts.next_try_in(now), supervision.next_grace_end_in(now)].into_iter().flatten().min() {
             Some(after) => WatchNext::OnChangeOrAfter(after),
             None => WatchNext::OnChange,
         }
@@ -118,12 +172,13 @@ pub fn supervise(nm: &Nm) -> Result<Ended> {
     Ok(ended)
 }
 
-/// The soonest time a re-plug under way becomes overdue (see `crate::wiredport`).
+/// The soonest time a re-plug under way becomes overdue (see `crate::marks`).
 fn next_replug_check(nm: &Nm) -> Option<Duration> {
-    Pair::all(nm).into_iter().flatten().filter_map(|pair| pair.replug_overdue_in(nm, &System)).min().map(|d| d.max(Duration::from_millis(100)))
+    // (One already overdue was acted on in this round: it is no reason to wake.)
+    Pair::all(nm).into_iter().flatten().filter_map(|pair| pair.replug_overdue_in(nm, &System)).filter(|d| !d.is_zero()).min()
 }
 
-fn reconcile_now(nm: &Nm, attempts: &mut Attempts) {
+fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
     let _lock = match FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT) {
         Ok(lock) => lock,
         Err(e) => {
@@ -133,7 +188,7 @@ fn reconcile_now(nm: &Nm, attempts: &mut Attempts) {
     };
     // What the handover that held the lock changed, seen before deciding.
     nm.catch_up();
-    if let Err(e) = reconcile_pairs(nm, Some(attempts)) {
+    if let Err(e) = reconcile_pairs(nm, Some(supervision)) {
         warn!("supervisor: {e}");
     }
 }
@@ -141,6 +196,29 @@ fn reconcile_now(nm: &Nm, attempts: &mut Attempts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wired_link_without_carrier_counts_as_pulled_after_the_grace() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let mut s = Supervision::default();
+        assert!(!s.wired_out_long_enough(&pair, false, t0));
+        assert_eq!(s.next_grace_end_in(t0), Some(WIRED_GRACE));
+        assert!(!s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE - Duration::from_millis(1)));
+        assert!(s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE));
+        // The carrier came back (a resume while docked): the next loss starts over.
+        assert!(!s.wired_out_long_enough(&pair, true, t0 + WIRED_GRACE));
+        assert_eq!(s.next_grace_end_in(t0), None);
+        assert!(!s.wired_out_long_enough(&pair, false, t0 + 2 * WIRED_GRACE));
+    }
+
+    #[test]
+    fn each_problem_is_reported_once() {
+        let mut s = Supervision::default();
+        assert!(s.first_report("pair 'A' ignored"));
+        assert!(!s.first_report("pair 'A' ignored"));
+        assert!(s.first_report("pair 'B' ignored"));
+    }
 
     #[test]
     fn activations_pause_after_four_in_a_row_and_resume_after_the_pause() {
@@ -154,10 +232,12 @@ mod tests {
         }
         let last = t0 + Duration::from_secs(u64::from(MAX_ATTEMPTS - 1));
         assert!(!a.allowed(&pair, last + RETRY_PAUSE - Duration::from_secs(1)));
+        assert_eq!(a.next_try_in(last + RETRY_PAUSE - Duration::from_secs(1)), Some(Duration::from_secs(1)));
         assert!(a.allowed(&other, last), "another pair is not held back");
         assert!(a.allowed(&pair, last + RETRY_PAUSE));
         a.record_attempt(&pair, last + RETRY_PAUSE);
         assert!(a.allowed(&pair, last + RETRY_PAUSE), "a new round after the pause");
+        assert_eq!(a.next_try_in(last + RETRY_PAUSE), None);
         // Success starts the count over.
         for _ in 0..MAX_ATTEMPTS {
             a.record_attempt(&pair, last);

@@ -50,8 +50,8 @@ impl Default for Limits {
 
 #[derive(Debug)]
 pub struct Watch {
-    /// The wired link's index; none while it is gone (undocked): a link
-    /// that appears with its name or its MAC address is the wired link again.
+    /// The wired link's index; none while it is gone (undocked): an Ethernet
+    /// link that appears with its name is the wired link again.
     wired: Option<i32>,
     wired_name: [u8; 16],
     backup: i32,
@@ -95,9 +95,11 @@ impl Watch {
                 return Step::Wait;
             }
             LinkReport::Removed { .. } => return Step::Wait,
-            LinkReport::Present { index, name, mac, .. }
-                if self.wired.is_none() && index != self.backup && (name == self.wired_name || mac == Some(self.wired_mac)) =>
-            {
+            // By its name, as the pair records the wired device (a NIC that
+            // comes back under another name is not followed by the pair
+            // either), and only an Ethernet link, never one a user could
+            // have NetworkManager create under that name (a dummy, a bridge).
+            LinkReport::Present { index, name, ethernet: true, .. } if self.wired.is_none() && index != self.backup && name == self.wired_name => {
                 self.wired = Some(index);
                 return self.on_link(report, elapsed);
             }
@@ -158,7 +160,7 @@ mod tests {
     const T0: Duration = Duration::ZERO;
 
     fn link(index: i32, carrier: bool, mac: [u8; 6], name: &str) -> LinkReport {
-        LinkReport::Present { index, carrier, mac: Some(mac), name: LinkReport::name_bytes(name) }
+        LinkReport::Present { index, carrier, mac: Some(mac), name: LinkReport::name_bytes(name), ethernet: true }
     }
 
     fn wired(carrier: bool) -> LinkReport {
@@ -215,16 +217,17 @@ mod tests {
 
     #[test]
     fn a_wired_link_removed_and_created_again_is_a_replug() {
-        // Undock, then re-dock: by name (another index), or by its MAC under another name.
-        for (new_index, name, mac) in [(7, "eth0", [2, 0, 0, 0, 0, 9]), (8, "enx020000000001", WIRED_MAC)] {
-            let mut w = watch();
-            w.on_link(backup(WIRED_MAC), T0);
-            assert_eq!(w.on_link(LinkReport::Removed { index: WIRED }, T0), Step::Wait);
-            // Another link is not taken for it.
-            assert_eq!(w.on_link(link(6, true, OWN_MAC, "docker0"), T0), Step::Wait);
-            assert_eq!(w.on_link(link(new_index, false, mac, name), T0), Step::Wait);
-            assert_eq!(w.on_link(link(new_index, true, mac, name), T0), Step::TakeBackupOff, "{name}");
-        }
+        // Undock, then re-dock: the link under its name, at another index.
+        let mut w = watch();
+        w.on_link(backup(WIRED_MAC), T0);
+        assert_eq!(w.on_link(LinkReport::Removed { index: WIRED }, T0), Step::Wait);
+        // Other links are not taken for it: another name (even with the
+        // wired MAC), or a software link given its name.
+        assert_eq!(w.on_link(link(6, true, WIRED_MAC, "enx020000000001"), T0), Step::Wait);
+        let dummy = LinkReport::Present { index: 8, carrier: true, mac: Some(WIRED_MAC), name: LinkReport::name_bytes("eth0"), ethernet: false };
+        assert_eq!(w.on_link(dummy, T0), Step::Wait);
+        assert_eq!(w.on_link(link(7, false, [2, 0, 0, 0, 0, 9], "eth0"), T0), Step::Wait);
+        assert_eq!(w.on_link(link(7, true, [2, 0, 0, 0, 0, 9], "eth0"), T0), Step::TakeBackupOff);
         // The watcher started while the wired link was already gone (the undock was the pull).
         let mut w = Watch::new(None, "eth0", BACKUP, WIRED_MAC, LIMITS);
         w.on_link(backup(WIRED_MAC), T0);

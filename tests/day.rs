@@ -141,6 +141,8 @@ fn a_backup_disconnected_by_hand_stays_down_until_the_next_pull() {
     let test = "day/the user's disconnect";
     let Some(p) = pulled(test) else { return };
     let lab = &p.lab;
+    // The supervisor looks at every change below; without one this test would show nothing.
+    assert!(lab.companion(&["status"]).contains("supervisor: running"), "no supervisor runs");
     lab.nmcli(&["connection", "down", "Backup link"]).expect("disconnect the backup");
     // Changes NetworkManager reports that are no pull: the supervisor looks, and must leave it.
     for setting in ["no", "yes"] {

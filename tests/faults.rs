@@ -253,6 +253,11 @@ fn pull_with_a_slow_foreign_script(test: &str, companion_waits: bool) -> std::ti
     cfg.scripts.push(("50-slow-vpn-check".into(), "#!/bin/sh\nsleep 3\nexit 0\n".into()));
     let Some(p) = paired(test, cfg, &[]) else { return std::time::Duration::ZERO };
     let lab = &p.lab;
+    if companion_waits {
+        // The supervisor hands over on NM's own signals, outside nm-dispatcher's
+        // queue: the control shows the queue with the dispatcher path alone.
+        assert!(stop_supervisor(lab).is_some(), "pair started no supervisor");
+    }
     // The slow script's own queue from the activation settles first.
     std::thread::sleep(Duration::from_secs(8));
     lab.pull_cable();

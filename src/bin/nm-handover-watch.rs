@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nm_handover::pairing::{mac_bytes, parse_mac};
 use nm_handover::sys::lock::{watcher_lock_path, FileLock};
 use nm_handover::offlan::take_off_lan;
-use nm_handover::wiredport::Mark;
+use nm_handover::marks::Mark;
 use nm_handover::sys::netlink::{if_index, LinkMonitor};
 use nm_handover::watch::{Limits, Step, Watch};
 

@@ -356,8 +356,32 @@ impl Nm {
 
     /// Processes what NetworkManager already sent, so that the cache shows
     /// what other processes' requests changed (after waiting for a lock).
+    ///
+    /// A round trip to NetworkManager first: what it sent before its answer
+    /// (the signals of the activation another process just asked for) is in
+    /// this process's queue by then, in the order the bus keeps per sender.
     pub fn catch_up(&self) {
-        let _ = self.context.with_thread_default(|| while self.context.iteration(false) {});
+        let _ = self.context.with_thread_default(|| {
+            // SAFETY: valid client; the connection is transfer-none and gets a reference of its own.
+            let connection = unsafe {
+                let p = ffi::nm_client_get_dbus_connection(self.raw());
+                (!p.is_null()).then(|| from_glib_none::<_, gio::DBusConnection>(p as *mut gio::ffi::GDBusConnection))
+            };
+            if let Some(connection) = connection {
+                let _ = connection.call_sync(
+                    Some(NM_BUS_NAME),
+                    "/org/freedesktop/NetworkManager",
+                    "org.freedesktop.DBus.Peer",
+                    "Ping",
+                    None,
+                    None,
+                    gio::DBusCallFlags::NONE,
+                    2000,
+                    gio::Cancellable::NONE,
+                );
+            }
+            while self.context.iteration(false) {}
+        });
     }
 
     /// Waits for NetworkManager's state to change, and calls `on_settled`
@@ -398,7 +422,10 @@ impl Nm {
                     source.attach(Some(&self.context));
                     source
                 });
-                self.context.iteration(true);
+                // (A change that came while `on_settled` ran is not waited for again.)
+                if changed_at.get().is_none() {
+                    self.context.iteration(true);
+                }
                 if let Some(source) = wake {
                     source.destroy();
                 }

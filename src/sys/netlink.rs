@@ -11,8 +11,10 @@ use std::mem::size_of;
 /// What rtnetlink says about one link (a reply to a request, or a change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkReport {
-    /// `name`: the interface name, NUL-padded (IFNAMSIZ).
-    Present { index: i32, carrier: bool, mac: Option<[u8; 6]>, name: [u8; 16] },
+    /// `name`: the interface name, NUL-padded (IFNAMSIZ). `ethernet`: a
+    /// link with no software kind (a NIC) or a veth; not a dummy, bridge,
+    /// bond, tunnel or other link a user could have NetworkManager create.
+    Present { index: i32, carrier: bool, mac: Option<[u8; 6]>, name: [u8; 16], ethernet: bool },
     Removed { index: i32 },
 }
 
@@ -269,6 +271,7 @@ fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
                 } else {
                     let mut mac = None;
                     let mut name = [0u8; 16];
+                    let mut kind: Option<&[u8]> = None;
                     let mut attrs = &message[NLMSG_HDRLEN + IFINFO_LEN..];
                     while attrs.len() >= RTA_HDRLEN {
                         let attr_len = u16::from_ne_bytes(attrs[0..2].try_into().expect("2 bytes")) as usize;
@@ -279,6 +282,19 @@ fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
                         if attr_kind == libc::IFLA_ADDRESS && attr_len == RTA_HDRLEN + 6 {
                             mac = attrs[RTA_HDRLEN..RTA_HDRLEN + 6].try_into().ok();
                         }
+                        if attr_kind == libc::IFLA_LINKINFO {
+                            let mut nested = &attrs[RTA_HDRLEN..attr_len];
+                            while nested.len() >= RTA_HDRLEN {
+                                let len = u16::from_ne_bytes(nested[0..2].try_into().expect("2 bytes")) as usize;
+                                if len < RTA_HDRLEN || len > nested.len() {
+                                    return Err(malformed("nested attribute length out of bounds"));
+                                }
+                                if u16::from_ne_bytes(nested[2..4].try_into().expect("2 bytes")) == libc::IFLA_INFO_KIND {
+                                    kind = nested[RTA_HDRLEN..len].split(|b| *b == 0).next();
+                                }
+                                nested = nested.get(align4(len)..).unwrap_or_default();
+                            }
+                        }
                         if attr_kind == libc::IFLA_IFNAME {
                             let value = &attrs[RTA_HDRLEN..attr_len];
                             let value = value.split(|b| *b == 0).next().unwrap_or_default();
@@ -288,7 +304,8 @@ fn link_reports(mut datagram: &[u8]) -> io::Result<Vec<LinkReport>> {
                         attrs = attrs.get(align4(attr_len)..).unwrap_or_default();
                     }
                     let carrier = flags & libc::IFF_LOWER_UP as u32 != 0;
-                    reports.push(LinkReport::Present { index, carrier, mac, name });
+                    let ethernet = matches!(kind, None | Some(b"veth"));
+                    reports.push(LinkReport::Present { index, carrier, mac, name, ethernet });
                 }
             }
             k if k == libc::NLMSG_ERROR as u16 => {
@@ -378,8 +395,8 @@ mod tests {
         assert_eq!(
             link_reports(&datagram).unwrap(),
             [
-                LinkReport::Present { index: 3, carrier: true, mac: Some(mac), name: LinkReport::name_bytes("eth") },
-                LinkReport::Present { index: 4, carrier: false, mac: None, name: LinkReport::name_bytes("eth") },
+                LinkReport::Present { index: 3, carrier: true, mac: Some(mac), name: LinkReport::name_bytes("eth"), ethernet: true },
+                LinkReport::Present { index: 4, carrier: false, mac: None, name: LinkReport::name_bytes("eth"), ethernet: true },
                 LinkReport::Removed { index: 5 },
                 LinkReport::Removed { index: 6 },
             ]

@@ -62,6 +62,19 @@ pub fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
     }
 }
 
+/// Stops the lab's supervisor (`nm-handover supervise`, started by `pair`),
+/// by the PID its lock file names, for a control that shows what the
+/// dispatcher path alone does. Returns the PID stopped.
+pub fn stop_supervisor(lab: &Lab) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).ok()?.trim().parse().ok()?;
+    let running = processes_named(lab, "nm-handover").contains(&pid);
+    assert!(running, "the supervisor's lock names pid {pid}, which is not an nm-handover of this lab");
+    // SAFETY: signalling a process of this lab by its PID.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    lab.expect_until("the supervisor to exit", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
+    Some(pid)
+}
+
 pub fn nm_state(lab: &Lab, profile: &str) -> String {
     lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", profile]).unwrap_or_default().trim().to_owned()
 }

@@ -1,19 +1,24 @@
-//! What is known about the port the wired link is plugged into, between
-//! dispatcher events: a re-plug under way (the carrier watcher took the
-//! backup off the LAN for it) and a port where the wired link found no
-//! DHCP (a dead wall port, another VLAN, 802.1X refusing it).
+//! What nm-handover remembers about the pair's links between dispatcher
+//! events, as files named by interface index under `/run/nm-handover`
+//! (tmpfs): a re-plug under way, a wired port that found no DHCP, and a
+//! backup that nm-handover itself deactivated.
 //!
-//! On stock NetworkManager no dispatcher event says that a wired activation
-//! failed: the supervisor sees the re-plug overdue (no address within the
-//! profile's DHCP timeout and a margin) and brings the backup back. On
-//! patched NetworkManager the failure's `down` does. Either way the port is
-//! then marked as failed, and NetworkManager's retries on it (one per
-//! autoconnect retry, each as long as the DHCP timeout) leave the backup
-//! holding the address: without the mark, each retry's `link-up` took the
-//! backup off the LAN and the laptop was offline for most of the time the
-//! port stayed dead. Both marks are files named by the wired link's
-//! interface index under `/run/nm-handover` (tmpfs), dropped once the wired
-//! link holds the address or loses carrier (a new plug is a new re-plug).
+//! The wired port: on stock NetworkManager no dispatcher event says that a
+//! wired activation failed: the supervisor sees the re-plug overdue (no
+//! address within the profile's DHCP timeout and a margin) and brings the
+//! backup back. On patched NetworkManager the failure's `down` does. Either
+//! way the port is then marked as failed, and NetworkManager's retries on it
+//! (one per autoconnect retry, each as long as the DHCP timeout) leave the
+//! backup holding the address: without the mark, each retry's `link-up` took
+//! the backup off the LAN and the laptop was offline for most of the time the
+//! port stayed dead. Both wired marks are dropped once the wired link holds
+//! the address or loses carrier (a new plug is a new re-plug).
+//!
+//! The backup: NetworkManager gives the same state reason (a user's request)
+//! to a deactivation nm-handover asks for at a hand-back as to a user's own
+//! disconnect; the mark tells them apart, so that a reconcile leaves a backup
+//! the user disconnected, and brings back one nm-handover handed back from.
+//! It is dropped when the backup is active again.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -35,13 +40,17 @@ pub enum Mark {
     ReplugPending,
     /// A wired activation on this port found no DHCP.
     PortFailed,
+    /// nm-handover deactivated this backup link (a hand-back).
+    HandedBack,
 }
 
 impl Mark {
+    /// `wired_index` is the backup's index for [`Mark::HandedBack`].
     fn path_in(self, dir: &Path, wired_index: i32) -> PathBuf {
         dir.join(match self {
             Mark::ReplugPending => format!("replug-{wired_index}"),
             Mark::PortFailed => format!("port-failed-{wired_index}"),
+            Mark::HandedBack => format!("handed-back-{wired_index}"),
         })
     }
 
@@ -108,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_link_planted_where_a_mark_goes_is_refused() {
-        let dir = std::env::temp_dir().join(format!("nmh-wiredport-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("nmh-marks-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let victim = dir.join("victim");
