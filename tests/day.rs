@@ -331,3 +331,38 @@ fn an_undock_is_a_pull_and_a_redock_a_replug_under_traffic() {
     connected(lab, test);
     no_conflict(lab, test);
 }
+
+/// The supervisor's CPU time (user + system, in clock ticks) and resident memory (KiB).
+fn supervisor_usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("supervisor's stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("supervisor's status");
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    (ticks, rss)
+}
+
+#[test]
+fn the_supervisor_sleeps_between_changes_and_stays_small() {
+    let test = "day/the supervisor at rest";
+    let Some(p) = paired(test, cfg(), &[]) else { return };
+    let lab = &p.lab;
+    let pid: u32 = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).expect("no supervisor").trim().parse().unwrap();
+    // A handover each way, then rest with the cable in.
+    lab.pull_cable();
+    lab.expect_until("the backup", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    lab.plug_cable();
+    lab.expect_until("the wired link", Duration::from_secs(20), || lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none());
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, _) = supervisor_usage(pid);
+    std::thread::sleep(Duration::from_secs(20));
+    let (after, rss) = supervisor_usage(pid);
+    measured(test, "CPU over 20 s at rest (clock ticks of 10 ms) / resident memory", format!("{} / {} KiB", after - before, rss));
+    // No polling: at most a tick or two for whatever NM reports meanwhile.
+    assert!(after - before <= 2, "the supervisor used {} ticks in 20 s at rest", after - before);
+    assert!(rss < 32 * 1024, "the supervisor holds {rss} KiB");
+    // unpair of the last pair stops it.
+    lab.companion(&["unpair", "Office LAN"]);
+    lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
+}

@@ -73,8 +73,12 @@ fn unpair_stops_the_watcher_and_the_option_turns_it_off() {
     let said = lab.companion(&["unpair", "Office LAN"]);
     assert!(said.contains(&format!("stopped the pair's carrier watcher (pid {pid})")), "{said}");
     lab.expect_until("the watcher gone", Duration::from_secs(5), || processes_named(lab, WATCHER).is_empty());
-    // Untouched by the stopped watcher: the backup still holds the address.
-    assert_eq!(lab.ipv4("backup0"), Some(p.addr));
+    // Untouched by the stopped watcher: the backup stays connected, as
+    // itself again (unpair activates it again with its own MAC).
+    let wired_mac = lab.mac("wired0");
+    lab.expect_until("the backup connected as itself", Duration::from_secs(30), || {
+        lab.ipv4("backup0").is_some() && lab.mac("backup0") != wired_mac && nm_state(lab, "Backup link") == "activated"
+    });
     lab.nmcli(&["connection", "down", "Backup link"]).expect("take the unpaired backup down");
     lab.plug_cable();
     lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
@@ -150,13 +154,27 @@ fn the_watcher_is_one_per_pair_bounded_and_touches_only_the_backup() {
     // (The carrier flags of wired0 changed with the plug; its MAC and admin state did not.)
     assert!(wired_after.contains(&wired_mac.to_lowercase()) && wired_before.contains(&wired_mac.to_lowercase()), "{wired_before}\n{wired_after}");
 
-    // The wired link goes away: the watcher stops.
+    // The wired link goes away (an undock): the watcher waits for it, and a
+    // link of its name that comes back with carrier (the re-dock) is a re-plug.
     lab.run_in_host(&["ip", "link", "set", "backup0", "address", &wired_mac]);
     lab.run_in_host(&["ip", "link", "set", "backup0", "up"]);
     lab.pull_cable();
-    let watcher = spawn("pair-c", "30");
+    let mut watcher = spawn("pair-c", "30");
     std::thread::sleep(Duration::from_millis(300));
-    lab.run_in_host(&["ip", "link", "del", "wired0"]);
+    let (host, lan) = (lab.host.clone(), lab.lan.clone());
+    let ip = |argv: &[&str]| {
+        let out = std::process::Command::new("ip").args(argv).output().unwrap();
+        assert!(out.status.success(), "ip {}: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["-n", &host, "link", "del", "wired0"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(watcher.try_wait().unwrap().is_none(), "the watcher ended with the undock");
+    assert_eq!(lab.mac("backup0"), wired_mac, "the backup must keep the address while the wired link is gone");
+    ip(&["-n", &host, "link", "add", "wired0", "address", &wired_mac, "type", "veth", "peer", "name", "p-wired0", "netns", &lan]);
+    ip(&["-n", &lan, "link", "set", "p-wired0", "master", "br0"]);
+    ip(&["-n", &lan, "link", "set", "p-wired0", "up"]);
+    ip(&["-n", &host, "link", "set", "wired0", "up"]);
     let text = finish(watcher, Duration::from_secs(5));
-    assert!(text.contains("the wired link was removed"), "{text}");
+    assert!(text.contains("took backup0 off the LAN"), "{text}");
+    assert_eq!(lab.mac("backup0"), backup_mac, "the backup's own MAC must be back");
 }

@@ -362,24 +362,17 @@ impl Nm {
     /// this process's queue by then, in the order the bus keeps per sender.
     pub fn catch_up(&self) {
         let _ = self.context.with_thread_default(|| {
-            // SAFETY: valid client; the connection is transfer-none and gets a reference of its own.
-            let connection = unsafe {
-                let p = ffi::nm_client_get_dbus_connection(self.raw());
-                (!p.is_null()).then(|| from_glib_none::<_, gio::DBusConnection>(p as *mut gio::ffi::GDBusConnection))
-            };
-            if let Some(connection) = connection {
-                let _ = connection.call_sync(
-                    Some(NM_BUS_NAME),
-                    "/org/freedesktop/NetworkManager",
-                    "org.freedesktop.DBus.Peer",
-                    "Ping",
-                    None,
-                    None,
-                    gio::DBusCallFlags::NONE,
-                    2000,
-                    gio::Cancellable::NONE,
-                );
-            }
+            let _ = self.bus().call_sync(
+                Some(NM_BUS_NAME),
+                "/org/freedesktop/NetworkManager",
+                "org.freedesktop.DBus.Peer",
+                "Ping",
+                None,
+                None,
+                gio::DBusCallFlags::NONE,
+                2000,
+                gio::Cancellable::NONE,
+            );
             while self.context.iteration(false) {}
         });
     }
