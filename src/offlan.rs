@@ -14,12 +14,11 @@
 //! and only a link recorded here is ever set up again: a link someone else
 //! set down stays down.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::sys::lock::{create_parent_dir, LOCK_PATH};
+use crate::sys::lock::{touch, LOCK_PATH};
 use crate::sys::netlink::{set_index_up, take_index_down};
 
 fn record_path(index: i32) -> PathBuf {
@@ -29,15 +28,10 @@ fn record_path(index: i32) -> PathBuf {
 /// Records the link, then sets it down (and gives it `mac`, if given). The
 /// record comes first, so that a link down is never left unrecorded.
 pub fn take_off_lan(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
-    record(&record_path(index))?;
+    touch(&record_path(index))?;
     take_index_down(index, mac)
 }
 
-/// Creates the record at `path`; a link planted there is refused, not followed.
-fn record(path: &Path) -> io::Result<()> {
-    create_parent_dir(path)?;
-    OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(path).map(drop)
-}
 
 /// Whether nm-handover set this link down and has not set it up since.
 pub fn was_taken_off_lan(index: i32) -> bool {
@@ -55,26 +49,5 @@ pub fn forget(index: i32) -> io::Result<()> {
     match fs::remove_file(record_path(index)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_link_planted_where_a_record_goes_is_refused() {
-        let dir = std::env::temp_dir().join(format!("nmh-offlan-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let victim = dir.join("victim");
-        fs::write(&victim, "kept").unwrap();
-        let planted = dir.join("off-lan-7");
-        std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        assert_eq!(record(&planted).unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        assert_eq!(fs::read_to_string(&victim).unwrap(), "kept");
-        record(&dir.join("off-lan-8")).unwrap();
-        assert!(dir.join("off-lan-8").is_file());
-        let _ = fs::remove_dir_all(&dir);
     }
 }

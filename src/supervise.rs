@@ -43,8 +43,20 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// ever holding the address (a wrong Wi-Fi password, a network that
 /// vanishes again): like NetworkManager's own `autoconnect-retries` (4),
 /// then a pause of [`RETRY_PAUSE`], as NM blocks autoconnect for 300 s.
+/// Between them it waits [`FIRST_RETRY`], doubled each time: a network that
+/// just failed is often still in the scan list for a while.
 pub const MAX_ATTEMPTS: u32 = 4;
 pub const RETRY_PAUSE: Duration = Duration::from_secs(300);
+pub const FIRST_RETRY: Duration = Duration::from_secs(15);
+
+/// How long after the `count`th attempt in a row the next one may come.
+fn wait_after(count: u32) -> Duration {
+    if count >= MAX_ATTEMPTS {
+        RETRY_PAUSE
+    } else {
+        (FIRST_RETRY * 2u32.pow(count.saturating_sub(1))).min(RETRY_PAUSE)
+    }
+}
 
 /// The supervisor's activation attempts per pair. Pure: the caller passes
 /// the time.
@@ -57,7 +69,7 @@ impl Attempts {
     /// Whether the supervisor may ask NM to activate `pair`'s backup now.
     pub fn allowed(&self, pair: &Uuid, now: Instant) -> bool {
         match self.per_pair.get(pair) {
-            Some(&(count, Some(last))) if count >= MAX_ATTEMPTS => now.duration_since(last) >= RETRY_PAUSE,
+            Some(&(count, Some(last))) if count > 0 => now.duration_since(last) >= wait_after(count),
             _ => true,
         }
     }
@@ -76,8 +88,8 @@ impl Attempts {
     pub fn next_try_in(&self, now: Instant) -> Option<Duration> {
         self.per_pair
             .values()
-            .filter_map(|&(count, last)| (count >= MAX_ATTEMPTS).then_some(last?))
-            .map(|last| (last + RETRY_PAUSE).saturating_duration_since(now))
+            .filter_map(|&(count, last)| Some(last? + wait_after(count)))
+            .map(|at| at.saturating_duration_since(now))
             .filter(|d| !d.is_zero())
             .min()
     }
@@ -221,28 +233,32 @@ mod tests {
     }
 
     #[test]
-    fn activations_pause_after_four_in_a_row_and_resume_after_the_pause() {
+    fn activations_back_off_then_pause_after_four_in_a_row() {
         let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
         let other = Uuid::parse("22222222-2222-4222-8222-222222222222").unwrap();
         let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
         let mut a = Attempts::default();
-        for i in 0..MAX_ATTEMPTS {
-            assert!(a.allowed(&pair, t0), "attempt {i}");
-            a.record_attempt(&pair, t0 + Duration::from_secs(i.into()));
+        // 15 s, 30 s, 60 s between the first four, then the pause.
+        let mut t = 0;
+        for (i, wait) in [15u64, 30, 60].into_iter().enumerate() {
+            assert!(a.allowed(&pair, at(t)), "attempt {i}");
+            a.record_attempt(&pair, at(t));
+            assert!(!a.allowed(&pair, at(t + wait - 1)), "attempt {i} + {wait} s");
+            assert_eq!(a.next_try_in(at(t)), Some(Duration::from_secs(wait)));
+            t += wait;
         }
-        let last = t0 + Duration::from_secs(u64::from(MAX_ATTEMPTS - 1));
-        assert!(!a.allowed(&pair, last + RETRY_PAUSE - Duration::from_secs(1)));
-        assert_eq!(a.next_try_in(last + RETRY_PAUSE - Duration::from_secs(1)), Some(Duration::from_secs(1)));
-        assert!(a.allowed(&other, last), "another pair is not held back");
-        assert!(a.allowed(&pair, last + RETRY_PAUSE));
-        a.record_attempt(&pair, last + RETRY_PAUSE);
-        assert!(a.allowed(&pair, last + RETRY_PAUSE), "a new round after the pause");
-        assert_eq!(a.next_try_in(last + RETRY_PAUSE), None);
+        assert!(a.allowed(&pair, at(t)));
+        a.record_attempt(&pair, at(t));
+        assert!(!a.allowed(&pair, at(t) + RETRY_PAUSE - Duration::from_secs(1)));
+        assert_eq!(a.next_try_in(at(t) + RETRY_PAUSE - Duration::from_secs(1)), Some(Duration::from_secs(1)));
+        assert!(a.allowed(&other, at(t)), "another pair is not held back");
+        assert!(a.allowed(&pair, at(t) + RETRY_PAUSE));
+        a.record_attempt(&pair, at(t) + RETRY_PAUSE);
+        assert!(!a.allowed(&pair, at(t) + RETRY_PAUSE + Duration::from_secs(1)), "a new round starts with the first wait");
         // Success starts the count over.
-        for _ in 0..MAX_ATTEMPTS {
-            a.record_attempt(&pair, last);
-        }
         a.succeeded(&pair);
-        assert!(a.allowed(&pair, last));
+        assert!(a.allowed(&pair, at(t) + RETRY_PAUSE));
+        assert_eq!(a.next_try_in(at(t)), None);
     }
 }

@@ -2,8 +2,8 @@
 //! where it goes (and leaves the link's target alone): the handover and
 //! watcher locks under /run/nm-handover, the `link-up` marker, lease files,
 //! the conf.d snippet and the pair's record (both written by
-//! `write_atomically`), and root's record read back. The off-LAN records
-//! are covered by a unit test in src/offlan.rs.
+//! `write_atomically`), root's record read back, and the off-LAN records
+//! and link marks (both `touch`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use nm_handover::lease::write_atomically;
 use nm_handover::names::Uuid;
 use nm_handover::prefilter::record_link_up_seen;
-use nm_handover::sys::lock::{watcher_lock_path, FileLock};
+use nm_handover::sys::lock::{touch, watcher_lock_path, FileLock};
 use nm_handover::trust::{read_record, record_path, Distrust};
 
 struct Scratch(PathBuf);
@@ -86,4 +86,16 @@ fn a_planted_link_is_no_record_of_a_pair() {
     fs::write(&victim, "wired=x\n").unwrap();
     std::os::unix::fs::symlink(&victim, &path).unwrap();
     assert!(matches!(read_record(&scratch.0, &wired), Err(Distrust::BadRecord { why, .. }) if why.contains("symbolic link")));
+}
+
+#[test]
+fn off_lan_records_and_link_marks_refuse_a_planted_link() {
+    let scratch = Scratch::new("touch");
+    for name in ["off-lan-7", "replug-3", "port-failed-3", "handed-back-4"] {
+        let (link, victim) = scratch.plant(name);
+        assert_eq!(touch(&link).unwrap_err().raw_os_error(), Some(libc::ELOOP), "{name}");
+        untouched(&victim);
+    }
+    touch(&scratch.0.join("off-lan-8")).unwrap();
+    assert!(scratch.0.join("off-lan-8").is_file());
 }

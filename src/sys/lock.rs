@@ -56,6 +56,15 @@ pub fn create_parent_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates the file at `path` (and its directory) if missing, and sets its
+/// modification time to now: a record whose existence and age are the data.
+/// A link planted there is refused, not followed.
+pub fn touch(path: &Path) -> io::Result<()> {
+    create_parent_dir(path)?;
+    let file = OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    file.set_modified(std::time::SystemTime::now())
+}
+
 impl FileLock {
     pub fn acquire(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
         let io_err = |source| LockError::Io { path: path.to_owned(), source };
