@@ -805,12 +805,16 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
             if let Some(supervision) = supervision.as_deref_mut() {
                 let seen = pair.observe(nm, &System);
                 let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
-                let attempts = &mut supervision.attempts;
                 // (Activating is no success: a failing activation passes through it every round.)
                 if (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
-                    attempts.succeeded(&pair.wired.uuid);
+                    supervision.attempts.succeeded(&pair.wired.uuid);
                 }
-                if decide(Role::Wired, Hook::Reconcile, seen, pair.options).actions.contains(&Action::ActivateBackup) {
+                let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
+                if !supervision.would_act(&decision) {
+                    return Ok(Decision { actions: Vec::new(), reason: "left to the dispatcher's events" });
+                }
+                let attempts = &mut supervision.attempts;
+                if decision.actions.contains(&Action::ActivateBackup) {
                     if !seen.wired_carrier && !wired_out {
                         return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
                     }

@@ -24,6 +24,7 @@ use crate::commands::reconcile_pairs;
 use crate::error::Result;
 use crate::names::Uuid;
 use crate::handover::{Pair, System};
+use crate::policy::{decide, Action, Decision, Hook, Role};
 use crate::sys::libnm::{Nm, WatchNext};
 use crate::sys::lock::{supervisor_lock_path, FileLock, LockError, LOCK_PATH};
 use crate::trust::any_pair_recorded;
@@ -111,6 +112,11 @@ pub const WIRED_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Default)]
 pub struct Supervision {
     pub attempts: Attempts,
+    /// After its first reconcile (at NetworkManager's start), the supervisor
+    /// only brings the backup up (or puts its link back, or starts a
+    /// watcher): taking it off the LAN at a re-plug is the dispatcher's
+    /// events' work, which the supervisor must not race.
+    pub bring_up_only: bool,
     /// Since when each pair's wired link was seen without carrier.
     wired_out_since: BTreeMap<Uuid, Instant>,
     /// Problems already logged (a broken or unrecorded pair stays so across
@@ -134,6 +140,12 @@ impl Supervision {
     /// [`WIRED_GRACE`], for the soonest one not there yet.
     pub fn next_grace_end_in(&self, now: Instant) -> Option<Duration> {
         self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+    }
+
+    /// Whether the supervisor carries out `decision` (see [`Supervision::bring_up_only`]).
+    pub fn would_act(&self, decision: &Decision) -> bool {
+        let takes_down = decision.actions.iter().any(|a| matches!(a, Action::DeactivateBackup | Action::TakeBackupOffLan));
+        !decision.actions.is_empty() && !(self.bring_up_only && takes_down)
     }
 
     /// Whether `problem` is reported for the first time (and remembers it).
@@ -190,7 +202,23 @@ fn next_replug_check(nm: &Nm) -> Option<Duration> {
     Pair::all(nm).into_iter().flatten().filter_map(|pair| pair.replug_overdue_in(nm, &System)).filter(|d| !d.is_zero()).min()
 }
 
+/// Reconciles the pairs; takes the handover lock only where a look without
+/// it finds something to do, so that the dispatcher's handovers (a `link-up`
+/// NM waits for) never wait behind a look that changes nothing.
 fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
+    let now = Instant::now();
+    let mut something_to_do = !supervision.bring_up_only;
+    for pair in Pair::all(nm).into_iter().flatten() {
+        let seen = pair.observe(nm, &System);
+        // (Since when the wired link is out is noted at every look.)
+        supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
+        something_to_do |= supervision.would_act(&decide(Role::Wired, Hook::Reconcile, seen, pair.options));
+    }
+    if !something_to_do {
+        return;
+    }
+    // What a handover that held the lock changed, seen before deciding.
+    nm.catch_up();
     let _lock = match FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT) {
         Ok(lock) => lock,
         Err(e) => {
@@ -198,11 +226,11 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
             return;
         }
     };
-    // What the handover that held the lock changed, seen before deciding.
-    nm.catch_up();
+    nm.drain();
     if let Err(e) = reconcile_pairs(nm, Some(supervision)) {
         warn!("supervisor: {e}");
     }
+    supervision.bring_up_only = true;
 }
 
 #[cfg(test)]
@@ -222,6 +250,21 @@ mod tests {
         assert!(!s.wired_out_long_enough(&pair, true, t0 + WIRED_GRACE));
         assert_eq!(s.next_grace_end_in(t0), None);
         assert!(!s.wired_out_long_enough(&pair, false, t0 + 2 * WIRED_GRACE));
+    }
+
+    #[test]
+    fn after_its_first_look_the_supervisor_never_takes_the_backup_down() {
+        let decision = |actions: Vec<Action>| Decision { actions, reason: "" };
+        let mut s = Supervision::default();
+        assert!(s.would_act(&decision(vec![Action::DeactivateBackup])), "at NetworkManager's start it hands back");
+        s.bring_up_only = true;
+        for down in [vec![Action::DeactivateBackup], vec![Action::TakeBackupOffLan, Action::DeactivateBackup]] {
+            assert!(!s.would_act(&decision(down)));
+        }
+        for up in [vec![Action::ActivateBackup], vec![Action::PutBackupLinkBack], vec![Action::WatchWiredCarrier], vec![Action::RememberPortFailed]] {
+            assert!(s.would_act(&decision(up)));
+        }
+        assert!(!s.would_act(&decision(vec![])));
     }
 
     #[test]

@@ -360,6 +360,11 @@ impl Nm {
     /// A round trip to NetworkManager first: what it sent before its answer
     /// (the signals of the activation another process just asked for) is in
     /// this process's queue by then, in the order the bus keeps per sender.
+    /// Processes what NetworkManager's messages already queued here.
+    pub fn drain(&self) {
+        let _ = self.context.with_thread_default(|| while self.context.iteration(false) {});
+    }
+
     pub fn catch_up(&self) {
         let _ = self.context.with_thread_default(|| {
             let _ = self.bus().call_sync(
