@@ -175,7 +175,7 @@ const COMMIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// neither is left changed.
 fn commit_pair(record: &PairRecord, snippet: (&Path, &str)) -> Result<()> {
     let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
-    let record_path = trust::record_path(Path::new(trust::RECORD_DIR), &record.wired);
+    let record_path = trust::recorded_pair_path(&record.wired);
     let previous_snippet = fs::read(snippet.0).ok();
     write_atomically(snippet.0, snippet.1.as_bytes())?;
     let written = fs::DirBuilder::new()
@@ -193,25 +193,23 @@ fn commit_pair(record: &PairRecord, snippet: (&Path, &str)) -> Result<()> {
     written
 }
 
-/// Removes the record of the pair whose wired profile is `wired`, under the
-/// handover lock; returns what it held, if there was one. A record that is no
-/// regular file (a planted link) is removed too, and nothing is returned.
-fn withdraw_record(wired: &Uuid) -> Result<Option<Vec<u8>>> {
-    let path = trust::record_path(Path::new(trust::RECORD_DIR), wired);
-    let Ok(meta) = fs::symlink_metadata(&path) else {
-        return Ok(None);
-    };
-    let text = if meta.is_file() { Some(fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?) } else { None };
+/// Removes the record of the pair whose wired profile is `wired` (whatever
+/// stands there, a planted link too), under the handover lock.
+fn withdraw_record(wired: &Uuid) -> Result<()> {
+    let path = trust::recorded_pair_path(wired);
+    if fs::symlink_metadata(&path).is_err() {
+        return Ok(());
+    }
     let _lock = FileLock::acquire(Path::new(LOCK_PATH), COMMIT_LOCK_WAIT)?;
-    fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
-    Ok(text)
+    fs::remove_file(&path).map_err(|source| Error::Io { path, source })
 }
 
-/// Puts back a record [`withdraw_record`] removed, where a change failed.
-fn restore_record(wired: &Uuid, text: Option<&[u8]>) {
-    let Some(text) = text else { return };
-    let path = trust::record_path(Path::new(trust::RECORD_DIR), wired);
-    if let Err(e) = write_atomically(&path, text) {
+/// Puts back a record root wrote that [`withdraw_record`] removed, where a
+/// change failed. (A record that was not root's alone is not put back: a
+/// new file would make it one.)
+fn restore_record(record: Option<&PairRecord>) {
+    let Some(record) = record else { return };
+    if let Err(e) = write_atomically(&trust::recorded_pair_path(&record.wired), record.render().as_bytes()) {
         warn!("{e}: the pair stays in its profiles but nm-handover ignores it; run `nm-handover pair` again");
     }
 }
@@ -258,11 +256,12 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     // Pairing again: the old record goes first, under the lock, so that no
     // handover acts while the profiles change (as for `unpair`); it comes
     // back if the profiles cannot be changed.
-    let old_record = withdraw_record(&wired_snap.uuid)?;
+    let old_record = trust::read_record(Path::new(trust::RECORD_DIR), &wired_snap.uuid).ok().flatten();
+    withdraw_record(&wired_snap.uuid)?;
     let written = match apply(nm, Some(&wired), Some(&backup), &plan) {
         Ok(written) => written,
         Err(err) => {
-            restore_record(&wired_snap.uuid, old_record.as_deref());
+            restore_record(old_record.as_ref());
             return Err(err);
         }
     };
@@ -274,13 +273,13 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     let record = PairRecord { wired: wired_snap.uuid.clone(), wired_device: wired_device.clone(), backup: backup_snap.uuid.clone(), backup_device };
     if let Err(cause) = commit_pair(&record, (&path, &text)) {
         // Not recorded: the profiles go back to what they were, so nothing is half-paired.
-        restore_record(&wired_snap.uuid, old_record.as_deref());
+        restore_record(old_record.as_ref());
         return Err(match undo(nm, &written) {
             Ok(()) => cause,
             Err(undo) => Error::RollbackFailed { cause: NmError::Call { what: "recording the pair".into(), message: cause.to_string() }, undo },
         });
     }
-    summary.push(format!("{}: the pair recorded by root (nm-handover acts only on pairs recorded here)", trust::record_path(Path::new(trust::RECORD_DIR), &record.wired).display()));
+    summary.push(format!("{}: the pair recorded by root (nm-handover acts only on pairs recorded here)", trust::recorded_pair_path(&record.wired).display()));
     nm.reload_config()?;
     summary.push(start_supervisor());
     summary.push(format!(
@@ -306,9 +305,8 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     // The peer may be gone (deleted by the user): unpair what is left.
     let peer = nm.profile(this.peer.as_str());
     let peer_points_back = peer.as_ref().and_then(|p| profile_membership(p).ok().flatten()).is_some_and(|m| m.peer == this_uuid && m.role != this.role);
-    let record_dir = Path::new(trust::RECORD_DIR);
-    let record_path = trust::record_path(record_dir, &wired_uuid);
-    let record = trust::read_record(record_dir, &wired_uuid);
+    let record_path = trust::recorded_pair_path(&wired_uuid);
+    let record = trust::read_record(Path::new(trust::RECORD_DIR), &wired_uuid);
     let whole_pair = unpair_takes_peer(&record, &wired_uuid, &backup_uuid, peer_points_back);
     let peer = peer.filter(|_| whole_pair);
     let (wired, backup) = match this.role {
@@ -327,22 +325,23 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     // The record goes first, under the handover lock: from then on no
     // handover acts on the pair while its profiles change. (One that is no
     // record root wrote goes too, or the supervisor would never stop.)
-    let recorded = withdraw_record(&wired_uuid)?;
+    let recorded = record.ok().flatten();
+    withdraw_record(&wired_uuid)?;
     if let Err(err) = apply(nm, wired, backup, &plan) {
         // The profiles are as they were: so is the record.
-        restore_record(&wired_uuid, recorded.as_deref().filter(|_| matches!(record, Ok(Some(_)))));
+        restore_record(recorded.as_ref());
         return Err(err);
     }
     let mut summary = plan.summary;
-    if recorded.is_some() {
-        summary.push(format!("{}: removed", record_path.display()));
-    }
     // What nm-handover remembered about the pair's links goes with it.
-    if let Some(record) = recorded.as_deref().and_then(|text| PairRecord::parse(std::str::from_utf8(text).ok()?).ok()) {
+    if let Some(record) = &recorded {
+        summary.push(format!("{}: removed", record_path.display()));
         use crate::handover::Host;
-        let forgotten = System.clear_port_marks(&record.wired_device).and_then(|()| System.clear_link_mark(&record.backup_device, crate::marks::Mark::HandedBack));
-        if let Err(e) = forgotten {
-            tracing::debug!("{e}");
+        use crate::marks::Mark;
+        for (device, mark) in [(&record.wired_device, Mark::PortFailed), (&record.wired_device, Mark::ReplugPending), (&record.backup_device, Mark::HandedBack)] {
+            if let Err(e) = System.clear_link_mark(device, mark) {
+                tracing::debug!("{e}");
+            }
         }
     }
     // A backup holding the address still carries the wired MAC and DHCP
@@ -813,11 +812,14 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                 if !supervision.would_act(&decision) {
                     return Ok(Decision { actions: Vec::new(), reason: "left to the dispatcher's events" });
                 }
+                // A pull is the dispatcher's `down` (the activation and its
+                // watcher): the supervisor steps in only once the wired link
+                // has been out for the grace.
+                if !seen.wired_carrier && !wired_out {
+                    return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
+                }
                 let attempts = &mut supervision.attempts;
                 if decision.actions.contains(&Action::ActivateBackup) {
-                    if !seen.wired_carrier && !wired_out {
-                        return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
-                    }
                     if !attempts.allowed(&pair.wired.uuid, now) {
                         tracing::debug!("'{}': the backup did not come up after {} tries; next try after a pause", pair.backup.id, crate::supervise::MAX_ATTEMPTS);
                         return Ok(Decision { actions: Vec::new(), reason: "paused" });

@@ -65,7 +65,7 @@ pub trait Daemon {
     /// Whether `device` holds another profile than `profile` now, and
     /// whether its last state change was a request to deactivate it (by the
     /// user, or by nm-handover's hand-back: NM does not tell them apart).
-    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> (bool, bool);
+    fn deactivation_facts(&self, device: &Iface, profile: &Uuid) -> (bool, bool);
     fn version(&self) -> Option<String>;
     /// The device's own MAC address, as `parse_mac` writes it.
     fn permanent_mac(&self, device: &Iface) -> Option<String>;
@@ -95,8 +95,6 @@ pub trait Host {
     /// When `mark` was set for the link `device`, if it is (see [`crate::marks`]).
     fn link_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime>;
     fn set_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
-    /// Drops both wired marks: the wired link holds the address, or lost carrier.
-    fn clear_port_marks(&self, device: &Iface) -> Result<()>;
     fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
 }
 
@@ -253,7 +251,7 @@ impl Pair {
             wired_down_chosen: nm.last_change_was_chosen(&self.wired.device),
             backup_taken_off_lan,
             backup_left_by_user: {
-                let (other_profile, deactivated_on_request) = nm.left_by_user(&self.backup.device, &self.backup.uuid);
+                let (other_profile, deactivated_on_request) = nm.deactivation_facts(&self.backup.device, &self.backup.uuid);
                 left_by_user(other_profile, deactivated_on_request, host.link_mark(&self.backup.device, Mark::HandedBack).is_some())
             },
             wired_port_failed: host.link_mark(&self.wired.device, Mark::PortFailed).is_some(),
@@ -294,8 +292,10 @@ impl Pair {
         // What was known about the wired port holds until the wired link
         // has the address or loses carrier (a new plug).
         if (!observed.wired_carrier || observed.wired == LinkState::Active) && (observed.wired_port_failed || host.link_mark(&self.wired.device, Mark::ReplugPending).is_some()) {
-            if let Err(e) = host.clear_port_marks(&self.wired.device) {
-                warn!("{e}");
+            for mark in [Mark::PortFailed, Mark::ReplugPending] {
+                if let Err(e) = host.clear_link_mark(&self.wired.device, mark) {
+                    warn!("{e}");
+                }
             }
         }
         let decision = decide(role, hook, observed, self.options);
@@ -520,7 +520,7 @@ impl Daemon for Nm {
         }
     }
 
-    fn left_by_user(&self, device: &Iface, profile: &Uuid) -> (bool, bool) {
+    fn deactivation_facts(&self, device: &Iface, profile: &Uuid) -> (bool, bool) {
         self.device(device.as_str()).map_or((false, false), |d| {
             let other = d.active_connection().and_then(|ac| ac.uuid()).is_some_and(|uuid| uuid != profile.as_str());
             (other, d.last_left_by_hand())
@@ -622,10 +622,6 @@ impl Host for System {
 
     fn set_link_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
         System::on_link(device, |index| mark.set(index))
-    }
-
-    fn clear_port_marks(&self, device: &Iface) -> Result<()> {
-        System::on_link(device, |index| Mark::PortFailed.clear(index).and_then(|()| Mark::ReplugPending.clear(index)))
     }
 
     fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
@@ -766,7 +762,7 @@ mod tests {
             (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
         }
 
-        fn left_by_user(&self, _: &Iface, _: &Uuid) -> (bool, bool) {
+        fn deactivation_facts(&self, _: &Iface, _: &Uuid) -> (bool, bool) {
             (false, false)
         }
 
@@ -856,10 +852,6 @@ mod tests {
         }
 
         fn set_link_mark(&self, _: &Iface, _: Mark) -> Result<()> {
-            Ok(())
-        }
-
-        fn clear_port_marks(&self, _: &Iface) -> Result<()> {
             Ok(())
         }
 

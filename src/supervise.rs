@@ -105,7 +105,9 @@ impl Attempts {
 /// without a device) come up before it counts as pulled: at a resume while
 /// docked, or at boot, a dock's NIC is enumerated again and its PHY
 /// negotiates for a second or more, while the Wi-Fi may already be ready.
-/// A real pull is the dispatcher's `down`, which does not wait for this.
+/// A real pull is the dispatcher's `down`, which does not wait for this; the
+/// supervisor does nothing for a pair in the grace (it raced the `down`'s
+/// activation and watcher).
 pub const WIRED_GRACE: Duration = Duration::from_secs(3);
 
 /// What the supervisor remembers from one reconcile to the next.
@@ -211,8 +213,8 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
     for pair in Pair::all(nm).into_iter().flatten() {
         let seen = pair.observe(nm, &System);
         // (Since when the wired link is out is noted at every look.)
-        supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
-        something_to_do |= supervision.would_act(&decide(Role::Wired, Hook::Reconcile, seen, pair.options));
+        let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
+        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decide(Role::Wired, Hook::Reconcile, seen, pair.options));
     }
     if !something_to_do {
         return;

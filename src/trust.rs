@@ -34,6 +34,11 @@ pub fn record_path(dir: &Path, wired: &Uuid) -> PathBuf {
     dir.join(format!("{wired}.pair"))
 }
 
+/// [`record_path`] in [`RECORD_DIR`].
+pub fn recorded_pair_path(wired: &Uuid) -> PathBuf {
+    record_path(Path::new(RECORD_DIR), wired)
+}
+
 /// Whether root recorded any pair in `dir` (without judging the records).
 pub fn any_pair_recorded(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pair")))
