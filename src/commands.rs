@@ -20,10 +20,10 @@ use crate::pairing::{
 };
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
 use crate::supervise::Supervision;
-use crate::prefilter::NM_CONF_DIR;
-use crate::settings::{ProfileEdit, PropertyValue};
+use crate::sys::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
-use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, supervisor_lock_path, watcher_lock_path, FileLock, LOCK_PATH, SUPERVISOR_PROGRAM};
+use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, FileLock, SUPERVISOR_PROGRAM};
+use crate::sys::paths::{supervisor_lock_path, watcher_lock_path, LOCK_PATH, NM_CONF_DIR, RECORD_DIR};
 use crate::trust::{self, Distrust, PairRecord};
 
 /// Finds a profile by UUID, else by its exact name.
@@ -124,7 +124,7 @@ impl ProfileWriter for Nm {
     type Saved = SavedProfile;
 
     fn update(&self, profile: &Profile, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
-        self.update_profile(profile, edit)
+        self.update_profile(profile, &crate::pairing::timestamp_on_disk(profile.filename().as_deref()), edit)
     }
 
     fn restore(&self, profile: &Profile, saved: &SavedProfile) -> Result<(), NmError> {
@@ -181,8 +181,8 @@ fn commit_pair(record: &PairRecord, snippet: (&Path, &str)) -> Result<()> {
     let written = fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
-        .create(trust::RECORD_DIR)
-        .map_err(|source| Error::Io { path: trust::RECORD_DIR.into(), source })
+        .create(RECORD_DIR)
+        .map_err(|source| Error::Io { path: RECORD_DIR.into(), source })
         .and_then(|()| Ok(write_atomically(&record_path, record.render().as_bytes())?));
     if written.is_err() {
         let _ = match previous_snippet {
@@ -256,7 +256,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     // Pairing again: the old record goes first, under the lock, so that no
     // handover acts while the profiles change (as for `unpair`); it comes
     // back if the profiles cannot be changed.
-    let old_record = trust::read_record(Path::new(trust::RECORD_DIR), &wired_snap.uuid).ok().flatten();
+    let old_record = trust::read_record(Path::new(RECORD_DIR), &wired_snap.uuid).ok().flatten();
     withdraw_record(&wired_snap.uuid)?;
     let written = match apply(nm, Some(&wired), Some(&backup), &plan) {
         Ok(written) => written,
@@ -306,7 +306,7 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     let peer = nm.profile(this.peer.as_str());
     let peer_points_back = peer.as_ref().and_then(|p| profile_membership(p).ok().flatten()).is_some_and(|m| m.peer == this_uuid && m.role != this.role);
     let record_path = trust::recorded_pair_path(&wired_uuid);
-    let record = trust::read_record(Path::new(trust::RECORD_DIR), &wired_uuid);
+    let record = trust::read_record(Path::new(RECORD_DIR), &wired_uuid);
     let whole_pair = unpair_takes_peer(&record, &wired_uuid, &backup_uuid, peer_points_back);
     let peer = peer.filter(|_| whole_pair);
     let (wired, backup) = match this.role {
@@ -357,7 +357,7 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Ok(None) => {}
         Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
     }
-    if !trust::any_pair_recorded(Path::new(trust::RECORD_DIR)) {
+    if !trust::any_pair_recorded(Path::new(RECORD_DIR)) {
         match stop_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {
             Ok(Some(pid)) => summary.push(format!("stopped the supervisor (pid {pid}): no pair is left")),
             Ok(None) => {}
@@ -851,7 +851,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::settings::PropertyChange;
+    use crate::sys::settings::PropertyChange;
 
     /// Profiles as whole values: an update replaces the stored one.
     #[derive(Default)]

@@ -14,9 +14,10 @@ use crate::event::DispatcherEvent;
 use crate::handover::{Pair, System};
 use crate::lease::LeaseStore;
 use crate::policy::Role;
-use crate::prefilter::{prefilter, Verdict, NM_CONF_DIR};
+use crate::prefilter::{prefilter, Verdict};
 use crate::sys::libnm::Nm;
-use crate::sys::lock::{FileLock, LOCK_PATH};
+use crate::sys::lock::FileLock;
+use crate::sys::paths::{LOCK_PATH, NM_CONF_DIR};
 
 /// How long an event waits for another invocation's handover to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(10);

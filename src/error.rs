@@ -44,7 +44,7 @@ pub enum Error {
     Untrusted { wired: String, backup: String, why: Distrust },
     #[error("not acting on {device} for '{profile}': {why}")]
     LinkRefused { device: String, profile: String, why: String },
-    #[error("`nm-handover {0}` must run as root: it writes the pair's record in {dir}, which only root may write", dir = crate::trust::RECORD_DIR)]
+    #[error("`nm-handover {0}` must run as root: it writes the pair's record in {dir}, which only root may write", dir = crate::sys::paths::RECORD_DIR)]
     NotRoot(&'static str),
     #[error("taking {device} off the LAN (rtnetlink): {source}")]
     Netlink { device: String, source: std::io::Error },

@@ -18,9 +18,10 @@ use crate::names::{Iface, Uuid};
 use crate::offlan;
 use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options, Role};
-use crate::settings::PropertyValue;
+use crate::sys::settings::PropertyValue;
 use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, Nm, Profile};
-use crate::sys::lock::{watcher_lock_path, WATCHER_PROGRAM};
+use crate::sys::lock::WATCHER_PROGRAM;
+use crate::sys::paths::{watcher_lock_path, RECORD_DIR};
 use crate::sys::netlink::if_index;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
 use crate::marks::{dhcp_timeout, replug_overdue_in, Mark};
@@ -144,11 +145,11 @@ pub fn sends_dhcp_release(version: &str) -> bool {
 }
 
 /// Whether the running daemon dispatches the blocking `link-up` action: it
-/// did since boot (see [`crate::LINK_UP_SEEN_PATH`]). Before its first
+/// did since boot (see [`crate::sys::paths::LINK_UP_SEEN_PATH`]). Before its first
 /// `link-up` (boot with the cable out) a patched daemon counts as stock:
 /// the carrier watcher then does what `link-up` would.
 pub fn nm_has_link_up() -> bool {
-    std::fs::symlink_metadata(crate::LINK_UP_SEEN_PATH).is_ok_and(|meta| meta.is_file())
+    std::fs::symlink_metadata(crate::sys::paths::LINK_UP_SEEN_PATH).is_ok_and(|meta| meta.is_file())
 }
 
 impl Pair {
@@ -164,7 +165,7 @@ impl Pair {
             Some(Role::Wired) => (profile.is_private(), peer.is_private()),
             _ => (peer.is_private(), profile.is_private()),
         };
-        pair.trusted(wired_private, backup_private, std::path::Path::new(trust::RECORD_DIR))?;
+        pair.trusted(wired_private, backup_private, std::path::Path::new(RECORD_DIR))?;
         Ok(Some(pair))
     }
 

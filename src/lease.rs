@@ -19,9 +19,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::names::{Iface, Uuid};
-
-/// NM's state directory, where both DHCP clients keep their leases.
-pub const NM_STATE_DIR: &str = "/var/lib/NetworkManager";
+use crate::sys::paths::NM_STATE_DIR;
 
 /// Lease files larger than this are not NM's and are refused.
 const MAX_LEASE_FILE: u64 = 256 * 1024;

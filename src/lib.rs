@@ -21,7 +21,6 @@ pub mod offlan;
 pub mod pairing;
 pub mod policy;
 pub mod prefilter;
-pub mod settings;
 pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;
@@ -32,9 +31,3 @@ pub mod marks;
 /// The dispatcher action patched NetworkManager sends when a device's link is
 /// ready and before IP configuration starts (see nm-patch/).
 pub const LINK_UP_ACTION: &str = "link-up";
-/// Written by `nm-handover-dispatch` the first time it is run for a
-/// `link-up` event after boot (tmpfs): the proof that this NetworkManager
-/// dispatches the action. No `VersionInfo` capability bit is read: upstream
-/// has not allocated one, and a backport that set one could collide with a
-/// later upstream meaning of the same bit.
-pub const LINK_UP_SEEN_PATH: &str = "/run/nm-handover/link-up-seen";

@@ -212,7 +212,7 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
 /// then reads NM's state.
 fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
     wait_for_nm_running(wait_for_nm)?;
-    let _lock = sys::lock::FileLock::acquire(Path::new(sys::lock::LOCK_PATH), Duration::from_secs(10))?;
+    let _lock = sys::lock::FileLock::acquire(Path::new(sys::paths::LOCK_PATH), Duration::from_secs(10))?;
     let nm = sys::libnm::Nm::connect()?;
     commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
 }

@@ -22,10 +22,11 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::sys::lock::{touch, LOCK_PATH};
+use crate::sys::lock::touch;
+use crate::sys::paths::link_mark_path;
 
 /// Added to the wired profile's DHCP timeout before a re-plug counts as failed.
 pub const REPLUG_MARGIN: Duration = Duration::from_secs(5);
@@ -45,16 +46,13 @@ pub enum Mark {
 
 impl Mark {
     /// `wired_index` is the backup's index for [`Mark::HandedBack`].
-    fn path_in(self, dir: &Path, wired_index: i32) -> PathBuf {
-        dir.join(match self {
-            Mark::ReplugPending => format!("replug-{wired_index}"),
-            Mark::PortFailed => format!("port-failed-{wired_index}"),
-            Mark::HandedBack => format!("handed-back-{wired_index}"),
-        })
-    }
-
     fn path(self, wired_index: i32) -> PathBuf {
-        self.path_in(Path::new(LOCK_PATH).parent().unwrap_or(Path::new("/run/nm-handover")), wired_index)
+        let kind = match self {
+            Mark::ReplugPending => "replug",
+            Mark::PortFailed => "port-failed",
+            Mark::HandedBack => "handed-back",
+        };
+        link_mark_path(kind, wired_index)
     }
 
     /// Sets the mark (its time is the file's modification time).

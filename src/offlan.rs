@@ -16,26 +16,23 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
 
-use crate::sys::lock::{touch, LOCK_PATH};
+use crate::sys::lock::touch;
+use crate::sys::paths::off_lan_path;
 use crate::sys::netlink::{set_index_up, take_index_down};
 
-fn record_path(index: i32) -> PathBuf {
-    std::path::Path::new(LOCK_PATH).with_file_name(format!("off-lan-{index}"))
-}
 
 /// Records the link, then sets it down (and gives it `mac`, if given). The
 /// record comes first, so that a link down is never left unrecorded.
 pub fn take_off_lan(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
-    touch(&record_path(index))?;
+    touch(&off_lan_path(index))?;
     take_index_down(index, mac)
 }
 
 
 /// Whether nm-handover set this link down and has not set it up since.
 pub fn was_taken_off_lan(index: i32) -> bool {
-    record_path(index).exists()
+    off_lan_path(index).exists()
 }
 
 /// Sets a link [`take_off_lan`] took down up again, and forgets it.
@@ -46,7 +43,7 @@ pub fn put_back(index: i32) -> io::Result<()> {
 
 /// Forgets the link: NM brings it up itself when it activates the backup.
 pub fn forget(index: i32) -> io::Result<()> {
-    match fs::remove_file(record_path(index)) {
+    match fs::remove_file(off_lan_path(index)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }

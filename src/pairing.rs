@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::names::{Iface, NameError, Uuid};
 use crate::policy::{Options, Role};
-use crate::settings::{ProfileEdit, PropertyChange, PropertyValue};
+use crate::sys::settings::{ProfileEdit, PropertyChange, PropertyValue};
 
 pub const KEY_ROLE: &str = "nm-handover.role";
 pub const KEY_PEER: &str = "nm-handover.peer";
@@ -214,6 +214,23 @@ pub fn user_data_from_keyfile(text: &str) -> BTreeMap<String, String> {
 /// is what to send back so the file keeps what it had.
 pub fn keyfile_timestamp(text: &str) -> Option<u64> {
     keyfile_group(text, SETTING_CONNECTION).find(|(key, _)| *key == "timestamp").and_then(|(_, value)| value.parse().ok())
+}
+
+/// The edit that keeps `connection.timestamp` as the profile's keyfile
+/// (`filename`) has it ([`keyfile_timestamp`]); none where the profile is not
+/// a readable keyfile (NM's other storage), which then gets what
+/// `GetSettings` reported, as with `nmcli connection modify`.
+pub fn timestamp_on_disk(filename: Option<&str>) -> ProfileEdit {
+    let Some(text) = filename
+        .filter(|path| std::path::Path::new(path).parent().is_some_and(|dir| dir.ends_with("system-connections")))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+    else {
+        return ProfileEdit::default();
+    };
+    ProfileEdit {
+        properties: vec![PropertyChange { setting: SETTING_CONNECTION, property: "timestamp", value: PropertyValue::U64(keyfile_timestamp(&text)) }],
+        ..ProfileEdit::default()
+    }
 }
 
 /// What `pair` needs to know about one profile.

@@ -12,9 +12,6 @@ use crate::event::{DispatcherAction, DispatcherEvent};
 use crate::pairing::{is_carrier_wait_conf_name, user_data_from_env, user_data_from_keyfile, KEY_ROLE};
 use crate::policy::{may_act, Hook, Role};
 
-/// Where NetworkManager reads configuration snippets (`pair` leaves one per pair).
-pub const NM_CONF_DIR: &str = "/etc/NetworkManager/conf.d";
-
 /// Keyfiles larger than this are not read here.
 const MAX_KEYFILE: u64 = 1024 * 1024;
 
@@ -29,7 +26,7 @@ pub enum Verdict {
 }
 
 /// Records that NetworkManager dispatched `link-up` (see
-/// [`crate::LINK_UP_SEEN_PATH`]); a failure only means the next event tries
+/// [`crate::sys::paths::LINK_UP_SEEN_PATH`]); a failure only means the next event tries
 /// again.
 pub fn record_link_up_seen(path: &Path) {
     // (Not `exists()`: a link planted there is not this program's record.)

@@ -26,7 +26,8 @@ use crate::names::Uuid;
 use crate::handover::{Pair, System};
 use crate::policy::{decide, Action, Decision, Hook, Role};
 use crate::sys::libnm::{Nm, WatchNext};
-use crate::sys::lock::{supervisor_lock_path, FileLock, LockError, LOCK_PATH};
+use crate::sys::lock::{FileLock, LockError};
+use crate::sys::paths::{supervisor_lock_path, LOCK_PATH, RECORD_DIR};
 use crate::trust::any_pair_recorded;
 
 /// Quiet time after a change before the supervisor looks: NetworkManager
@@ -181,7 +182,7 @@ pub fn supervise(nm: &Nm) -> Result<Ended> {
             ended = Ended::NetworkManagerStopped;
             return WatchNext::Stop;
         }
-        if !any_pair_recorded(Path::new(crate::trust::RECORD_DIR)) {
+        if !any_pair_recorded(Path::new(RECORD_DIR)) {
             ended = Ended::NoPairLeft;
             return WatchNext::Stop;
         }

@@ -21,10 +21,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::names::{Iface, NameError, Uuid};
-
-/// Where `pair` records the pairs root may act on, one file per pair. Under
-/// /etc/NetworkManager, whose tree only root can write.
-pub const RECORD_DIR: &str = "/etc/NetworkManager/nm-handover";
+use crate::sys::paths::RECORD_DIR;
 
 /// A record is a few lines; anything larger is not one.
 const MAX_RECORD: u64 = 4096;

@@ -41,24 +41,6 @@ fn pulled(test: &str) -> Option<Paired> {
     Some(p)
 }
 
-/// A new TCP session through the link that holds the address carries traffic.
-fn connected(lab: &Lab, test: &str) {
-    let session = TcpSession::open(lab);
-    assert!(session.wait_for_traffic(10, Duration::from_secs(10)), "{test}: no TCP traffic\n{}", lab.diagnostics());
-    let report = session.close();
-    assert!(report.error.is_none(), "{test}: {report:?}");
-}
-
-fn no_conflict(lab: &Lab, test: &str) {
-    assert!(!lab.server_log().contains("Abandoning"), "{test}: the server abandoned an address\n{}", lab.server_log());
-}
-
-/// Every DHCPACK the server sent since `since_line` was for `addr`: one lease, the same address.
-fn only_acks_for(lab: &Lab, since_line: usize, addr: Ipv4Addr) {
-    let acks: Vec<String> = server_requests(lab, since_line).into_iter().filter(|l| l.contains("DHCPACK")).collect();
-    assert!(acks.iter().all(|l| l.contains(&format!("DHCPACK on {addr} "))), "acks for another address: {acks:#?}");
-}
-
 fn create_backup_link(lab: &Lab) {
     for argv in [
         vec!["ip", "-n", &lab.host, "link", "add", "backup0", "type", "veth", "peer", "name", "p-backup0", "netns", &lab.lan],

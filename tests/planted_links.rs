@@ -12,7 +12,8 @@ use std::time::Duration;
 use nm_handover::lease::write_atomically;
 use nm_handover::names::Uuid;
 use nm_handover::prefilter::record_link_up_seen;
-use nm_handover::sys::lock::{touch, watcher_lock_path, FileLock};
+use nm_handover::sys::lock::{touch, FileLock};
+use nm_handover::sys::paths::watcher_lock_path;
 use nm_handover::trust::{read_record, record_path, Distrust};
 
 struct Scratch(PathBuf);

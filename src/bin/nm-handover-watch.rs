@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nm_handover::pairing::{mac_bytes, parse_mac};
-use nm_handover::sys::lock::{watcher_lock_path, FileLock};
+use nm_handover::sys::lock::FileLock;
+use nm_handover::sys::paths::watcher_lock_path;
 use nm_handover::offlan::take_off_lan;
 use nm_handover::marks::Mark;
 use nm_handover::sys::netlink::{if_index, LinkMonitor};

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::ptr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,8 +21,7 @@ use std::time::Duration;
 use gio::prelude::*;
 use glib::translate::{from_glib_full, from_glib_none, ToGlibPtr};
 
-use crate::pairing;
-use crate::settings::{self, ProfileEdit, PropertyChange, PropertyValue};
+use crate::sys::settings::{self, ProfileEdit, PropertyValue};
 
 mod ffi {
     #![allow(clippy::all, unused_imports)]
@@ -122,27 +120,6 @@ pub struct Profile {
 #[derive(Debug, Clone)]
 pub struct SavedProfile(glib::Variant);
 
-/// The edit that keeps `connection.timestamp` as the profile's keyfile has
-/// it ([`pairing::keyfile_timestamp`]); none where the profile is not a
-/// readable keyfile (NM's other storage), which then gets what `GetSettings`
-/// reported, as with `nmcli connection modify`.
-fn timestamp_on_disk(profile: &Profile) -> ProfileEdit {
-    let Some(text) = profile
-        .filename()
-        .filter(|path| Path::new(path).parent().is_some_and(|dir| dir.ends_with("system-connections")))
-        .and_then(|path| std::fs::read_to_string(path).ok())
-    else {
-        return ProfileEdit::default();
-    };
-    ProfileEdit {
-        properties: vec![PropertyChange {
-            setting: pairing::SETTING_CONNECTION,
-            property: "timestamp",
-            value: PropertyValue::U64(pairing::keyfile_timestamp(&text)),
-        }],
-        ..ProfileEdit::default()
-    }
-}
 
 pub struct ActiveConnection {
     obj: glib::Object,
@@ -529,11 +506,12 @@ impl Nm {
     }
 
     /// Applies `edit` to the stored profile and writes it to disk. The edit
-    /// goes to the daemon's own settings dict (see [`crate::settings`]), so
-    /// properties this libnm does not know are kept, and carries the stored
-    /// secrets, so none is lost. Returns the profile as it was, for
-    /// [`Nm::restore_profile`].
-    pub fn update_profile(&self, profile: &Profile, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
+    /// goes to the daemon's own settings dict (see [`crate::sys::settings`]),
+    /// so properties this libnm does not know are kept, and carries the
+    /// stored secrets, so none is lost. `kept` is applied first, also to what
+    /// is returned: what the file holds that `GetSettings` reports otherwise.
+    /// Returns the profile as it was, for [`Nm::restore_profile`].
+    pub fn update_profile(&self, profile: &Profile, kept: &ProfileEdit, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
         let what = format!("updating profile {}", profile.id().unwrap_or_default());
         let call = |method: &str, args: Option<glib::Variant>| self.settings_call(profile, &what, method, args);
         let current = call("GetSettings", None)?.child_value(0);
@@ -547,7 +525,7 @@ impl Nm {
                 Err(e) => return Err(NmError::Call { what: format!("{what}: reading its {name} secrets"), message: e.message().to_owned() }),
             }
         }
-        let saved = settings::apply_edit(&settings::with_secrets(&current, &secrets)?, &timestamp_on_disk(profile))?;
+        let saved = settings::apply_edit(&settings::with_secrets(&current, &secrets)?, kept)?;
         self.write_settings(profile, &what, settings::apply_edit(&saved, edit)?)?;
         Ok(SavedProfile(saved))
     }

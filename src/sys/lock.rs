@@ -15,21 +15,8 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// Where the lock lives (tmpfs: it never outlives a boot).
-pub const LOCK_PATH: &str = "/run/nm-handover/handover.lock";
-
-/// The lock a pair's carrier watcher holds while it runs.
-pub fn watcher_lock_path(wired_uuid: &str) -> PathBuf {
-    Path::new(LOCK_PATH).with_file_name(format!("watch-{wired_uuid}.pid"))
-}
-
 /// What the process holding a watcher lock must be called, before it is signalled.
 pub const WATCHER_PROGRAM: &str = "nm-handover-watch";
-
-/// The lock the supervisor holds while it runs (one per machine).
-pub fn supervisor_lock_path() -> PathBuf {
-    Path::new(LOCK_PATH).with_file_name("supervise.pid")
-}
 
 /// What the process holding the supervisor lock must be called.
 pub const SUPERVISOR_PROGRAM: &str = "nm-handover";

@@ -6,6 +6,8 @@
 pub mod libnm;
 pub mod lock;
 pub mod netlink;
+pub mod paths;
+pub mod settings;
 
 /// Whether this process runs with root's effective user id.
 pub fn is_root() -> bool {

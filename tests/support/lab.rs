@@ -79,6 +79,10 @@ pub struct LabConfig {
     /// An MPTCP-capable echo peer on [`SERVER`]:[`MPTCP_PORT`] (socat run by
     /// `mptcpize`), for the multipath alternative to the companion.
     pub mptcp_peer: bool,
+    /// In the Wi-Fi VM booted with `Wired::HardwareNics`: `wired0` is this
+    /// NIC of the VM (hardware to NetworkManager) and its cable QEMU's,
+    /// asked for through the shared directory.
+    pub hardware_wired: Option<(PathBuf, super::vm::VmNic)>,
 }
 
 /// The lab's access point.
@@ -106,7 +110,17 @@ impl LabConfig {
             nm_plugin_dir: None,
             ipv6: false,
             mptcp_peer: false,
+            hardware_wired: None,
         }
+    }
+
+    /// The Wi-Fi lab with a NIC of the VM as the wired link (see
+    /// [`LabConfig::hardware_wired`]); only in a VM booted for it.
+    pub fn with_hardware_wired(self, nic: super::vm::VmNic) -> LabConfig {
+        let mut cfg = self.with_wifi();
+        let dir = super::vm::vm_cable_dir().expect("a lab with a hardware NIC runs in the VM booted with Wired::HardwareNics");
+        cfg.hardware_wired = Some((dir, nic));
+        cfg
     }
 
     /// The lab with IPv6 on the LAN (see [`LabConfig::ipv6`]).
@@ -392,8 +406,25 @@ impl Lab {
         must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
         for iface in self.cfg.links.clone() {
             let port = format!("p-{iface}");
-            // Created inside the lab namespaces only: nothing appears in the root namespace.
-            must(&["ip", "-n", &host, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns", &lan])?;
+            if let (Some(nic), "wired0") = (self.cfg.hardware_wired.as_ref().map(|(_, nic)| *nic), iface) {
+                // The VM's two NICs, found by MAC (a lab torn down just before hands them back to the
+                // VM's root namespace asynchronously, under whatever name is free there).
+                for (mac, ns, name) in [(nic.mac, &host, iface), (nic.peer_mac, &lan, port.as_str())] {
+                    let mut found = None;
+                    self.wait_until(&format!("the VM's NIC {mac}"), Duration::from_secs(10), || {
+                        found = link_with_mac(mac);
+                        found.is_some()
+                    })?;
+                    let dev = found.unwrap();
+                    must(&["ip", "link", "set", "dev", &dev, "down"])?;
+                    must(&["ip", "link", "set", "dev", &dev, "netns", ns])?;
+                    must(&["ip", "-n", ns, "link", "set", "dev", &dev, "name", name])?;
+                }
+                self.set_cable(iface, true);
+            } else {
+                // Created inside the lab namespaces only: nothing appears in the root namespace.
+                must(&["ip", "-n", &host, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns", &lan])?;
+            }
             must(&["ip", "-n", &lan, "link", "set", &port, "master", "br0"])?;
             must(&["ip", "-n", &lan, "link", "set", &port, "up"])?;
         }
@@ -832,9 +863,26 @@ impl Lab {
         self.set_cable("wired0", true);
     }
 
-    /// Plugs or pulls the cable of one host link (its bridge port in `lan`).
+    /// Plugs or pulls the cable of one host link (its bridge port in `lan`;
+    /// for the VM's virtio NIC, QEMU's link of the NIC itself).
     pub fn set_cable(&self, iface: &str, plugged: bool) {
-        must(&["ip", "-n", &self.lan, "link", "set", &format!("p-{iface}"), if plugged { "up" } else { "down" }]).unwrap();
+        match &self.cfg.hardware_wired {
+            Some((dir, nic)) if iface == "wired0" => set_vm_cable(dir, nic, plugged),
+            _ => {
+                must(&["ip", "-n", &self.lan, "link", "set", &format!("p-{iface}"), if plugged { "up" } else { "down" }]).unwrap();
+            }
+        }
+    }
+
+    /// Suspends NetworkManager (`true`) or wakes it, through its `Sleep`
+    /// D-Bus method: what logind's PrepareForSleep makes it do.
+    pub fn nm_sleep(&self, asleep: bool) {
+        let arg = format!("boolean:{asleep}");
+        let out = self.run_in_host(&[
+            "dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.NetworkManager",
+            "/org/freedesktop/NetworkManager", "org.freedesktop.NetworkManager.Sleep", &arg,
+        ]);
+        assert!(out.status.success(), "NM Sleep({asleep}): {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Kills NetworkManager with SIGKILL (a crash), leaving its run state behind.
@@ -999,6 +1047,31 @@ pub fn parse_dispatcher_requests(log: &str) -> Vec<DispatcherRequest> {
         }
     }
     requests
+}
+
+/// The link of this network namespace with the MAC `mac`.
+fn link_with_mac(mac: &str) -> Option<String> {
+    let out = run(&["ip", "-o", "link", "show"]).ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "link/ether")?;
+        (words.get(at + 1)? == &mac).then(|| words.get(1)?.trim_end_matches(':').split('@').next().map(str::to_owned))?
+    })
+}
+
+static CABLE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Asks the VM's host for a NIC's cable (see `vm.rs`, `cable_agent`) and
+/// waits until QEMU has done it.
+fn set_vm_cable(dir: &Path, nic: &super::vm::VmNic, plugged: bool) {
+    let request = format!("{} {} {}", CABLE_SEQ.fetch_add(1, Ordering::SeqCst), nic.qemu_id, if plugged { "on" } else { "off" });
+    let tmp = dir.join("cable-request.tmp");
+    fs::write(&tmp, &request).and_then(|()| fs::rename(&tmp, dir.join("cable-request"))).expect("ask the VM's host for the cable");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(dir.join("cable-done")).unwrap_or_default().trim() != request {
+        assert!(Instant::now() < deadline, "the VM's host did not set the cable ({request}) within 10 s");
+        sleep(Duration::from_millis(10));
+    }
 }
 
 /// The mac80211_hwsim radios in this network namespace, in order.

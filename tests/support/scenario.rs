@@ -463,3 +463,21 @@ pub fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
     let now = lab.ipv6_usable(iface);
     addrs.iter().all(|a| now.contains(a))
 }
+
+/// A new TCP session through the link that holds the address carries traffic.
+pub fn connected(lab: &Lab, test: &str) {
+    let session = TcpSession::open(lab);
+    assert!(session.wait_for_traffic(10, Duration::from_secs(10)), "{test}: no TCP traffic\n{}", lab.diagnostics());
+    let report = session.close();
+    assert!(report.error.is_none(), "{test}: {report:?}");
+}
+
+pub fn no_conflict(lab: &Lab, test: &str) {
+    assert!(!lab.server_log().contains("Abandoning"), "{test}: the server abandoned an address\n{}", lab.server_log());
+}
+
+/// Every DHCPACK the server sent since `since_line` was for `addr`: one lease, the same address.
+pub fn only_acks_for(lab: &Lab, since_line: usize, addr: Ipv4Addr) {
+    let acks: Vec<String> = server_requests(lab, since_line).into_iter().filter(|l| l.contains("DHCPACK")).collect();
+    assert!(acks.iter().all(|l| l.contains(&format!("DHCPACK on {addr} "))), "acks for another address: {acks:#?}");
+}

@@ -21,6 +21,89 @@ const VNG: &str = "/var/cache/nm-handover/venv/bin/vng";
 /// A test scenario boots (~10 s) and runs (~30-60 s) under TCG; this bounds a hang.
 pub const VM_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The wired side of the VM's lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wired {
+    /// A veth, as in the host's lab: a software device, which NetworkManager
+    /// leaves up across a suspend.
+    Veth,
+    /// Also the [`HARDWARE_NICS`], each joined by a QEMU hub to a peer NIC
+    /// for the LAN's bridge: devices NetworkManager treats as hardware (it
+    /// takes them down at a suspend); their cable is QEMU's `set_link`,
+    /// asked for by the guest through [`CABLE_DIR`] (see WIFI-LAB.md, "A
+    /// wired NIC NetworkManager treats as hardware").
+    HardwareNics,
+}
+
+/// A NIC of the VM and its peer on the LAN's hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmNic {
+    /// QEMU's device model and id (what `set_link` names).
+    pub model: &'static str,
+    pub qemu_id: &'static str,
+    pub mac: &'static str,
+    pub peer_mac: &'static str,
+}
+
+/// virtio has no Wake-on-LAN: NetworkManager takes it down before a suspend.
+pub const VIRTIO_NIC: VmNic = VmNic { model: "virtio-net-pci", qemu_id: "nic1", mac: "52:54:00:12:34:01", peer_mac: "52:54:00:12:34:02" };
+/// QEMU's RTL8139C+ can wake on LAN (its e1000e cannot: the driver finds no
+/// WoL support): with it on, NetworkManager leaves the device up at a
+/// suspend and takes it down only after the wake (nm-manager.c,
+/// `do_sleep_wake`), as on many laptops' NICs.
+pub const WOL_NIC: VmNic = VmNic { model: "rtl8139", qemu_id: "nic3", mac: "52:54:00:12:34:03", peer_mac: "52:54:00:12:34:04" };
+pub const HARDWARE_NICS: [VmNic; 2] = [VIRTIO_NIC, WOL_NIC];
+
+/// Set inside a VM booted with [`Wired::HardwareNics`]: the shared directory
+/// where the guest asks for a cable (`cable-request`: `<seq> <qemu id>
+/// on|off`) and the host says it is done (`cable-done`, the same line).
+pub const CABLE_DIR: &str = "NM_HANDOVER_VM_CABLE";
+
+/// Inside a VM booted with [`Wired::HardwareNics`], the directory of [`CABLE_DIR`].
+pub fn vm_cable_dir() -> Option<PathBuf> {
+    std::env::var_os(CABLE_DIR).map(PathBuf::from)
+}
+
+/// On the host: carries the guest's cable requests to QEMU's monitor until
+/// `stop` is set.
+fn cable_agent(out: PathBuf, monitor: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let mut done = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        let Ok(request) = fs::read_to_string(out.join("cable-request")) else { continue };
+        let request = request.trim().to_owned();
+        if request == done || request.is_empty() {
+            continue;
+        }
+        let (Some(nic), Some(state)) = (request.split_whitespace().nth(1), request.split_whitespace().nth(2)) else { continue };
+        let sent = std::os::unix::net::UnixStream::connect(&monitor).and_then(|mut m| {
+            m.set_read_timeout(Some(Duration::from_secs(5)))?;
+            m.write_all(format!("set_link {nic} {state}\n").as_bytes())?;
+            // The monitor echoes the command and prompts again once it has run it.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 512];
+            while !String::from_utf8_lossy(&seen).contains("set_link") || !String::from_utf8_lossy(&seen).trim_end().ends_with("(qemu)") {
+                let n = m.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            Ok(())
+        });
+        if let Err(e) = sent {
+            eprintln!("the VM's cable agent: {}: {e}", monitor.display());
+            continue;
+        }
+        let tmp = out.join("cable-done.tmp");
+        if fs::write(&tmp, &request).and_then(|()| fs::rename(&tmp, out.join("cable-done"))).is_ok() {
+            done = request;
+        }
+    }
+}
+
 /// Whether this process is the test inside the VM.
 pub fn in_vm() -> bool {
     std::env::var_os(IN_VM).is_some()
@@ -44,7 +127,12 @@ fn hwsim_kernel() -> Option<PathBuf> {
 /// of that name) and fails with the guest's log when it fails there. Skips
 /// loudly (fails under CI) where the VM cannot run.
 pub fn run_in_vm(test: &str) {
-    let run = match boot_vm(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[], VM_TIMEOUT) {
+    run_in_vm_wired(test, Wired::Veth)
+}
+
+/// [`run_in_vm`] with the wired side given.
+pub fn run_in_vm_wired(test: &str, wired: Wired) {
+    let run = match boot_vm_wired(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[], VM_TIMEOUT, wired) {
         Ok(run) => run,
         Err(why) => {
             if std::env::var_os("CI").is_some() {
@@ -80,6 +168,11 @@ impl VmRun {
 /// `NM_HANDOVER_IN_VM`), and returns what it left; `Err` says why no VM can
 /// run here. Holds the lab lock meanwhile: the VM takes a whole CPU.
 pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<VmRun, String> {
+    boot_vm_wired(name, args, env, timeout, Wired::Veth)
+}
+
+/// [`boot_vm`] with the wired side given.
+pub fn boot_vm_wired(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration, wired: Wired) -> Result<VmRun, String> {
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
         return Err("network namespaces and NetworkManager need root".into());
@@ -103,7 +196,9 @@ pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duratio
         "export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n",
         out = out.display()
     );
-    for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))) {
+    let out_text = out.to_string_lossy().into_owned();
+    let wired_env = (wired == Wired::HardwareNics).then_some((CABLE_DIR, out_text.as_str()));
+    for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))).chain(wired_env) {
         exports.push_str(&format!("export {key}={}\n", quote(value)));
     }
     let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
@@ -117,8 +212,28 @@ pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duratio
     fs::write(out.join("run.sh"), script).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let log = fs::File::create(out.join("vng.log")).map_err(|e| e.to_string())?;
+    // A path short enough for a socket's name, which the target directory's is not.
+    let monitor = PathBuf::from(format!("/run/nm-handover-vm-{}.monitor", std::process::id()));
+    let _ = fs::remove_file(&monitor);
+    let mut qemu_opts = Vec::new();
+    if wired == Wired::HardwareNics {
+        let mut opts = String::new();
+        for (hub, nic) in HARDWARE_NICS.iter().enumerate() {
+            for (port, (id, mac)) in [(nic.qemu_id, nic.mac), (&*format!("{}-peer", nic.qemu_id), nic.peer_mac)].into_iter().enumerate() {
+                opts.push_str(&format!("-netdev hubport,id=hub{hub}port{port},hubid={hub} -device {},netdev=hub{hub}port{port},id={id},mac={mac} ", nic.model));
+            }
+        }
+        // The `=` form: vng's argparse would take a value starting with `-` for an option.
+        qemu_opts.push(format!("--qemu-opts={opts}-monitor unix:{},server,nowait", monitor.display()));
+    }
+    let stop_agent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = (wired == Wired::HardwareNics).then(|| {
+        let (out, monitor, stop) = (out.clone(), monitor.clone(), stop_agent.clone());
+        std::thread::spawn(move || cable_agent(out, monitor, stop))
+    });
     let mut child = Command::new(VNG)
         .args(["-r", kernel.to_str().unwrap(), "--disable-kvm", "--force-9p", "-m", "2G", "--cpus", "1"])
+        .args(&qemu_opts)
         .arg(format!("--rwdir={}", out.display()))
         // The guest gets an empty /var/cache: the patched NetworkManager builds are handed in.
         .arg(format!("--rodir={NM_CACHE}"))
@@ -143,6 +258,11 @@ pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duratio
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    stop_agent.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(agent) = agent {
+        let _ = agent.join();
+    }
+    let _ = fs::remove_file(&monitor);
     if let Ok(lines) = fs::read_to_string(out.join("measurements.txt")) {
         let host = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-measurements.txt");
         if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(host) {
