@@ -71,6 +71,9 @@ pub struct PairFacts {
     /// The DHCP hostname settings (`ipv4.dhcp-hostname`, ...) in which the
     /// backup differs from the wired profile.
     pub hostname_differs: Vec<String>,
+    /// The wired link's LAN and the backup's, where the backup holds a lease
+    /// of another network (see `crate::lan`).
+    pub other_lan: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -219,6 +222,15 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
         return;
     }
     out.push(finding("pair", pair, Level::Ok, format!("'{}' <-> '{}'", p.wired, p.backup), None));
+    if let Some((wired_lan, backup_lan)) = &p.other_lan {
+        out.push(finding(
+            "lan",
+            pair,
+            Level::Warning,
+            format!("not the same LAN: '{}' holds a lease of {backup_lan}, the wired link had one of {wired_lan}: the address could not be kept (connected as plain NetworkManager would be)", p.backup),
+            Some(format!("none needed where this is another network; for the office, give '{}' the SSID of the wired link's LAN", p.backup)),
+        ));
+    }
     if p.backup_autoconnect {
         out.push(finding(
             "backup-autoconnect",
@@ -365,6 +377,7 @@ mod tests {
             (&["client-id"], Box::new(|f| f.pairs[0].wired_client_id_sent = Some("ff:12:34:56:78:00:01".into()))),
             (&["hostname"], Box::new(|f| f.pairs[0].hostname_differs = vec!["ipv4.dhcp-hostname".into()])),
             (&["carrier-wait"], Box::new(|f| f.pairs[0].carrier_wait_conf = false)),
+            (&["lan"], Box::new(|f| f.pairs[0].other_lan = Some(("198.18.0.0/24 (DHCP server 198.18.0.1)".into(), "198.19.0.0/24 (DHCP server 198.19.0.1)".into())))),
             (&["pair"], Box::new(|f| f.pairs[0].broken = Some("its peer profile is gone".into()))),
             (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("no record of this pair written by root".into(), false)))),
             (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("'Office LAN' is a private profile".into(), true)))),

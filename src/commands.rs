@@ -471,6 +471,15 @@ pub struct PairStatus {
     /// handover on stock NM), and the PID of the one running now.
     pub carrier_watch: bool,
     pub carrier_watcher_pid: Option<u32>,
+    /// Where the backup holds a lease of another network than the wired
+    /// link last did (see `crate::lan`): the address was not kept.
+    pub other_lan: Option<OtherLan>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OtherLan {
+    pub wired: String,
+    pub backup: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -549,6 +558,7 @@ pub fn status(nm: &Nm) -> Status {
             carrier_wait_conf: conf.exists().then(|| conf.display().to_string()),
             carrier_watch: pair.options.carrier_watch,
             carrier_watcher_pid: running_watcher(&watcher_lock_path(pair.wired.uuid.as_str())).ok().flatten(),
+            other_lan: pair.backup_on_other_lan(nm, &System).map(|(wired, backup)| OtherLan { wired: wired.to_string(), backup: backup.to_string() }),
         });
     }
     report
@@ -608,6 +618,12 @@ impl Status {
                     let addrs = if l.ipv6.is_empty() { "-".to_owned() } else { l.ipv6.join(",") };
                     out.push(format!("  {role:<6} ipv6 {addrs}{}", ids.iter().map(|id| format!("  DHCPv6 {id}")).collect::<String>()));
                 }
+            }
+            if let Some(other) = &p.other_lan {
+                out.push(format!(
+                    "  not the same LAN: the backup's lease is of {}, the wired link's was of {}: the address could not be kept",
+                    other.backup, other.wired
+                ));
             }
             for (what, w, b) in [
                 ("DHCPv4 client-ids", &p.wired.dhcp_client_id, &p.backup.dhcp_client_id),
@@ -749,6 +765,7 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
             _ => Vec::new(),
         },
         backup_is_wifi: backup.is_some_and(|b| b.kind == SETTING_WIRELESS),
+        other_lan: pair.backup_on_other_lan(nm, &System).map(|(wired, backup)| (wired.to_string(), backup.to_string())),
     }
 }
 

@@ -13,15 +13,16 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::lan::{other_lan, Lan};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::offlan;
 use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options, Role};
 use crate::sys::settings::PropertyValue;
-use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, Nm, Profile};
+use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, IpFamily, Nm, Profile};
 use crate::sys::lock::WATCHER_PROGRAM;
-use crate::sys::paths::{watcher_lock_path, RECORD_DIR};
+use crate::sys::paths::{watcher_lock_path, wired_lan_path, RECORD_DIR};
 use crate::sys::netlink::if_index;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
 use crate::marks::{dhcp_timeout, replug_overdue_in, Mark};
@@ -72,6 +73,8 @@ pub trait Daemon {
     fn permanent_mac(&self, device: &Iface) -> Option<String>;
     /// The MAC address the profile clones, as `parse_mac` writes it.
     fn cloned_mac(&self, profile: &Uuid) -> Option<String>;
+    /// The network the device's current DHCPv4 lease came from (see [`crate::lan`]).
+    fn dhcp4_lan(&self, device: &Iface) -> Option<Lan>;
     /// Asks NM to activate the side's profile on its device, without waiting.
     fn activate(&self, side: &Side) -> Result<()>;
     /// Asks NM to deactivate the profile, without waiting; `Ok(false)` when
@@ -97,6 +100,9 @@ pub trait Host {
     fn link_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime>;
     fn set_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
     fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()>;
+    /// The network the pair's wired link last had its DHCPv4 lease from, as recorded.
+    fn wired_lan(&self, pair: &Uuid) -> Option<Lan>;
+    fn record_wired_lan(&self, pair: &Uuid, lan: Lan) -> Result<()>;
 }
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
@@ -166,7 +172,30 @@ impl Pair {
             _ => (peer.is_private(), profile.is_private()),
         };
         pair.trusted(wired_private, backup_private, std::path::Path::new(RECORD_DIR))?;
+        let mut pair = pair;
+        pair.follow_renamed_devices(nm);
         Ok(Some(pair))
+    }
+
+    /// Where a side's recorded device is gone and NetworkManager binds its
+    /// profile to another device now (a dock's NIC created again under
+    /// another name, its profile bound by MAC), the handover goes where the
+    /// profile goes. Acting on that link still needs NM's binding of it
+    /// ([`crate::trust::link_refusal`]).
+    fn follow_renamed_devices(&mut self, nm: &Nm) {
+        for side in [&mut self.wired, &mut self.backup] {
+            if nm.device(side.device.as_str()).is_some() {
+                continue;
+            }
+            let holds = |d: &crate::sys::libnm::Device| d.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(side.uuid.as_str());
+            let offers = |d: &crate::sys::libnm::Device| d.available_profiles().iter().any(|uuid| uuid == side.uuid.as_str());
+            let devices = nm.devices();
+            let bound = devices.iter().find(|d| holds(d)).or_else(|| devices.iter().find(|d| offers(d)));
+            if let Some(now) = bound.and_then(|d| Iface::parse(&d.iface()).ok()) {
+                debug!(profile = %side.id, recorded = %side.device, %now, "the recorded device is gone; NetworkManager binds the profile to another");
+                side.device = now;
+            }
+        }
     }
 
     /// Whether root may act on this pair, from its record in `record_dir`.
@@ -258,6 +287,30 @@ impl Pair {
             wired_port_failed: host.link_mark(&self.wired.device, Mark::PortFailed).is_some(),
             replug_overdue: self.replug_overdue_in(nm, host) == Some(Duration::ZERO),
             watcher_running: host.watcher_running(&self.wired.uuid),
+            backup_on_other_lan: self.backup_on_other_lan(nm, host).is_some(),
+        }
+    }
+
+    /// The wired link's LAN and the backup's, where the backup holds a lease
+    /// from another network than the wired link last did (see [`crate::lan`]).
+    pub fn backup_on_other_lan(&self, nm: &impl Daemon, host: &impl Host) -> Option<(Lan, Lan)> {
+        if nm.link_state(&self.backup.uuid) != LinkState::Active {
+            return None;
+        }
+        other_lan(host.wired_lan(&self.wired.uuid), nm.dhcp4_lan(&self.backup.device))
+    }
+
+    /// Records the wired link's LAN while it holds a lease (the reference a
+    /// backup's lease is compared with once the cable is out).
+    fn record_wired_lan(&self, nm: &impl Daemon, host: &impl Host) {
+        if nm.link_state(&self.wired.uuid) != LinkState::Active {
+            return;
+        }
+        if let Some(lan) = nm.dhcp4_lan(&self.wired.device).filter(|lan| host.wired_lan(&self.wired.uuid) != Some(*lan)) {
+            match host.record_wired_lan(&self.wired.uuid, lan) {
+                Ok(()) => debug!(%lan, "the wired link's LAN"),
+                Err(e) => warn!("{e}"),
+            }
         }
     }
 
@@ -283,6 +336,7 @@ impl Pair {
     /// -g 'nm-handover.*handover (done|failed)'`). Keeping a lease file in
     /// step or putting a link back is logged, but is no handover.
     pub fn handle(&self, role: Role, hook: Hook, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore) -> Result<Decision> {
+        self.record_wired_lan(nm, host);
         let observed = self.observe(nm, host);
         // A backup active again is no longer one nm-handover handed back from.
         if observed.backup == LinkState::Active && host.link_mark(&self.backup.device, Mark::HandedBack).is_some() {
@@ -561,6 +615,12 @@ impl Daemon for Nm {
         profile_cloned_mac(&self.profile(profile.as_str())?).and_then(|mac| parse_mac(&mac).ok())
     }
 
+    fn dhcp4_lan(&self, device: &Iface) -> Option<Lan> {
+        let device = self.device(device.as_str())?;
+        let option = |name: &str| device.dhcp_option(IpFamily::V4, name);
+        Lan::from_lease(&option("dhcp_server_identifier")?, &option("ip_address")?, &option("subnet_mask")?)
+    }
+
     fn activate(&self, side: &Side) -> Result<()> {
         let profile = self.profile(side.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
             profile: side.id.clone(),
@@ -627,6 +687,15 @@ impl Host for System {
 
     fn clear_link_mark(&self, device: &Iface, mark: Mark) -> Result<()> {
         System::on_link(device, |index| mark.clear(index))
+    }
+
+    fn wired_lan(&self, pair: &Uuid) -> Option<Lan> {
+        std::fs::read_to_string(wired_lan_path(pair.as_str())).ok().as_deref().and_then(Lan::parse)
+    }
+
+    fn record_wired_lan(&self, pair: &Uuid, lan: Lan) -> Result<()> {
+        let path = wired_lan_path(pair.as_str());
+        crate::lease::write_atomically(&path, lan.render().as_bytes()).map_err(Error::from)
     }
 
     /// Starts `nm-handover-watch`: a process of its own, in its own process
@@ -706,6 +775,8 @@ mod tests {
         fails: Option<Request>,
         /// A device NM does not bind to the pair's profile (another profile holds it).
         unbound: Option<&'static str>,
+        /// Each device's current lease's LAN, and the wired LAN recorded (`recorded`).
+        lans: RefCell<BTreeMap<&'static str, Lan>>,
         steps: RefCell<Vec<Step>>,
     }
 
@@ -721,6 +792,7 @@ mod tests {
                 off_lan: RefCell::default(),
                 fails: None,
                 unbound: None,
+                lans: RefCell::default(),
                 steps: RefCell::default(),
             }
         }
@@ -796,6 +868,10 @@ mod tests {
             self.backup_clones.filter(|_| profile.as_str() == BACKUP).map(str::to_owned)
         }
 
+        fn dhcp4_lan(&self, device: &Iface) -> Option<Lan> {
+            self.lans.borrow().get(device.as_str()).copied()
+        }
+
         fn activate(&self, side: &Side) -> Result<()> {
             self.request(Request::Activate, Step::Activate(side.id.clone()))?;
             self.states.borrow_mut().insert(if side.uuid.as_str() == WIRED { WIRED } else { BACKUP }, LinkState::Activating);
@@ -857,6 +933,15 @@ mod tests {
         }
 
         fn clear_link_mark(&self, _: &Iface, _: Mark) -> Result<()> {
+            Ok(())
+        }
+
+        fn wired_lan(&self, _: &Uuid) -> Option<Lan> {
+            self.lans.borrow().get("recorded").copied()
+        }
+
+        fn record_wired_lan(&self, _: &Uuid, lan: Lan) -> Result<()> {
+            self.lans.borrow_mut().insert("recorded", lan);
             Ok(())
         }
     }

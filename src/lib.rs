@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod handover;
+pub mod lan;
 pub mod lease;
 pub mod names;
 pub mod offlan;

@@ -93,6 +93,10 @@ pub struct Observed {
     pub replug_overdue: bool,
     /// The pair's carrier watcher runs.
     pub watcher_running: bool,
+    /// The backup is active with a lease from another network than the one
+    /// the wired link last had its lease from (see `crate::lan`): the
+    /// address was not kept, and the wired lease file keeps the wired LAN's.
+    pub backup_on_other_lan: bool,
 }
 
 impl Observed {
@@ -235,7 +239,7 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
                 vec![Action::TakeBackupOffLan],
             ),
             LinkState::Activating | LinkState::Active => {
-                let mut actions: Vec<Action> = if seen.backup == LinkState::Active {
+                let mut actions: Vec<Action> = if seen.backup == LinkState::Active && !seen.backup_on_other_lan {
                     carry(options, Role::Backup, Role::Wired).into_iter().collect()
                 } else {
                     Vec::new()
@@ -282,6 +286,10 @@ fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
             "backup came up while the wired link holds the address: hand back",
             hand_back(seen),
         ),
+        Hook::Dhcp4Change | Hook::Up if seen.backup_on_other_lan => decision(
+            "backup holds an address of another LAN than the wired link's: the address was not kept; the wired lease file is left as it is",
+            vec![],
+        ),
         Hook::Dhcp4Change | Hook::Up => match carry(options, Role::Backup, Role::Wired) {
             Some(action) => decision("backup holds the address: keep the wired lease file in step", vec![action]),
             None => decision("backup holds the address; lease carrying is off", vec![]),
@@ -298,7 +306,7 @@ mod tests {
 
     /// Every observation: both carriers, each state on each side, each flag.
     fn all_observations() -> impl Iterator<Item = Observed> {
-        const FLAGS: u32 = 10;
+        const FLAGS: u32 = 11;
         LinkState::ALL.into_iter().flat_map(|wired| {
             LinkState::ALL.into_iter().flat_map(move |backup| {
                 (0..1u32 << FLAGS).map(move |bits| {
@@ -316,6 +324,7 @@ mod tests {
                         wired_port_failed: flag(7),
                         replug_overdue: flag(8),
                         watcher_running: flag(9),
+                        backup_on_other_lan: flag(10),
                     }
                 })
             })
@@ -350,6 +359,7 @@ mod tests {
             wired_port_failed: false,
             replug_overdue: false,
             watcher_running: false,
+            backup_on_other_lan: false,
         }
     }
 
@@ -418,6 +428,10 @@ mod tests {
         for (role, hook, seen, options) in every_case() {
             let d = decide(role, hook, seen, options);
             let ctx = format!("{role:?} {hook:?} {seen:?} {options:?} -> {d:?}");
+            // A lease of another LAN never reaches the wired link's lease file.
+            if seen.backup_on_other_lan {
+                assert!(!d.actions.contains(&CarryLease { from: Role::Backup, to: Role::Wired }), "{ctx}");
+            }
             // Never both bring the backup up and take it down.
             let activates = d.actions.contains(&ActivateBackup);
             assert!(!(activates && (d.actions.contains(&DeactivateBackup) || d.actions.contains(&TakeBackupOffLan))), "{ctx}");

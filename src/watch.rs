@@ -51,7 +51,7 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct Watch {
     /// The wired link's index; none while it is gone (undocked): an Ethernet
-    /// link that appears with its name is the wired link again.
+    /// link that appears with its name or the wired MAC is the wired link again.
     wired: Option<i32>,
     wired_name: [u8; 16],
     backup: i32,
@@ -95,11 +95,14 @@ impl Watch {
                 return Step::Wait;
             }
             LinkReport::Removed { .. } => return Step::Wait,
-            // By its name, as the pair records the wired device (a NIC that
-            // comes back under another name is not followed by the pair
-            // either), and only an Ethernet link, never one a user could
-            // have NetworkManager create under that name (a dummy, a bridge).
-            LinkReport::Present { index, name, ethernet: true, .. } if self.wired.is_none() && index != self.backup && name == self.wired_name => {
+            // By its name, as the pair records the wired device, or by the
+            // wired MAC (a dock's NIC that comes back under another name, its
+            // profile bound by MAC, which the handover follows too), and only
+            // an Ethernet link, never one a user could have NetworkManager
+            // create under that name (a dummy, a bridge).
+            LinkReport::Present { index, name, mac, ethernet: true, .. }
+                if self.wired.is_none() && index != self.backup && (name == self.wired_name || mac == Some(self.wired_mac)) =>
+            {
                 self.wired = Some(index);
                 return self.on_link(report, elapsed);
             }
@@ -221,13 +224,20 @@ mod tests {
         let mut w = watch();
         w.on_link(backup(WIRED_MAC), T0);
         assert_eq!(w.on_link(LinkReport::Removed { index: WIRED }, T0), Step::Wait);
-        // Other links are not taken for it: another name (even with the
-        // wired MAC), or a software link given its name.
-        assert_eq!(w.on_link(link(6, true, WIRED_MAC, "enx020000000001"), T0), Step::Wait);
+        // Other links are not taken for it: another name with another MAC,
+        // or a software link given its name.
+        assert_eq!(w.on_link(link(6, true, OWN_MAC, "enx020000000002"), T0), Step::Wait);
         let dummy = LinkReport::Present { index: 8, carrier: true, mac: Some(WIRED_MAC), name: LinkReport::name_bytes("eth0"), ethernet: false };
         assert_eq!(w.on_link(dummy, T0), Step::Wait);
         assert_eq!(w.on_link(link(7, false, [2, 0, 0, 0, 0, 9], "eth0"), T0), Step::Wait);
         assert_eq!(w.on_link(link(7, true, [2, 0, 0, 0, 0, 9], "eth0"), T0), Step::TakeBackupOff);
+        // Re-docked under another name (the profile bound by MAC): the wired MAC tells.
+        let mut w = watch();
+        w.on_link(backup(WIRED_MAC), T0);
+        w.on_link(LinkReport::Removed { index: WIRED }, T0);
+        assert_eq!(w.on_link(link(6, false, WIRED_MAC, "enx020000000001"), T0), Step::Wait);
+        assert_eq!(w.wired(), Some(6));
+        assert_eq!(w.on_link(link(6, true, WIRED_MAC, "enx020000000001"), T0), Step::TakeBackupOff);
         // The watcher started while the wired link was already gone (the undock was the pull).
         let mut w = Watch::new(None, "eth0", BACKUP, WIRED_MAC, LIMITS);
         w.on_link(backup(WIRED_MAC), T0);

@@ -261,15 +261,15 @@ fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_patched_nm() {
 }
 
 /// Undock: the wired NIC goes away (the link is deleted, not its carrier lost).
-fn undock(lab: &Lab) {
-    let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", "wired0"]).output().unwrap();
+fn undock(lab: &Lab, name: &str) {
+    let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", name]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Re-dock: the NIC comes back as a new link (another index) with its own MAC.
-fn redock(lab: &Lab, mac: &str) {
+/// Re-dock: the NIC comes back as a new link (another index) named `name`, with its own MAC.
+fn redock(lab: &Lab, name: &str, mac: &str) {
     for argv in [
-        vec!["ip", "-n", &lab.host, "link", "add", "wired0", "address", mac, "type", "veth", "peer", "name", "p-wired0", "netns", &lab.lan],
+        vec!["ip", "-n", &lab.host, "link", "add", name, "address", mac, "type", "veth", "peer", "name", "p-wired0", "netns", &lab.lan],
         vec!["ip", "-n", &lab.lan, "link", "set", "p-wired0", "master", "br0"],
         vec!["ip", "-n", &lab.lan, "link", "set", "p-wired0", "up"],
     ] {
@@ -278,26 +278,28 @@ fn redock(lab: &Lab, mac: &str) {
     }
 }
 
-#[test]
-fn an_undock_is_a_pull_and_a_redock_a_replug_under_traffic() {
-    let test = "day/dock";
+/// Undocks and re-docks `CYCLES` times under a 5 ms ping, the NIC named
+/// `name(cycle)` after each re-dock: each undock is a pull, each re-dock a
+/// re-plug with the backup off the LAN before the wired client speaks.
+fn dock_cycles(test: &str, p: &Paired, name: impl Fn(usize) -> String) {
     const CYCLES: usize = 5;
-    let Some(p) = paired(test, cfg(), &[]) else { return };
     let lab = &p.lab;
     let wired_mac = lab.mac("wired0");
     // Traffic through whichever link holds the address, as a call or a sync client would send.
     let _ping = Pinger::start(lab);
     let (mut pulls, mut replugs) = (Vec::new(), Vec::new());
+    let mut docked = "wired0".to_owned();
     for cycle in 0..CYCLES {
         let t = Instant::now();
-        undock(lab);
+        undock(lab, &docked);
         lab.expect_until(&format!("cycle {cycle}: the backup after the undock"), Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
         pulls.push(t.elapsed());
         std::thread::sleep(Duration::from_secs(1));
+        docked = name(cycle);
         let t = Instant::now();
-        redock(lab, &wired_mac);
-        lab.expect_until(&format!("cycle {cycle}: the wired link after the re-dock"), Duration::from_secs(20), || {
-            lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none()
+        redock(lab, &docked, &wired_mac);
+        lab.expect_until(&format!("cycle {cycle}: the wired link ({docked}) after the re-dock"), Duration::from_secs(20), || {
+            lab.ipv4(&docked) == Some(p.addr) && lab.ipv4("backup0").is_none()
         });
         replugs.push(t.elapsed());
         std::thread::sleep(Duration::from_secs(1));
@@ -306,12 +308,34 @@ fn an_undock_is_a_pull_and_a_redock_a_replug_under_traffic() {
     measured(test, "undock -> backup holds the address (ms)", show(&pulls));
     measured(test, "re-dock -> wired holds the address, backup off (ms)", show(&replugs));
     // The carrier watcher saw each new link and took the backup off before NM's DHCP client spoke.
-    let taken_off = lab.dispatcher_log().matches("wired0 has carrier again: took backup0 off the LAN").count();
+    let taken_off = lab.dispatcher_log().matches("has carrier again: took backup0 off the LAN").count();
     assert_eq!(taken_off, CYCLES, "the watcher took the backup off at {taken_off} of {CYCLES} re-docks\n{}", lab.dispatcher_log());
     // No re-dock paid for a lost DHCP answer (a retransmission is 2 s).
     assert!(replugs.iter().all(|d| *d < SLOW_REPLUG * 2), "{}", show(&replugs));
     connected(lab, test);
     no_conflict(lab, test);
+}
+
+#[test]
+fn an_undock_is_a_pull_and_a_redock_a_replug_under_traffic() {
+    let test = "day/dock";
+    let Some(p) = paired(test, cfg(), &[]) else { return };
+    dock_cycles(test, &p, |_| "wired0".into());
+}
+
+/// The dock's NIC comes back under another name each time, the wired
+/// profile bound by its MAC (as NetworkManager's own "Wired connection"
+/// profiles for USB NICs are): the handover follows the profile.
+#[test]
+fn a_redock_under_another_name_is_a_replug_when_the_profile_is_bound_by_mac() {
+    let test = "day/dock, renamed NIC";
+    let Some(p) = paired_with(test, cfg(), &[], |lab| {
+        let mac = lab.mac("wired0");
+        lab.nmcli(&["connection", "modify", "Office LAN", "connection.interface-name", "", "802-3-ethernet.mac-address", &mac]).expect("bind the wired profile by MAC");
+    }) else {
+        return;
+    };
+    dock_cycles(test, &p, |cycle| format!("dock{cycle}"));
 }
 
 /// The supervisor's CPU time (user + system, in clock ticks) and resident memory (KiB).
@@ -347,4 +371,64 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
     // unpair of the last pair stops it.
     lab.companion(&["unpair", "Office LAN"]);
     lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
+}
+
+/// A TCP connection to the LAN's peer succeeds now (through whichever link routes to it).
+fn peer_reachable(lab: &Lab) -> bool {
+    lab.run_in_host(&["socat", "-T1", "/dev/null", &format!("TCP:{SERVER}:{TCP_PORT},connect-timeout=1")]).status.success()
+}
+
+/// Where the backup's network is another LAN (a Wi-Fi subnet of its own, as
+/// in many companies): a pull connects the backup as plain NetworkManager
+/// would, no later than the control + 2 s; `status` and `check` say the
+/// address was not kept instead of claiming it was; the wired lease file
+/// keeps the wired LAN's address, so the re-plug brings it back with no
+/// conflict.
+#[test]
+fn on_another_lan_a_pull_connects_as_plain_nm_would_and_says_not_the_same_lan() {
+    let test = "day/backup on another LAN";
+    let other_lan = || LabConfig { backup_on_other_lan: true, ..cfg() };
+    let Some(control_lab) = start_or_skip(&format!("{test} (control)"), other_lan()) else { return };
+    control_lab.add_ethernet_profile("Office LAN", "wired0", true);
+    control_lab.add_ethernet_profile("Backup link", "backup0", true);
+    control_lab.expect_until("both links' addresses", Duration::from_secs(30), || control_lab.ipv4("wired0").is_some() && control_lab.ipv4("backup0").is_some());
+    let t0 = Instant::now();
+    control_lab.pull_cable();
+    control_lab.expect_until("the peer through the backup", Duration::from_secs(30), || control_lab.ipv4("wired0").is_none() && peer_reachable(&control_lab));
+    let control_took = t0.elapsed();
+    drop(control_lab);
+
+    let Some(p) = paired(test, other_lan(), &[]) else { return };
+    let lab = &p.lab;
+    let wired_lease = lab.nm_state_dir().join(format!("internal-{}-wired0.lease", p.wired_uuid));
+    let t0 = Instant::now();
+    lab.pull_cable();
+    lab.expect_until("the peer through the backup", Duration::from_secs(30), || {
+        lab.ipv4("backup0").is_some_and(|a| a.octets()[..3] == [198, 19, 0]) && peer_reachable(lab)
+    });
+    let took = t0.elapsed();
+    connected(lab, test);
+    measured(test, "pull -> the LAN's peer reachable through the backup: control / paired", format!("{} / {}", ms(control_took), ms(took)));
+    assert!(took <= control_took + SLACK, "paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
+
+    // Said as it is, once the backup's `up` has been handled.
+    lab.expect_until("status to say the address was not kept", Duration::from_secs(10), || {
+        lab.companion(&["status"]).contains("not the same LAN: the backup's lease is of 198.19.0.0/24 (DHCP server 198.19.0.1), the wired link's was of 198.18.0.0/24 (DHCP server 198.18.0.1)")
+    });
+    let status: serde_json::Value = serde_json::from_str(&lab.companion(&["status", "--json"])).unwrap();
+    assert_eq!(status["pairs"][0]["other_lan"]["backup"], "198.19.0.0/24 (DHCP server 198.19.0.1)", "{status:#}");
+    let check = lab.run_in_host(&[env!("CARGO_BIN_EXE_nm-handover"), "check"]);
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(check.contains("not the same LAN"), "{check}");
+    let lease = std::fs::read_to_string(&wired_lease).unwrap_or_default();
+    assert!(lease.contains(&format!("ADDRESS={}", p.addr)), "the wired lease file lost the wired LAN's address: {lease:?}");
+
+    let since = lab.server_log().lines().count();
+    lab.plug_cable();
+    lab.expect_until("the wired link back with its address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
+    lab.expect_until("the backup off", Duration::from_secs(30), || lab.ipv4("backup0").is_none());
+    connected(lab, test);
+    no_conflict(lab, test);
+    assert!(server_requests(lab, since).iter().filter(|l| l.contains("DHCPNAK")).count() == 0, "the wired client asked for an address of another LAN");
+    assert!(!lab.companion(&["status"]).contains("not the same LAN"));
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The LAN's server address and the DHCP pool.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The other LAN's server address (see [`LabConfig::backup_on_other_lan`]).
+pub const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const POOL: (&str, &str) = ("198.18.0.100", "198.18.0.199");
 pub const TCP_PORT: u16 = 7000;
 /// The LAN's MPTCP echo peer (see [`LabConfig::mptcp_peer`]).
@@ -83,6 +85,11 @@ pub struct LabConfig {
     /// NIC of the VM (hardware to NetworkManager) and its cable QEMU's,
     /// asked for through the shared directory.
     pub hardware_wired: Option<(PathBuf, super::vm::VmNic)>,
+    /// The backup link on another LAN (ISC dhcpd only): `p-backup0` on a
+    /// second bridge `br1` with [`OTHER_SERVER`]/24, whose subnet the same
+    /// dhcpd serves (another server identifier, routed to the first LAN),
+    /// as where the Wi-Fi is a subnet of its own.
+    pub backup_on_other_lan: bool,
 }
 
 /// The lab's access point.
@@ -111,6 +118,7 @@ impl LabConfig {
             ipv6: false,
             mptcp_peer: false,
             hardware_wired: None,
+            backup_on_other_lan: false,
         }
     }
 
@@ -404,6 +412,12 @@ impl Lab {
             must(&["ip", "-n", &lan, "addr", "add", &format!("{SERVER6}/64"), "dev", "br0", "nodad"])?;
         }
         must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
+        if self.cfg.backup_on_other_lan {
+            assert_eq!(self.cfg.server, DhcpServer::IscDhcpd, "the other LAN's DHCP comes from the same dhcpd");
+            must(&["ip", "-n", &lan, "link", "add", "br1", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+            must(&["ip", "-n", &lan, "addr", "add", &format!("{OTHER_SERVER}/24"), "dev", "br1"])?;
+            must(&["ip", "-n", &lan, "link", "set", "br1", "up"])?;
+        }
         for iface in self.cfg.links.clone() {
             let port = format!("p-{iface}");
             if let (Some(nic), "wired0") = (self.cfg.hardware_wired.as_ref().map(|(_, nic)| *nic), iface) {
@@ -425,7 +439,8 @@ impl Lab {
                 // Created inside the lab namespaces only: nothing appears in the root namespace.
                 must(&["ip", "-n", &host, "link", "add", iface, "type", "veth", "peer", "name", &port, "netns", &lan])?;
             }
-            must(&["ip", "-n", &lan, "link", "set", &port, "master", "br0"])?;
+            let bridge = if iface == "backup0" && self.cfg.backup_on_other_lan { "br1" } else { "br0" };
+            must(&["ip", "-n", &lan, "link", "set", &port, "master", bridge])?;
             must(&["ip", "-n", &lan, "link", "set", &port, "up"])?;
         }
         if self.cfg.wifi {
@@ -622,8 +637,13 @@ impl Lab {
                         "authoritative;\nping-check true;\nping-timeout 1;\n\
                          # Ping even right after the client's last transaction, so conflicts show at once.\n\
                          ping-cltt-secs 1;\ndefault-lease-time {lease};\nmax-lease-time {lease};\n\
-                         subnet 198.18.0.0 netmask 255.255.255.0 {{ range {} {}; }}\n",
-                        POOL.0, POOL.1
+                         subnet 198.18.0.0 netmask 255.255.255.0 {{ range {} {}; }}\n{}",
+                        POOL.0, POOL.1,
+                        if self.cfg.backup_on_other_lan {
+                            format!("subnet 198.19.0.0 netmask 255.255.255.0 {{ range 198.19.0.100 198.19.0.199; option routers {OTHER_SERVER}; }}\n")
+                        } else {
+                            String::new()
+                        }
                     ),
                 );
                 let leases = d.join("dhcpd.leases");
@@ -636,7 +656,10 @@ impl Lab {
                     &[
                         "dhcpd", "-4", "-f", "-d", "-cf", d.join("dhcpd.conf").to_str().unwrap(), "-lf",
                         leases.to_str().unwrap(), "-pf", d.join("dhcpd.pid").to_str().unwrap(), "br0",
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(self.cfg.backup_on_other_lan.then_some("br1"))
+                    .collect::<Vec<_>>(),
                     "server.log",
                 )?
             }
