@@ -11,12 +11,12 @@ use tracing::warn;
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
 use crate::pairing::PairingError;
-use crate::handover::{nm_has_link_up, profile_cloned_mac, profile_membership, Pair, System};
+use crate::handover::{nm_has_link_up, profile_membership, Pair, System};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_CONNECTION, SETTING_IPV4, SETTING_IPV6, Ipv6Settings, token_of,
-    SETTING_WIRELESS, HOSTNAME_PROPERTIES,
+    carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_IPV6, Ipv6Settings, token_of,
+    SETTING_WIRELESS, HOSTNAME_PROPERTIES, MIRRORED,
 };
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
 use crate::supervise::Supervision;
@@ -47,38 +47,31 @@ fn string_property(profile: &Profile, setting: &str, property: &str) -> Option<S
     }
 }
 
-fn i32_property(profile: &Profile, setting: &str, property: &str) -> Option<i32> {
-    match profile.property(setting, property) {
-        Some(PropertyValue::I32(n)) => n,
-        _ => None,
-    }
-}
-
 fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
     let kind = profile.connection_type().unwrap_or_default();
-    Ok(ProfileSnapshot {
+    let mut snapshot = ProfileSnapshot {
         uuid: Uuid::parse(&profile.uuid().unwrap_or_default())?,
         id: profile.id().unwrap_or_default(),
-        cloned_mac: profile_cloned_mac(profile),
-        dhcp_client_id: string_property(profile, SETTING_IPV4, "dhcp-client-id"),
-        autoconnect: !matches!(profile.property(SETTING_CONNECTION, "autoconnect"), Some(PropertyValue::Bool(false))),
+        cloned_mac: None,
+        dhcp_client_id: None,
+        autoconnect: true,
         user_data: profile.user_data(),
-        kind,
         active: nm.active_connection_of(&profile.uuid().unwrap_or_default()).is_some(),
         filename: profile.filename(),
-        ipv6: Ipv6Settings {
-            method: string_property(profile, SETTING_IPV6, "method"),
-            addr_gen_mode: i32_property(profile, SETTING_IPV6, "addr-gen-mode"),
-            token: string_property(profile, SETTING_IPV6, "token"),
-            dhcp_duid: string_property(profile, SETTING_IPV6, "dhcp-duid"),
-            dhcp_iaid: string_property(profile, SETTING_IPV6, "dhcp-iaid"),
-        },
-        dad_timeout: i32_property(profile, SETTING_IPV4, "dad-timeout"),
+        ipv6: Ipv6Settings { method: string_property(profile, SETTING_IPV6, "method"), ..Ipv6Settings::default() },
+        dad_timeout: None,
         hostname: HOSTNAME_PROPERTIES
             .iter()
             .filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?)))
             .collect(),
-    })
+        kind,
+    };
+    for m in &MIRRORED {
+        if let Some(value) = profile.property(m.setting_for(&snapshot.kind), m.property) {
+            (m.set)(&mut snapshot, value);
+        }
+    }
+    Ok(snapshot)
 }
 
 /// The device a profile runs on: the one given, its `interface-name`, the
@@ -868,6 +861,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::pairing::SETTING_CONNECTION;
     use crate::sys::settings::PropertyChange;
 
     /// Profiles as whole values: an update replaces the stored one.

@@ -19,27 +19,154 @@ pub const KEY_DEVICE: &str = "nm-handover.device";
 pub const KEY_LEASE_CARRY: &str = "nm-handover.lease-carry";
 /// On the wired profile: `no` starts no carrier watcher (stock NM) for the pair.
 pub const KEY_CARRIER_WATCH: &str = "nm-handover.carrier-watch";
-const KEY_SAVED_CLONED_MAC: &str = "nm-handover.saved-cloned-mac";
-const KEY_SAVED_CLIENT_ID: &str = "nm-handover.saved-dhcp-client-id";
-const KEY_SAVED_AUTOCONNECT: &str = "nm-handover.saved-autoconnect";
-const KEY_SAVED_ADDR_GEN_MODE: &str = "nm-handover.saved-ipv6-addr-gen-mode";
-const KEY_SAVED_TOKEN: &str = "nm-handover.saved-ipv6-token";
-const KEY_SAVED_DHCP6_DUID: &str = "nm-handover.saved-ipv6-dhcp-duid";
-const KEY_SAVED_DHCP6_IAID: &str = "nm-handover.saved-ipv6-dhcp-iaid";
-const ALL_KEYS: [&str; 12] = [
-    KEY_ROLE,
-    KEY_PEER,
-    KEY_DEVICE,
-    KEY_LEASE_CARRY,
-    KEY_CARRIER_WATCH,
-    KEY_SAVED_CLONED_MAC,
-    KEY_SAVED_CLIENT_ID,
-    KEY_SAVED_AUTOCONNECT,
-    KEY_SAVED_ADDR_GEN_MODE,
-    KEY_SAVED_TOKEN,
-    KEY_SAVED_DHCP6_DUID,
-    KEY_SAVED_DHCP6_IAID,
+/// The pairing keys themselves, and the saved keys of [`MIRRORED`].
+fn all_keys() -> impl Iterator<Item = &'static str> {
+    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_CARRIER_WATCH].into_iter().chain(MIRRORED.iter().map(|m| m.saved_key))
+}
+
+/// How a mirrored setting's value before pairing is kept in user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavedAs {
+    /// `unset`, or `value:` and the value as text.
+    Value,
+    /// `yes` or `no`.
+    YesNo,
+}
+
+/// A backup setting `pair` replaces (with the wired link's identity, or a
+/// value of its own) and `unpair` puts back, from the value it had before the
+/// first pairing, kept under `saved_key` in the backup's user data. The one
+/// list of them: reading a profile, `pair`'s and `unpair`'s plans, the
+/// pairing keys and the unit tests all walk [`MIRRORED`]. (The hostname
+/// settings, copied from the wired profile as they are, are
+/// [`HOSTNAME_PROPERTIES`], saved under [`saved_key`].)
+pub struct Mirrored {
+    /// `None`: the MAC setting of the profile's type.
+    setting: Option<&'static str>,
+    pub property: &'static str,
+    saved_key: &'static str,
+    saved_as: SavedAs,
+    /// The value in a snapshot, and setting it (`commands::snapshot` reads a profile so).
+    pub get: fn(&ProfileSnapshot) -> PropertyValue,
+    pub set: fn(&mut ProfileSnapshot, PropertyValue),
+    show: fn(&PropertyValue) -> String,
+}
+
+impl Mirrored {
+    /// The setting it lives in for a profile of this type.
+    pub fn setting_for(&self, kind: &str) -> &'static str {
+        self.setting.unwrap_or_else(|| mac_setting_of(kind))
+    }
+
+    fn encode(&self, v: &PropertyValue) -> String {
+        match (self.saved_as, v) {
+            (SavedAs::YesNo, PropertyValue::Bool(b)) => if *b { "yes" } else { "no" }.to_owned(),
+            _ => encode_saved_value(v),
+        }
+    }
+
+    /// A saved value read back; `None` when it is not one (someone edited the user data).
+    fn decode(&self, like: &PropertyValue, saved: &str) -> Option<PropertyValue> {
+        match self.saved_as {
+            SavedAs::YesNo => Some(PropertyValue::Bool(saved == "yes")),
+            SavedAs::Value => decode_saved_value(like, saved),
+        }
+    }
+}
+
+fn str_of(v: PropertyValue) -> Option<String> {
+    match v {
+        PropertyValue::Str(s) => s,
+        _ => None,
+    }
+}
+
+fn i32_of(v: PropertyValue) -> Option<i32> {
+    match v {
+        PropertyValue::I32(n) => n,
+        _ => None,
+    }
+}
+
+pub const MIRRORED: [Mirrored; 8] = [
+    Mirrored {
+        setting: None,
+        property: "cloned-mac-address",
+        saved_key: "nm-handover.saved-cloned-mac",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::Str(s.cloned_mac.clone()),
+        set: |s, v| s.cloned_mac = str_of(v),
+        show: show_value,
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV4),
+        property: "dhcp-client-id",
+        saved_key: "nm-handover.saved-dhcp-client-id",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::Str(s.dhcp_client_id.clone()),
+        set: |s, v| s.dhcp_client_id = str_of(v),
+        show: show_value,
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV6),
+        property: "addr-gen-mode",
+        saved_key: "nm-handover.saved-ipv6-addr-gen-mode",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::I32(s.ipv6.addr_gen_mode),
+        set: |s, v| s.ipv6.addr_gen_mode = i32_of(v),
+        show: |v| addr_gen_mode_name(i32_of(v.clone())),
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV6),
+        property: "token",
+        saved_key: "nm-handover.saved-ipv6-token",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::Str(s.ipv6.token.clone()),
+        set: |s, v| s.ipv6.token = str_of(v),
+        show: show_value,
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV6),
+        property: "dhcp-duid",
+        saved_key: "nm-handover.saved-ipv6-dhcp-duid",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::Str(s.ipv6.dhcp_duid.clone()),
+        set: |s, v| s.ipv6.dhcp_duid = str_of(v),
+        show: show_value,
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV6),
+        property: "dhcp-iaid",
+        saved_key: "nm-handover.saved-ipv6-dhcp-iaid",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::Str(s.ipv6.dhcp_iaid.clone()),
+        set: |s, v| s.ipv6.dhcp_iaid = str_of(v),
+        show: show_value,
+    },
+    Mirrored {
+        setting: Some(SETTING_IPV4),
+        property: "dad-timeout",
+        saved_key: "nm-handover.saved-ipv4-dad-timeout",
+        saved_as: SavedAs::Value,
+        get: |s| PropertyValue::I32(s.dad_timeout),
+        set: |s, v| s.dad_timeout = i32_of(v),
+        show: |v| dad_timeout_name(i32_of(v.clone())),
+    },
+    Mirrored {
+        setting: Some(SETTING_CONNECTION),
+        property: "autoconnect",
+        saved_key: "nm-handover.saved-autoconnect",
+        saved_as: SavedAs::YesNo,
+        get: |s| PropertyValue::Bool(s.autoconnect),
+        // (NetworkManager's default is yes.)
+        set: |s, v| s.autoconnect = !matches!(v, PropertyValue::Bool(false)),
+        show: show_value,
+    },
 ];
+
+fn mirrored(property: &str) -> &'static Mirrored {
+    MIRRORED.iter().find(|m| m.property == property).expect("a property of MIRRORED")
+}
 
 /// Carrier-loss deferral `pair` configures for the wired device. NM's
 /// default is 6000 ms; the handover takes this plus ~0.1 s (measured in the
@@ -184,9 +311,8 @@ fn env_var_suffix(key: &str) -> String {
 /// The pairing keys found in `CONNECTION_USER_*` variables (NM >= 1.46),
 /// as user data.
 pub fn user_data_from_env(user_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    ALL_KEYS
-        .iter()
-        .filter_map(|key| user_env.get(&env_var_suffix(key)).map(|value| ((*key).to_owned(), value.clone())))
+    all_keys()
+        .filter_map(|key| user_env.get(&env_var_suffix(key)).map(|value| (key.to_owned(), value.clone())))
         .collect()
 }
 
@@ -602,7 +728,7 @@ pub fn plan_pair(
     if wired.kind != SETTING_WIRED {
         return Err(PairingError::WiredNotEthernet(wired.id.clone(), wired.kind.clone()));
     }
-    let mac_setting = backup
+    backup
         .mac_setting()
         .ok_or_else(|| PairingError::BackupUnsupported(backup.id.clone(), backup.kind.clone()))?;
     check_free(wired, &backup.uuid, Role::Wired)?;
@@ -643,50 +769,28 @@ pub fn plan_pair(
         }
         plan.backup.properties.push(PropertyChange { setting, property, value: new });
     };
-    let new_mac = Some(wired_mac);
-    change(
-        mac_setting,
-        "cloned-mac-address",
-        KEY_SAVED_CLONED_MAC,
-        encode_saved(&backup.cloned_mac),
-        PropertyValue::Str(new_mac.clone()),
-        show(&backup.cloned_mac),
-        show(&new_mac),
-    );
-    change(
-        SETTING_IPV4,
-        "dhcp-client-id",
-        KEY_SAVED_CLIENT_ID,
-        encode_saved(&backup.dhcp_client_id),
-        PropertyValue::Str(client_id.clone()),
-        show(&backup.dhcp_client_id),
-        match client_id_why {
-            Some(why) => format!("{} (wired: {}; {why})", show(&client_id), show(&wired.dhcp_client_id)),
-            None => show(&client_id),
-        },
-    );
+    let mut mirror = |property: &str, new: PropertyValue, shown_new: Option<String>| {
+        let m = mirrored(property);
+        let old = (m.get)(backup);
+        let shown_new = shown_new.unwrap_or_else(|| (m.show)(&new));
+        change(m.setting_for(&backup.kind), m.property, m.saved_key, m.encode(&old), new, (m.show)(&old), shown_new);
+    };
+    mirror("cloned-mac-address", PropertyValue::Str(Some(wired_mac)), None);
+    let client_id_shown = client_id_why.map(|why| format!("{} (wired: {}; {why})", show(&client_id), show(&wired.dhcp_client_id)));
+    mirror("dhcp-client-id", PropertyValue::Str(client_id), client_id_shown);
     let ipv6 = backup_ipv6(wired, identity);
     if let Some((mode, token)) = &ipv6.slaac {
-        let b = &backup.ipv6;
-        change(
-            SETTING_IPV6,
-            "addr-gen-mode",
-            KEY_SAVED_ADDR_GEN_MODE,
-            encode_saved(&b.addr_gen_mode.map(|m| m.to_string())),
-            PropertyValue::I32(*mode),
-            addr_gen_mode_name(b.addr_gen_mode),
-            addr_gen_mode_name(*mode),
-        );
-        change(SETTING_IPV6, "token", KEY_SAVED_TOKEN, encode_saved(&b.token), PropertyValue::Str(token.clone()), show(&b.token), show(token));
+        mirror("addr-gen-mode", PropertyValue::I32(*mode), None);
+        mirror("token", PropertyValue::Str(token.clone()), None);
     }
     if let Some(duid) = &ipv6.dhcp_duid {
-        let old = &backup.ipv6.dhcp_duid;
-        change(SETTING_IPV6, "dhcp-duid", KEY_SAVED_DHCP6_DUID, encode_saved(old), PropertyValue::Str(duid.clone()), show(old), show(duid));
+        mirror("dhcp-duid", PropertyValue::Str(duid.clone()), None);
     }
     if let Some(iaid) = &ipv6.dhcp_iaid {
-        let old = &backup.ipv6.dhcp_iaid;
-        change(SETTING_IPV6, "dhcp-iaid", KEY_SAVED_DHCP6_IAID, encode_saved(old), PropertyValue::Str(iaid.clone()), show(old), show(iaid));
+        mirror("dhcp-iaid", PropertyValue::Str(iaid.clone()), None);
     }
+    mirror("dad-timeout", PropertyValue::I32(Some(BACKUP_DAD_TIMEOUT_MS)), None);
+    mirror("autoconnect", PropertyValue::Bool(false), None);
     for (&(setting, property), value) in &wired.hostname {
         let key = saved_key(setting, property);
         let now = backup.hostname.get(&(setting, property));
@@ -696,24 +800,6 @@ pub fn plan_pair(
         let Some(now) = now else { continue };
         change(setting, property, &key, encode_saved_value(now), value.clone(), show_value(now), show_value(value));
     }
-    change(
-        SETTING_IPV4,
-        "dad-timeout",
-        &saved_key(SETTING_IPV4, "dad-timeout"),
-        encode_saved_value(&PropertyValue::I32(backup.dad_timeout)),
-        PropertyValue::I32(Some(BACKUP_DAD_TIMEOUT_MS)),
-        dad_timeout_name(backup.dad_timeout),
-        dad_timeout_name(Some(BACKUP_DAD_TIMEOUT_MS)),
-    );
-    change(
-        SETTING_CONNECTION,
-        "autoconnect",
-        KEY_SAVED_AUTOCONNECT,
-        if backup.autoconnect { "yes" } else { "no" }.to_owned(),
-        PropertyValue::Bool(false),
-        if backup.autoconnect { "yes" } else { "no" }.to_owned(),
-        "no".to_owned(),
-    );
     plan.summary.extend(ipv6.notes.into_iter().map(|note| format!("'{}': {note}", backup.id)));
     Ok(plan)
 }
@@ -733,42 +819,22 @@ pub fn plan_unpair(wired: Option<&ProfileSnapshot>, backup: Option<&ProfileSnaps
         plan.backup.user_data = removals(b);
         plan.summary.push(format!("'{}': removed nm-handover user data", b.id));
         let saved = |key: &str| b.user_data.get(key).map(String::as_str);
-        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
         // (setting, property, shown now, shown restored, restored value)
         let mut restores = Vec::new();
-        if let (Some(mac_setting), Some(mac)) = (b.mac_setting(), saved(KEY_SAVED_CLONED_MAC)) {
-            let restored = decode_saved(mac);
-            restores.push((mac_setting, "cloned-mac-address", show(&b.cloned_mac), show(&restored), PropertyValue::Str(restored)));
-        }
-        if let Some(id) = saved(KEY_SAVED_CLIENT_ID) {
-            let restored = decode_saved(id);
-            restores.push((SETTING_IPV4, "dhcp-client-id", show(&b.dhcp_client_id), show(&restored), PropertyValue::Str(restored)));
-        }
-        if let Some(mode) = saved(KEY_SAVED_ADDR_GEN_MODE) {
-            let restored = decode_saved(mode).and_then(|m| m.parse::<i32>().ok());
-            let shown = (addr_gen_mode_name(b.ipv6.addr_gen_mode), addr_gen_mode_name(restored));
-            restores.push((SETTING_IPV6, "addr-gen-mode", shown.0, shown.1, PropertyValue::I32(restored)));
-        }
-        for (key, property, now) in [
-            (KEY_SAVED_TOKEN, "token", &b.ipv6.token),
-            (KEY_SAVED_DHCP6_DUID, "dhcp-duid", &b.ipv6.dhcp_duid),
-            (KEY_SAVED_DHCP6_IAID, "dhcp-iaid", &b.ipv6.dhcp_iaid),
-        ] {
-            if let Some(value) = saved(key) {
-                let restored = decode_saved(value);
-                restores.push((SETTING_IPV6, property, show(now), show(&restored), PropertyValue::Str(restored)));
+        for m in &MIRRORED {
+            // (A profile of a type without a MAC setting was never paired.)
+            if m.setting.is_none() && b.mac_setting().is_none() {
+                continue;
+            }
+            let now = (m.get)(b);
+            if let Some(restored) = saved(m.saved_key).and_then(|v| m.decode(&now, v)) {
+                restores.push((m.setting_for(&b.kind), m.property, (m.show)(&now), (m.show)(&restored), restored));
             }
         }
         for (&(setting, property), now) in &b.hostname {
             if let Some(restored) = saved(&saved_key(setting, property)).and_then(|v| decode_saved_value(now, v)) {
                 restores.push((setting, property, show_value(now), show_value(&restored), restored));
             }
-        }
-        if let Some(PropertyValue::I32(restored)) = saved(&saved_key(SETTING_IPV4, "dad-timeout")).and_then(|v| decode_saved_value(&PropertyValue::I32(None), v)) {
-            restores.push((SETTING_IPV4, "dad-timeout", dad_timeout_name(b.dad_timeout), dad_timeout_name(restored), PropertyValue::I32(restored)));
-        }
-        if let Some(auto) = saved(KEY_SAVED_AUTOCONNECT) {
-            restores.push((SETTING_CONNECTION, "autoconnect", yes_no(b.autoconnect), yes_no(auto == "yes"), PropertyValue::Bool(auto == "yes")));
         }
         for (setting, property, now, restored, value) in restores {
             if now != restored {
@@ -842,17 +908,8 @@ mod tests {
                 snapshot.hostname.insert(key, c.value.clone());
                 continue;
             }
-            match (&c.value, c.property) {
-                (PropertyValue::Str(s), "cloned-mac-address") => snapshot.cloned_mac = s.clone(),
-                (PropertyValue::Str(s), "dhcp-client-id") => snapshot.dhcp_client_id = s.clone(),
-                (PropertyValue::Bool(b), "autoconnect") => snapshot.autoconnect = *b,
-                (PropertyValue::I32(t), "dad-timeout") => snapshot.dad_timeout = *t,
-                (PropertyValue::I32(m), "addr-gen-mode") => snapshot.ipv6.addr_gen_mode = *m,
-                (PropertyValue::Str(s), "token") => snapshot.ipv6.token = s.clone(),
-                (PropertyValue::Str(s), "dhcp-duid") => snapshot.ipv6.dhcp_duid = s.clone(),
-                (PropertyValue::Str(s), "dhcp-iaid") => snapshot.ipv6.dhcp_iaid = s.clone(),
-                other => panic!("unexpected change {other:?}"),
-            }
+            let m = MIRRORED.iter().find(|m| m.property == c.property).unwrap_or_else(|| panic!("unexpected change {c:?}"));
+            (m.set)(snapshot, c.value.clone());
         }
     }
 
@@ -1063,6 +1120,45 @@ mod tests {
             (Some(ADDR_GEN_EUI64), Some("::a"), None, Some("01:02:03:04"))
         );
         assert!(plan.summary.iter().any(|l| l.contains("ipv6.addr-gen-mode: stable-privacy -> eui64")), "{:?}", plan.summary);
+        let undo = plan_unpair(Some(&wired), Some(&backup));
+        apply(&mut backup, &undo.backup);
+        assert_eq!(backup, backup0);
+    }
+
+    /// Every mirrored setting, each with a value of the user's own: `pair`
+    /// changes and saves each one, `unpair` puts each one back, and a
+    /// profile read back through the table is the profile.
+    #[test]
+    fn every_mirrored_setting_is_changed_saved_and_put_back() {
+        let mut wired = snapshot(W, "Wired", SETTING_WIRED);
+        wired.ipv6.method = Some("auto".into());
+        let mut backup = snapshot(B, "Office Wi-Fi", SETTING_WIRELESS);
+        let own: [(&str, PropertyValue); 8] = [
+            ("cloned-mac-address", PropertyValue::Str(Some("stable".into()))),
+            ("dhcp-client-id", PropertyValue::Str(Some("duid".into()))),
+            ("addr-gen-mode", PropertyValue::I32(Some(1))),
+            ("token", PropertyValue::Str(Some("::77".into()))),
+            ("dhcp-duid", PropertyValue::Str(Some("ll".into()))),
+            ("dhcp-iaid", PropertyValue::Str(Some("mac".into()))),
+            ("dad-timeout", PropertyValue::I32(Some(3000))),
+            ("autoconnect", PropertyValue::Bool(true)),
+        ];
+        assert_eq!(own.len(), MIRRORED.len());
+        for (property, value) in &own {
+            (mirrored(property).set)(&mut backup, value.clone());
+        }
+        backup.ipv6.method = Some("auto".into());
+        let backup0 = backup.clone();
+        let seen = WiredIdentity { slaac_iid: Some("::a".into()), dhcp6_iaid_sent: Some("01:02:03:04".into()), dhcp6_duid_sent: Some("00:04:aa".into()), ..WiredIdentity::default() };
+        let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &seen, BOTH_ON).unwrap();
+        apply(&mut backup, &plan.backup);
+        for (m, (property, value)) in MIRRORED.iter().zip(&own) {
+            assert_eq!(m.property, *property);
+            assert_ne!((m.get)(&backup), *value, "{property}: not changed by pair");
+            assert_eq!(backup.user_data.get(m.saved_key), Some(&m.encode(value)), "{property}: not saved");
+            assert!(all_keys().any(|k| k == m.saved_key), "{property}: its saved key is not a pairing key");
+            assert!(plan.summary.iter().any(|l| l.contains(&format!("{}.{property}:", m.setting_for(&backup.kind)))), "{property}: not said\n{:?}", plan.summary);
+        }
         let undo = plan_unpair(Some(&wired), Some(&backup));
         apply(&mut backup, &undo.backup);
         assert_eq!(backup, backup0);

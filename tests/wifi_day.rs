@@ -177,7 +177,7 @@ fn radio_day(lab: &Lab, test: &str, addr: Option<Ipv4Addr>) -> (Duration, Durati
     lab.nmcli(&["radio", "wifi", "on"]).expect("radio on");
     // rfkill is not per network namespace: the radio switch took the lab's
     // access point off the air too, and hostapd does not come back by itself.
-    lab.set_access_point(true);
+    lab.restart_access_point();
     lab.expect_until("the Wi-Fi back with the radio", BACK_WITHIN, || holds(lab, "wlan0", addr));
     let radio_back = t0.elapsed();
     connected(lab, test);

@@ -732,6 +732,13 @@ impl Lab {
         })
     }
 
+    /// Starts the access point's interface again (after an rfkill block
+    /// hostapd's interface is down while hostapd holds it "enabled").
+    pub fn restart_access_point(&self) {
+        let _ = self.hostapd_cli(&["disable"]);
+        self.set_access_point(true);
+    }
+
     /// Takes the access point off the air, or back on.
     pub fn set_access_point(&self, on: bool) {
         let out = self.hostapd_cli(&[if on { "enable" } else { "disable" }]);
