@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::commands::reconcile_pairs;
+use crate::commands::{backup_network_seen, reconcile_pairs};
 use crate::error::Result;
 use crate::names::Uuid;
 use crate::handover::{Pair, System};
@@ -102,13 +102,18 @@ impl Attempts {
     }
 }
 
-/// How long the supervisor lets a wired link it sees without carrier (or
-/// without a device) come up before it counts as pulled: at a resume while
-/// docked, or at boot, a dock's NIC is enumerated again and its PHY
+/// How long the supervisor lets a wired link it saw with carrier and sees
+/// without it now (or without a device) come up before it counts as pulled:
+/// at a resume while docked a dock's NIC is enumerated again and its PHY
 /// negotiates for a second or more, while the Wi-Fi may already be ready.
 /// A real pull is the dispatcher's `down`, which does not wait for this; the
 /// supervisor does nothing for a pair in the grace (it raced the `down`'s
-/// activation and watcher).
+/// activation and watcher). A wired link this supervisor never saw with
+/// carrier (at boot, or NetworkManager started without the cable) gets none:
+/// plain NetworkManager connects the Wi-Fi as soon as its scan sees the
+/// network, and the wait for that scan is the grace there (Wi-Fi VM, with
+/// the grace at boot too: 7.0 s to the address, against 5.0 s for plain
+/// NetworkManager).
 pub const WIRED_GRACE: Duration = Duration::from_secs(3);
 
 /// What the supervisor remembers from one reconcile to the next.
@@ -120,8 +125,11 @@ pub struct Supervision {
     /// watcher): taking it off the LAN at a re-plug is the dispatcher's
     /// events' work, which the supervisor must not race.
     pub bring_up_only: bool,
-    /// Since when each pair's wired link was seen without carrier.
-    wired_out_since: BTreeMap<Uuid, Instant>,
+    /// Since when each pair's wired link was seen without carrier, and the
+    /// grace it gets.
+    wired_out_since: BTreeMap<Uuid, (Instant, Duration)>,
+    /// The pairs whose wired link this supervisor saw with carrier.
+    wired_seen_with_carrier: std::collections::BTreeSet<Uuid>,
     /// Problems already logged (a broken or unrecorded pair stays so across
     /// many changes; each is logged once per supervisor).
     reported: std::collections::BTreeSet<String>,
@@ -133,16 +141,18 @@ impl Supervision {
     pub fn wired_out_long_enough(&mut self, pair: &Uuid, carrier: bool, now: Instant) -> bool {
         if carrier {
             self.wired_out_since.remove(pair);
+            self.wired_seen_with_carrier.insert(pair.clone());
             return false;
         }
-        let since = *self.wired_out_since.entry(pair.clone()).or_insert(now);
-        now.duration_since(since) >= WIRED_GRACE
+        let grace = if self.wired_seen_with_carrier.contains(pair) { WIRED_GRACE } else { Duration::ZERO };
+        let (since, grace) = *self.wired_out_since.entry(pair.clone()).or_insert((now, grace));
+        now.duration_since(since) >= grace
     }
 
     /// How long until a wired link seen without carrier has been so for
     /// [`WIRED_GRACE`], for the soonest one not there yet.
     pub fn next_grace_end_in(&self, now: Instant) -> Option<Duration> {
-        self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+        self.wired_out_since.values().map(|(since, grace)| (*since + *grace).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
     }
 
     /// Whether the supervisor carries out `decision` (see [`Supervision::bring_up_only`]).
@@ -215,7 +225,9 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
         let seen = pair.observe(nm, &System);
         // (Since when the wired link is out is noted at every look.)
         let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
-        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decide(Role::Wired, Hook::Reconcile, seen, pair.options));
+        let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
+        let unseen = decision.actions.contains(&Action::ActivateBackup) && !backup_network_seen(nm, &pair);
+        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decision) && !unseen;
     }
     if !something_to_do {
         return;
@@ -245,6 +257,10 @@ mod tests {
         let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
         let t0 = Instant::now();
         let mut s = Supervision::default();
+        // Never seen with carrier (a boot without the cable): no grace.
+        assert!(s.wired_out_long_enough(&pair, false, t0));
+        let mut s = Supervision::default();
+        assert!(!s.wired_out_long_enough(&pair, true, t0));
         assert!(!s.wired_out_long_enough(&pair, false, t0));
         assert_eq!(s.next_grace_end_in(t0), Some(WIRED_GRACE));
         assert!(!s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE - Duration::from_millis(1)));

@@ -66,11 +66,21 @@ fn pull_and_replug_on_wifi_patched_nm_1_58() {
 fn boot_with_the_cable_out_brings_up_the_wifi() {
     on_wifi("boot_with_the_cable_out_brings_up_the_wifi", || {
         let test = "wifi/boot with the cable out";
+        // The control: the same profiles unpaired, the Wi-Fi connecting automatically.
+        let Some(mut control) = start_or_skip(&format!("{test} (control)"), LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi()) else { return };
+        control.add_ethernet_profile("Office LAN", "wired0", true);
+        control.add_wifi_profile("Office Wi-Fi", "wlan0");
+        control.nmcli(&["connection", "modify", "Office Wi-Fi", "connection.autoconnect", "yes"]).expect("autoconnect the control's Wi-Fi");
+        control.expect_until("the control's Wi-Fi", Duration::from_secs(90), || control.ipv4("wlan0").is_some());
+        control.reboot_nm(|lab| lab.pull_cable());
+        let control_took = control.expect_until("the control's Wi-Fi after the boot", Duration::from_secs(90), || control.ipv4("wlan0").is_some());
+        drop(control);
         let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
         p.lab.reboot_nm(|lab| lab.pull_cable());
         let lab = &p.lab;
         let took = lab.expect_until("the Wi-Fi to come up with the wired address", Duration::from_secs(60), || lab.ipv4("wlan0") == Some(p.addr));
-        measured(test, "NM start -> Wi-Fi holds the address", ms(took));
+        measured(test, "NM start -> Wi-Fi holds the address: control / paired", format!("{} / {}", ms(control_took), ms(took)));
+        assert!(took <= control_took + Duration::from_secs(2), "{test}: paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
         let wired_mac = lab.mac("wired0");
         assert_eq!(lab.ap_stations(), [wired_mac.clone()], "{}", lab.diagnostics());
         assert!(lab.ipv4("wired0").is_none());
