@@ -800,18 +800,9 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
     reconcile_pairs(nm, None)
 }
 
-/// Whether the backup's device saw its network at its last scan (see
-/// [`Device::last_scan_saw`]). The supervisor waits for it: a Wi-Fi network
-/// that just went away stays in the scan list for minutes, and an
-/// activation started then sits in wpa_supplicant's own slower scanning
-/// after the network is back (Wi-Fi VM: 8.4 s from the access point's return
-/// to the address, against 5.1 s for plain NetworkManager, which waits so).
-/// A pull does not wait for it: the dispatcher's `down` activates at once.
-pub fn backup_network_seen(nm: &Nm, pair: &Pair) -> bool {
-    match (nm.device(pair.backup.device.as_str()), nm.profile(pair.backup.uuid.as_str())) {
-        (Some(device), Some(profile)) => device.last_scan_saw(&profile),
-        _ => true,
-    }
+/// When the backup's device (Wi-Fi) last finished a scan (see [`Device::last_scan_ms`]).
+pub fn backup_last_scan_ms(nm: &Nm, pair: &Pair) -> Option<i64> {
+    nm.device(pair.backup.device.as_str()).and_then(|device| device.last_scan_ms())
 }
 
 /// [`reconcile`], with what the supervisor remembers between its runs (see
@@ -842,10 +833,10 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                 if !seen.wired_carrier && !wired_out {
                     return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
                 }
-                let attempts = &mut supervision.attempts;
-                if decision.actions.contains(&Action::ActivateBackup) && !backup_network_seen(nm, &pair) {
-                    return Ok(Decision { actions: Vec::new(), reason: "the backup's network was not in the last scan" });
+                if decision.actions.contains(&Action::ActivateBackup) && !supervision.scanned_since_backup_dropped(&pair.wired.uuid, backup_last_scan_ms(nm, &pair)) {
+                    return Ok(Decision { actions: Vec::new(), reason: "waiting for a scan after the backup's network went away" });
                 }
+                let attempts = &mut supervision.attempts;
                 if decision.actions.contains(&Action::ActivateBackup) {
                     if !attempts.allowed(&pair.wired.uuid, now) {
                         tracing::debug!("'{}': the backup did not come up after {} tries; next try after a pause", pair.backup.id, crate::supervise::MAX_ATTEMPTS);

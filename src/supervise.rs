@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::commands::{backup_network_seen, reconcile_pairs};
+use crate::commands::{backup_last_scan_ms, reconcile_pairs};
 use crate::error::Result;
 use crate::names::Uuid;
 use crate::handover::{Pair, System};
-use crate::policy::{decide, Action, Decision, Hook, Role};
+use crate::policy::{decide, Action, Decision, Hook, LinkState, Role};
 use crate::sys::libnm::{Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
 use crate::sys::paths::{supervisor_lock_path, LOCK_PATH, RECORD_DIR};
@@ -130,6 +130,10 @@ pub struct Supervision {
     wired_out_since: BTreeMap<Uuid, (Instant, Duration)>,
     /// The pairs whose wired link this supervisor saw with carrier.
     wired_seen_with_carrier: std::collections::BTreeSet<Uuid>,
+    /// Each pair's backup state at the last look, and when (CLOCK_BOOTTIME
+    /// ms) the supervisor saw it drop out of use since it was last active.
+    backup_seen: BTreeMap<Uuid, LinkState>,
+    backup_dropped_at: BTreeMap<Uuid, i64>,
     /// Problems already logged (a broken or unrecorded pair stays so across
     /// many changes; each is logged once per supervisor).
     reported: std::collections::BTreeSet<String>,
@@ -153,6 +157,34 @@ impl Supervision {
     /// [`WIRED_GRACE`], for the soonest one not there yet.
     pub fn next_grace_end_in(&self, now: Instant) -> Option<Duration> {
         self.wired_out_since.values().map(|(since, grace)| (*since + *grace).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+    }
+
+    /// Notes the backup's state at this look (see [`Supervision::scanned_since_backup_dropped`]).
+    pub fn note_backup(&mut self, pair: &Uuid, state: LinkState) {
+        let before = self.backup_seen.insert(pair.clone(), state);
+        match state {
+            LinkState::Active => {
+                self.backup_dropped_at.remove(pair);
+            }
+            LinkState::Inactive if before.is_some_and(|b| b != LinkState::Inactive) => {
+                self.backup_dropped_at.insert(pair.clone(), crate::sys::boottime_ms());
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the backup's device (Wi-Fi: `last_scan_ms`) has finished a
+    /// scan since the backup dropped out of use, if it did. NetworkManager
+    /// never autoconnects while a device scans: a network that just went
+    /// away is still listed until the next scan ends, and an activation
+    /// started before it waited on wpa_supplicant's slower scanning when the
+    /// network came back (Wi-Fi VM: 8.4 s from the access point's return to
+    /// the address, against 5.1 s for plain NetworkManager).
+    pub fn scanned_since_backup_dropped(&self, pair: &Uuid, last_scan_ms: Option<i64>) -> bool {
+        match (self.backup_dropped_at.get(pair), last_scan_ms) {
+            (Some(dropped), Some(scan)) => scan > *dropped,
+            _ => true,
+        }
     }
 
     /// Whether the supervisor carries out `decision` (see [`Supervision::bring_up_only`]).
@@ -225,9 +257,10 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
         let seen = pair.observe(nm, &System);
         // (Since when the wired link is out is noted at every look.)
         let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
+        supervision.note_backup(&pair.wired.uuid, seen.backup);
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
-        let unseen = decision.actions.contains(&Action::ActivateBackup) && !backup_network_seen(nm, &pair);
-        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decision) && !unseen;
+        let unscanned = decision.actions.contains(&Action::ActivateBackup) && !supervision.scanned_since_backup_dropped(&pair.wired.uuid, backup_last_scan_ms(nm, &pair));
+        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decision) && !unscanned;
     }
     if !something_to_do {
         return;
@@ -284,6 +317,22 @@ mod tests {
             assert!(s.would_act(&decision(up)));
         }
         assert!(!s.would_act(&decision(vec![])));
+    }
+
+    #[test]
+    fn after_the_backup_drops_out_a_scan_must_end_before_it_is_tried_again() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let mut s = Supervision::default();
+        s.note_backup(&pair, LinkState::Inactive);
+        assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "never active: nothing to wait for");
+        s.note_backup(&pair, LinkState::Active);
+        s.note_backup(&pair, LinkState::Inactive);
+        let dropped = crate::sys::boottime_ms();
+        assert!(!s.scanned_since_backup_dropped(&pair, Some(dropped - 1000)), "a scan from before the drop");
+        assert!(s.scanned_since_backup_dropped(&pair, Some(dropped + 1000)));
+        assert!(s.scanned_since_backup_dropped(&pair, None), "a backup that does not scan");
+        s.note_backup(&pair, LinkState::Active);
+        assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "active again: the drop is forgotten");
     }
 
     #[test]

@@ -250,7 +250,24 @@ fn dead_port_case(test: &str, cfg: LabConfig) {
 
 #[test]
 fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_stock_nm() {
-    dead_port_case("day/dead port (stock)", cfg());
+    let test = "day/dead port (stock)";
+    // The control: both profiles unpaired and connecting by themselves; the
+    // backup keeps its own address throughout, the wired link fails on the dead port.
+    let Some(control_lab) = control(&format!("{test} (control)")) else { return };
+    control_lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", "10"]).expect("dhcp-timeout");
+    let out = control_lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    control_lab.plug_cable();
+    let span = Duration::from_secs(10 + 10 + 12);
+    let (start, mut samples, mut up) = (Instant::now(), 0u32, 0u32);
+    while start.elapsed() < span {
+        samples += 1;
+        up += u32::from(control_lab.ipv4("backup0").is_some() && peer_reachable(&control_lab));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    measured(test, "control: online share over 32 s from the plug into the dead port", format!("{:.0} %", f64::from(up) * 100.0 / f64::from(samples.max(1))));
+    drop(control_lab);
+    dead_port_case(test, cfg());
 }
 
 #[test]

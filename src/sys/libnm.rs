@@ -769,31 +769,15 @@ impl Device {
             .collect()
     }
 
-    /// Whether the device's last scan saw a network `profile` can connect to:
-    /// an access point seen at that scan, not one NetworkManager (and
-    /// wpa_supplicant) still list from earlier scans for a few minutes after
-    /// it went off the air. True for devices that do not scan, and before a
-    /// first scan.
-    pub fn last_scan_saw(&self, profile: &Profile) -> bool {
+    /// When a Wi-Fi device's last scan finished, in ms of CLOCK_BOOTTIME
+    /// (see [`crate::sys::boottime_ms`]); none for other devices and before a first scan.
+    pub fn last_scan_ms(&self) -> Option<i64> {
         if self.kind() != DeviceKind::Wifi {
-            return true;
+            return None;
         }
-        let wifi = self.raw() as *mut ffi::NMDeviceWifi;
-        // SAFETY: a Wi-Fi device (its kind checked above); CLOCK_BOOTTIME in ms, -1 before any scan.
-        let last_scan_ms = unsafe { ffi::nm_device_wifi_get_last_scan(wifi) };
-        if last_scan_ms < 0 {
-            return true;
-        }
-        // SAFETY: valid device; the array and its access points are transfer-none.
-        ptr_array_objects(unsafe { ffi::nm_device_wifi_get_access_points(wifi) }).iter().any(|ap| {
-            let ap = ap.as_ptr() as *mut ffi::NMAccessPoint;
-            // SAFETY: valid access point and profile. Last seen in s of CLOCK_BOOTTIME (-1: never);
-            // a second of slack for its granularity and for the order of the updates.
-            unsafe {
-                let seen_s = ffi::nm_access_point_get_last_seen(ap);
-                seen_s >= 0 && i64::from(seen_s) * 1000 + 1500 >= last_scan_ms && ffi::nm_access_point_connection_valid(ap, profile.raw()) != 0
-            }
-        })
+        // SAFETY: a Wi-Fi device (its kind checked above); -1 before any scan.
+        let ms = unsafe { ffi::nm_device_wifi_get_last_scan(self.raw() as *mut ffi::NMDeviceWifi) };
+        (ms >= 0).then_some(ms)
     }
 
     /// Whether NM could activate `profile` on this device.
