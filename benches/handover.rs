@@ -248,7 +248,7 @@ fn nm_state(lab: &Lab, profile: &str) -> String {
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = lab_config(spec)?;
-    let nm_version = Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let nm_version = nm_version(&cfg.nm_daemon);
     let lab = Lab::start(cfg).map_err(|e| e.to_string())?;
     let mut addr = prepare(&lab, spec.setup)?;
     if let Some(timeout) = spec.dad_timeout_ms {

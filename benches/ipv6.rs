@@ -116,7 +116,7 @@ impl Sessions {
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = LabConfig::of_build(DhcpServer::Dnsmasq, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
     let mut s = Samples {
-        nm_version: Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        nm_version: nm_version(&cfg.nm_daemon),
         ..Samples::default()
     };
     let p = paired_with(spec.key, cfg.with_ipv6(), &[], wait_for_wired_ipv6).ok_or("the lab did not start (see above)")?;

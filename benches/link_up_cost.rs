@@ -43,7 +43,7 @@ fn wired_activations(log: &str) -> Vec<f64> {
 }
 
 fn run_row(cfg: LabConfig, runs: usize) -> Result<Row, String> {
-    let nm_version = std::process::Command::new(&cfg.nm_daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let nm_version = nm_version(&cfg.nm_daemon);
     let mut lab = Lab::start(cfg).map_err(|e| e.to_string())?;
     let e = |e: LabError| e.to_string();
     lab.add_ethernet_profile("Office LAN", "wired0", false);

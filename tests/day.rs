@@ -184,61 +184,25 @@ fn unpair_while_the_backup_holds_the_address_leaves_no_link_with_the_wired_mac()
 }
 
 /// Whether the laptop holds `addr` on a link that is up: the backup, or the wired link.
-fn online(lab: &Lab, addr: Ipv4Addr) -> bool {
-    (lab.ipv4("backup0") == Some(addr) && lab.link_up("backup0")) || lab.ipv4("wired0") == Some(addr)
-}
-
-/// The share of samples, every 250 ms for `span`, in which the laptop was online.
-fn online_share(lab: &Lab, addr: Ipv4Addr, span: Duration) -> f64 {
-    let (start, mut samples, mut up) = (Instant::now(), 0u32, 0u32);
-    while start.elapsed() < span {
-        samples += 1;
-        up += u32::from(online(lab, addr));
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    f64::from(up) / f64::from(samples.max(1))
-}
-
-/// The wired port stops answering (its bridge port leaves the LAN's bridge,
-/// the carrier stays): a dead wall port. With a DHCP timeout of 10 s and
-/// NetworkManager's default autoconnect retries.
+/// A plug into a dead wired port, with a DHCP timeout of 10 s and
+/// NetworkManager's default autoconnect retries (NM's default 45 s:
+/// `cargo bench --bench dead_port`).
 fn dead_port_case(test: &str, cfg: LabConfig) {
     const DHCP_TIMEOUT: u64 = 10;
     let Some(p) = paired(test, cfg, &[]) else { return };
     let lab = &p.lab;
-    lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", &DHCP_TIMEOUT.to_string()]).expect("dhcp-timeout");
-    lab.pull_cable();
-    lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
-    let since = lab.server_log().lines().count();
-    let port = |alive: bool| {
-        let argv: &[&str] = if alive { &["ip", "link", "set", "p-wired0", "master", "br0"] } else { &["ip", "link", "set", "p-wired0", "nomaster"] };
-        let out = lab.run_in_lan(argv);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    port(false);
-    let plug = Instant::now();
-    lab.plug_cable();
-    let back = lab.expect_until("the backup to hold the address again on a dead port", Duration::from_secs(DHCP_TIMEOUT + 20), || {
-        plug.elapsed() > Duration::from_secs(1) && lab.ipv4("backup0") == Some(p.addr) && lab.link_up("backup0") && nm_state(lab, "Backup link") == "activated"
-    });
-    let back = plug.elapsed().min(back + Duration::from_secs(1));
-    // NetworkManager retries the wired profile on the dead port meanwhile
-    // (4 attempts by default, then none for 300 s: the port comes alive
-    // below while it still retries, or the move would wait for that, as
-    // without nm-handover).
-    let share = online_share(lab, p.addr, Duration::from_secs(12));
-    measured(test, "plug into a dead port -> backup holds the address again; then online share over 12 s of retries", format!("{} ; {:.0} %", ms(back), share * 100.0));
-    assert!(back <= Duration::from_secs(DHCP_TIMEOUT + 10), "{back:?}\n{}", lab.diagnostics());
-    assert!(share >= 0.9, "online {:.0} % of the time while the port stayed dead\n{}", share * 100.0, lab.diagnostics());
-    // The port comes alive: the address moves to the wired link, as at a re-plug.
-    port(true);
-    let moved = lab.expect_until("the wired link to take the address once the port answers", Duration::from_secs(3 * DHCP_TIMEOUT), || {
-        lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none()
-    });
-    measured(test, "port alive -> wired link holds the address, backup off", ms(moved));
+    let outcome = dead_port(&p, DHCP_TIMEOUT, Duration::from_secs(12));
+    measured(
+        test,
+        "plug into a dead port -> backup holds the address again; then online share over 12 s of retries",
+        format!("{} ; {:.0} %", ms(outcome.back), outcome.online_share * 100.0),
+    );
+    assert!(outcome.back <= Duration::from_secs(DHCP_TIMEOUT + 10), "{outcome:?}\n{}", lab.diagnostics());
+    assert!(outcome.online_share >= 0.9, "online {:.0} % of the time while the port stayed dead\n{}", outcome.online_share * 100.0, lab.diagnostics());
+    measured(test, "port alive -> wired link holds the address, backup off", ms(outcome.moved));
     connected(lab, test);
     no_conflict(lab, test);
-    only_acks_for(lab, since, p.addr);
+    only_acks_for(lab, outcome.server_log_since, p.addr);
     // And a new plug into a good port is a normal re-plug.
     lab.pull_cable();
     lab.expect_until("the backup at the next pull", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));

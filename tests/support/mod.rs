@@ -58,6 +58,11 @@ pub fn machine() -> String {
 }
 
 /// A count from the environment (a benchmark's cycles, runs), or `default`.
+/// `NetworkManager --version` of a daemon binary ("" when it does not run).
+pub fn nm_version(daemon: &std::path::Path) -> String {
+    std::process::Command::new(daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

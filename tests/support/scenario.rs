@@ -481,3 +481,69 @@ pub fn only_acks_for(lab: &Lab, since_line: usize, addr: Ipv4Addr) {
     let acks: Vec<String> = server_requests(lab, since_line).into_iter().filter(|l| l.contains("DHCPACK")).collect();
     assert!(acks.iter().all(|l| l.contains(&format!("DHCPACK on {addr} "))), "acks for another address: {acks:#?}");
 }
+
+/// Whether the laptop is online with `addr`: the backup up and holding it, or the wired link holding it.
+pub fn online(lab: &Lab, addr: Ipv4Addr) -> bool {
+    (lab.ipv4("backup0") == Some(addr) && lab.link_up("backup0")) || lab.ipv4("wired0") == Some(addr)
+}
+
+/// The share of samples, every 250 ms for `span`, in which the laptop was online.
+pub fn online_share(lab: &Lab, addr: Ipv4Addr, span: Duration) -> f64 {
+    let (start, mut samples, mut up) = (Instant::now(), 0u32, 0u32);
+    while start.elapsed() < span {
+        samples += 1;
+        up += u32::from(online(lab, addr));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    f64::from(up) / f64::from(samples.max(1))
+}
+
+/// What a plug into a dead wired port came to (see [`dead_port`]).
+#[derive(Debug)]
+pub struct DeadPort {
+    /// Plug -> the backup holds the address again.
+    pub back: Duration,
+    /// The share of the time online while NetworkManager retried the port.
+    pub online_share: f64,
+    /// The port alive -> the wired link holds the address, the backup off.
+    pub moved: Duration,
+    /// The server log's length before the plug.
+    pub server_log_since: usize,
+}
+
+/// The cable pulled and the backup holding the address, the cable goes into
+/// a port that never answers (its bridge port leaves the LAN's bridge, the
+/// carrier stays: a dead wall port), the wired profile's `ipv4.dhcp-timeout`
+/// set to `dhcp_timeout` s (0: NetworkManager's default, 45 s) and its
+/// autoconnect retries NM's default (4, then none for 300 s). Measures how
+/// long until the backup holds the address again, how much of `retries` after
+/// that the laptop is online while NM retries the port, and, once the port
+/// comes alive, how long until the address is on the wired link.
+pub fn dead_port(p: &Paired, dhcp_timeout: u64, retries: Duration) -> DeadPort {
+    let lab = &p.lab;
+    let effective = if dhcp_timeout == 0 { 45 } else { dhcp_timeout };
+    lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", &dhcp_timeout.to_string()]).expect("dhcp-timeout");
+    lab.pull_cable();
+    lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    let server_log_since = lab.server_log().lines().count();
+    let port = |alive: bool| {
+        let argv: &[&str] = if alive { &["ip", "link", "set", "p-wired0", "master", "br0"] } else { &["ip", "link", "set", "p-wired0", "nomaster"] };
+        let out = lab.run_in_lan(argv);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    port(false);
+    let plug = Instant::now();
+    lab.plug_cable();
+    let back = lab.expect_until("the backup to hold the address again on a dead port", Duration::from_secs(effective + 20), || {
+        plug.elapsed() > Duration::from_secs(1) && lab.ipv4("backup0") == Some(p.addr) && lab.link_up("backup0") && nm_state(lab, "Backup link") == "activated"
+    });
+    let back = plug.elapsed().min(back + Duration::from_secs(1));
+    let online_share = online_share(lab, p.addr, retries);
+    // The port comes alive while NM still retries (after its retries it
+    // waits 300 s, as without nm-handover): the address moves to the wired link.
+    port(true);
+    let moved = lab.expect_until("the wired link to take the address once the port answers", Duration::from_secs(3 * effective), || {
+        lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none()
+    });
+    DeadPort { back, online_share, moved, server_log_since }
+}
