@@ -230,6 +230,9 @@ fn wait_for_nm_running(wait_for_nm: Duration) -> Result<(), error::Error> {
 
 /// `supervise` (see [`nm_handover::supervise`]).
 fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
+    if let Err(e) = sys::lower_priority() {
+        tracing::warn!("supervisor: cannot lower its CPU priority: {e}");
+    }
     wait_for_nm_running(wait_for_nm)?;
     let nm = sys::libnm::Nm::connect()?;
     nm_handover::supervise::supervise(&nm).map(|ended| debug!("supervisor: {ended:?}"))

@@ -349,6 +349,10 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
     // No polling: at most a tick or two for whatever NM reports meanwhile.
     assert!(after - before <= 2, "the supervisor used {} ticks in 20 s at rest", after - before);
     assert!(rss < 32 * 1024, "the supervisor holds {rss} KiB");
+    // It yields the CPU to NetworkManager and wpa_supplicant (nice 10).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("supervisor's stat");
+    let nice: i32 = stat.rsplit_once(')').expect("stat").1.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice");
+    assert_eq!(nice, nm_handover::sys::BACKGROUND_NICE, "the supervisor's nice value");
     // unpair of the last pair stops it.
     lab.companion(&["unpair", "Office LAN"]);
     lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
