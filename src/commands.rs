@@ -23,7 +23,7 @@ use crate::supervise::Supervision;
 use crate::sys::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
 use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, FileLock, SUPERVISOR_PROGRAM};
-use crate::sys::paths::{supervisor_lock_path, watcher_lock_path, LOCK_PATH, NM_CONF_DIR, RECORD_DIR};
+use crate::sys::paths::{supervisor_lock_path, watcher_lock_path, wired_lan_path, LOCK_PATH, NM_CONF_DIR, RECORD_DIR};
 use crate::trust::{self, Distrust, PairRecord};
 
 /// Finds a profile by UUID, else by its exact name.
@@ -349,6 +349,11 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Ok(Some(pid)) => summary.push(format!("stopped the pair's carrier watcher (pid {pid})")),
         Ok(None) => {}
         Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
+    }
+    let lan = wired_lan_path(wired_uuid.as_str());
+    match fs::remove_file(&lan) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => summary.push(format!("could not remove {}: {e} (it is gone at the next boot)", lan.display())),
+        _ => {}
     }
     if !trust::any_pair_recorded(Path::new(RECORD_DIR)) {
         match stop_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {

@@ -416,4 +416,9 @@ fn on_another_lan_a_pull_connects_as_plain_nm_would_and_says_not_the_same_lan() 
     no_conflict(lab, test);
     assert!(server_requests(lab, since).iter().filter(|l| l.contains("DHCPNAK")).count() == 0, "the wired client asked for an address of another LAN");
     assert!(!lab.companion(&["status"]).contains("not the same LAN"));
+    // unpair leaves no record of the wired link's LAN behind.
+    let record = lab.dir.join(format!("run/nm-handover/lan-{}", p.wired_uuid));
+    assert!(record.exists(), "the wired link's LAN was not recorded at {}", record.display());
+    lab.companion(&["unpair", "Office LAN"]);
+    assert!(!record.exists(), "unpair left {}", record.display());
 }
