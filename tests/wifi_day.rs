@@ -204,7 +204,53 @@ fn access_point_and_radio_away_and_back() {
     assert!(took.0 <= control.0 + SLACK && took.1 <= control.1 + SLACK, "{test}: paired {took:?}, control {control:?}\n{}", lab.diagnostics());
 }
 
+/// At home: the office Wi-Fi is not in range, the user's home Wi-Fi
+/// connects by itself, the cable goes out. How long until the LAN's peer is
+/// reachable through the home Wi-Fi; the office Wi-Fi is never tried and the
+/// home Wi-Fi never interrupted.
+fn home_day(lab: &Lab, test: &str) -> Duration {
+    lab.nmcli(&[
+        "connection", "add", "type", "wifi", "con-name", "Home Wi-Fi", "ifname", "wlan0", "ssid", "nmh-home", "autoconnect", "yes",
+        "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", "disabled",
+    ])
+    .expect("the home Wi-Fi profile");
+    lab.rename_access_point("nmh-home");
+    lab.expect_until("the home Wi-Fi", BACK_WITHIN, || nm_state(lab, "Home Wi-Fi") == "activated" && lab.ipv4("wlan0").is_some());
+    // As at home, where the office network was last seen hours ago: NM no longer lists it.
+    lab.expect_until("the office network gone from the scan list", BACK_WITHIN, || {
+        lab.nmcli(&["-t", "-f", "SSID", "device", "wifi", "list", "--rescan", "yes"]).is_ok_and(|list| !list.lines().any(|l| l == WIFI_SSID))
+    });
+    let home_mac = lab.mac("wlan0");
+    let office_tries = lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count();
+    let t0 = Instant::now();
+    lab.pull_cable();
+    lab.expect_until("the peer through the home Wi-Fi", Duration::from_secs(60), || {
+        lab.ipv4("wired0").is_none()
+            && lab.run_in_host(&["socat", "-T1", "/dev/null", &format!("TCP:{SERVER}:{TCP_PORT},connect-timeout=1")]).status.success()
+    });
+    let took = t0.elapsed();
+    // Past the supervisor's settle and grace: nothing tried, nothing interrupted.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count(), office_tries, "{test}: the office Wi-Fi was tried at home\n{}", lab.diagnostics());
+    assert_eq!(nm_state(lab, "Home Wi-Fi"), "activated", "{test}: {}", lab.diagnostics());
+    assert_eq!(lab.ap_stations(), [home_mac], "{test}: the home Wi-Fi's MAC changed");
+    connected(lab, test);
+    took
+}
+
+fn at_home() {
+    let test = "wifi-day/at home (the office Wi-Fi out of range)";
+    let Some(control_lab) = control(&format!("{test} (control)"), VIRTIO_NIC) else { return };
+    let control = home_day(&control_lab, &format!("{test} (control)"));
+    drop(control_lab);
+    let Some(p) = paired(test, cfg(VIRTIO_NIC), &[]) else { return };
+    let took = home_day(&p.lab, test);
+    measured(test, "pull -> the LAN's peer through the home Wi-Fi: control / paired", format!("{} / {}", ms(control), ms(took)));
+    assert!(took <= control + SLACK, "{test}: paired {took:?}, control {control:?}\n{}", p.lab.diagnostics());
+}
+
 const SCENARIOS: &[(&str, fn())] = &[
+    ("at_home", at_home),
     ("suspend_and_resume", || suspend_and_resume(VIRTIO_NIC)),
     ("suspend_and_resume_waking_on_lan", || suspend_and_resume(WOL_NIC)),
     ("access_point_and_radio_away_and_back", access_point_and_radio_away_and_back),

@@ -732,6 +732,14 @@ impl Lab {
         })
     }
 
+    /// The access point broadcasts `ssid` from now on (another network, as
+    /// the laptop sees at home).
+    pub fn rename_access_point(&self, ssid: &str) {
+        let out = self.hostapd_cli(&["set", "ssid", ssid]);
+        assert!(out.contains("OK"), "hostapd_cli set ssid: {out}");
+        self.restart_access_point();
+    }
+
     /// Starts the access point's interface again (after an rfkill block
     /// hostapd's interface is down while hostapd holds it "enabled").
     pub fn restart_access_point(&self) {
