@@ -102,18 +102,15 @@ impl Attempts {
     }
 }
 
-/// How long the supervisor lets a wired link it saw with carrier and sees
-/// without it now (or without a device) come up before it counts as pulled:
-/// at a resume while docked a dock's NIC is enumerated again and its PHY
+/// How long the supervisor lets a wired link it sees without carrier (or
+/// without a device) come up before it counts as pulled: at a resume while
+/// docked, or at boot, a dock's NIC is enumerated again and its PHY
 /// negotiates for a second or more, while the Wi-Fi may already be ready.
 /// A real pull is the dispatcher's `down`, which does not wait for this; the
 /// supervisor does nothing for a pair in the grace (it raced the `down`'s
-/// activation and watcher). A wired link this supervisor never saw with
-/// carrier (at boot, or NetworkManager started without the cable) gets none:
-/// plain NetworkManager connects the Wi-Fi as soon as its scan sees the
-/// network, and the wait for that scan is the grace there (Wi-Fi VM, with
-/// the grace at boot too: 7.0 s to the address, against 5.0 s for plain
-/// NetworkManager).
+/// activation and watcher; a supervisor that starts just after a pull, as
+/// `pair` starts it, cannot tell that pull from a boot without the cable).
+/// At a boot the Wi-Fi's first scan takes longer than the grace.
 pub const WIRED_GRACE: Duration = Duration::from_secs(3);
 
 /// What the supervisor remembers from one reconcile to the next.
@@ -125,11 +122,8 @@ pub struct Supervision {
     /// watcher): taking it off the LAN at a re-plug is the dispatcher's
     /// events' work, which the supervisor must not race.
     pub bring_up_only: bool,
-    /// Since when each pair's wired link was seen without carrier, and the
-    /// grace it gets.
-    wired_out_since: BTreeMap<Uuid, (Instant, Duration)>,
-    /// The pairs whose wired link this supervisor saw with carrier.
-    wired_seen_with_carrier: std::collections::BTreeSet<Uuid>,
+    /// Since when each pair's wired link was seen without carrier.
+    wired_out_since: BTreeMap<Uuid, Instant>,
     /// Each pair's backup state at the last look, and when (CLOCK_BOOTTIME
     /// ms) the supervisor saw it drop out of use since it was last active.
     backup_seen: BTreeMap<Uuid, LinkState>,
@@ -145,18 +139,16 @@ impl Supervision {
     pub fn wired_out_long_enough(&mut self, pair: &Uuid, carrier: bool, now: Instant) -> bool {
         if carrier {
             self.wired_out_since.remove(pair);
-            self.wired_seen_with_carrier.insert(pair.clone());
             return false;
         }
-        let grace = if self.wired_seen_with_carrier.contains(pair) { WIRED_GRACE } else { Duration::ZERO };
-        let (since, grace) = *self.wired_out_since.entry(pair.clone()).or_insert((now, grace));
-        now.duration_since(since) >= grace
+        let since = *self.wired_out_since.entry(pair.clone()).or_insert(now);
+        now.duration_since(since) >= WIRED_GRACE
     }
 
     /// How long until a wired link seen without carrier has been so for
     /// [`WIRED_GRACE`], for the soonest one not there yet.
     pub fn next_grace_end_in(&self, now: Instant) -> Option<Duration> {
-        self.wired_out_since.values().map(|(since, grace)| (*since + *grace).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+        self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
     }
 
     /// Notes the backup's state at this look (see [`Supervision::scanned_since_backup_dropped`]).
@@ -290,10 +282,6 @@ mod tests {
         let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
         let t0 = Instant::now();
         let mut s = Supervision::default();
-        // Never seen with carrier (a boot without the cable): no grace.
-        assert!(s.wired_out_long_enough(&pair, false, t0));
-        let mut s = Supervision::default();
-        assert!(!s.wired_out_long_enough(&pair, true, t0));
         assert!(!s.wired_out_long_enough(&pair, false, t0));
         assert_eq!(s.next_grace_end_in(t0), Some(WIRED_GRACE));
         assert!(!s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE - Duration::from_millis(1)));
