@@ -211,17 +211,18 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
 /// a bounded time, for NM to be there; then takes the handover lock, and only
 /// then reads NM's state.
 fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
-    wait_for_nm_running(wait_for_nm)?;
+    drop(connect_when_running(wait_for_nm)?);
     let _lock = sys::lock::FileLock::acquire(Path::new(sys::paths::LOCK_PATH), Duration::from_secs(10))?;
     let nm = sys::libnm::Nm::connect()?;
     commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
 }
 
-fn wait_for_nm_running(wait_for_nm: Duration) -> Result<(), error::Error> {
+/// A client of NetworkManager, once it runs (waiting up to `wait_for_nm`).
+fn connect_when_running(wait_for_nm: Duration) -> Result<sys::libnm::Nm, error::Error> {
     let started = std::time::Instant::now();
     loop {
         match sys::libnm::Nm::connect() {
-            Ok(_) => return Ok(()),
+            Ok(nm) => return Ok(nm),
             Err(sys::libnm::NmError::NotRunning) if started.elapsed() < wait_for_nm => std::thread::sleep(Duration::from_millis(250)),
             Err(err) => return Err(err.into()),
         }
@@ -233,9 +234,13 @@ fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
     if let Err(e) = sys::lower_priority() {
         tracing::warn!("supervisor: cannot lower its CPU priority: {e}");
     }
-    wait_for_nm_running(wait_for_nm)?;
-    let nm = sys::libnm::Nm::connect()?;
-    nm_handover::supervise::supervise(&nm).map(|ended| debug!("supervisor: {ended:?}"))
+    let Some(lock) = nm_handover::supervise::take_lock()? else {
+        debug!("supervisor: {:?}", nm_handover::supervise::Ended::AlreadyRunning);
+        return Ok(());
+    };
+    // (One client: the supervisor reads NM's state without the handover lock anyway.)
+    let nm = connect_when_running(wait_for_nm)?;
+    nm_handover::supervise::supervise(&nm, lock).map(|ended| debug!("supervisor: {ended:?}"))
 }
 
 fn print_json(value: &impl serde::Serialize) {

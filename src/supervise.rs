@@ -199,14 +199,24 @@ pub enum Ended {
     NoPairLeft,
 }
 
-/// Runs the supervisor until NetworkManager stops or no pair is left.
-pub fn supervise(nm: &Nm) -> Result<Ended> {
+/// Takes the supervisor lock, with this process's PID in it; `None` where
+/// another supervisor runs. Taken before connecting to NetworkManager:
+/// NetworkManager dispatches several start-up events, each of which may start
+/// a supervisor, and a second one must not load a libnm client (seconds of
+/// CPU in the Wi-Fi VM, while NetworkManager and wpa_supplicant start) only
+/// to find the first.
+pub fn take_lock() -> Result<Option<FileLock>> {
     let lock = match FileLock::acquire(&supervisor_lock_path(), TAKEOVER_WAIT) {
         Ok(lock) => lock,
-        Err(LockError::Busy { .. }) => return Ok(Ended::AlreadyRunning),
+        Err(LockError::Busy { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     lock.record_pid().map_err(|source| crate::error::Error::Io { path: supervisor_lock_path(), source })?;
+    Ok(Some(lock))
+}
+
+/// Runs the supervisor, holding `_lock` ([`take_lock`]), until NetworkManager stops or no pair is left.
+pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
     let mut supervision = Supervision::default();
     reconcile_now(nm, &mut supervision);
