@@ -735,8 +735,11 @@ impl Lab {
     /// The access point broadcasts `ssid` from now on (another network, as
     /// the laptop sees at home).
     pub fn rename_access_point(&self, ssid: &str) {
-        let out = self.hostapd_cli(&["set", "ssid", ssid]);
-        assert!(out.contains("OK"), "hostapd_cli set ssid: {out}");
+        // (The PSK is derived from the passphrase and the SSID when the interface is enabled.)
+        for (key, value) in [("ssid", ssid), ("wpa_passphrase", WIFI_PSK)] {
+            let out = self.hostapd_cli(&["set", key, value]);
+            assert!(out.contains("OK"), "hostapd_cli set {key}: {out}");
+        }
         self.restart_access_point();
     }
 
