@@ -12,6 +12,7 @@ use std::path::PathBuf;
 const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_client_new",
     "nm_client_get_nm_running",
+    "nm_client_get_state",
     "nm_client_get_version",
     "nm_client_get_devices",
     "nm_client_get_device_by_iface",

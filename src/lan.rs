@@ -1,5 +1,6 @@
-//! Whether the backup is on the wired link's LAN: the network a DHCPv4 lease
-//! came from, as its server identifier and subnet.
+//! Whether the backup is on the wired link's LAN: the subnet of a DHCPv4
+//! lease (and its server identifier, which is only reported: DHCP failover
+//! pairs and relays that rewrite it serve one subnet under two identifiers).
 //!
 //! The handover keeps the address only where both links reach the same DHCP
 //! server on the same subnet. Elsewhere (Wi-Fi on its own subnet, as in many
@@ -8,6 +9,11 @@
 //! changes nothing else; the wired lease file keeps the wired LAN's address
 //! for the re-plug, and `status` and `check` say "not the same LAN" instead
 //! of claiming the address was kept.
+//!
+//! The wired link's LAN is known only since NetworkManager last woke (the
+//! supervisor forgets it when NetworkManager sleeps; /run is gone at boot):
+//! a laptop that slept on a cable at home and woke at the office must not
+//! compare the office with home. Unknown is "the same", as before.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -57,11 +63,11 @@ impl fmt::Display for Lan {
     }
 }
 
-/// The backup holds a lease from another network than the one the wired
-/// link last had its lease from (both known).
+/// The backup holds a lease of another subnet than the one the wired link
+/// last had its lease of (both known).
 pub fn other_lan(wired: Option<Lan>, backup: Option<Lan>) -> Option<(Lan, Lan)> {
     match (wired, backup) {
-        (Some(w), Some(b)) if w != b => Some((w, b)),
+        (Some(w), Some(b)) if (w.network, w.prefix) != (b.network, b.prefix) => Some((w, b)),
         _ => None,
     }
 }
@@ -91,14 +97,14 @@ mod tests {
     }
 
     #[test]
-    fn another_server_or_subnet_is_another_lan() {
+    fn another_subnet_is_another_lan() {
         let office = Lan::from_lease("198.18.0.1", "198.18.0.150", "255.255.255.0");
         let same = Lan::from_lease("198.18.0.1", "198.18.0.151", "255.255.255.0");
         let wifi_subnet = Lan::from_lease("198.19.0.1", "198.19.0.150", "255.255.255.0");
         let other_server = Lan::from_lease("198.18.0.2", "198.18.0.150", "255.255.255.0");
         assert_eq!(other_lan(office, same), None);
         assert!(other_lan(office, wifi_subnet).is_some());
-        assert!(other_lan(office, other_server).is_some());
+        assert_eq!(other_lan(office, other_server), None, "a failover partner or a relay: the same subnet");
         assert_eq!(other_lan(None, wifi_subnet), None, "unknown is not another LAN");
         assert_eq!(other_lan(office, None), None);
     }

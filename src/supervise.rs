@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::commands::{backup_last_scan_ms, reconcile_pairs};
 use crate::error::Result;
 use crate::names::Uuid;
-use crate::handover::{Pair, System};
+use crate::handover::{Daemon, Pair, System};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Role};
 use crate::sys::libnm::{Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
@@ -151,15 +151,20 @@ impl Supervision {
         self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
     }
 
-    /// Notes the backup's state at this look (see [`Supervision::scanned_since_backup_dropped`]).
-    pub fn note_backup(&mut self, pair: &Uuid, state: LinkState) {
+    /// Notes the backup's state at this look (see
+    /// [`Supervision::scanned_since_backup_dropped`]); `by_itself`: no one
+    /// asked for its deactivation (neither the user nor nm-handover, whose
+    /// hand-back is followed by no scan in particular), its network went
+    /// away. `now_ms`: CLOCK_BOOTTIME ms of this look, which comes [`SETTLE`]
+    /// after the last change NetworkManager reported.
+    pub fn note_backup(&mut self, pair: &Uuid, state: LinkState, by_itself: bool, now_ms: i64) {
         let before = self.backup_seen.insert(pair.clone(), state);
         match state {
             LinkState::Active => {
                 self.backup_dropped_at.remove(pair);
             }
-            LinkState::Inactive if before.is_some_and(|b| b != LinkState::Inactive) => {
-                self.backup_dropped_at.insert(pair.clone(), crate::sys::boottime_ms());
+            LinkState::Inactive if by_itself && before.is_some_and(|b| b != LinkState::Inactive) => {
+                self.backup_dropped_at.insert(pair.clone(), now_ms - SETTLE.as_millis() as i64);
             }
             _ => {}
         }
@@ -230,6 +235,10 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
             ended = Ended::NoPairLeft;
             return WatchNext::Stop;
         }
+        if nm.asleep() {
+            // Where the laptop wakes is not known yet (see `crate::lan`).
+            forget_wired_lans();
+        }
         reconcile_now(nm, &mut supervision);
         // A re-plug under way is judged once its DHCP timeout has passed, change or not.
         // So is a backup held back after failed activations, once its pause is over.
@@ -241,6 +250,16 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     })?;
     info!("supervisor exits: {ended:?}");
     Ok(ended)
+}
+
+/// Forgets every pair's record of its wired link's LAN (see `crate::lan`).
+fn forget_wired_lans() {
+    let Ok(dir) = std::fs::read_dir(crate::sys::paths::RUN_DIR) else { return };
+    for entry in dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("lan-")) {
+        if let Err(e) = std::fs::remove_file(entry.path()) {
+            warn!("{}: {e}", entry.path().display());
+        }
+    }
 }
 
 /// The soonest time a re-plug under way becomes overdue (see `crate::marks`).
@@ -259,7 +278,8 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
         let seen = pair.observe(nm, &System);
         // (Since when the wired link is out is noted at every look.)
         let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
-        supervision.note_backup(&pair.wired.uuid, seen.backup);
+        let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
+        supervision.note_backup(&pair.wired.uuid, seen.backup, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
         let unscanned = decision.actions.contains(&Action::ActivateBackup) && !supervision.scanned_since_backup_dropped(&pair.wired.uuid, backup_last_scan_ms(nm, &pair));
         something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decision) && !unscanned;
@@ -321,16 +341,19 @@ mod tests {
     fn after_the_backup_drops_out_a_scan_must_end_before_it_is_tried_again() {
         let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
         let mut s = Supervision::default();
-        s.note_backup(&pair, LinkState::Inactive);
+        let now = 100_000;
+        s.note_backup(&pair, LinkState::Inactive, true, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "never active: nothing to wait for");
-        s.note_backup(&pair, LinkState::Active);
-        s.note_backup(&pair, LinkState::Inactive);
-        let dropped = crate::sys::boottime_ms();
-        assert!(!s.scanned_since_backup_dropped(&pair, Some(dropped - 1000)), "a scan from before the drop");
-        assert!(s.scanned_since_backup_dropped(&pair, Some(dropped + 1000)));
+        s.note_backup(&pair, LinkState::Active, true, now);
+        s.note_backup(&pair, LinkState::Inactive, true, now);
+        assert!(!s.scanned_since_backup_dropped(&pair, Some(now - 1000)), "a scan from before the drop");
+        assert!(s.scanned_since_backup_dropped(&pair, Some(now - 100)), "a scan that ended within the settle time before the look");
         assert!(s.scanned_since_backup_dropped(&pair, None), "a backup that does not scan");
-        s.note_backup(&pair, LinkState::Active);
+        s.note_backup(&pair, LinkState::Active, true, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "active again: the drop is forgotten");
+        // Deactivated on request (a hand-back, the user): no wait.
+        s.note_backup(&pair, LinkState::Inactive, false, now);
+        assert!(s.scanned_since_backup_dropped(&pair, Some(0)));
     }
 
     #[test]

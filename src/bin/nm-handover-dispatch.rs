@@ -14,14 +14,10 @@ use std::process::{Command, ExitCode, Stdio};
 use nm_handover::event::DispatcherEvent;
 use nm_handover::event::DispatcherAction;
 use nm_handover::prefilter::{prefilter, record_link_up_seen, Verdict};
-use nm_handover::sys::lock::{running_holder, SUPERVISOR_PROGRAM};
-use nm_handover::sys::paths::{supervisor_lock_path, NM_CONF_DIR};
+use nm_handover::sys::paths::NM_CONF_DIR;
 
 const FULL_PROGRAM: &str = "nm-handover";
 
-fn supervisor_runs() -> bool {
-    matches!(running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM), Ok(Some(_)))
-}
 
 fn full_program() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find my own path: {e}"))?;
@@ -56,14 +52,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if verdict == Verdict::Reconcile && matches!(&event.action, DispatcherAction::Other(action) if action == "connectivity-change") && supervisor_runs() {
-        // It looks at every change NetworkManager reports already; another
-        // would connect to NM only to find it running: a libnm client's
-        // worth of CPU at each connectivity change, as a laptop wakes.
-        // (`hostname`, dispatched as NetworkManager starts, always starts
-        // one: the previous NetworkManager's may still be on its way out.)
-        return ExitCode::SUCCESS;
-    }
     if verdict == Verdict::Reconcile {
         // The supervisor (it reconciles first, then watches NM between
         // events), started, not waited for: nm-dispatcher runs waiting

@@ -152,6 +152,9 @@ fn run(args: Args) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = nm_handover::sys::normal_priority() {
+        eprintln!("nm-handover-watch: cannot restore its CPU priority: {e}");
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(why) if why.is_empty() => {

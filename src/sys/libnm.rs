@@ -215,6 +215,12 @@ impl Nm {
         unsafe { ffi::nm_client_get_nm_running(self.raw()) != 0 }
     }
 
+    /// NetworkManager is asleep (a suspend, through its `Sleep` method).
+    pub fn asleep(&self) -> bool {
+        // SAFETY: valid client.
+        unsafe { ffi::nm_client_get_state(self.raw()) == ffi::NM_STATE_ASLEEP }
+    }
+
     pub fn version(&self) -> Option<String> {
         // SAFETY: valid client; transfer-none string.
         cstr_opt(unsafe { ffi::nm_client_get_version(self.raw()) })

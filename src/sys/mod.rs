@@ -34,6 +34,17 @@ pub fn lower_priority() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives this process nice 0 again: the carrier watcher, which the
+/// supervisor may start (and which inherits its [`BACKGROUND_NICE`]), races
+/// NetworkManager's DHCP client by milliseconds.
+pub fn normal_priority() -> std::io::Result<()> {
+    // SAFETY: setpriority on this process; no memory is involved.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether this process runs with root's effective user id.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
