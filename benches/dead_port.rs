@@ -12,7 +12,6 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,10 +32,8 @@ const ROWS: &[Row] = &[
 ];
 
 fn main() -> ExitCode {
-    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
-    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/dead-port.md"));
+    let wanted = wanted_rows();
+    let out_path = bench_out("dead-port.md");
     let mut out = String::new();
     writeln!(out, "## A plug into a dead wired port, NetworkManager's default DHCP timeout\n").unwrap();
     writeln!(out, "Machine: {}.  ", machine()).unwrap();

@@ -16,7 +16,7 @@ mod support;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -523,10 +523,8 @@ fn main() -> ExitCode {
     }
     let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 20);
     let runs = env_usize("NM_HANDOVER_BENCH_RUNS", 1000);
-    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
-    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results/handover.md"));
+    let wanted = wanted_rows();
+    let out_path = bench_out("handover.md");
 
     let selected = |spec: &&RowSpec| wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == spec.key));
     // The Wi-Fi rows run in the VM, by this binary booted there; the rest here.

@@ -15,7 +15,6 @@ mod support;
 
 use std::fmt::Write as _;
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -176,10 +175,8 @@ fn dnsmasq_version() -> String {
 
 fn main() -> ExitCode {
     let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 10);
-    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
-    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/ipv6.md"));
+    let wanted = wanted_rows();
+    let out_path = bench_out("ipv6.md");
     let mut out = String::new();
     writeln!(out, "## IPv6 across handovers: the same addresses on both links\n").unwrap();
     writeln!(out, "Machine: {}.  ", machine()).unwrap();

@@ -14,7 +14,6 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,9 +76,7 @@ fn run_row(cfg: LabConfig, runs: usize) -> Result<Row, String> {
 
 fn main() -> ExitCode {
     let runs: usize = std::env::var("NM_HANDOVER_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/link-up-cost.md"));
+    let out_path = bench_out("link-up-cost.md");
     let mut rows: Vec<(&str, Result<LabConfig, String>)> = vec![
         ("stock: 1.58.1 built unpatched", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", false)),
         ("patched: series v2 (nm-patch/1.58), no link-up script", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", true)),

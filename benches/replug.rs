@@ -14,7 +14,6 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use support::*;
@@ -87,10 +86,8 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Row, String> {
 
 fn main() -> ExitCode {
     let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 100);
-    let wanted: Option<Vec<String>> = std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect());
-    let out_path = std::env::var_os("NM_HANDOVER_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results/replug-traffic.md"));
+    let wanted = wanted_rows();
+    let out_path = bench_out("replug-traffic.md");
     let mut out = String::new();
     writeln!(out, "## Re-plug under traffic: the backup leaves before the wired DHCP client speaks\n").unwrap();
     writeln!(out, "Machine: {}.  ", machine()).unwrap();

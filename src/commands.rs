@@ -805,11 +805,6 @@ pub fn reconcile(nm: &Nm) -> Result<usize> {
     reconcile_pairs(nm, None)
 }
 
-/// When the backup's device (Wi-Fi) last finished a scan (see [`Device::last_scan_ms`]).
-pub fn backup_last_scan_ms(nm: &Nm, pair: &Pair) -> Option<i64> {
-    nm.device(pair.backup.device.as_str()).and_then(|device| device.last_scan_ms())
-}
-
 /// [`reconcile`], with what the supervisor remembers between its runs (see
 /// [`crate::supervise::Supervision`]), if it is the caller: its count of the
 /// activations it asked for, and the problems it already reported (it runs
@@ -823,31 +818,17 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
         let handled = pair.and_then(|pair| {
             if let Some(supervision) = supervision.as_deref_mut() {
                 let seen = pair.observe(nm, &System);
-                let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
                 // (Activating is no success: a failing activation passes through it every round.)
                 if (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
                     supervision.attempts.succeeded(&pair.wired.uuid);
                 }
                 let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
-                if !supervision.would_act(&decision) {
-                    return Ok(Decision { actions: Vec::new(), reason: "left to the dispatcher's events" });
+                if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, crate::supervise::backup_last_scan_ms(nm, &pair), now) {
+                    tracing::debug!("'{}': {reason}", pair.wired.id);
+                    return Ok(Decision { actions: Vec::new(), reason });
                 }
-                // A pull is the dispatcher's `down` (the activation and its
-                // watcher): the supervisor steps in only once the wired link
-                // has been out for the grace.
-                if !seen.wired_carrier && !wired_out {
-                    return Ok(Decision { actions: Vec::new(), reason: "the wired link may still come up" });
-                }
-                if decision.actions.contains(&Action::ActivateBackup) && !supervision.scanned_since_backup_dropped(&pair.wired.uuid, backup_last_scan_ms(nm, &pair)) {
-                    return Ok(Decision { actions: Vec::new(), reason: "waiting for a scan after the backup's network went away" });
-                }
-                let attempts = &mut supervision.attempts;
                 if decision.actions.contains(&Action::ActivateBackup) {
-                    if !attempts.allowed(&pair.wired.uuid, now) {
-                        tracing::debug!("'{}': the backup did not come up after {} tries; next try after a pause", pair.backup.id, crate::supervise::MAX_ATTEMPTS);
-                        return Ok(Decision { actions: Vec::new(), reason: "paused" });
-                    }
-                    attempts.record_attempt(&pair.wired.uuid, now);
+                    supervision.attempts.record_attempt(&pair.wired.uuid, now);
                 }
             }
             pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())

@@ -300,7 +300,7 @@ fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use Action::*;
 
@@ -345,7 +345,8 @@ mod tests {
 
     const CARRY: Options = Options { lease_carry: true, carrier_watch: false };
 
-    fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
+    /// An ordinary observation: the backup's device ready, nothing marked.
+    pub(crate) fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
         Observed {
             wired_carrier,
             wired,

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::commands::{backup_last_scan_ms, reconcile_pairs};
+use crate::commands::reconcile_pairs;
 use crate::error::Result;
 use crate::names::Uuid;
 use crate::handover::{Daemon, Pair, System};
-use crate::policy::{decide, Action, Decision, Hook, LinkState, Role};
+use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::sys::libnm::{Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
 use crate::sys::paths::{supervisor_lock_path, LOCK_PATH, RECORD_DIR};
@@ -184,6 +184,34 @@ impl Supervision {
         }
     }
 
+    /// Why the supervisor leaves `pair` alone at this look, where it does,
+    /// though `decision` (the reconcile's) asks for something: its own
+    /// limits, which the look without the handover lock and the reconcile
+    /// under it both apply. Notes the wired link's carrier for the grace.
+    /// `backup_last_scan_ms`: see [`backup_last_scan_ms`].
+    pub fn holds_back(&mut self, pair: &Uuid, seen: &Observed, decision: &Decision, backup_last_scan_ms: Option<i64>, now: Instant) -> Option<&'static str> {
+        // (Since when the wired link is out is noted at every look.)
+        let wired_out = self.wired_out_long_enough(pair, seen.wired_carrier, now);
+        if !self.would_act(decision) {
+            return Some("left to the dispatcher's events");
+        }
+        // A pull is the dispatcher's `down` (the activation and its
+        // watcher): the supervisor steps in only once the wired link has
+        // been out for the grace.
+        if !seen.wired_carrier && !wired_out {
+            return Some("the wired link may still come up");
+        }
+        if decision.actions.contains(&Action::ActivateBackup) {
+            if !self.scanned_since_backup_dropped(pair, backup_last_scan_ms) {
+                return Some("waiting for a scan after the backup's network went away");
+            }
+            if !self.attempts.allowed(pair, now) {
+                return Some("paused after the backup did not come up in a row of tries");
+            }
+        }
+        None
+    }
+
     /// Whether the supervisor carries out `decision` (see [`Supervision::bring_up_only`]).
     pub fn would_act(&self, decision: &Decision) -> bool {
         let takes_down = decision.actions.iter().any(|a| matches!(a, Action::DeactivateBackup | Action::TakeBackupOffLan));
@@ -252,6 +280,11 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     Ok(ended)
 }
 
+/// When the backup's device (Wi-Fi) last finished a scan (see [`crate::sys::libnm::Device::last_scan_ms`]).
+pub fn backup_last_scan_ms(nm: &Nm, pair: &Pair) -> Option<i64> {
+    nm.device(pair.backup.device.as_str()).and_then(|device| device.last_scan_ms())
+}
+
 /// Forgets every pair's record of its wired link's LAN (see `crate::lan`).
 fn forget_wired_lans() {
     let Ok(dir) = std::fs::read_dir(crate::sys::paths::RUN_DIR) else { return };
@@ -276,13 +309,10 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
     let mut something_to_do = !supervision.bring_up_only;
     for pair in Pair::all(nm).into_iter().flatten() {
         let seen = pair.observe(nm, &System);
-        // (Since when the wired link is out is noted at every look.)
-        let wired_out = supervision.wired_out_long_enough(&pair.wired.uuid, seen.wired_carrier, now);
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         supervision.note_backup(&pair.wired.uuid, seen.backup, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
-        let unscanned = decision.actions.contains(&Action::ActivateBackup) && !supervision.scanned_since_backup_dropped(&pair.wired.uuid, backup_last_scan_ms(nm, &pair));
-        something_to_do |= (seen.wired_carrier || wired_out) && supervision.would_act(&decision) && !unscanned;
+        something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
     }
     if !something_to_do {
         return;
@@ -354,6 +384,24 @@ mod tests {
         // Deactivated on request (a hand-back, the user): no wait.
         s.note_backup(&pair, LinkState::Inactive, false, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)));
+    }
+
+    #[test]
+    fn the_supervisor_holds_back_for_the_grace_a_scan_and_a_pause() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let activate = Decision { actions: vec![Action::ActivateBackup], reason: "" };
+        let out = crate::policy::tests::seen(false, LinkState::Inactive, LinkState::Inactive);
+        let mut s = Supervision::default();
+        assert_eq!(s.holds_back(&pair, &out, &Decision { actions: vec![], reason: "" }, None, t0), Some("left to the dispatcher's events"));
+        assert_eq!(s.holds_back(&pair, &out, &activate, None, t0), Some("the wired link may still come up"));
+        assert_eq!(s.holds_back(&pair, &out, &activate, None, t0 + WIRED_GRACE), None);
+        s.note_backup(&pair, LinkState::Active, true, 100_000);
+        s.note_backup(&pair, LinkState::Inactive, true, 100_000);
+        assert_eq!(s.holds_back(&pair, &out, &activate, Some(0), t0 + WIRED_GRACE), Some("waiting for a scan after the backup's network went away"));
+        assert_eq!(s.holds_back(&pair, &out, &activate, Some(200_000), t0 + WIRED_GRACE), None);
+        s.attempts.record_attempt(&pair, t0 + WIRED_GRACE);
+        assert!(s.holds_back(&pair, &out, &activate, Some(200_000), t0 + WIRED_GRACE).is_some_and(|why| why.starts_with("paused")));
     }
 
     #[test]

@@ -222,14 +222,8 @@ fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_stock_nm() {
     let out = control_lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     control_lab.plug_cable();
-    let span = Duration::from_secs(10 + 10 + 12);
-    let (start, mut samples, mut up) = (Instant::now(), 0u32, 0u32);
-    while start.elapsed() < span {
-        samples += 1;
-        up += u32::from(control_lab.ipv4("backup0").is_some() && peer_reachable(&control_lab));
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    measured(test, "control: online share over 32 s from the plug into the dead port", format!("{:.0} %", f64::from(up) * 100.0 / f64::from(samples.max(1))));
+    let share = share_of_time(Duration::from_secs(10 + 10 + 12), || control_lab.ipv4("backup0").is_some() && peer_reachable(&control_lab));
+    measured(test, "control: online share over 32 s from the plug into the dead port", format!("{:.0} %", share * 100.0));
     drop(control_lab);
     dead_port_case(test, cfg());
 }
@@ -356,11 +350,6 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
     // unpair of the last pair stops it.
     lab.companion(&["unpair", "Office LAN"]);
     lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
-}
-
-/// A TCP connection to the LAN's peer succeeds now (through whichever link routes to it).
-fn peer_reachable(lab: &Lab) -> bool {
-    lab.run_in_host(&["socat", "-T1", "/dev/null", &format!("TCP:{SERVER}:{TCP_PORT},connect-timeout=1")]).status.success()
 }
 
 /// Where the backup's network is another LAN (a Wi-Fi subnet of its own, as

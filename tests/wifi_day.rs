@@ -232,8 +232,7 @@ fn home_day(lab: &Lab, test: &str) -> Duration {
     let t0 = Instant::now();
     lab.pull_cable();
     lab.expect_until("the peer through the home Wi-Fi", Duration::from_secs(60), || {
-        lab.ipv4("wired0").is_none()
-            && lab.run_in_host(&["socat", "-T1", "/dev/null", &format!("TCP:{SERVER}:{TCP_PORT},connect-timeout=1")]).status.success()
+        lab.ipv4("wired0").is_none() && peer_reachable(lab)
     });
     let took = t0.elapsed();
     // Past the supervisor's settle and grace: nothing tried, nothing interrupted.
@@ -269,14 +268,7 @@ fn a_laptops_day_with_a_hardware_nic_and_real_802_11() {
     if !in_vm() {
         let only = std::env::var(ONLY).ok();
         let env: Vec<(&str, &str)> = only.as_deref().map(|o| (ONLY, o)).into_iter().collect();
-        match boot_vm_wired(name, &["--exact", name, "--nocapture", "--test-threads=1"], &env, VM_TIMEOUT * 2, Wired::HardwareNics) {
-            Ok(run) => {
-                println!("--- {name} in the Wi-Fi VM ({:.0} s wall)\n{}", run.wall.as_secs_f64(), run.guest_log);
-                run.assert_success(name);
-            }
-            Err(why) if std::env::var_os("CI").is_some() => panic!("{name}: cannot run the Wi-Fi VM under CI: {why}"),
-            Err(why) => eprintln!("SKIPPED (the Wi-Fi lab needs root and tests/setup-debian.sh): {name}: {why}"),
-        }
+        run_in_vm_with(name, &env, VM_TIMEOUT * 2, Wired::HardwareNics);
         return;
     }
     let only = std::env::var(ONLY).ok();

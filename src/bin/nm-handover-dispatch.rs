@@ -18,7 +18,6 @@ use nm_handover::sys::paths::NM_CONF_DIR;
 
 const FULL_PROGRAM: &str = "nm-handover";
 
-
 fn full_program() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find my own path: {e}"))?;
     let full = me.with_file_name(FULL_PROGRAM);

@@ -63,6 +63,18 @@ pub fn nm_version(daemon: &std::path::Path) -> String {
     std::process::Command::new(daemon).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
 }
 
+/// The rows a bench runs: `NM_HANDOVER_BENCH_ROWS` (comma-separated keys), or all (`None`).
+pub fn wanted_rows() -> Option<Vec<String>> {
+    std::env::var("NM_HANDOVER_BENCH_ROWS").ok().map(|v| v.split(',').map(str::to_owned).collect())
+}
+
+/// Where a bench writes its report: `NM_HANDOVER_BENCH_OUT`, or `bench-results/<file>`.
+pub fn bench_out(file: &str) -> std::path::PathBuf {
+    std::env::var_os("NM_HANDOVER_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results").join(file))
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

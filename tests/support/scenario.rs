@@ -487,15 +487,25 @@ pub fn online(lab: &Lab, addr: Ipv4Addr) -> bool {
     (lab.ipv4("backup0") == Some(addr) && lab.link_up("backup0")) || lab.ipv4("wired0") == Some(addr)
 }
 
-/// The share of samples, every 250 ms for `span`, in which the laptop was online.
-pub fn online_share(lab: &Lab, addr: Ipv4Addr, span: Duration) -> f64 {
+/// The share of samples, every 250 ms for `span`, in which `holds` held.
+pub fn share_of_time(span: Duration, mut holds: impl FnMut() -> bool) -> f64 {
     let (start, mut samples, mut up) = (Instant::now(), 0u32, 0u32);
     while start.elapsed() < span {
         samples += 1;
-        up += u32::from(online(lab, addr));
+        up += u32::from(holds());
         std::thread::sleep(Duration::from_millis(250));
     }
     f64::from(up) / f64::from(samples.max(1))
+}
+
+/// The share of samples, every 250 ms for `span`, in which the laptop was online.
+pub fn online_share(lab: &Lab, addr: Ipv4Addr, span: Duration) -> f64 {
+    share_of_time(span, || online(lab, addr))
+}
+
+/// A TCP connection to the LAN's peer succeeds now (through whichever link routes to it).
+pub fn peer_reachable(lab: &Lab) -> bool {
+    lab.run_in_host(&["socat", "-T1", "/dev/null", &format!("TCP:{SERVER}:{TCP_PORT},connect-timeout=1")]).status.success()
 }
 
 /// What a plug into a dead wired port came to (see [`dead_port`]).

@@ -127,12 +127,12 @@ fn hwsim_kernel() -> Option<PathBuf> {
 /// of that name) and fails with the guest's log when it fails there. Skips
 /// loudly (fails under CI) where the VM cannot run.
 pub fn run_in_vm(test: &str) {
-    run_in_vm_wired(test, Wired::Veth)
+    run_in_vm_with(test, &[], VM_TIMEOUT, Wired::Veth)
 }
 
-/// [`run_in_vm`] with the wired side given.
-pub fn run_in_vm_wired(test: &str, wired: Wired) {
-    let run = match boot_vm_wired(test, &["--exact", test, "--nocapture", "--test-threads=1"], &[], VM_TIMEOUT, wired) {
+/// [`run_in_vm`] with the guest's environment, its time limit and the wired side given.
+pub fn run_in_vm_with(test: &str, env: &[(&str, &str)], timeout: Duration, wired: Wired) {
+    let run = match boot_vm_wired(test, &["--exact", test, "--nocapture", "--test-threads=1"], env, timeout, wired) {
         Ok(run) => run,
         Err(why) => {
             if std::env::var_os("CI").is_some() {
