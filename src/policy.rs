@@ -228,6 +228,13 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             back_to_the_backup_on_a_failed_port(hook, seen, options, "no address on the wired link within its DHCP timeout after the re-plug: back to the backup link")
         }
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
+        // nm-dispatcher runs events one after another, and each run looks at
+        // NM as it is now: an event of a wired link that has lost its carrier
+        // (or was undocked) since it was sent must not take the backup away,
+        // which the laptop needs until the cable is back.
+        Hook::LinkUp | Hook::Dhcp4Change | Hook::PreUp | Hook::Up if !seen.wired_carrier => {
+            decision("a late event of a wired link that has no carrier now: the backup stays", vec![])
+        }
         Hook::LinkUp if seen.wired_port_failed && seen.backup_holds_address() => decision(
             "a retry on a port where the wired link found no DHCP: the backup keeps the address until the wired link has it",
             vec![],
@@ -250,7 +257,7 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             }
         },
         Hook::Dhcp4Change | Hook::PreUp | Hook::Up | Hook::Reconcile => {
-            let wired_has_address = hook != Hook::Reconcile || seen.wired == LinkState::Active;
+            let wired_has_address = if hook == Hook::Reconcile { seen.wired == LinkState::Active } else { seen.wired.on_lan() };
             if wired_has_address && matches!(seen.backup, LinkState::Activating | LinkState::Active) {
                 decision("wired link holds the address again: hand back from the backup link", hand_back(seen))
             } else {
@@ -453,6 +460,11 @@ pub(crate) mod tests {
                     assert!(i > 0 && d.actions[i - 1] == CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
                 }
             }
+            // The backup leaves only for a wired link that has its carrier and is
+            // up or coming up now (not for a late event of a link gone since).
+            if d.actions.contains(&DeactivateBackup) || d.actions.contains(&TakeBackupOffLan) {
+                assert!(seen.wired_carrier && (seen.wired.on_lan() || hook == Hook::LinkUp), "{ctx}");
+            }
             // Never touch the backup when it is off the LAN, except to activate it.
             if !seen.backup.on_lan() {
                 assert!(!d.actions.contains(&DeactivateBackup) && !d.actions.contains(&TakeBackupOffLan), "{ctx}");
@@ -621,6 +633,20 @@ pub(crate) mod tests {
             let d = decide(Role::Wired, hook, releasing, CARRY);
             assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup], "{hook:?}");
         }
+    }
+
+    #[test]
+    fn a_late_wired_event_after_the_cable_went_out_again_leaves_the_backup() {
+        // The undock came while nm-dispatcher still ran the activation's events.
+        for hook in [Hook::LinkUp, Hook::Dhcp4Change, Hook::PreUp, Hook::Up] {
+            for backup in [LinkState::Activating, LinkState::Active, LinkState::Deactivating] {
+                let d = decide(Role::Wired, hook, seen(false, LinkState::Inactive, backup), CARRY);
+                assert!(d.actions.is_empty(), "{hook:?} {backup:?}: {d:?}");
+            }
+        }
+        // A wired link deactivated since (carrier in): nothing holds the address there.
+        let d = decide(Role::Wired, Hook::Up, seen(true, LinkState::Inactive, LinkState::Active), CARRY);
+        assert!(d.actions.is_empty(), "{d:?}");
     }
 
     #[test]
