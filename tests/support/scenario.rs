@@ -377,6 +377,7 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
     let _ping = Pinger::start(lab);
     let mut samples = Vec::new();
     for cycle in 0..cycles {
+        let pull_wall = SystemTime::now();
         lab.pull_cable();
         let mut note = None;
         if lab.wait_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4(backup) == Some(p.addr)).is_err() {
@@ -404,12 +405,18 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
         let since_carrier = |t: Option<Instant>| Some(t?.checked_duration_since(carrier?).unwrap_or_default());
         let carrier_to_first_dhcp =
             carrier.and_then(|c| first_dhcp?.duration_since(monitor.wall_clock(c)).ok().or(Some(Duration::ZERO)));
-        // The backup's frames up to a second after the wired client spoke
-        // (its hand-back is over by then), kernel timestamps like the packet's.
-        let lead_ms = first_dhcp.map(|first| {
-            let last = backup_frames.last_from_between(&wired_mac, plug_wall, first + Duration::from_secs(1)).unwrap_or(plug_wall);
+        // The backup's last frame from the pull up to a second after the wired
+        // client spoke (its hand-back is over by then), kernel timestamps like
+        // the packet's. The backup answered the ping from the pull on, so a
+        // capture without a frame from it is broken: the race is then not
+        // measured (never counted as won).
+        let lead_ms = first_dhcp.and_then(|first| {
+            let last = backup_frames.last_from_between(&wired_mac, pull_wall, first + Duration::from_secs(1));
+            if last.is_none() && note.is_none() {
+                note = Some(format!("cycle {cycle}: the backup's port capture saw no frame from {wired_mac} since the pull: race not measured"));
+            }
             let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-            (secs(first) - secs(last)) * 1000.0
+            Some((secs(first) - secs(last?)) * 1000.0)
         });
         let sample = ReplugSample {
             replug: monitor.address_added_at(plug, "wired0", p.addr).map(|t| t - plug),
