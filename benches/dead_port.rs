@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     let out_path = bench_out("dead-port.md");
     let mut out = String::new();
     writeln!(out, "## A plug into a dead wired port, NetworkManager's default DHCP timeout\n").unwrap();
+    out.push_str(&ran_on(&["benches/dead_port.rs", "tests/support", "src", "Cargo.lock"]));
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(
         out,

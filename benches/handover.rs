@@ -99,12 +99,18 @@ const ROWS: &[RowSpec] = &[
 /// The row every other row is divided by: the seed-like script with the
 /// carrier-wait `pair` sets, so a ratio shows what the companion adds; on
 /// Wi-Fi, the same on Wi-Fi.
-fn baseline_of(spec: &RowSpec) -> &'static str {
-    if spec.wifi {
-        "wifi-seed-like"
-    } else {
-        "seed-like-300"
-    }
+/// The seed-like row a row's ratios divide by: only a row of the same
+/// condition (NetworkManager build, DHCP client, conflict probe, kind of
+/// link) has one; the seed-like script runs on stock packaged NM with the
+/// internal client, so the dhclient, 1.58, patched and dad rows get none.
+fn baseline_of(spec: &RowSpec) -> Option<&'static str> {
+    let same_condition = match spec.setup {
+        Setup::Companion { client, patched } => client == INTERNAL && patched.is_none(),
+        Setup::SeedLike | Setup::NoCompanion => true,
+        Setup::Bonding => false,
+    } && spec.unpatched_build.is_none()
+        && spec.dad_timeout_ms.is_none();
+    same_condition.then_some(if spec.wifi { "wifi-seed-like" } else { "seed-like-300" })
 }
 
 #[derive(Default, Debug)]
@@ -116,6 +122,12 @@ struct Samples {
     /// The longest TCP stall of each pull, and of each re-plug.
     stall_pull_ms: Vec<f64>,
     stall_replug_ms: Vec<f64>,
+    /// Handovers after which the session carried no traffic within the
+    /// bench's wait: their stall is longer than the wait, not measured.
+    stall_pull_censored: usize,
+    stall_replug_censored: usize,
+    /// How long the bench waits for traffic after a handover.
+    traffic_wait: Duration,
     dhcp_per_handover: Vec<f64>,
     conflicts: u32,
     window_ms: Vec<f64>,
@@ -139,9 +151,20 @@ fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 fn fmt_stats(v: &[f64]) -> String {
-    match stats(v) {
-        Some((m, p, x)) => format!("{m:.0} / {p:.0} / {x:.0}"),
-        None => "n/a".into(),
+    match (stats(v), two_modes(v)) {
+        (Some((m, p, x)), Some((lower, upper))) => format!("{m:.0} / {p:.0} / {x:.0} (two modes: {})", fmt_split(&lower, &upper)),
+        (Some((m, p, x)), None) => format!("{m:.0} / {p:.0} / {x:.0}"),
+        (None, _) => "n/a".into(),
+    }
+}
+
+/// The stalls of a row: those with traffic after them as `fmt_stats`, and
+/// how many saw none within the bench's wait (their stall is longer).
+fn fmt_stalls(v: &[f64], censored: usize, wait: Duration) -> String {
+    match censored {
+        0 => fmt_stats(v),
+        _ if v.is_empty() => format!("> {} ({censored} of {censored}: no traffic within the bench's wait)", wait.as_millis()),
+        _ => format!("{}; {censored} more > {} (no traffic within the bench's wait)", fmt_stats(v), wait.as_millis()),
     }
 }
 
@@ -274,6 +297,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let mut tcp = TcpSession::open(&lab);
     tcp.wait_for_traffic(5, Duration::from_secs(5));
     let traffic_wait = if spec.setup == Setup::NoCompanion { Duration::from_secs(3) } else { Duration::from_secs(10) };
+    s.traffic_wait = traffic_wait;
     for cycle in 0..cycles {
         // Pull.
         let mark = lab.server_log().len();
@@ -304,11 +328,15 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             }
         }
         let alive = tcp.wait_for_traffic(5, traffic_wait);
+        if alive {
+            s.stall_pull_ms.push(millis(tcp.report().longest_stall));
+        } else {
+            s.stall_pull_censored += 1;
+        }
         if !alive && tcp.report().error.is_some() {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_pull_ms.push(millis(tcp.report().longest_stall));
         std::thread::sleep(Duration::from_millis(300));
 
         // Re-plug.
@@ -368,11 +396,15 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             }
         }
         let alive = tcp.wait_for_traffic(5, traffic_wait);
+        if alive {
+            s.stall_replug_ms.push(millis(tcp.report().longest_stall));
+        } else {
+            s.stall_replug_censored += 1;
+        }
         if !alive && tcp.report().error.is_some() {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
-        s.stall_replug_ms.push(millis(tcp.report().longest_stall));
         let log = lab.server_log();
         let since = &log[mark.min(log.len())..];
         s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
@@ -569,19 +601,23 @@ fn main() -> ExitCode {
 
     let mut out = String::new();
     writeln!(out, "## Handover benchmark\n").unwrap();
+    out.push_str(&ran_on(&["benches/handover.rs", "benches/seed-like.sh", "tests/support", "src", "nm-patch", "Cargo.lock"]));
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     let host_rows = !results.is_empty() || !skipped.is_empty();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
-        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC up to 1 s after the wired link's first DHCP packet minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
+        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run, and only for rows of the seed-like row's condition (stock packaged NM, internal DHCP client, NM's default conflict probe): the other rows have no baseline of their own condition here (n/a). A sample of two modes is shown as a split (how many near which value) and divides nothing; a stall after which the session carried no traffic within the bench's wait is counted as longer than the wait, not as a measurement. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC up to 1 s after the wired link's first DHCP packet minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
         writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
         writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {
-            let base = results.iter().find(|(b, _)| b.key == baseline_of(spec)).map(|(_, s)| {
-                (stats(&s.pull_ms).map(|x| x.0), stats(&s.replug_ms).map(|x| x.0), stats(&s.stall_pull_ms).map(|x| x.0), stats(&s.stall_replug_ms).map(|x| x.0))
+            // A median divides only where it is one: a sample of two modes, or
+            // with stalls beyond the wait (not measured), has none to divide.
+            let divisible = |v: &[f64], censored: usize| (censored == 0 && two_modes(v).is_none()).then(|| stats(v).map(|x| x.0)).flatten();
+            let base = results.iter().find(|(b, _)| Some(b.key) == baseline_of(spec)).map(|(_, s)| {
+                (divisible(&s.pull_ms, 0), divisible(&s.replug_ms, 0), divisible(&s.stall_pull_ms, s.stall_pull_censored), divisible(&s.stall_replug_ms, s.stall_replug_censored))
             });
-            let ratio = |v: &[f64], b: Option<Option<f64>>| match (stats(v), b.flatten()) {
-                (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x.0 / b),
+            let ratio = |x: Option<f64>, b: Option<Option<f64>>| match (x, b.flatten()) {
+                (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x / b),
                 _ => "n/a".into(),
             };
             writeln!(
@@ -597,18 +633,18 @@ fn main() -> ExitCode {
                 s.ip_changed,
                 s.handovers,
                 s.resets,
-                fmt_stats(&s.stall_pull_ms),
-                fmt_stats(&s.stall_replug_ms),
+                fmt_stalls(&s.stall_pull_ms, s.stall_pull_censored, s.traffic_wait),
+                fmt_stalls(&s.stall_replug_ms, s.stall_replug_censored, s.traffic_wait),
                 stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
                 s.conflicts,
                 match s.window_ms.iter().filter(|w| **w > 0.0).count() {
                     _ if s.window_ms.is_empty() => "n/a".to_owned(),
                     over => format!("{} ({over} of {} > 0)", fmt_stats(&s.window_ms), s.window_ms.len()),
                 },
-                ratio(&s.pull_ms, base.map(|b| b.0)),
-                ratio(&s.replug_ms, base.map(|b| b.1)),
-                ratio(&s.stall_pull_ms, base.map(|b| b.2)),
-                ratio(&s.stall_replug_ms, base.map(|b| b.3)),
+                ratio(divisible(&s.pull_ms, 0), base.map(|b| b.0)),
+                ratio(divisible(&s.replug_ms, 0), base.map(|b| b.1)),
+                ratio(divisible(&s.stall_pull_ms, s.stall_pull_censored), base.map(|b| b.2)),
+                ratio(divisible(&s.stall_replug_ms, s.stall_replug_censored), base.map(|b| b.3)),
             )
             .unwrap();
         }

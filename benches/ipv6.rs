@@ -179,6 +179,7 @@ fn main() -> ExitCode {
     let out_path = bench_out("ipv6.md");
     let mut out = String::new();
     writeln!(out, "## IPv6 across handovers: the same addresses on both links\n").unwrap();
+    out.push_str(&ran_on(&["benches/ipv6.rs", "tests/support", "src", "nm-patch", "Cargo.lock"]));
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(
         out,

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
     }
     let mut out = String::new();
     writeln!(out, "## What `link-up` costs activations that do not use it\n").unwrap();
+    out.push_str(&ran_on(&["benches/link_up_cost.rs", "tests/support", "nm-patch"]));
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(
         out,

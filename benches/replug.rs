@@ -90,6 +90,7 @@ fn main() -> ExitCode {
     let out_path = bench_out("replug-traffic.md");
     let mut out = String::new();
     writeln!(out, "## Re-plug under traffic: the backup leaves before the wired DHCP client speaks\n").unwrap();
+    out.push_str(&ran_on(&["benches/replug.rs", "tests/support", "src", "nm-patch", "Cargo.lock"]));
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(
         out,

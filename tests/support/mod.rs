@@ -100,6 +100,49 @@ pub fn median_p95_max(mut v: Vec<f64>) -> String {
     format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
 }
 
+/// The stamp a result file carries: the commit the benchmark ran on and the
+/// paths whose later change makes the file stale (`bench-results/check-docs`
+/// reads it). A tree with uncommitted changes is stamped `dirty-COMMIT`,
+/// which check-docs refuses for a published file.
+pub fn ran_on(depends: &[&str]) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR")])
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=7", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Result files themselves are written by the run: they do not make it dirty.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench-results"]).is_none_or(|s| !s.is_empty());
+    format!("<!-- ran-on: {}{commit}; depends: {} -->\n", if dirty { "dirty-" } else { "" }, depends.join(" "))
+}
+
+/// A sample of two separate modes (the largest step between neighbours at
+/// least 3x, each side at least 2 samples), as (lower, upper); None when it
+/// is one mode. A median of such a sample falls on whichever mode the rank
+/// lands in, so it is reported as a split and divides nothing.
+pub fn two_modes(v: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+    // (Signed samples, such as the overlap, are never split: a step across 0 is no ratio.)
+    if v.iter().any(|x| *x <= 0.0) {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let (i, step) = (1..s.len().saturating_sub(2))
+        .map(|i| (i + 1, s[i + 1] / s[i].max(1.0)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (step >= 3.0 && i >= 2).then(|| (s[..i].to_vec(), s[i..].to_vec()))
+}
+
+/// "12 of 20 ≈ 20, 8 ≈ 210": the size and median of each mode.
+pub fn fmt_split(lower: &[f64], upper: &[f64]) -> String {
+    let n = lower.len() + upper.len();
+    format!("{} of {n} ≈ {:.0}, {} ≈ {:.0}", lower.len(), median(lower.to_vec()), upper.len(), median(upper.to_vec()))
+}
+
 /// Prints a benchmark's report with its notes and writes it to `path`.
 pub fn publish_report(bench: &str, mut report: String, notes: &[String], path: &std::path::Path) -> std::process::ExitCode {
     if !notes.is_empty() {
@@ -112,5 +155,22 @@ pub fn publish_report(bench: &str, mut report: String, notes: &[String], path: &
             eprintln!("bench {bench}: cannot write {}: {e}", path.display());
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    #[test]
+    fn two_modes_are_split_and_one_mode_is_not() {
+        let stalls = [20.0, 21.0, 19.0, 204.0, 22.0, 210.0, 20.0, 213.0];
+        let (lower, upper) = two_modes(&stalls).expect("two modes");
+        assert_eq!((lower.len(), upper.len()), (5, 3));
+        assert_eq!(fmt_split(&lower, &upper), "5 of 8 ≈ 20, 3 ≈ 210");
+        assert!(two_modes(&[359.0, 370.0, 371.0, 362.0, 365.0]).is_none());
+        // One outlier is not a mode.
+        assert!(two_modes(&[7.0, 8.0, 9.0, 7.0, 2007.0]).is_none());
+        assert!(two_modes(&[-7.0, -5.0, 25.0, 30.0]).is_none());
     }
 }

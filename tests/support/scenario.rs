@@ -143,6 +143,12 @@ pub fn replug_bound(wifi: bool) -> Duration {
     Duration::from_secs(if wifi { 8 } else { 5 })
 }
 
+/// The longest TCP stall a handover bounded by `handover` may cause: the
+/// gap, then TCP's exponential backoff waits up to about as long again.
+pub fn stall_bound(handover: Duration) -> Duration {
+    handover * 2 + Duration::from_secs(1)
+}
+
 /// Pull, then re-plug; asserts the address, the TCP session, the server's
 /// view, the time each took and that no profile on disk was rewritten.
 /// Returns the re-plug's double-address window.
@@ -178,7 +184,11 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
         assert_eq!(stations, [wired_mac.clone()], "{}", diag("the access point must see the station with the wired MAC only"));
     }
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
-    measured(test, "pull: longest TCP stall", ms(tcp.report().longest_stall));
+    let pull_stall = tcp.report().longest_stall;
+    measured(test, "pull: longest TCP stall", ms(pull_stall));
+    // A session that lives on after a stall far beyond the handover is no
+    // session a user kept: TCP's backoff adds at most about the gap again.
+    assert!(pull_stall <= stall_bound(pull_bound(lab.cfg.wifi)), "{}", diag(&format!("the session stalled {pull_stall:?} at the pull")));
     assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("the pull must be logged once as a handover"));
     let pull_dhcp = server_requests(lab, log_mark);
     measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
@@ -221,6 +231,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let report = tcp.close();
     measured(test, "re-plug: longest TCP stall", ms(report.longest_stall));
     assert!(report.survived(), "{}", diag(&format!("the TCP session must survive: {report:?}")));
+    assert!(report.longest_stall <= stall_bound(replug_bound(lab.cfg.wifi)), "{}", diag(&format!("the session stalled {:?} at the re-plug", report.longest_stall)));
     assert_eq!(handovers_logged(lab, "back to the wired link"), replugs_logged + 1, "{}", diag("the re-plug must be logged once as a handover"));
     assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("only the pull was a handover to the backup"));
     assert!(!lab.server_log().contains("Abandoning IP address"), "{}", diag("the server abandoned the address"));
@@ -354,6 +365,9 @@ pub struct ReplugSample {
     /// client spoke (the bridge then delivers the answer to the wired port),
     /// negative when the backup still sent after it.
     pub lead_ms: Option<f64>,
+    /// The TCP session's longest stall from the plug until it carried
+    /// traffic again; None when it did not within 10 s.
+    pub stall: Option<Duration>,
     pub ip_kept: bool,
     pub note: Option<String>,
 }
@@ -385,6 +399,7 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
         }
         // The traffic flows through the backup for a while: the bridge learns its port.
         std::thread::sleep(Duration::from_millis(300));
+        tcp.reset_stall();
         let plug = Instant::now();
         let plug_wall = SystemTime::now();
         lab.plug_cable();
@@ -418,11 +433,16 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
             let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
             Some((secs(first) - secs(last?)) * 1000.0)
         });
+        let stall = tcp.wait_for_traffic(5, Duration::from_secs(10)).then(|| tcp.report().longest_stall);
+        if stall.is_none() && note.is_none() {
+            note = Some(format!("cycle {cycle}: the TCP session carried no traffic within 10 s of the re-plug: {:?}", tcp.report()));
+        }
         let sample = ReplugSample {
             replug: monitor.address_added_at(plug, "wired0", p.addr).map(|t| t - plug),
             carrier_to_backup_off: since_carrier(off),
             carrier_to_first_dhcp,
             lead_ms,
+            stall,
             ip_kept,
             note,
         };

@@ -144,6 +144,8 @@ pub fn run_in_vm_with(test: &str, env: &[(&str, &str)], timeout: Duration, wired
     };
     println!("--- {test} in the Wi-Fi VM ({:.0} s wall)\n{}", run.wall.as_secs_f64(), run.guest_log);
     run.assert_success(test);
+    // `--exact` with a name that matches nothing runs 0 tests and succeeds.
+    assert!(run.guest_log.contains("running 1 test"), "{test}: the VM ran no test of that name; guest log above");
 }
 
 /// What a VM run left behind.
