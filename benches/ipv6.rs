@@ -195,7 +195,8 @@ fn main() -> ExitCode {
         "*Holds both IPv6 addresses*: from the pull (re-plug) to the backup (wired link) holding both addresses the wired link \
          had, usable (duplicate address detection done), polled every 10 ms. *Changed*: handovers after which the link did not \
          hold them within {} s. Stalls: the longest time without a completed round trip, per handover and session (ms); the \
-         IPv4 session of the same handovers is the baseline: *ratio* = median IPv6 stall / median IPv4 stall, for pulls and for re-plugs. A session is *lost* \
+         IPv4 session of the same handovers is the baseline: *ratio* = median IPv6 stall / median IPv4 stall, for pulls and for re-plugs, \
+         where neither sample has two modes (a split is shown: how many near which value). A session is *lost* \
          when it completes no round trip within 10 s of the handover (its stall is then not a sample; the notes give its report). Times in ms as \
          median / p95 / max.\n",
         IPV6_UP.as_secs()
@@ -213,7 +214,9 @@ fn main() -> ExitCode {
                 continue;
             }
         };
+        // A median of two modes falls on either: it divides nothing.
         let ratio = |which: usize| match (median(s.stall6_ms[which].clone()), median(s.stall4_ms[which].clone())) {
+            _ if two_modes(&s.stall6_ms[which]).is_some() || two_modes(&s.stall4_ms[which]).is_some() => "n/a (two modes)".into(),
             (v6, v4) if v4 > 0.0 && !v6.is_nan() => format!("{:.2}", v6 / v4),
             _ => "n/a".into(),
         };

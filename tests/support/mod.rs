@@ -90,14 +90,19 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// "median / p95 / max" of `v`, for benchmark tables.
+/// "median / p95 / max" of `v`, for benchmark tables, and the split of a
+/// sample of two modes (see [`two_modes`]).
 pub fn median_p95_max(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "n/a".into();
     }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1])
+    let stats = format!("{:.1} / {:.1} / {:.1}", at(0.5), at(0.95), v[v.len() - 1]);
+    match two_modes(&v) {
+        Some((lower, upper)) => format!("{stats} (two modes: {})", fmt_split(&lower, &upper)),
+        None => stats,
+    }
 }
 
 /// The stamp a result file carries: the commit the benchmark ran on and the
