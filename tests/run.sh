@@ -15,6 +15,8 @@ else
     echo "tests/run.sh: not root: the patched NetworkManager is not built; its lab tests will skip" >&2
 fi
 cargo build --locked --all-targets
+# Every figure the docs publish agrees with its result file (warns about stale result files).
+python3 bench-results/check-docs
 # The lab tests take a machine-wide lock anyway; one thread keeps their output readable.
 cargo test --locked -- --test-threads=1
 # The patched-NM scenarios once more on the Debian 12 backport (nm-patch/1.42).
