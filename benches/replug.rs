@@ -109,12 +109,14 @@ fn main() -> ExitCode {
          packet minus the backup's last frame from the shared MAC on its own bridge port (both tcpdump, kernel timestamps); a \
          race is won when the backup sent nothing after the wired client's first packet, i.e. the bridge learns the wired \
          port for the MAC and delivers the server's answer there. With a 5 ms ping the backup's last frame precedes its \
-         going down by up to 5 ms. Times in ms as median / p95 / max.\n",
+         going down by up to 5 ms; a capture that saw no frame of the backup since the pull leaves the race not measured \
+         (never won). *TCP stall at a re-plug*: the session's longest time without a completed round trip from the plug \
+         until it carried traffic again, per re-plug. Times in ms as median / p95 / max.\n",
         SLOW_REPLUG.as_millis()
     )
     .unwrap();
-    writeln!(out, "| configuration | NM | re-plugs | slow (> 500 ms) | re-plug → wired holds the address | carrier → backup off | carrier → first wired DHCP packet | races won (backup off first) | lead (median / min) | IP changed | TCP session |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "| configuration | NM | re-plugs | slow (> 500 ms) | re-plug → wired holds the address | carrier → backup off | carrier → first wired DHCP packet | races won (backup off first) | lead (median / min) | IP changed | TCP session | TCP stall at a re-plug |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
     let mut notes = Vec::new();
     for spec in ROWS.iter().filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == s.key))) {
         eprintln!("bench replug: {} ({cycles} cycles)", spec.name);
@@ -133,11 +135,18 @@ fn main() -> ExitCode {
         let won = leads.iter().filter(|l| **l > 0.0).count();
         leads.sort_by(f64::total_cmp);
         let lead = if leads.is_empty() { "n/a".into() } else { format!("{:.1} / {:.1}", leads[leads.len() / 2], leads[0]) };
+        // A race whose capture saw no frame of the backup is not measured: never counted as won.
+        let unmeasured = row.samples.len() - leads.len();
+        let races = match unmeasured {
+            0 => format!("{won} of {}", row.samples.len()),
+            n => format!("{won} of {} ({n} not measured)", row.samples.len()),
+        };
+        let stalls: Vec<f64> = row.samples.iter().filter_map(|s| s.stall).map(millis).collect();
         let ip_changed = row.samples.iter().filter(|s| !s.ip_kept).count();
         let tcp = if row.tcp.survived() { "survived".to_owned() } else { format!("reset: {:?}", row.tcp.error) };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {won} of {} | {lead} | {ip_changed} | {tcp} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {races} | {lead} | {ip_changed} | {tcp} | {} |",
             spec.name,
             row.nm_version,
             row.samples.len(),
@@ -145,7 +154,7 @@ fn main() -> ExitCode {
             median_p95_max(replugs),
             median_p95_max(off),
             median_p95_max(dhcp),
-            leads.len(),
+            median_p95_max(stalls),
         )
         .unwrap();
         for (cycle, s) in row.samples.iter().enumerate() {

@@ -63,7 +63,7 @@ fn patched_with_traffic_the_backup_leaves_before_the_wired_dhcp_client_speaks() 
         assert!(replug < SLOW_REPLUG, "{}", diag(format!("cycle {cycle}: re-plug took {replug:?}: {s:?}")));
         let lead = s.lead_ms.unwrap_or_else(|| panic!("{}", diag(format!("cycle {cycle}: backup off or first DHCP packet not seen: {s:?}"))));
         assert!(lead > 0.0, "{}", diag(format!("cycle {cycle}: the backup sent {:.1} ms after the wired client's first DHCP packet", -lead)));
-        let stall = s.stall.unwrap_or_default();
+        let stall = s.stall.unwrap_or_else(|| panic!("{}", diag(format!("cycle {cycle}: no traffic after the re-plug: {s:?}"))));
         assert!(stall <= SLOW_REPLUG * 3, "{}", diag(format!("cycle {cycle}: the TCP session stalled {stall:?} at the re-plug: {s:?}")));
     }
     let leads: Vec<f64> = samples.iter().filter_map(|s| s.lead_ms).collect();

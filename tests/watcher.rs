@@ -40,7 +40,7 @@ fn with_traffic_the_backup_leaves_before_the_wired_dhcp_client_speaks() {
         let replug = s.replug.unwrap_or_else(|| panic!("{}", diag(format!("cycle {cycle}: wired address not seen: {s:?}"))));
         assert!(replug <= SLOW_REPLUG * 3, "{}", diag(format!("cycle {cycle}: re-plug took {replug:?}: {s:?}")));
         assert!(s.lead_ms.is_some(), "{}", diag(format!("cycle {cycle}: backup off or first DHCP packet not seen: {s:?}")));
-        let stall = s.stall.unwrap_or_default();
+        let stall = s.stall.unwrap_or_else(|| panic!("{}", diag(format!("cycle {cycle}: no traffic after the re-plug: {s:?}"))));
         assert!(stall <= SLOW_REPLUG * 3, "{}", diag(format!("cycle {cycle}: the TCP session stalled {stall:?} at the re-plug: {s:?}")));
     }
     // A race against NM (a few ms): one lost in ten is tolerated here, where
