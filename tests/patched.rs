@@ -194,6 +194,7 @@ fn patched_link_up_without_scripts_is_not_dispatched() {
     // above can tell a daemon that never dispatches it (an unpatched one).
     let (rel, text) = link_up_script(0.0);
     let script = lab.dir.join("etc/dispatcher.d").join(rel);
+    std::fs::create_dir_all(script.parent().unwrap()).expect("link-up.d");
     std::fs::write(&script, text).expect("write the link-up script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("make it executable");
     lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile again");
