@@ -51,7 +51,8 @@ fn the_docs_agree_with_their_result_files() {
 /// A table row with a cell (after the first, which names the row) that
 /// holds only figures: "359 / 370 / 371", "0 of 20", "12", "456.0; 24.1".
 fn measured_row(line: &str) -> bool {
-    let cells: Vec<&str> = line.trim().trim_matches('|').split('|').collect();
+    let line = line.trim();
+    let cells: Vec<&str> = line.trim_matches('|').split('|').collect();
     line.starts_with('|')
         && !line.starts_with("|--")
         && cells.iter().skip(1).any(|cell| {
