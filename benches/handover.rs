@@ -161,9 +161,12 @@ fn fmt_stats(v: &[f64]) -> String {
 /// The stalls of a row: those with traffic after them as `fmt_stats`, and
 /// how many saw none within the bench's wait (their stall is longer).
 fn fmt_stalls(v: &[f64], censored: usize, wait: Duration) -> String {
+    let total = v.len() + censored;
     match censored {
         0 => fmt_stats(v),
         _ if v.is_empty() => format!("> {} ({censored} of {censored}: no traffic within the bench's wait)", wait.as_millis()),
+        // The median falls among the stalls beyond the wait: it is "> wait".
+        _ if censored * 2 >= total => format!("median > {}: {censored} of {total} without traffic within the bench's wait; the others {}", wait.as_millis(), fmt_stats(v)),
         _ => format!("{}; {censored} more > {} (no traffic within the bench's wait)", fmt_stats(v), wait.as_millis()),
     }
 }
@@ -553,6 +556,8 @@ fn handover_event_cost(out: &mut String) {
 }
 
 fn main() -> ExitCode {
+    // The commit the rows run on: taken before they run (they take a while).
+    let stamp = ran_on(&["benches/handover.rs", "benches/seed-like.sh", "tests/support", "src", "nm-patch", "Cargo.lock"]);
     // `cargo bench` passes --bench; we take no arguments.
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
@@ -601,12 +606,12 @@ fn main() -> ExitCode {
 
     let mut out = String::new();
     writeln!(out, "## Handover benchmark\n").unwrap();
-    out.push_str(&ran_on(&["benches/handover.rs", "benches/seed-like.sh", "tests/support", "src", "nm-patch", "Cargo.lock"]));
+    out.push_str(&stamp);
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     let host_rows = !results.is_empty() || !skipped.is_empty();
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
-        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run, and only for rows of the seed-like row's condition (stock packaged NM, internal DHCP client, NM's default conflict probe): the other rows have no baseline of their own condition here (n/a). A sample of two modes is shown as a split (how many near which value) and divides nothing; a stall after which the session carried no traffic within the bench's wait is counted as longer than the wait, not as a measurement. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC, from the pull up to 1 s after the wired link's first DHCP packet, minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke; with a TCP round trip every 20 ms through it, the backup's last frame precedes its going down by up to 20 ms; no frame since the pull means a broken capture: not measured, noted); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
+        writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run, and only for rows of the seed-like row's condition (stock packaged NM, internal DHCP client, NM's default conflict probe; the rows with NM's default 6 s carrier-wait differ in that alone, and their ratios show what it costs): the other rows have no baseline of their own condition here (n/a). A sample of two modes is shown as a split (how many near which value) and divides nothing; a stall after which the session carried no traffic within the bench's wait is counted as longer than the wait, not as a measurement. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC, from the pull up to 1 s after the wired link's first DHCP packet, minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke; with a TCP round trip every 20 ms through it, the backup's last frame precedes its going down by up to 20 ms; no frame since the pull means a broken capture: not measured, noted); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
         writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
         writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {

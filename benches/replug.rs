@@ -142,6 +142,11 @@ fn main() -> ExitCode {
             n => format!("{won} of {} ({n} not measured)", row.samples.len()),
         };
         let stalls: Vec<f64> = row.samples.iter().filter_map(|s| s.stall).map(millis).collect();
+        // A re-plug after which the session carried no traffic within 10 s has no stall sample: counted, not dropped.
+        let stalls_text = match row.samples.len() - stalls.len() {
+            0 => median_p95_max(stalls),
+            n => format!("{}; {n} more > 10000 (no traffic)", median_p95_max(stalls)),
+        };
         let ip_changed = row.samples.iter().filter(|s| !s.ip_kept).count();
         let tcp = if row.tcp.survived() { "survived".to_owned() } else { format!("reset: {:?}", row.tcp.error) };
         writeln!(
@@ -154,7 +159,7 @@ fn main() -> ExitCode {
             median_p95_max(replugs),
             median_p95_max(off),
             median_p95_max(dhcp),
-            median_p95_max(stalls),
+            stalls_text,
         )
         .unwrap();
         for (cycle, s) in row.samples.iter().enumerate() {

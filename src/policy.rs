@@ -229,11 +229,13 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
         }
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
         // nm-dispatcher runs events one after another, and each run looks at
-        // NM as it is now: an event of a wired link that has lost its carrier
-        // (or was undocked) since it was sent must not take the backup away,
-        // which the laptop needs until the cable is back.
-        Hook::LinkUp | Hook::Dhcp4Change | Hook::PreUp | Hook::Up if !seen.wired_carrier => {
-            decision("a late event of a wired link that has no carrier now: the backup stays", vec![])
+        // NM as it is now: an event of a wired link NM has taken down since it
+        // was sent (the cable out again, the dock gone) must not take the
+        // backup away, which the laptop needs until the cable is back. (The
+        // carrier alone does not decide: a bounce shorter than the carrier-wait
+        // leaves NM's activation up and sends no later event to hand back on.)
+        Hook::LinkUp | Hook::Dhcp4Change | Hook::PreUp | Hook::Up if !matches!(seen.wired, LinkState::Activating | LinkState::Active) => {
+            decision("a late event of a wired link NetworkManager no longer has up: the backup stays", vec![])
         }
         Hook::LinkUp if seen.wired_port_failed && seen.backup_holds_address() => decision(
             "a retry on a port where the wired link found no DHCP: the backup keeps the address until the wired link has it",
@@ -460,10 +462,10 @@ pub(crate) mod tests {
                     assert!(i > 0 && d.actions[i - 1] == CarryLease { from: Role::Wired, to: Role::Backup }, "{ctx}");
                 }
             }
-            // The backup leaves only for a wired link that has its carrier and is
-            // up or coming up now (not for a late event of a link gone since).
+            // The backup leaves only for a wired link NM has up or coming up now
+            // (not for a late event of a link NM has taken down since).
             if d.actions.contains(&DeactivateBackup) || d.actions.contains(&TakeBackupOffLan) {
-                assert!(seen.wired_carrier && (seen.wired.on_lan() || hook == Hook::LinkUp), "{ctx}");
+                assert!(matches!(seen.wired, LinkState::Activating | LinkState::Active), "{ctx}");
             }
             // Never touch the backup when it is off the LAN, except to activate it.
             if !seen.backup.on_lan() {
@@ -639,14 +641,21 @@ pub(crate) mod tests {
     fn a_late_wired_event_after_the_cable_went_out_again_leaves_the_backup() {
         // The undock came while nm-dispatcher still ran the activation's events.
         for hook in [Hook::LinkUp, Hook::Dhcp4Change, Hook::PreUp, Hook::Up] {
-            for backup in [LinkState::Activating, LinkState::Active, LinkState::Deactivating] {
-                let d = decide(Role::Wired, hook, seen(false, LinkState::Inactive, backup), CARRY);
-                assert!(d.actions.is_empty(), "{hook:?} {backup:?}: {d:?}");
+            for wired in [LinkState::Inactive, LinkState::Deactivating] {
+                for backup in [LinkState::Activating, LinkState::Active, LinkState::Deactivating] {
+                    for carrier in [false, true] {
+                        let d = decide(Role::Wired, hook, seen(carrier, wired, backup), CARRY);
+                        assert!(d.actions.is_empty(), "{hook:?} {wired:?} {backup:?} carrier {carrier}: {d:?}");
+                    }
+                }
             }
         }
-        // A wired link deactivated since (carrier in): nothing holds the address there.
-        let d = decide(Role::Wired, Hook::Up, seen(true, LinkState::Inactive, LinkState::Active), CARRY);
-        assert!(d.actions.is_empty(), "{d:?}");
+        // A carrier bounce shorter than the carrier-wait: NM keeps the wired
+        // link up and sends nothing later, so the hand-back happens now.
+        let d = decide(Role::Wired, Hook::Up, seen(false, LinkState::Active, LinkState::Active), CARRY);
+        assert_eq!(d.actions, vec![DeactivateBackup]);
+        let d = decide(Role::Wired, Hook::LinkUp, seen(false, LinkState::Activating, LinkState::Active), CARRY);
+        assert!(d.actions.contains(&TakeBackupOffLan), "{d:?}");
     }
 
     #[test]
