@@ -259,7 +259,8 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             }
         },
         Hook::Dhcp4Change | Hook::PreUp | Hook::Up | Hook::Reconcile => {
-            let wired_has_address = if hook == Hook::Reconcile { seen.wired == LinkState::Active } else { seen.wired.on_lan() };
+            // (An event's wired link is up or coming up here: the late-event arm above took the rest.)
+            let wired_has_address = hook != Hook::Reconcile || seen.wired == LinkState::Active;
             if wired_has_address && matches!(seen.backup, LinkState::Activating | LinkState::Active) {
                 decision("wired link holds the address again: hand back from the backup link", hand_back(seen))
             } else {
