@@ -407,7 +407,7 @@ fn start_supervisor() -> String {
         c
     } else {
         let mut c = std::process::Command::new(&exe);
-        c.stderr(std::process::Stdio::null());
+        c.stderr(stderr_if_a_log_file());
         c
     };
     // Nothing of the administrator's shell: the environment nm-dispatcher
@@ -423,6 +423,20 @@ fn start_supervisor() -> String {
     match command.spawn() {
         Ok(child) => format!("started the supervisor (pid {}): it reconciles the pairs when NetworkManager changes between events", child.id()),
         Err(e) => format!("supervisor not started: {e} (it starts with NetworkManager)"),
+    }
+}
+
+/// This process's stderr for a child that outlives it, where that is a
+/// log file (a script's, a lab's); never a terminal, where its lines would
+/// come after the prompt, or a pipe, which it would hold open long after
+/// this process returned (`out=$(nm-handover pair ...)` would hang).
+fn stderr_if_a_log_file() -> std::process::Stdio {
+    use std::os::fd::AsFd;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return std::process::Stdio::null() };
+    let file = std::fs::File::from(fd);
+    match file.metadata() {
+        Ok(meta) if meta.file_type().is_file() => file.into(),
+        _ => std::process::Stdio::null(),
     }
 }
 
@@ -817,11 +831,8 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
     for pair in Pair::all(nm) {
         let handled = pair.and_then(|pair| {
             if let Some(supervision) = supervision.as_deref_mut() {
+                // (The look before the lock noted what ends a row of attempts.)
                 let seen = pair.observe(nm, &System);
-                // (Activating is no success: a failing activation passes through it every round.)
-                if (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
-                    supervision.attempts.succeeded(&pair.wired.uuid);
-                }
                 let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
                 if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, crate::supervise::backup_last_scan_ms(nm, &pair), now) {
                     tracing::debug!("'{}': {reason}", pair.wired.id);

@@ -129,8 +129,20 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false)
-        .without_time()
+        .with_timer(WallClock)
         .init();
+}
+
+/// Each line's time as NetworkManager writes it in its own log lines
+/// (`[seconds.fraction]` since the epoch), so that our lines and NM's line
+/// up, in the journal as in a lab's files.
+struct WallClock;
+
+impl tracing_subscriber::fmt::time::FormatTime for WallClock {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        write!(w, "[{}.{:04}]", now.as_secs(), now.subsec_micros() / 100)
+    }
 }
 
 fn run_dispatch(args: Vec<OsString>) -> ExitCode {

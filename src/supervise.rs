@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::names::Uuid;
 use crate::handover::{Daemon, Pair, System};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
-use crate::sys::libnm::{Nm, WatchNext};
+use crate::sys::libnm::{Activated, Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
 use crate::sys::paths::{supervisor_lock_path, LOCK_PATH, RECORD_DIR};
 use crate::trust::any_pair_recorded;
@@ -33,6 +33,13 @@ use crate::trust::any_pair_recorded;
 /// Quiet time after a change before the supervisor looks: NetworkManager
 /// reports one transition as several property changes.
 pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How soon after a Wi-Fi scan's end the supervisor looks, changes or not:
+/// the moment NetworkManager autoconnects, and the backup's network may have
+/// just come into range. NM starts its next periodic scan 200 ms after the
+/// end where it connected nothing, and an activation asked for after that
+/// start waits for the whole scan (see [`crate::sys::libnm::Nm::watch_changes`]).
+pub const AFTER_SCAN: Duration = Duration::from_millis(20);
 
 /// How long a new supervisor waits for the one of a NetworkManager that just
 /// stopped to exit (it does once libnm reports NM gone).
@@ -151,14 +158,27 @@ impl Supervision {
         self.wired_out_since.values().map(|since| (*since + WIRED_GRACE).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
     }
 
-    /// Notes the backup's state at this look (see
-    /// [`Supervision::scanned_since_backup_dropped`]); `by_itself`: no one
-    /// asked for its deactivation (neither the user nor nm-handover, whose
-    /// hand-back is followed by no scan in particular), its network went
-    /// away. `now_ms`: CLOCK_BOOTTIME ms of this look, which comes [`SETTLE`]
-    /// after the last change NetworkManager reported.
-    pub fn note_backup(&mut self, pair: &Uuid, state: LinkState, by_itself: bool, now_ms: i64) {
-        let before = self.backup_seen.insert(pair.clone(), state);
+    /// Notes the pair's links at this look: the backup's state (see
+    /// [`Supervision::scanned_since_backup_dropped`]), and whether the pair
+    /// is connected, which ends a row of activations (see [`Attempts`]).
+    /// `came_up`: the backup reached the activated state since the last
+    /// look, even if it is gone again (it connected, then the radio went
+    /// off); `by_itself`: no one asked for its deactivation (neither the
+    /// user nor nm-handover, whose hand-back is followed by no scan in
+    /// particular), its network went away. `now_ms`: CLOCK_BOOTTIME ms of
+    /// this look, which comes [`SETTLE`] after the last change NetworkManager
+    /// reported.
+    pub fn note_links(&mut self, pair: &Uuid, seen: &Observed, came_up: bool, by_itself: bool, now_ms: i64) {
+        // (Activating is no success: a failing activation passes through it every round.)
+        if came_up || (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
+            self.attempts.succeeded(pair);
+        }
+        let state = seen.backup;
+        let mut before = self.backup_seen.insert(pair.clone(), state);
+        if came_up {
+            before = Some(LinkState::Active);
+            self.backup_dropped_at.remove(pair);
+        }
         match state {
             LinkState::Active => {
                 self.backup_dropped_at.remove(pair);
@@ -252,9 +272,9 @@ pub fn take_lock() -> Result<Option<FileLock>> {
 pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
     let mut supervision = Supervision::default();
-    reconcile_now(nm, &mut supervision);
+    reconcile_now(nm, &mut supervision, &[]);
     let mut ended = Ended::NetworkManagerStopped;
-    nm.watch_changes(SETTLE, |nm| {
+    nm.watch_changes(SETTLE, AFTER_SCAN, |nm, came_up| {
         if !nm.running() {
             ended = Ended::NetworkManagerStopped;
             return WatchNext::Stop;
@@ -267,7 +287,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
             // Where the laptop wakes is not known yet (see `crate::lan`).
             forget_wired_lans();
         }
-        reconcile_now(nm, &mut supervision);
+        reconcile_now(nm, &mut supervision, came_up);
         // A re-plug under way is judged once its DHCP timeout has passed, change or not.
         // So is a backup held back after failed activations, once its pause is over.
         let now = Instant::now();
@@ -304,13 +324,15 @@ fn next_replug_check(nm: &Nm) -> Option<Duration> {
 /// Reconciles the pairs; takes the handover lock only where a look without
 /// it finds something to do, so that the dispatcher's handovers (a `link-up`
 /// NM waits for) never wait behind a look that changes nothing.
-fn reconcile_now(nm: &Nm, supervision: &mut Supervision) {
+/// `came_up`: the profiles that reached the activated state since the last look.
+fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) {
     let now = Instant::now();
     let mut something_to_do = !supervision.bring_up_only;
     for pair in Pair::all(nm).into_iter().flatten() {
         let seen = pair.observe(nm, &System);
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
-        supervision.note_backup(&pair.wired.uuid, seen.backup, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
+        let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
+        supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
     }
@@ -367,23 +389,55 @@ mod tests {
         assert!(!s.would_act(&decision(vec![])));
     }
 
+    /// What a look sees with the cable out and the backup in `state`.
+    fn backup(state: LinkState) -> Observed {
+        crate::policy::tests::seen(false, LinkState::Inactive, state)
+    }
+
     #[test]
     fn after_the_backup_drops_out_a_scan_must_end_before_it_is_tried_again() {
         let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
         let mut s = Supervision::default();
         let now = 100_000;
-        s.note_backup(&pair, LinkState::Inactive, true, now);
+        s.note_links(&pair, &backup(LinkState::Inactive), false, true, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "never active: nothing to wait for");
-        s.note_backup(&pair, LinkState::Active, true, now);
-        s.note_backup(&pair, LinkState::Inactive, true, now);
+        s.note_links(&pair, &backup(LinkState::Active), false, true, now);
+        s.note_links(&pair, &backup(LinkState::Inactive), false, true, now);
         assert!(!s.scanned_since_backup_dropped(&pair, Some(now - 1000)), "a scan from before the drop");
         assert!(s.scanned_since_backup_dropped(&pair, Some(now - 100)), "a scan that ended within the settle time before the look");
         assert!(s.scanned_since_backup_dropped(&pair, None), "a backup that does not scan");
-        s.note_backup(&pair, LinkState::Active, true, now);
+        s.note_links(&pair, &backup(LinkState::Active), false, true, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "active again: the drop is forgotten");
         // Deactivated on request (a hand-back, the user): no wait.
-        s.note_backup(&pair, LinkState::Inactive, false, now);
+        s.note_links(&pair, &backup(LinkState::Inactive), false, false, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)));
+        // Up and gone again between two looks: a drop all the same.
+        s.note_links(&pair, &backup(LinkState::Inactive), true, true, now);
+        assert!(!s.scanned_since_backup_dropped(&pair, Some(now - 1000)));
+    }
+
+    #[test]
+    fn a_connected_pair_ends_the_row_of_activations_even_between_two_looks() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_secs(1);
+        for (what, seen, came_up) in [
+            ("seen active at a look", backup(LinkState::Active), false),
+            ("up and gone again between two looks", backup(LinkState::Inactive), true),
+            ("the wired link active", crate::policy::tests::seen(true, LinkState::Active, LinkState::Inactive), false),
+        ] {
+            let mut s = Supervision::default();
+            s.attempts.record_attempt(&pair, t0);
+            assert!(!s.attempts.allowed(&pair, soon));
+            s.note_links(&pair, &seen, came_up, true, 100_000);
+            assert!(s.attempts.allowed(&pair, soon), "{what}");
+        }
+        let mut s = Supervision::default();
+        s.attempts.record_attempt(&pair, t0);
+        for state in [LinkState::Activating, LinkState::Inactive] {
+            s.note_links(&pair, &backup(state), false, true, 100_000);
+        }
+        assert!(!s.attempts.allowed(&pair, soon), "an activation that never came up is a failed attempt");
     }
 
     #[test]
@@ -396,8 +450,8 @@ mod tests {
         assert_eq!(s.holds_back(&pair, &out, &Decision { actions: vec![], reason: "" }, None, t0), Some("left to the dispatcher's events"));
         assert_eq!(s.holds_back(&pair, &out, &activate, None, t0), Some("the wired link may still come up"));
         assert_eq!(s.holds_back(&pair, &out, &activate, None, t0 + WIRED_GRACE), None);
-        s.note_backup(&pair, LinkState::Active, true, 100_000);
-        s.note_backup(&pair, LinkState::Inactive, true, 100_000);
+        s.note_links(&pair, &backup(LinkState::Active), false, true, 100_000);
+        s.note_links(&pair, &backup(LinkState::Inactive), false, true, 100_000);
         assert_eq!(s.holds_back(&pair, &out, &activate, Some(0), t0 + WIRED_GRACE), Some("waiting for a scan after the backup's network went away"));
         assert_eq!(s.holds_back(&pair, &out, &activate, Some(200_000), t0 + WIRED_GRACE), None);
         s.attempts.record_attempt(&pair, t0 + WIRED_GRACE);

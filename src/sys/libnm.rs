@@ -71,6 +71,13 @@ pub enum WatchNext {
     OnChangeOrAfter(Duration),
 }
 
+/// A profile that reached the activated state on a device (see [`Nm::watch_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activated {
+    pub device: String,
+    pub profile: String,
+}
+
 /// A connection to the running NetworkManager.
 pub struct Nm {
     client: glib::Object,
@@ -371,11 +378,33 @@ impl Nm {
     /// available connections, active connection). Nothing runs in between:
     /// the thread sleeps in the GLib context until a D-Bus message arrives,
     /// or until the time `on_settled` asked to be called again after.
-    pub fn watch_changes(&self, settle: Duration, mut on_settled: impl FnMut(&Nm) -> WatchNext) -> Result<(), NmError> {
+    ///
+    /// `on_settled` also gets the profiles that reached the activated state
+    /// since its last call, with their devices, whether or not they still are:
+    /// a connection that comes up and goes again between two calls (the
+    /// radio switched off a moment after it connected) counts as having come
+    /// up.
+    ///
+    /// The end of a Wi-Fi scan (a device's `last-scan`) is called no later
+    /// than `after_scan` after it, quiet or not: NM reports the access points
+    /// and the available connections a scan found before its end, autoconnects
+    /// at that end, and starts its next periodic scan 200 ms later if it did
+    /// not; an activation asked for after that waits until that scan is over
+    /// (seconds: a whole scan).
+    pub fn watch_changes(&self, settle: Duration, after_scan: Duration, mut on_settled: impl FnMut(&Nm, &[Activated]) -> WatchNext) -> Result<(), NmError> {
         let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
+        let activated: Rc<std::cell::RefCell<Vec<Activated>>> = Rc::default();
+        let scan_ended_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let mark = {
             let changed_at = changed_at.clone();
-            move || changed_at.set(Some(std::time::Instant::now()))
+            let scan_ended_at = scan_ended_at.clone();
+            move |property: &str| {
+                let now = std::time::Instant::now();
+                changed_at.set(Some(now));
+                if property == "last-scan" && scan_ended_at.get().is_none() {
+                    scan_ended_at.set(Some(now));
+                }
+            }
         };
         // Devices are watched as they appear; a removed one's handler goes with it.
         let mut watched: Vec<glib::Object> = Vec::new();
@@ -385,7 +414,18 @@ impl Nm {
             for device in current {
                 if !watched.iter().any(|w| w == &device.obj) {
                     let mark = mark.clone();
-                    device.obj.connect_notify_local(None, move |_, _| mark());
+                    let activated = activated.clone();
+                    device.obj.connect_notify_local(None, move |obj, property| {
+                        if property.name() == "state" {
+                            let device = Device { obj: obj.clone() };
+                            if device.state() == DeviceState::Activated {
+                                if let Some(profile) = device.active_connection().and_then(|ac| ac.uuid()) {
+                                    activated.borrow_mut().push(Activated { device: device.iface(), profile });
+                                }
+                            }
+                        }
+                        mark(property.name());
+                    });
                     watched.push(device.obj);
                 }
             }
@@ -393,7 +433,7 @@ impl Nm {
         let outcome = self.context.with_thread_default(|| {
             {
                 let mark = mark.clone();
-                self.client.connect_notify_local(None, move |_, _| mark());
+                self.client.connect_notify_local(None, move |_, property| mark(property.name()));
             }
             watch_devices(self, &mut watched);
             let mut wake_at: Option<std::time::Instant> = None;
@@ -414,7 +454,10 @@ impl Nm {
                 let Some(mut last) = changed_at.get().or(woken.then(std::time::Instant::now)) else { continue };
                 // Quiet for `settle` since the last change.
                 while changed_at.get().is_some() {
-                    let quiet_until = last + settle;
+                    let quiet_until = match scan_ended_at.get() {
+                        Some(scan_end) => (last + settle).min(scan_end + after_scan),
+                        None => last + settle,
+                    };
                     let now = std::time::Instant::now();
                     if now >= quiet_until {
                         break;
@@ -426,8 +469,10 @@ impl Nm {
                     last = changed_at.get().unwrap_or(last);
                 }
                 changed_at.set(None);
+                scan_ended_at.set(None);
                 watch_devices(self, &mut watched);
-                wake_at = match on_settled(self) {
+                let came_up = activated.take();
+                wake_at = match on_settled(self, &came_up) {
                     WatchNext::Stop => return,
                     WatchNext::OnChange => None,
                     WatchNext::OnChangeOrAfter(after) => Some(std::time::Instant::now() + after),

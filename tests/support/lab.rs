@@ -518,8 +518,10 @@ impl Lab {
             &d.join("etc/NetworkManager.conf"),
             &format!(
                 "[main]\nplugins=keyfile\nauth-polkit=false\ndhcp={}\ndns=none\nrc-manager=unmanaged\n\
-                 hostname-mode=none\nno-auto-default=*\n\n[logging]\nlevel=DEBUG\n{}\n",
+                 hostname-mode=none\nno-auto-default=*\n\n[logging]\nlevel=DEBUG\n{}{}\n",
                 self.cfg.client.conf_name(),
+                // The access points each scan found ("wifi-ap: added"), which NM leaves out by default.
+                if self.cfg.wifi { "domains=DEFAULT,WIFI_SCAN\n" } else { "" },
                 self.cfg.extra_nm_conf
             ),
         );
@@ -826,6 +828,18 @@ impl Lab {
         let out = self.run_in_host(&argv);
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "nm-handover {}: {text}", args.join(" "));
+        text
+    }
+
+    /// [`Lab::companion`] with its stderr (and so the supervisor's it
+    /// starts, see `start_supervisor`) appended to the lab's `log`; returns stdout.
+    pub fn companion_logging_to(&self, log: &str, args: &[&str]) -> String {
+        let bin = env!("CARGO_BIN_EXE_nm-handover");
+        let mut argv = vec![bin];
+        argv.extend_from_slice(args);
+        let out = self.host_command(&argv).stderr(log_file(&self.dir, log)).output().expect("nsenter");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "nm-handover {}: {text}\n{}", args.join(" "), self.read(log));
         text
     }
 

@@ -40,7 +40,7 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
     prepare(&lab);
     let mut args = vec!["pair", "Office LAN", backup_profile];
     args.extend_from_slice(pair_args);
-    let said = lab.companion(&args);
+    let said = lab.companion_logging_to("dispatcher.log", &args);
     assert!(said.contains("cloned-mac-address"), "pair must say what it changed:\n{said}");
     lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let addr = lab.ipv4("wired0").unwrap();
