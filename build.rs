@@ -97,7 +97,5 @@ fn main() {
     let bindings = builder.generate().expect("bindgen failed to read <NetworkManager.h>");
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings
-        .write_to_file(out.join("libnm.rs"))
-        .expect("cannot write libnm bindings");
+    bindings.write_to_file(out.join("libnm.rs")).expect("cannot write libnm bindings");
 }

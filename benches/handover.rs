@@ -25,7 +25,10 @@ use support::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
     /// `patched`: the version built by nm-patch/build, or none for Debian's stock NM.
-    Companion { client: DhcpClient, patched: Option<&'static str> },
+    Companion {
+        client: DhcpClient,
+        patched: Option<&'static str>,
+    },
     NoCompanion,
     SeedLike,
     Bonding,
@@ -66,29 +69,51 @@ const ROWS: &[RowSpec] = &[
     row("patched-1.42", "nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }),
     RowSpec {
         dad_timeout_ms: Some(200),
-        ..row("stock-internal-dad200", "nm-handover, stock NM (internal DHCP), ipv4.dad-timeout 200 on both profiles (1.58's default)", Setup::Companion { client: INTERNAL, patched: None })
+        ..row(
+            "stock-internal-dad200",
+            "nm-handover, stock NM (internal DHCP), ipv4.dad-timeout 200 on both profiles (1.58's default)",
+            Setup::Companion { client: INTERNAL, patched: None },
+        )
     },
     RowSpec {
         unpatched_build: Some("1.58.1"),
         dad_timeout_ms: Some(0),
-        ..row("stock-1.58-dad0", "nm-handover, stock NM built from Debian's source (internal DHCP), ipv4.dad-timeout 0 on both profiles (1.42's default)", Setup::Companion { client: INTERNAL, patched: None })
+        ..row(
+            "stock-1.58-dad0",
+            "nm-handover, stock NM built from Debian's source (internal DHCP), ipv4.dad-timeout 0 on both profiles (1.42's default)",
+            Setup::Companion { client: INTERNAL, patched: None },
+        )
     },
     RowSpec {
         dad_timeout_ms: Some(0),
-        ..row("patched-dad0", "nm-handover, patched NM (link-up), ipv4.dad-timeout 0 on both profiles", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") })
+        ..row(
+            "patched-dad0",
+            "nm-handover, patched NM (link-up), ipv4.dad-timeout 0 on both profiles",
+            Setup::Companion { client: INTERNAL, patched: Some("1.58.1") },
+        )
     },
     row("seed-like", "baseline: seed-like shell script (stock NM)", Setup::SeedLike),
     RowSpec { carrier_wait_ms: Some(300), ..row("seed-like-300", "baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike) },
     row("none", "baseline: no companion, both autoconnect", Setup::NoCompanion),
     row("bonding", "baseline: kernel bond active-backup (no DHCP)", Setup::Bonding),
     RowSpec { wifi: true, ..row("wifi-stock", "Wi-Fi: nm-handover, stock NM (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None }) },
-    RowSpec { wifi: true, ..row("wifi-patched-1.42", "Wi-Fi: nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") }) },
+    RowSpec {
+        wifi: true,
+        ..row("wifi-patched-1.42", "Wi-Fi: nm-handover, patched NM backport (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.42.4") })
+    },
     RowSpec {
         wifi: true,
         unpatched_build: Some("1.58.1"),
-        ..row("wifi-stock-1.58", "Wi-Fi: nm-handover, stock NM built from Debian's source (internal DHCP)", Setup::Companion { client: INTERNAL, patched: None })
+        ..row(
+            "wifi-stock-1.58",
+            "Wi-Fi: nm-handover, stock NM built from Debian's source (internal DHCP)",
+            Setup::Companion { client: INTERNAL, patched: None },
+        )
     },
-    RowSpec { wifi: true, ..row("wifi-patched-1.58", "Wi-Fi: nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") }) },
+    RowSpec {
+        wifi: true,
+        ..row("wifi-patched-1.58", "Wi-Fi: nm-handover, patched NM (link-up)", Setup::Companion { client: INTERNAL, patched: Some("1.58.1") })
+    },
     RowSpec {
         wifi: true,
         carrier_wait_ms: Some(300),
@@ -137,8 +162,6 @@ struct Samples {
     nm_version: String,
 }
 
-
-
 /// (median, p95, max) of the samples, by nearest rank.
 fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
@@ -166,15 +189,15 @@ fn fmt_stalls(v: &[f64], censored: usize, wait: Duration) -> String {
         0 => fmt_stats(v),
         _ if v.is_empty() => format!("> {} ({censored} of {censored}: no traffic within the bench's wait)", wait.as_millis()),
         // The median falls among the stalls beyond the wait: it is "> wait".
-        _ if censored * 2 >= total => format!("median > {}: {censored} of {total} without traffic within the bench's wait; the others {}", wait.as_millis(), fmt_stats(v)),
+        _ if censored * 2 >= total => {
+            format!("median > {}: {censored} of {total} without traffic within the bench's wait; the others {}", wait.as_millis(), fmt_stats(v))
+        }
         _ => format!("{}; {censored} more > {} (no traffic within the bench's wait)", fmt_stats(v), wait.as_millis()),
     }
 }
 
 fn client_messages(log: &str) -> usize {
-    log.lines()
-        .filter(|l| ["DHCPDISCOVER", "DHCPREQUEST", "DHCPRELEASE", "DHCPDECLINE", "DHCPINFORM"].iter().any(|m| l.contains(m)))
-        .count()
+    log.lines().filter(|l| ["DHCPDISCOVER", "DHCPREQUEST", "DHCPRELEASE", "DHCPDECLINE", "DHCPINFORM"].iter().any(|m| l.contains(m))).count()
 }
 
 fn lab_config(spec: &RowSpec) -> Result<LabConfig, String> {
@@ -232,7 +255,11 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
             ip(lab, &["link", "set", "bond0", "up"])?;
             ip(lab, &["addr", "add", "198.18.0.50/24", "dev", "bond0"])?;
             lab.wait_until("the bond to reach the server", Duration::from_secs(10), || {
-                Command::new("ip").args(["netns", "exec", &lab.host, "ping", "-c1", "-W1", "198.18.0.1"]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+                Command::new("ip")
+                    .args(["netns", "exec", &lab.host, "ping", "-c1", "-W1", "198.18.0.1"])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
             })
             .map_err(e)?;
             Ok(Ipv4Addr::new(198, 18, 0, 50))
@@ -385,7 +412,9 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                                 let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
                                 s.window_ms.push((secs(last) - secs(first)) * 1000.0);
                             }
-                            None => s.notes.push(format!("cycle {cycle}: the backup's port capture saw no frame from {wired_mac} since the pull (overlap not measured)")),
+                            None => s
+                                .notes
+                                .push(format!("cycle {cycle}: the backup's port capture saw no frame from {wired_mac} since the pull (overlap not measured)")),
                         },
                         None => s.notes.push(format!("cycle {cycle}: no wired DHCP packet captured after the plug (overlap not measured)")),
                     }
@@ -468,7 +497,8 @@ fn dispatcher_cost(runs: usize, out: &mut String) {
     std::fs::write(&case_script, "#!/bin/sh\ncase \"$1:$2\" in\nwired0:down) echo handover ;;\nesac\nexit 0\n").unwrap();
     let seed_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/seed-like.sh");
     let keyfile = dir.join("Other.nmconnection");
-    std::fs::write(&keyfile, "[connection]\nid=Other\nuuid=0b3c2f4e-9a51-4d2b-8f0e-3a6d5c7b9e10\ntype=ethernet\ninterface-name=eth9\n\n[ipv4]\nmethod=auto\n").unwrap();
+    std::fs::write(&keyfile, "[connection]\nid=Other\nuuid=0b3c2f4e-9a51-4d2b-8f0e-3a6d5c7b9e10\ntype=ethernet\ninterface-name=eth9\n\n[ipv4]\nmethod=auto\n")
+        .unwrap();
     let event = vec![
         ("NM_DISPATCHER_ACTION", "up".to_owned()),
         ("DEVICE_IFACE", "eth9".to_owned()),
@@ -503,7 +533,11 @@ fn dispatcher_cost(runs: usize, out: &mut String) {
     let floor = peak_rss_kib(&["/bin/true"], &event).map_or("n/a".into(), |k| k.to_string());
     let base = stats(&results[0].1).map_or(1.0, |s| s.0);
     writeln!(out, "\n### Dispatcher cost: an event of an interface in no pair ({runs} runs each)\n").unwrap();
-    writeln!(out, "| script | wall time µs (median / p95 / max) | ratio to /bin/sh (median) | peak RSS KiB (max of 5, through GNU time; /bin/true there: {floor}) |").unwrap();
+    writeln!(
+        out,
+        "| script | wall time µs (median / p95 / max) | ratio to /bin/sh (median) | peak RSS KiB (max of 5, through GNU time; /bin/true there: {floor}) |"
+    )
+    .unwrap();
     writeln!(out, "|---|---|---|---|").unwrap();
     for (name, t, rss) in &results {
         let med = stats(t).map_or(f64::NAN, |s| s.0);
@@ -569,7 +603,7 @@ fn main() -> ExitCode {
     let wanted = wanted_rows();
     let out_path = bench_out("handover.md");
 
-    let selected = |spec: &&RowSpec| wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == spec.key));
+    let selected = |spec: &&RowSpec| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == spec.key));
     // The Wi-Fi rows run in the VM, by this binary booted there; the rest here.
     let wifi_rows: Vec<&str> = ROWS.iter().filter(selected).filter(|r| r.wifi).map(|r| r.key).collect();
     let wifi_report = if in_vm() || wifi_rows.is_empty() {
@@ -579,12 +613,21 @@ fn main() -> ExitCode {
         let rows = wifi_rows.join(",");
         let cycles_text = cycles.to_string();
         let vm_out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm/bench/wifi.md");
-        let env = [("NM_HANDOVER_BENCH_ROWS", rows.as_str()), ("NM_HANDOVER_BENCH_CYCLES", cycles_text.as_str()), ("NM_HANDOVER_BENCH_OUT", vm_out.to_str().unwrap())];
+        let env = [
+            ("NM_HANDOVER_BENCH_ROWS", rows.as_str()),
+            ("NM_HANDOVER_BENCH_CYCLES", cycles_text.as_str()),
+            ("NM_HANDOVER_BENCH_OUT", vm_out.to_str().unwrap()),
+        ];
         // Each Wi-Fi row of 20 cycles takes ~5 min under TCG.
         let timeout = Duration::from_secs(600 + 30 * cycles as u64 * wifi_rows.len() as u64);
         Some(match boot_vm("bench", &["--bench"], &env, timeout) {
             Ok(run) if run.guest_status == Some(0) => std::fs::read_to_string(&vm_out).unwrap_or_else(|e| format!("(no report from the VM: {e})")),
-            Ok(run) => format!("(the Wi-Fi VM failed or ran out of time, status {:?} after {:.0} s; its log is in {})\n", run.guest_status, run.wall.as_secs_f64(), run.out.display()),
+            Ok(run) => format!(
+                "(the Wi-Fi VM failed or ran out of time, status {:?} after {:.0} s; its log is in {})\n",
+                run.guest_status,
+                run.wall.as_secs_f64(),
+                run.out.display()
+            ),
             Err(why) => format!("(Wi-Fi rows not measured: {why})\n"),
         })
     };
@@ -619,7 +662,12 @@ fn main() -> ExitCode {
             // with stalls beyond the wait (not measured), has none to divide.
             let divisible = |v: &[f64], censored: usize| (censored == 0 && two_modes(v).is_none()).then(|| stats(v).map(|x| x.0)).flatten();
             let base = results.iter().find(|(b, _)| Some(b.key) == baseline_of(spec)).map(|(_, s)| {
-                (divisible(&s.pull_ms, 0), divisible(&s.replug_ms, 0), divisible(&s.stall_pull_ms, s.stall_pull_censored), divisible(&s.stall_replug_ms, s.stall_replug_censored))
+                (
+                    divisible(&s.pull_ms, 0),
+                    divisible(&s.replug_ms, 0),
+                    divisible(&s.stall_pull_ms, s.stall_pull_censored),
+                    divisible(&s.stall_replug_ms, s.stall_replug_censored),
+                )
             });
             let ratio = |x: Option<f64>, b: Option<Option<f64>>| match (x, b.flatten()) {
                 (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x / b),
@@ -663,9 +711,14 @@ fn main() -> ExitCode {
         }
     }
     if let Some(report) = wifi_report {
-        writeln!(out, "\n### On real 802.11: the Wi-Fi VM (mac80211_hwsim, hostapd WPA2-PSK), same command\n\n{}", report.replace("## Handover benchmark", "").trim()).unwrap();
+        writeln!(
+            out,
+            "\n### On real 802.11: the Wi-Fi VM (mac80211_hwsim, hostapd WPA2-PSK), same command\n\n{}",
+            report.replace("## Handover benchmark", "").trim()
+        )
+        .unwrap();
     }
-    if !in_vm() && wanted.as_ref().map_or(true, |w| w.iter().any(|k| k == "cost")) {
+    if !in_vm() && wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == "cost")) {
         dispatcher_cost(runs, &mut out);
         handover_event_cost(&mut out);
     }

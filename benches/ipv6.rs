@@ -42,8 +42,6 @@ const ROWS: &[RowSpec] = &[
     RowSpec { undo_ipv6_identity: true, ..row("control", "control: nm-handover, stock NM, the backup's own IPv6 settings (stable-privacy, IAID ifname)") },
 ];
 
-
-
 #[derive(Default)]
 struct Samples {
     nm_version: String,
@@ -114,10 +112,7 @@ impl Sessions {
 
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = LabConfig::of_build(DhcpServer::Dnsmasq, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
-    let mut s = Samples {
-        nm_version: nm_version(&cfg.nm_daemon),
-        ..Samples::default()
-    };
+    let mut s = Samples { nm_version: nm_version(&cfg.nm_daemon), ..Samples::default() };
     let p = paired_with(spec.key, cfg.with_ipv6(), &[], wait_for_wired_ipv6).ok_or("the lab did not start (see above)")?;
     let lab = &p.lab;
     let backup = p.backup_iface;
@@ -171,7 +166,6 @@ fn dnsmasq_version() -> String {
     let out = Command::new("dnsmasq").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     out.lines().next().and_then(|l| l.split("  ").next()).unwrap_or("dnsmasq").to_owned()
 }
-
 
 fn main() -> ExitCode {
     let cycles = env_usize("NM_HANDOVER_BENCH_CYCLES", 10);

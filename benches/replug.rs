@@ -49,16 +49,56 @@ done
 "#;
 
 const ROWS: &[RowSpec] = &[
-    RowSpec { key: "stock-no-watcher", name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"], wired_by_service: false },
-    RowSpec { key: "stock-watcher", name: "stock NM with the carrier watcher (default)", patched: None, unpatched_build: None, pair_args: &[], wired_by_service: false },
-    RowSpec { key: "patched-1.42", name: "patched NM backport (link-up)", patched: Some("1.42.4"), unpatched_build: None, pair_args: &[], wired_by_service: false },
-    RowSpec { key: "stock-1.58-no-watcher", name: "control: stock NM built from Debian's source, no carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &["--no-carrier-watch"], wired_by_service: false },
-    RowSpec { key: "stock-1.58-watcher", name: "stock NM built from Debian's source, carrier watcher", patched: None, unpatched_build: Some("1.58.1"), pair_args: &[], wired_by_service: false },
-    RowSpec { key: "stock-wired-by-service", name: "alternative: stock NM, no carrier watcher, wired `autoconnect=no` brought up by a carrier service after the backup is down", patched: None, unpatched_build: None, pair_args: &["--no-carrier-watch"], wired_by_service: true },
+    RowSpec {
+        key: "stock-no-watcher",
+        name: "control: stock NM, no carrier watcher (`pair --no-carrier-watch`)",
+        patched: None,
+        unpatched_build: None,
+        pair_args: &["--no-carrier-watch"],
+        wired_by_service: false,
+    },
+    RowSpec {
+        key: "stock-watcher",
+        name: "stock NM with the carrier watcher (default)",
+        patched: None,
+        unpatched_build: None,
+        pair_args: &[],
+        wired_by_service: false,
+    },
+    RowSpec {
+        key: "patched-1.42",
+        name: "patched NM backport (link-up)",
+        patched: Some("1.42.4"),
+        unpatched_build: None,
+        pair_args: &[],
+        wired_by_service: false,
+    },
+    RowSpec {
+        key: "stock-1.58-no-watcher",
+        name: "control: stock NM built from Debian's source, no carrier watcher",
+        patched: None,
+        unpatched_build: Some("1.58.1"),
+        pair_args: &["--no-carrier-watch"],
+        wired_by_service: false,
+    },
+    RowSpec {
+        key: "stock-1.58-watcher",
+        name: "stock NM built from Debian's source, carrier watcher",
+        patched: None,
+        unpatched_build: Some("1.58.1"),
+        pair_args: &[],
+        wired_by_service: false,
+    },
+    RowSpec {
+        key: "stock-wired-by-service",
+        name: "alternative: stock NM, no carrier watcher, wired `autoconnect=no` brought up by a carrier service after the backup is down",
+        patched: None,
+        unpatched_build: None,
+        pair_args: &["--no-carrier-watch"],
+        wired_by_service: true,
+    },
     RowSpec { key: "patched-1.58", name: "patched NM (link-up)", patched: Some("1.58.1"), unpatched_build: None, pair_args: &[], wired_by_service: false },
 ];
-
-
 
 struct Row {
     nm_version: String,

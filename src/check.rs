@@ -105,7 +105,13 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     let version = facts.nm_version.as_deref().unwrap_or("unknown");
     out.push(if facts.patched {
-        finding("networkmanager", None, Level::Ok, format!("NetworkManager {version} dispatches link-up: the backup leaves the LAN before the wired DHCP client sends anything"), None)
+        finding(
+            "networkmanager",
+            None,
+            Level::Ok,
+            format!("NetworkManager {version} dispatches link-up: the backup leaves the LAN before the wired DHCP client sends anything"),
+            None,
+        )
     } else {
         finding(
             "networkmanager",
@@ -168,7 +174,8 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
             "wifi-backend",
             None,
             Level::Problem,
-            "NetworkManager uses the iwd Wi-Fi backend, which does not apply cloned-mac-address: the Wi-Fi would present its own MAC and get another address".into(),
+            "NetworkManager uses the iwd Wi-Fi backend, which does not apply cloned-mac-address: the Wi-Fi would present its own MAC and get another address"
+                .into(),
             Some("set wifi.backend=wpa_supplicant in a NetworkManager.conf [device] section, then systemctl restart NetworkManager".into()),
         ));
     }
@@ -216,7 +223,11 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
         let fix = if *private {
             format!("nm-handover unpair {} (as root; a private profile cannot be paired: pair two system profiles)", shell_word(&p.wired))
         } else {
-            format!("nm-handover pair {} {} (as root: records the pair, with the devices its user data should name)", shell_word(&p.wired), shell_word(&p.backup))
+            format!(
+                "nm-handover pair {} {} (as root: records the pair, with the devices its user data should name)",
+                shell_word(&p.wired),
+                shell_word(&p.backup)
+            )
         };
         out.push(finding("trust", pair, Level::Problem, format!("'{}' <-> '{}': nm-handover does nothing for this pair: {why}", p.wired, p.backup), Some(fix)));
         return;
@@ -361,23 +372,30 @@ mod tests {
 
     #[test]
     fn each_broken_thing_is_found_with_a_fix() {
-        let cases: Vec<(&[&str], Box<dyn Fn(&mut Facts)>)> = vec![
+        type Breakage = Box<dyn Fn(&mut Facts)>;
+        let cases: Vec<(&[&str], Breakage)> = vec![
             (&["dispatcher-service"], Box::new(|f| f.dispatcher_unit = Some(DispatcherUnit::Systemd("masked".into())))),
             (&["dispatcher-service"], Box::new(|f| f.dispatcher_unit = Some(DispatcherUnit::Systemd("disabled".into())))),
             (&["dispatcher-service"], Box::new(|f| f.dispatcher_unit = Some(DispatcherUnit::NoSystemd { activatable: false }))),
             (&["dispatcher-link"], Box::new(|f| f.links[0].state = Err("writable by group or others".into()))),
             (&["wifi-backend"], Box::new(|f| f.wifi_backend = Some("iwd".into()))),
-            (&["other-scripts"], Box::new(|f| {
-                f.patched = true;
-                f.other_waiting_scripts = vec!["50-vpn-check".into()]
-            })),
+            (
+                &["other-scripts"],
+                Box::new(|f| {
+                    f.patched = true;
+                    f.other_waiting_scripts = vec!["50-vpn-check".into()]
+                }),
+            ),
             (&["backup-autoconnect"], Box::new(|f| f.pairs[0].backup_autoconnect = true)),
             (&["backup-mac", "client-id"], Box::new(|f| f.pairs[0].backup_cloned_mac = Some("random".into()))),
             (&["client-id"], Box::new(|f| f.pairs[0].backup_client_id = Some("stable".into()))),
             (&["client-id"], Box::new(|f| f.pairs[0].wired_client_id_sent = Some("ff:12:34:56:78:00:01".into()))),
             (&["hostname"], Box::new(|f| f.pairs[0].hostname_differs = vec!["ipv4.dhcp-hostname".into()])),
             (&["carrier-wait"], Box::new(|f| f.pairs[0].carrier_wait_conf = false)),
-            (&["lan"], Box::new(|f| f.pairs[0].other_lan = Some(("198.18.0.0/24 (DHCP server 198.18.0.1)".into(), "198.19.0.0/24 (DHCP server 198.19.0.1)".into())))),
+            (
+                &["lan"],
+                Box::new(|f| f.pairs[0].other_lan = Some(("198.18.0.0/24 (DHCP server 198.18.0.1)".into(), "198.19.0.0/24 (DHCP server 198.19.0.1)".into()))),
+            ),
             (&["pair"], Box::new(|f| f.pairs[0].broken = Some("its peer profile is gone".into()))),
             (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("no record of this pair written by root".into(), false)))),
             (&["trust"], Box::new(|f| f.pairs[0].untrusted = Some(("'Office LAN' is a private profile".into(), true)))),
@@ -406,7 +424,11 @@ mod tests {
     #[test]
     fn a_link_up_link_is_needed_only_on_patched_nm() {
         let mut facts = good();
-        facts.links.push(DispatchLink { path: "/usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), state: Err("missing".into()), needed: false });
+        facts.links.push(DispatchLink {
+            path: "/usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(),
+            state: Err("missing".into()),
+            needed: false,
+        });
         assert_eq!(problems(&facts), Vec::<&str>::new());
         facts.links[1].needed = true;
         assert_eq!(problems(&facts), ["dispatcher-link"]);

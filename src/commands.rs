@@ -10,20 +10,20 @@ use tracing::warn;
 
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
-use crate::pairing::PairingError;
 use crate::handover::{nm_has_link_up, profile_membership, Pair, System};
 use crate::lease::{write_atomically, LeaseStore};
 use crate::names::{Iface, Uuid};
+use crate::pairing::PairingError;
 use crate::pairing::{
-    carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, storage_note, WiredIdentity, plan_pair, plan_unpair, wired_lan_mac, Plan, ProfileSnapshot, SETTING_IPV6, Ipv6Settings, token_of,
-    SETTING_WIRELESS, HOSTNAME_PROPERTIES, MIRRORED,
+    carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, plan_pair, plan_unpair, storage_note, token_of, wired_lan_mac, Ipv6Settings,
+    Plan, ProfileSnapshot, WiredIdentity, HOSTNAME_PROPERTIES, MIRRORED, SETTING_IPV6, SETTING_WIRELESS,
 };
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
 use crate::supervise::Supervision;
-use crate::sys::settings::{ProfileEdit, PropertyValue};
 use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
 use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, FileLock, SUPERVISOR_PROGRAM};
 use crate::sys::paths::{supervisor_lock_path, watcher_lock_path, wired_lan_path, LOCK_PATH, NM_CONF_DIR, RECORD_DIR};
+use crate::sys::settings::{ProfileEdit, PropertyValue};
 use crate::trust::{self, Distrust, PairRecord};
 
 /// Finds a profile by UUID, else by its exact name.
@@ -31,8 +31,7 @@ pub fn find_profile(nm: &Nm, name_or_uuid: &str) -> Result<Profile> {
     if let Some(p) = nm.profile(name_or_uuid) {
         return Ok(p);
     }
-    let mut matches: Vec<Profile> =
-        nm.profiles().into_iter().filter(|p| p.id().as_deref() == Some(name_or_uuid)).collect();
+    let mut matches: Vec<Profile> = nm.profiles().into_iter().filter(|p| p.id().as_deref() == Some(name_or_uuid)).collect();
     match matches.len() {
         0 => Err(Error::NoSuchProfile(name_or_uuid.to_owned())),
         1 => Ok(matches.remove(0)),
@@ -60,10 +59,7 @@ fn snapshot(nm: &Nm, profile: &Profile) -> Result<ProfileSnapshot> {
         filename: profile.filename(),
         ipv6: Ipv6Settings { method: string_property(profile, SETTING_IPV6, "method"), ..Ipv6Settings::default() },
         dad_timeout: None,
-        hostname: HOSTNAME_PROPERTIES
-            .iter()
-            .filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?)))
-            .collect(),
+        hostname: HOSTNAME_PROPERTIES.iter().filter_map(|&(setting, property)| Some(((setting, property), profile.property(setting, property)?))).collect(),
         kind,
     };
     for m in &MIRRORED {
@@ -81,8 +77,7 @@ fn profile_device(nm: &Nm, profile: &Profile, given: Option<&str>, option: &'sta
         return Ok(Iface::parse(&name)?);
     }
     let uuid = profile.uuid().unwrap_or_default();
-    let compatible: Vec<String> =
-        nm.devices().iter().filter(|d| d.compatible_with(profile)).map(|d| d.iface()).collect();
+    let compatible: Vec<String> = nm.devices().iter().filter(|d| d.compatible_with(profile)).map(|d| d.iface()).collect();
     let active_on = nm.active_connection_of(&uuid).map(|ac| ac.device_ifaces()).unwrap_or_default();
     match (active_on.as_slice(), compatible.as_slice()) {
         ([one], _) | ([], [one]) => Ok(Iface::parse(one)?),
@@ -131,7 +126,12 @@ impl ProfileWriter for Nm {
 /// what "as it was" is). A side that is gone (`unpair` of a pair whose peer
 /// was deleted) or has nothing to change is left alone. Returns what each
 /// written profile was before, for [`undo`].
-fn apply<'p, W: ProfileWriter>(writer: &W, wired: Option<&'p W::Profile>, backup: Option<&'p W::Profile>, plan: &Plan) -> Result<Vec<(&'p W::Profile, W::Saved)>> {
+fn apply<'p, W: ProfileWriter>(
+    writer: &W,
+    wired: Option<&'p W::Profile>,
+    backup: Option<&'p W::Profile>,
+    plan: &Plan,
+) -> Result<Vec<(&'p W::Profile, W::Saved)>> {
     let mut written = Vec::new();
     if let Some(profile) = backup.filter(|_| !plan.backup.is_empty()) {
         written.push((profile, writer.update(profile, &plan.backup)?));
@@ -245,7 +245,15 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     }
     let mac = wired_lan_mac(&wired_snap, device.permanent_hw_address().as_deref(), device.hw_address().as_deref())?;
     let identity = wired_identity(&device, &wired_snap.uuid);
-    let plan = plan_pair(&wired_snap, &wired_device, &backup_snap, &backup_device, &mac, &identity, Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch })?;
+    let plan = plan_pair(
+        &wired_snap,
+        &wired_device,
+        &backup_snap,
+        &backup_device,
+        &mac,
+        &identity,
+        Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch },
+    )?;
     // Pairing again: the old record goes first, under the lock, so that no
     // handover acts while the profiles change (as for `unpair`); it comes
     // back if the profiles cannot be changed.
@@ -331,7 +339,8 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         summary.push(format!("{}: removed", record_path.display()));
         use crate::handover::Host;
         use crate::marks::Mark;
-        for (device, mark) in [(&record.wired_device, Mark::PortFailed), (&record.wired_device, Mark::ReplugPending), (&record.backup_device, Mark::HandedBack)] {
+        for (device, mark) in [(&record.wired_device, Mark::PortFailed), (&record.wired_device, Mark::ReplugPending), (&record.backup_device, Mark::HandedBack)]
+        {
             if let Err(e) = System.clear_link_mark(device, mark) {
                 tracing::debug!("{e}");
             }
@@ -407,7 +416,7 @@ fn start_supervisor() -> String {
         c
     } else {
         let mut c = std::process::Command::new(&exe);
-        c.stderr(stderr_if_a_log_file());
+        c.stderr(crate::sys::stderr::for_a_child_that_outlives_us());
         c
     };
     // Nothing of the administrator's shell: the environment nm-dispatcher
@@ -423,20 +432,6 @@ fn start_supervisor() -> String {
     match command.spawn() {
         Ok(child) => format!("started the supervisor (pid {}): it reconciles the pairs when NetworkManager changes between events", child.id()),
         Err(e) => format!("supervisor not started: {e} (it starts with NetworkManager)"),
-    }
-}
-
-/// This process's stderr for a child that outlives it, where that is a
-/// log file (a script's, a lab's); never a terminal, where its lines would
-/// come after the prompt, or a pipe, which it would hold open long after
-/// this process returned (`out=$(nm-handover pair ...)` would hang).
-fn stderr_if_a_log_file() -> std::process::Stdio {
-    use std::os::fd::AsFd;
-    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return std::process::Stdio::null() };
-    let file = std::fs::File::from(fd);
-    match file.metadata() {
-        Ok(meta) if meta.file_type().is_file() => file.into(),
-        _ => std::process::Stdio::null(),
     }
 }
 
@@ -622,10 +617,8 @@ impl Status {
                 ));
             }
             for (role, l) in [("wired", &p.wired), ("backup", &p.backup)] {
-                let ids: Vec<String> = [("iaid", &l.dhcp6_iaid), ("duid", &l.dhcp6_duid)]
-                    .into_iter()
-                    .filter_map(|(what, v)| Some(format!("{what} {}", v.as_deref()?)))
-                    .collect();
+                let ids: Vec<String> =
+                    [("iaid", &l.dhcp6_iaid), ("duid", &l.dhcp6_duid)].into_iter().filter_map(|(what, v)| Some(format!("{what} {}", v.as_deref()?))).collect();
                 if !l.ipv6.is_empty() || !ids.is_empty() {
                     let addrs = if l.ipv6.is_empty() { "-".to_owned() } else { l.ipv6.join(",") };
                     out.push(format!("  {role:<6} ipv6 {addrs}{}", ids.iter().map(|id| format!("  DHCPv6 {id}")).collect::<String>()));
@@ -648,10 +641,7 @@ impl Status {
                     }
                 }
             }
-            out.push(format!(
-                "  carrier-wait: {}",
-                p.carrier_wait_conf.clone().unwrap_or_else(|| "not configured (NM waits 6 s after carrier loss)".into())
-            ));
+            out.push(format!("  carrier-wait: {}", p.carrier_wait_conf.clone().unwrap_or_else(|| "not configured (NM waits 6 s after carrier loss)".into())));
         }
         out
     }
@@ -789,10 +779,10 @@ pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
     let mut pairs = Vec::new();
     for pair in Pair::all(nm) {
         match pair {
-            Ok(pair) if only.as_deref().map_or(true, |u| u == pair.wired.uuid.as_str() || u == pair.backup.uuid.as_str()) => pairs.push(pair_facts(nm, &pair)),
+            Ok(pair) if only.as_deref().is_none_or(|u| u == pair.wired.uuid.as_str() || u == pair.backup.uuid.as_str()) => pairs.push(pair_facts(nm, &pair)),
             Ok(_) => {}
             Err(Error::Untrusted { wired, backup, why }) if only.is_none() => {
-                let private = matches!(why, Distrust::Private { .. });
+                let private = matches!(*why, Distrust::Private { .. });
                 pairs.push(PairFacts { wired, backup, untrusted: Some((why.to_string(), private)), ..PairFacts::default() })
             }
             Err(e) if only.is_none() => pairs.push(PairFacts { wired: "?".into(), backup: "?".into(), broken: Some(e.to_string()), ..PairFacts::default() }),
@@ -907,11 +897,7 @@ mod tests {
     fn plan() -> Plan {
         let edit = |value: &str| {
             let mut edit = ProfileEdit {
-                properties: vec![PropertyChange {
-                    setting: SETTING_CONNECTION,
-                    property: "autoconnect",
-                    value: PropertyValue::Bool(false),
-                }],
+                properties: vec![PropertyChange { setting: SETTING_CONNECTION, property: "autoconnect", value: PropertyValue::Bool(false) }],
                 ..ProfileEdit::default()
             };
             edit.user_data.insert("nm-handover.role".into(), Some(value.into()));

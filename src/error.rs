@@ -41,7 +41,7 @@ pub enum Error {
     #[error("carrier watcher for '{pair}' not started: {reason}")]
     WatcherNotStarted { pair: String, reason: String },
     #[error("pair '{wired}' <-> '{backup}' ignored: {why}; an administrator's `nm-handover pair` records a pair (`nm-handover check` says more)")]
-    Untrusted { wired: String, backup: String, why: Distrust },
+    Untrusted { wired: String, backup: String, why: Box<Distrust> },
     #[error("not acting on {device} for '{profile}': {why}")]
     LinkRefused { device: String, profile: String, why: String },
     #[error("`nm-handover {0}` must run as root: it writes the pair's record in {dir}, which only root may write", dir = crate::sys::paths::RECORD_DIR)]

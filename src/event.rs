@@ -82,10 +82,7 @@ impl DispatcherEvent {
     /// Builds the event from the arguments after the program name and the
     /// process environment. Variables the companion does not use are ignored;
     /// a malformed one it uses is an error.
-    pub fn from_parts(
-        args: impl IntoIterator<Item = OsString>,
-        env: impl IntoIterator<Item = (OsString, OsString)>,
-    ) -> Result<DispatcherEvent, EventError> {
+    pub fn from_parts(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item = (OsString, OsString)>) -> Result<DispatcherEvent, EventError> {
         let args: Vec<OsString> = args.into_iter().collect();
         let [iface_arg, action] = <[OsString; 2]>::try_from(args).map_err(|v| EventError::ArgCount(v.len()))?;
         let iface_arg = utf8(iface_arg, "the interface argument")?;
@@ -191,11 +188,7 @@ mod tests {
     fn bad_input_is_an_error_not_a_panic() {
         assert_eq!(DispatcherEvent::from_parts([os("x")], env(&[])), Err(EventError::ArgCount(1)));
         assert!(DispatcherEvent::from_parts([os("../../x"), os("down")], env(&[])).is_err());
-        assert!(DispatcherEvent::from_parts(
-            [os("wired0"), os("down")],
-            env(&[("CONNECTION_UUID", "../../../etc/shadow")])
-        )
-        .is_err());
+        assert!(DispatcherEvent::from_parts([os("wired0"), os("down")], env(&[("CONNECTION_UUID", "../../../etc/shadow")])).is_err());
         let not_utf8 = OsString::from_vec(vec![0x77, 0xff, 0x30]);
         assert!(DispatcherEvent::from_parts([not_utf8, os("down")], env(&[])).is_err());
     }

@@ -15,17 +15,17 @@ use tracing::{debug, error, info, warn};
 use crate::error::{Error, Result};
 use crate::lan::{other_lan, Lan};
 use crate::lease::{CarryOutcome, LeaseOwner, LeaseStore};
+use crate::marks::{dhcp_timeout, replug_overdue_in, Mark};
 use crate::names::{Iface, Uuid};
 use crate::offlan;
 use crate::pairing::{mac_bytes, mac_setting_of, membership, parse_mac, Membership};
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options, Role};
-use crate::sys::settings::PropertyValue;
 use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, IpFamily, Nm, Profile};
 use crate::sys::lock::WATCHER_PROGRAM;
-use crate::sys::paths::{watcher_lock_path, wired_lan_path, RECORD_DIR};
 use crate::sys::netlink::if_index;
+use crate::sys::paths::{watcher_lock_path, wired_lan_path, RECORD_DIR};
+use crate::sys::settings::PropertyValue;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
-use crate::marks::{dhcp_timeout, replug_overdue_in, Mark};
 use std::time::{Duration, SystemTime};
 
 /// One side of a pair: its profile and the device it runs on.
@@ -211,8 +211,11 @@ impl Pair {
             backup_device: &self.backup.device,
         };
         let record = trust::read_record(record_dir, &self.wired.uuid);
-        trust::judge(&claim, &record, &trust::record_path(record_dir, &self.wired.uuid))
-            .map_err(|why| Error::Untrusted { wired: self.wired.id.clone(), backup: self.backup.id.clone(), why })
+        trust::judge(&claim, &record, &trust::record_path(record_dir, &self.wired.uuid)).map_err(|why| Error::Untrusted {
+            wired: self.wired.id.clone(),
+            backup: self.backup.id.clone(),
+            why: Box::new(why),
+        })
     }
 
     /// The pair `profile`'s user data describes, with the peer profile, as
@@ -224,12 +227,9 @@ impl Pair {
         let this_id = profile.id().unwrap_or_default();
         let this_uuid = profile_uuid(profile)?;
         let inconsistent = |reason: String| Error::Inconsistent { profile: this_id.clone(), reason };
-        let peer = nm
-            .profile(this.peer.as_str())
-            .ok_or_else(|| inconsistent(format!("its peer profile {} does not exist", this.peer)))?;
+        let peer = nm.profile(this.peer.as_str()).ok_or_else(|| inconsistent(format!("its peer profile {} does not exist", this.peer)))?;
         let peer_id = peer.id().unwrap_or_default();
-        let that = profile_membership(&peer)?
-            .ok_or_else(|| inconsistent(format!("its peer '{peer_id}' is not paired")))?;
+        let that = profile_membership(&peer)?.ok_or_else(|| inconsistent(format!("its peer '{peer_id}' is not paired")))?;
         if that.peer != this_uuid || that.role == this.role {
             return Err(inconsistent(format!("its peer '{peer_id}' is paired with {} as {:?}", that.peer, that.role)));
         }
@@ -346,7 +346,9 @@ impl Pair {
         }
         // What was known about the wired port holds until the wired link
         // has the address or loses carrier (a new plug).
-        if (!observed.wired_carrier || observed.wired == LinkState::Active) && (observed.wired_port_failed || host.link_mark(&self.wired.device, Mark::ReplugPending).is_some()) {
+        if (!observed.wired_carrier || observed.wired == LinkState::Active)
+            && (observed.wired_port_failed || host.link_mark(&self.wired.device, Mark::ReplugPending).is_some())
+        {
             for mark in [Mark::PortFailed, Mark::ReplugPending] {
                 if let Err(e) = host.clear_link_mark(&self.wired.device, mark) {
                     warn!("{e}");
@@ -410,10 +412,9 @@ impl Pair {
         // It sets the backup link down; the wired one it only reads (and it
         // may be gone: an undock is a pull).
         self.may_act_on(nm, &self.backup)?;
-        let wired_mac = nm.cloned_mac(&self.backup.uuid).ok_or_else(|| Error::WatcherNotStarted {
-            pair: self.wired.id.clone(),
-            reason: "the backup profile is gone or clones no MAC address".into(),
-        })?;
+        let wired_mac = nm
+            .cloned_mac(&self.backup.uuid)
+            .ok_or_else(|| Error::WatcherNotStarted { pair: self.wired.id.clone(), reason: "the backup profile is gone or clones no MAC address".into() })?;
         let watch = WatcherArgs {
             pair_name: self.wired.id.clone(),
             pair: self.wired.uuid.clone(),
@@ -584,7 +585,14 @@ impl Daemon for Nm {
 
     fn link_facts(&self, device: &Iface, profile: &Uuid) -> LinkFacts {
         let Some(dev) = self.device(device.as_str()) else {
-            return LinkFacts { exists: false, managed: false, kind: LinkKind::Other("missing".into()), active_here: false, available: false, compatible: false };
+            return LinkFacts {
+                exists: false,
+                managed: false,
+                kind: LinkKind::Other("missing".into()),
+                active_here: false,
+                available: false,
+                compatible: false,
+            };
         };
         let kind = match dev.kind() {
             DeviceKind::Wifi => LinkKind::Wifi,
@@ -622,10 +630,9 @@ impl Daemon for Nm {
     }
 
     fn activate(&self, side: &Side) -> Result<()> {
-        let profile = self.profile(side.uuid.as_str()).ok_or_else(|| Error::Inconsistent {
-            profile: side.id.clone(),
-            reason: "the profile to activate disappeared".into(),
-        })?;
+        let profile = self
+            .profile(side.uuid.as_str())
+            .ok_or_else(|| Error::Inconsistent { profile: side.id.clone(), reason: "the profile to activate disappeared".into() })?;
         let device = self.device(side.device.as_str()).ok_or_else(|| Error::NoDevice(side.device.to_string()))?;
         Ok(Nm::activate(self, &profile, &device)?)
     }
@@ -633,9 +640,7 @@ impl Daemon for Nm {
     fn deactivate(&self, profile: &Uuid) -> Result<bool> {
         match self.active_connection_of(profile.as_str()) {
             // NM refuses to deactivate what is no longer active.
-            Some(active) if !matches!(active.state(), ActiveState::Deactivated | ActiveState::Unknown) => {
-                Ok(Nm::deactivate(self, &active).map(|()| true)?)
-            }
+            Some(active) if !matches!(active.state(), ActiveState::Deactivated | ActiveState::Unknown) => Ok(Nm::deactivate(self, &active).map(|()| true)?),
             _ => Ok(false),
         }
     }
@@ -705,9 +710,7 @@ impl Host for System {
     /// when nm-dispatcher exits while idle.
     fn start_watcher(&self, watch: &WatcherArgs) -> Result<u32> {
         let not_started = |reason: String| Error::WatcherNotStarted { pair: watch.pair_name.clone(), reason };
-        let program = std::env::current_exe()
-            .map(|me| me.with_file_name(WATCHER_PROGRAM))
-            .map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
+        let program = std::env::current_exe().map(|me| me.with_file_name(WATCHER_PROGRAM)).map_err(|e| not_started(format!("cannot find my own path: {e}")))?;
         let child = std::process::Command::new(&program)
             .args(["--pair", watch.pair.as_str(), "--wired", watch.wired.as_str(), "--backup", watch.backup.as_str()])
             .args(["--wired-mac", &watch.wired_mac])
@@ -947,16 +950,8 @@ mod tests {
     }
 
     fn pair(carrier_watch: bool) -> Pair {
-        let side = |uuid: &str, id: &str, device: &str| Side {
-            uuid: Uuid::parse(uuid).unwrap(),
-            id: id.into(),
-            device: Iface::parse(device).unwrap(),
-        };
-        Pair {
-            wired: side(WIRED, "Wired", "eth0"),
-            backup: side(BACKUP, "Backup", "wlan0"),
-            options: Options { lease_carry: false, carrier_watch },
-        }
+        let side = |uuid: &str, id: &str, device: &str| Side { uuid: Uuid::parse(uuid).unwrap(), id: id.into(), device: Iface::parse(device).unwrap() };
+        Pair { wired: side(WIRED, "Wired", "eth0"), backup: side(BACKUP, "Backup", "wlan0"), options: Options { lease_carry: false, carrier_watch } }
     }
 
     fn handle(pair: &Pair, model: &Model, role: Role, hook: Hook) -> Result<Decision> {

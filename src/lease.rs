@@ -65,9 +65,14 @@ pub struct LeaseOwner {
 /// A parsed lease, reduced to what carrying needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
-    Internal { address: Ipv4Addr },
+    Internal {
+        address: Ipv4Addr,
+    },
     /// The body lines of the last `lease { }` block, verbatim, and its address.
-    Dhclient { address: Ipv4Addr, body: Vec<String> },
+    Dhclient {
+        address: Ipv4Addr,
+        body: Vec<String>,
+    },
 }
 
 impl Lease {
@@ -223,7 +228,7 @@ impl LeaseStore {
         for format in [LeaseFormat::Internal, LeaseFormat::Dhclient] {
             if let Ok(meta) = fs::symlink_metadata(self.path(format, owner)) {
                 let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                if found.map_or(true, |(t, _)| mtime > t) {
+                if found.is_none_or(|(t, _)| mtime > t) {
                     found = Some((mtime, format));
                 }
             }

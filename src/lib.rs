@@ -17,6 +17,7 @@ pub mod event;
 pub mod handover;
 pub mod lan;
 pub mod lease;
+pub mod marks;
 pub mod names;
 pub mod offlan;
 pub mod pairing;
@@ -27,7 +28,6 @@ pub mod supervise;
 pub mod sys;
 pub mod trust;
 pub mod watch;
-pub mod marks;
 
 /// The dispatcher action patched NetworkManager sends when a device's link is
 /// ready and before IP configuration starts (see nm-patch/).

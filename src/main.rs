@@ -6,8 +6,8 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::Duration;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{debug, error};
@@ -122,15 +122,30 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NM_HANDOVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_timer(WallClock)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NM_HANDOVER_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = tracing_subscriber::fmt::format().with_ansi(false).with_target(false).with_timer(WallClock);
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).event_format(WithPriority(format)).init();
+}
+
+/// A line format with the line's journal priority in front where stderr is
+/// a journal stream (see [`sys::stderr`]).
+struct WithPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str(&sys::stderr::line_prefix(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Each line's time as NetworkManager writes it in its own log lines
@@ -258,7 +273,7 @@ fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("nm-handover: cannot write JSON: {e}"),
+        Err(e) => eprintln!("{}nm-handover: cannot write JSON: {e}", sys::stderr::line_prefix(tracing::Level::ERROR)),
     }
 }
 
@@ -295,7 +310,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::SUCCESS,
         Ok(true) => ExitCode::FAILURE,
         Err(err) => {
-            eprintln!("nm-handover: {err}");
+            eprintln!("{}nm-handover: {err}", sys::stderr::line_prefix(tracing::Level::ERROR));
             ExitCode::FAILURE
         }
     }

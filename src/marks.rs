@@ -73,7 +73,6 @@ impl Mark {
     }
 }
 
-
 /// The wired profile's DHCP timeout (`ipv4.dhcp-timeout` in seconds; 0 is
 /// NetworkManager's default).
 pub fn dhcp_timeout(seconds: Option<i32>) -> Duration {

@@ -78,9 +78,15 @@ mod tests {
 
     #[test]
     fn uuid_rejects_paths_and_malformed() {
-        for bad in ["", "../../etc/passwd", "5f0c7a3e-1b2c-4d5e-8f90-0123456789a", "5f0c7a3e/1b2c-4d5e-8f90-0123456789ab",
-            "5f0c7a3e-1b2c-4d5e-8f90-0123456789ab ", "zf0c7a3e-1b2c-4d5e-8f90-0123456789ab", "5f0c7a3e-1b2c-4d5e-8f900123456789ab"]
-        {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "5f0c7a3e-1b2c-4d5e-8f90-0123456789a",
+            "5f0c7a3e/1b2c-4d5e-8f90-0123456789ab",
+            "5f0c7a3e-1b2c-4d5e-8f90-0123456789ab ",
+            "zf0c7a3e-1b2c-4d5e-8f90-0123456789ab",
+            "5f0c7a3e-1b2c-4d5e-8f900123456789ab",
+        ] {
             assert!(Uuid::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -18,9 +18,8 @@ use std::fs;
 use std::io;
 
 use crate::sys::lock::touch;
-use crate::sys::paths::off_lan_path;
 use crate::sys::netlink::{set_index_up, take_index_down};
-
+use crate::sys::paths::off_lan_path;
 
 /// Records the link, then sets it down (and gives it `mac`, if given). The
 /// record comes first, so that a link down is never left unrecorded.
@@ -28,7 +27,6 @@ pub fn take_off_lan(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
     touch(&off_lan_path(index))?;
     take_index_down(index, mac)
 }
-
 
 /// Whether nm-handover set this link down and has not set it up since.
 pub fn was_taken_off_lan(index: i32) -> bool {

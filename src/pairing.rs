@@ -219,7 +219,12 @@ pub enum PairingError {
     #[error("profile '{profile}': pairing data is incomplete ({missing} is missing)")]
     Incomplete { profile: String, missing: &'static str },
     #[error("profile '{profile}': user data {key}: {source}; run `nm-handover unpair` and pair again")]
-    BadName { profile: String, key: &'static str, #[source] source: NameError },
+    BadName {
+        profile: String,
+        key: &'static str,
+        #[source]
+        source: NameError,
+    },
     #[error("'{0}' is a {1} profile; the wired side must be an Ethernet profile")]
     WiredNotEthernet(String, String),
     #[error("'{0}' is a {1} profile; the backup must be an Ethernet or Wi-Fi profile")]
@@ -274,16 +279,14 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
         "backup" => Role::Backup,
         other => return Err(PairingError::BadRole { profile: profile.to_owned(), value: other.to_owned() }),
     };
-    let get = |key: &'static str| {
-        user_data.get(key).ok_or(PairingError::Incomplete { profile: profile.to_owned(), missing: key })
-    };
+    let get = |key: &'static str| user_data.get(key).ok_or(PairingError::Incomplete { profile: profile.to_owned(), missing: key });
     let bad_name = |key: &'static str| move |source| PairingError::BadName { profile: profile.to_owned(), key, source };
     Ok(Some(Membership {
         role,
         peer: Uuid::parse(get(KEY_PEER)?).map_err(bad_name(KEY_PEER))?,
         device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name(KEY_DEVICE))?,
-        lease_carry: user_data.get(KEY_LEASE_CARRY).map_or(true, |v| v != "no"),
-        carrier_watch: user_data.get(KEY_CARRIER_WATCH).map_or(true, |v| v != "no"),
+        lease_carry: user_data.get(KEY_LEASE_CARRY).is_none_or(|v| v != "no"),
+        carrier_watch: user_data.get(KEY_CARRIER_WATCH).is_none_or(|v| v != "no"),
     }))
 }
 
@@ -311,9 +314,7 @@ fn env_var_suffix(key: &str) -> String {
 /// The pairing keys found in `CONNECTION_USER_*` variables (NM >= 1.46),
 /// as user data.
 pub fn user_data_from_env(user_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    all_keys()
-        .filter_map(|key| user_env.get(&env_var_suffix(key)).map(|value| (key.to_owned(), value.clone())))
-        .collect()
+    all_keys().filter_map(|key| user_env.get(&env_var_suffix(key)).map(|value| (key.to_owned(), value.clone()))).collect()
 }
 
 /// The `key=value` lines of one `[group]` of an NM keyfile.
@@ -508,11 +509,7 @@ pub fn mac_bytes(mac: &str) -> Option<[u8; 6]> {
 /// The MAC address the wired profile presents on the LAN, which the backup
 /// must clone: an explicit cloned MAC, else the device's permanent address,
 /// else its current one.
-pub fn wired_lan_mac(
-    wired: &ProfileSnapshot,
-    permanent: Option<&str>,
-    current: Option<&str>,
-) -> Result<String, PairingError> {
+pub fn wired_lan_mac(wired: &ProfileSnapshot, permanent: Option<&str>, current: Option<&str>) -> Result<String, PairingError> {
     let generated = |mode: &str, why| Err(PairingError::GeneratedMac(wired.id.clone(), mode.to_owned(), why));
     match wired.cloned_mac.as_deref() {
         // `stable` is the same address at every activation of the profile on
@@ -531,9 +528,7 @@ pub fn wired_lan_mac(
 /// set (the backup's cloned MAC as the wired MAC) and lose the saved ones.
 fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid, role: Role) -> Result<(), PairingError> {
     match membership(&profile.id, &profile.user_data)? {
-        Some(m) if &m.peer != expected_peer => {
-            Err(PairingError::AlreadyPaired { profile: profile.id.clone(), peer: m.peer.to_string() })
-        }
+        Some(m) if &m.peer != expected_peer => Err(PairingError::AlreadyPaired { profile: profile.id.clone(), peer: m.peer.to_string() }),
         Some(m) if m.role != role => Err(PairingError::PairedTheOtherWay(profile.id.clone())),
         _ => Ok(()),
     }
@@ -543,7 +538,10 @@ fn check_free(profile: &ProfileSnapshot, expected_peer: &Uuid, role: Role) -> Re
 /// backup, where that can be known: only between two Ethernet profiles (a
 /// Wi-Fi backup is never the wired side), from what each is doing now.
 pub fn check_order(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> Result<(), PairingError> {
-    if wired.kind != SETTING_WIRED || backup.kind != SETTING_WIRED || membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some_and(|m| m.role == Role::Backup)) {
+    if wired.kind != SETTING_WIRED
+        || backup.kind != SETTING_WIRED
+        || membership(&backup.id, &backup.user_data).is_ok_and(|m| m.is_some_and(|m| m.role == Role::Backup))
+    {
         return Ok(());
     }
     let why = if backup.active && !wired.active {
@@ -572,10 +570,7 @@ pub fn order_is_a_guess(wired: &ProfileSnapshot, backup: &ProfileSnapshot) -> bo
 /// update stores it in /etc from now on.
 pub fn storage_note(profile: &ProfileSnapshot) -> Option<String> {
     profile.filename.as_deref().filter(|path| path.starts_with("/run/")).map(|path| {
-        format!(
-            "'{}': was kept only in NetworkManager's memory ({path}); from now on it is stored in /etc/NetworkManager/system-connections",
-            profile.id
-        )
+        format!("'{}': was kept only in NetworkManager's memory ({path}); from now on it is stored in /etc/NetworkManager/system-connections", profile.id)
     })
 }
 
@@ -656,7 +651,11 @@ pub fn backup_ipv6(wired: &ProfileSnapshot, identity: &WiredIdentity) -> Ipv6Mir
     };
     let by_value = |kind: &str, value: &Option<String>, sent: &Option<String>, notes: &mut Vec<String>| match sent {
         Some(sent) => {
-            notes.push(format!("ipv6.dhcp-{kind} {} of '{}' depends on the interface or profile: the backup sends the wired link's {kind} {sent}", show(value), wired.id));
+            notes.push(format!(
+                "ipv6.dhcp-{kind} {} of '{}' depends on the interface or profile: the backup sends the wired link's {kind} {sent}",
+                show(value),
+                wired.id
+            ));
             Some(Some(sent.clone()))
         }
         None => {
@@ -728,9 +727,7 @@ pub fn plan_pair(
     if wired.kind != SETTING_WIRED {
         return Err(PairingError::WiredNotEthernet(wired.id.clone(), wired.kind.clone()));
     }
-    backup
-        .mac_setting()
-        .ok_or_else(|| PairingError::BackupUnsupported(backup.id.clone(), backup.kind.clone()))?;
+    backup.mac_setting().ok_or_else(|| PairingError::BackupUnsupported(backup.id.clone(), backup.kind.clone()))?;
     check_free(wired, &backup.uuid, Role::Wired)?;
     check_free(backup, &wired.uuid, Role::Backup)?;
     let wired_mac = parse_mac(wired_mac)?;
@@ -753,10 +750,7 @@ pub fn plan_pair(
     for (key, value) in [(KEY_ROLE, "backup"), (KEY_PEER, wired.uuid.as_str()), (KEY_DEVICE, backup_device.as_str())] {
         plan.backup.user_data.insert(key.to_owned(), Some(value.to_owned()));
     }
-    plan.summary.push(format!(
-        "'{}': user data {KEY_ROLE}=backup, {KEY_PEER}={}, {KEY_DEVICE}={backup_device}",
-        backup.id, wired.uuid
-    ));
+    plan.summary.push(format!("'{}': user data {KEY_ROLE}=backup, {KEY_PEER}={}, {KEY_DEVICE}={backup_device}", backup.id, wired.uuid));
 
     // The value before the first pairing that changed it is kept; pairing
     // again does not overwrite it with a value `pair` set.
@@ -852,9 +846,7 @@ pub fn carrier_wait_conf_name(wired: &Uuid) -> String {
 }
 
 pub fn is_carrier_wait_conf_name(name: &str) -> bool {
-    name.strip_prefix("90-nm-handover-")
-        .and_then(|rest| rest.strip_suffix(".conf"))
-        .is_some_and(|uuid| Uuid::parse(uuid).is_ok())
+    name.strip_prefix("90-nm-handover-").and_then(|rest| rest.strip_suffix(".conf")).is_some_and(|uuid| Uuid::parse(uuid).is_ok())
 }
 
 /// The NetworkManager.conf snippet that shortens the carrier-loss deferral
@@ -920,7 +912,11 @@ mod tests {
     #[test]
     fn the_backup_presents_the_client_id_the_wired_link_presents() {
         let mut wired = snapshot(W, "Office LAN", SETTING_WIRED);
-        let sent = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: Some("ff:00:11:22:33:00:01:00:01".into()), ..WiredIdentity::default() };
+        let sent = WiredIdentity {
+            permanent_mac: Some("52:54:00:AA:BB:CC".into()),
+            client_id_sent: Some("ff:00:11:22:33:00:01:00:01".into()),
+            ..WiredIdentity::default()
+        };
         let inactive = WiredIdentity { permanent_mac: Some("52:54:00:AA:BB:CC".into()), client_id_sent: None, ..WiredIdentity::default() };
         let mode = |wired: &mut ProfileSnapshot, m: Option<&str>| wired.dhcp_client_id = m.map(str::to_owned);
         // Equal by construction, or literal: copied as they are.
@@ -1149,7 +1145,12 @@ mod tests {
         }
         backup.ipv6.method = Some("auto".into());
         let backup0 = backup.clone();
-        let seen = WiredIdentity { slaac_iid: Some("::a".into()), dhcp6_iaid_sent: Some("01:02:03:04".into()), dhcp6_duid_sent: Some("00:04:aa".into()), ..WiredIdentity::default() };
+        let seen = WiredIdentity {
+            slaac_iid: Some("::a".into()),
+            dhcp6_iaid_sent: Some("01:02:03:04".into()),
+            dhcp6_duid_sent: Some("00:04:aa".into()),
+            ..WiredIdentity::default()
+        };
         let plan = plan_pair(&wired, &iface("wired0"), &backup, &iface("wlan0"), "52:54:00:aa:bb:cc", &seen, BOTH_ON).unwrap();
         apply(&mut backup, &plan.backup);
         for (m, (property, value)) in MIRRORED.iter().zip(&own) {
@@ -1157,7 +1158,11 @@ mod tests {
             assert_ne!((m.get)(&backup), *value, "{property}: not changed by pair");
             assert_eq!(backup.user_data.get(m.saved_key), Some(&m.encode(value)), "{property}: not saved");
             assert!(all_keys().any(|k| k == m.saved_key), "{property}: its saved key is not a pairing key");
-            assert!(plan.summary.iter().any(|l| l.contains(&format!("{}.{property}:", m.setting_for(&backup.kind)))), "{property}: not said\n{:?}", plan.summary);
+            assert!(
+                plan.summary.iter().any(|l| l.contains(&format!("{}.{property}:", m.setting_for(&backup.kind)))),
+                "{property}: not said\n{:?}",
+                plan.summary
+            );
         }
         let undo = plan_unpair(Some(&wired), Some(&backup));
         apply(&mut backup, &undo.backup);
@@ -1307,7 +1312,8 @@ mod tests {
         assert_eq!(env_var_suffix("nm-handover.role"), "NM_055HANDOVER__ROLE");
         assert_eq!(env_var_suffix("a.B-c_9"), "A___B_055C_1379");
 
-        let keyfile = "[connection]\nid=Wired\n\n[user]\nnm-handover.role=backup\nnm-handover.peer=11111111-1111-4111-8111-111111111111\n\n[ipv4]\nmethod=auto\n";
+        let keyfile =
+            "[connection]\nid=Wired\n\n[user]\nnm-handover.role=backup\nnm-handover.peer=11111111-1111-4111-8111-111111111111\n\n[ipv4]\nmethod=auto\n";
         let data = user_data_from_keyfile(keyfile);
         assert_eq!(data.get(KEY_ROLE).map(String::as_str), Some("backup"));
         assert!(!data.contains_key("method"));

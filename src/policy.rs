@@ -38,8 +38,7 @@ pub enum Hook {
 
 impl Hook {
     #[cfg(test)]
-    pub const ALL: [Hook; 7] =
-        [Hook::LinkUp, Hook::Dhcp4Change, Hook::PreUp, Hook::Up, Hook::PreDown, Hook::Down, Hook::Reconcile];
+    pub const ALL: [Hook; 7] = [Hook::LinkUp, Hook::Dhcp4Change, Hook::PreUp, Hook::Up, Hook::PreDown, Hook::Down, Hook::Reconcile];
 }
 
 /// Where a profile of the pair is in its life cycle.
@@ -53,8 +52,7 @@ pub enum LinkState {
 
 impl LinkState {
     #[cfg(test)]
-    pub const ALL: [LinkState; 4] =
-        [LinkState::Inactive, LinkState::Activating, LinkState::Active, LinkState::Deactivating];
+    pub const ALL: [LinkState; 4] = [LinkState::Inactive, LinkState::Activating, LinkState::Active, LinkState::Deactivating];
 
     /// Whether the link may hold (or is about to hold) the address on the LAN.
     pub fn on_lan(self) -> bool {
@@ -222,11 +220,16 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
         }
         // Patched NM dispatches `down` also when an activation fails after
         // `link-up` took the backup off the LAN: the laptop would stay offline.
-        Hook::Down if !seen.wired_down_chosen => back_to_the_backup_on_a_failed_port(hook, seen, options, "wired activation failed with carrier present: back to the backup link"),
-        // Stock NM says nothing when a re-plug finds no DHCP: the supervisor sees it overdue.
-        Hook::Reconcile if seen.replug_overdue && seen.wired != LinkState::Active => {
-            back_to_the_backup_on_a_failed_port(hook, seen, options, "no address on the wired link within its DHCP timeout after the re-plug: back to the backup link")
+        Hook::Down if !seen.wired_down_chosen => {
+            back_to_the_backup_on_a_failed_port(hook, seen, options, "wired activation failed with carrier present: back to the backup link")
         }
+        // Stock NM says nothing when a re-plug finds no DHCP: the supervisor sees it overdue.
+        Hook::Reconcile if seen.replug_overdue && seen.wired != LinkState::Active => back_to_the_backup_on_a_failed_port(
+            hook,
+            seen,
+            options,
+            "no address on the wired link within its DHCP timeout after the re-plug: back to the backup link",
+        ),
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
         // nm-dispatcher runs events one after another, and each run looks at
         // NM as it is now: an event of a wired link NM has taken down since it
@@ -237,16 +240,12 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
         Hook::LinkUp | Hook::Dhcp4Change | Hook::PreUp | Hook::Up if !matches!(seen.wired, LinkState::Activating | LinkState::Active) => {
             decision("a late event of a wired link NetworkManager no longer has up: the backup stays", vec![])
         }
-        Hook::LinkUp if seen.wired_port_failed && seen.backup_holds_address() => decision(
-            "a retry on a port where the wired link found no DHCP: the backup keeps the address until the wired link has it",
-            vec![],
-        ),
+        Hook::LinkUp if seen.wired_port_failed && seen.backup_holds_address() => {
+            decision("a retry on a port where the wired link found no DHCP: the backup keeps the address until the wired link has it", vec![])
+        }
         Hook::LinkUp => match seen.backup {
             LinkState::Inactive => decision("wired link up, backup not on the LAN", vec![]),
-            LinkState::Deactivating => decision(
-                "wired link up while backup is being deactivated: take it off the LAN first",
-                vec![Action::TakeBackupOffLan],
-            ),
+            LinkState::Deactivating => decision("wired link up while backup is being deactivated: take it off the LAN first", vec![Action::TakeBackupOffLan]),
             LinkState::Activating | LinkState::Active => {
                 let mut actions: Vec<Action> = if seen.backup == LinkState::Active && !seen.backup_on_other_lan {
                     carry(options, Role::Backup, Role::Wired).into_iter().collect()
@@ -292,14 +291,12 @@ fn back_to_the_backup_on_a_failed_port(hook: Hook, seen: Observed, options: Opti
 fn decide_backup(hook: Hook, seen: Observed, options: Options) -> Decision {
     let wired_holds_link = seen.wired_carrier && seen.wired == LinkState::Active;
     match hook {
-        Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link && seen.backup.on_lan() => decision(
-            "backup came up while the wired link holds the address: hand back",
-            hand_back(seen),
-        ),
-        Hook::Dhcp4Change | Hook::Up if seen.backup_on_other_lan => decision(
-            "backup holds an address of another LAN than the wired link's: the address was not kept; the wired lease file is left as it is",
-            vec![],
-        ),
+        Hook::Dhcp4Change | Hook::PreUp | Hook::Up if wired_holds_link && seen.backup.on_lan() => {
+            decision("backup came up while the wired link holds the address: hand back", hand_back(seen))
+        }
+        Hook::Dhcp4Change | Hook::Up if seen.backup_on_other_lan => {
+            decision("backup holds an address of another LAN than the wired link's: the address was not kept; the wired lease file is left as it is", vec![])
+        }
         Hook::Dhcp4Change | Hook::Up => match carry(options, Role::Backup, Role::Wired) {
             Some(action) => decision("backup holds the address: keep the wired lease file in step", vec![action]),
             None => decision("backup holds the address; lease carrying is off", vec![]),
@@ -414,9 +411,21 @@ pub(crate) mod tests {
             assert_eq!(states, (0..LinkState::ALL.len()).collect(), "a link state the generator never produces");
         }
         assert!(LinkState::ALL.iter().enumerate().all(|(i, l)| state_position(*l) == i));
-        let flags: HashSet<(bool, bool, bool, bool, bool, bool, bool, bool)> = cases
+        type Flags = (bool, bool, bool, bool, bool, bool, bool, bool);
+        let flags: HashSet<Flags> = cases
             .iter()
-            .map(|c| (c.2.wired_carrier, c.2.backup_device_ready, c.2.backup_may_release, c.2.backup_taken_off_lan, c.2.backup_left_by_user, c.2.wired_port_failed, c.2.replug_overdue, c.3.lease_carry))
+            .map(|c| {
+                (
+                    c.2.wired_carrier,
+                    c.2.backup_device_ready,
+                    c.2.backup_may_release,
+                    c.2.backup_taken_off_lan,
+                    c.2.backup_left_by_user,
+                    c.2.wired_port_failed,
+                    c.2.replug_overdue,
+                    c.3.lease_carry,
+                )
+            })
             .collect();
         assert_eq!(flags.len(), 256);
         let roles: HashSet<Role> = cases.iter().map(|c| c.0).collect();
@@ -597,7 +606,10 @@ pub(crate) mod tests {
         // The next plug into a good port (the mark dropped at the pull) is a normal re-plug.
         s.wired_port_failed = false;
         s.wired = LinkState::Activating;
-        assert_eq!(decide(Role::Wired, Hook::LinkUp, s, CARRY).actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]);
+        assert_eq!(
+            decide(Role::Wired, Hook::LinkUp, s, CARRY).actions,
+            vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]
+        );
     }
 
     #[test]

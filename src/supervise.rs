@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 use crate::commands::reconcile_pairs;
 use crate::error::Result;
-use crate::names::Uuid;
 use crate::handover::{Daemon, Pair, System};
+use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::sys::libnm::{Activated, Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
@@ -235,7 +235,7 @@ impl Supervision {
     /// Whether the supervisor carries out `decision` (see [`Supervision::bring_up_only`]).
     pub fn would_act(&self, decision: &Decision) -> bool {
         let takes_down = decision.actions.iter().any(|a| matches!(a, Action::DeactivateBackup | Action::TakeBackupOffLan));
-        !decision.actions.is_empty() && !(self.bring_up_only && takes_down)
+        !decision.actions.is_empty() && (!self.bring_up_only || !takes_down)
     }
 
     /// Whether `problem` is reported for the first time (and remembers it).

@@ -76,18 +76,14 @@ impl PairRecord {
     }
 
     pub fn parse(text: &str) -> Result<PairRecord, RecordError> {
-        let mut fields: [(&'static str, Option<&str>); 4] =
-            [("wired", None), ("wired-device", None), ("backup", None), ("backup-device", None)];
+        let mut fields: [(&'static str, Option<&str>); 4] = [("wired", None), ("wired-device", None), ("backup", None), ("backup-device", None)];
         for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let (key, value) = line.split_once('=').ok_or(RecordError::NotKeyValue(number))?;
             let (key, value) = (key.trim(), value.trim());
-            let field = fields
-                .iter_mut()
-                .find(|(name, _)| *name == key)
-                .ok_or_else(|| RecordError::UnknownKey(number, key.to_owned()))?;
+            let field = fields.iter_mut().find(|(name, _)| *name == key).ok_or_else(|| RecordError::UnknownKey(number, key.to_owned()))?;
             if field.1.replace(value).is_some() {
                 return Err(RecordError::Repeated(number, field.0));
             }
@@ -104,12 +100,24 @@ impl PairRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Distrust {
     /// `connection.permissions` is set: a user's own profile.
-    Private { profile: String },
-    NoRecord { path: PathBuf },
+    Private {
+        profile: String,
+    },
+    NoRecord {
+        path: PathBuf,
+    },
     /// The record exists but root did not write it alone, or cannot be read.
-    BadRecord { path: PathBuf, why: String },
+    BadRecord {
+        path: PathBuf,
+        why: String,
+    },
     /// The profiles' user data says something the record does not.
-    Differs { path: PathBuf, what: &'static str, recorded: String, user_data: String },
+    Differs {
+        path: PathBuf,
+        what: &'static str,
+        recorded: String,
+        user_data: String,
+    },
 }
 
 impl fmt::Display for Distrust {
@@ -122,11 +130,9 @@ impl fmt::Display for Distrust {
             ),
             Distrust::NoRecord { path } => write!(f, "no record of this pair written by root ({} is missing)", path.display()),
             Distrust::BadRecord { path, why } => write!(f, "{}: {why}", path.display()),
-            Distrust::Differs { path, what, recorded, user_data } => write!(
-                f,
-                "the profiles' user data names {what} {user_data}, root's record {} names {recorded} (edited after `pair`?)",
-                path.display()
-            ),
+            Distrust::Differs { path, what, recorded, user_data } => {
+                write!(f, "the profiles' user data names {what} {user_data}, root's record {} names {recorded} (edited after `pair`?)", path.display())
+            }
         }
     }
 }
@@ -391,7 +397,9 @@ mod tests {
             assert!(matches!(read_record(&dir, &wired), Err(Distrust::BadRecord { .. })));
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
-        assert!(matches!(read_record(&dir, &wired), Err(Distrust::BadRecord { why, .. }) if why.contains("writable by group or others") || why.contains("not root")));
+        assert!(
+            matches!(read_record(&dir, &wired), Err(Distrust::BadRecord { why, .. }) if why.contains("writable by group or others") || why.contains("not root"))
+        );
         fs::remove_file(&path).unwrap();
         // A link planted where the record goes, to a file that would pass.
         let planted = dir.join("planted");

@@ -263,7 +263,8 @@ mod tests {
     /// is an undock: the link may come back).
     #[test]
     fn every_short_sequence_of_reports() {
-        let reports = [wired(false), wired(true), backup(OWN_MAC), backup(WIRED_MAC), LinkReport::Removed { index: WIRED }, LinkReport::Removed { index: BACKUP }];
+        let reports =
+            [wired(false), wired(true), backup(OWN_MAC), backup(WIRED_MAC), LinkReport::Removed { index: WIRED }, LinkReport::Removed { index: BACKUP }];
         let n = reports.len();
         for len in 1..=5u32 {
             for code in 0..n.pow(len) {

@@ -85,7 +85,11 @@ fn mptcp_carries_a_session_to_an_mptcp_peer_across_a_pull_but_not_plain_tcp() {
     // NM's default carrier-wait (6 s) and the address gone after it: the plain session, from the wired address, has no path.
     std::thread::sleep(Duration::from_secs(7));
     let plain_pull = plain.report();
-    measured(test, "pull: the plain TCP session (from the wired address) from 1 s to 8 s after the pull", format!("{} round trips since the pull, stalled {}", plain_pull.round_trips - plain_pull.round_trips_at_reset, ms(plain_pull.longest_stall)));
+    measured(
+        test,
+        "pull: the plain TCP session (from the wired address) from 1 s to 8 s after the pull",
+        format!("{} round trips since the pull, stalled {}", plain_pull.round_trips - plain_pull.round_trips_at_reset, ms(plain_pull.longest_stall)),
+    );
     assert!(!plain_pull.survived(), "{test}: a plain TCP session from the wired address should have no path after the pull: {plain_pull:?}");
     assert_eq!(lab.ipv4("wired0"), None, "{test}: the wired address is gone after the carrier-wait");
     assert_eq!(lab.ipv4("backup0"), Some(backup), "{test}: the backup keeps its own, other address: the laptop changed address");

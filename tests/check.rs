@@ -74,26 +74,64 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
     }
     assert_eq!(not_ok(lab), baseline, "{text}");
 
-    seeded(lab, "backup-autoconnect", "problem",
-        || { lab.nmcli(&["connection", "modify", "Backup link", "connection.autoconnect", "yes"]).unwrap(); },
-        || { lab.nmcli(&["connection", "modify", "Backup link", "connection.autoconnect", "no"]).unwrap(); });
+    seeded(
+        lab,
+        "backup-autoconnect",
+        "problem",
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "connection.autoconnect", "yes"]).unwrap();
+        },
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "connection.autoconnect", "no"]).unwrap();
+        },
+    );
 
     let wired_mac = lab.mac("wired0");
     // A random MAC also makes the (mac-based) client-id another one.
-    seeded_with(lab, "backup-mac", "problem", &["client-id"],
-        || { lab.nmcli(&["connection", "modify", "Backup link", "802-3-ethernet.cloned-mac-address", "random"]).unwrap(); },
-        || { lab.nmcli(&["connection", "modify", "Backup link", "802-3-ethernet.cloned-mac-address", &wired_mac]).unwrap(); });
+    seeded_with(
+        lab,
+        "backup-mac",
+        "problem",
+        &["client-id"],
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "802-3-ethernet.cloned-mac-address", "random"]).unwrap();
+        },
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "802-3-ethernet.cloned-mac-address", &wired_mac]).unwrap();
+        },
+    );
 
     let client_id = lab.nmcli(&["-g", "ipv4.dhcp-client-id", "connection", "show", "Backup link"]).unwrap().trim().replace('\\', "");
-    seeded(lab, "client-id", "problem",
-        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", "stable"]).unwrap(); },
-        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", &client_id]).unwrap(); });
+    seeded(
+        lab,
+        "client-id",
+        "problem",
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", "stable"]).unwrap();
+        },
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-client-id", &client_id]).unwrap();
+        },
+    );
 
-    seeded(lab, "hostname", "warning",
-        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", "backup-own-name"]).unwrap(); },
-        || { lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", ""]).unwrap(); });
+    seeded(
+        lab,
+        "hostname",
+        "warning",
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", "backup-own-name"]).unwrap();
+        },
+        || {
+            lab.nmcli(&["connection", "modify", "Backup link", "ipv4.dhcp-hostname", ""]).unwrap();
+        },
+    );
 
-    let conf = std::fs::read_dir(lab.nm_conf_dir().join("conf.d")).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("90-nm-handover-")).unwrap();
+    let conf = std::fs::read_dir(lab.nm_conf_dir().join("conf.d"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("90-nm-handover-"))
+        .unwrap();
     let snippet = std::fs::read(&conf).unwrap();
     seeded(lab, "carrier-wait", "warning", || std::fs::remove_file(&conf).unwrap(), || std::fs::write(&conf, &snippet).unwrap());
 
@@ -121,7 +159,10 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
     let writable = lab.dir.join("nm-handover-dispatch-copy");
     std::fs::copy(std::fs::canonicalize(&link).unwrap(), &writable).unwrap();
     std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o775)).unwrap();
-    seeded(lab, "dispatcher-link", "problem",
+    seeded(
+        lab,
+        "dispatcher-link",
+        "problem",
         || {
             std::fs::remove_file(&link).unwrap();
             std::os::unix::fs::symlink(&writable, &link).unwrap();
@@ -129,7 +170,8 @@ fn check_finds_each_seeded_problem_and_is_clean_when_fixed() {
         || {
             std::fs::remove_file(&link).unwrap();
             std::os::unix::fs::symlink(&target, &link).unwrap();
-        });
+        },
+    );
 }
 
 #[test]

@@ -5,13 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COPIED: &[&str] = &[
-    "README.md",
-    "UPSTREAMING.md",
-    "nm-patch/README.md",
-    "meson-compat/nm-handover.8",
-    "bench-results",
-];
+const COPIED: &[&str] = &["README.md", "UPSTREAMING.md", "nm-patch/README.md", "meson-compat/nm-handover.8", "bench-results"];
 
 fn copy_tree(from: &Path, to: &Path) {
     if from.is_dir() {

@@ -12,10 +12,7 @@ fn command(path: &str) -> Command {
     let mut cmd = Command::new(path);
     cmd.env_clear().env("PATH", "/usr/bin:/bin");
     // No system bus: anything that tries to reach NM fails fast and visibly.
-    cmd.env(
-        "DBUS_SYSTEM_BUS_ADDRESS",
-        "unix:path=/nonexistent/nm-handover-test-bus",
-    );
+    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/nm-handover-test-bus");
     cmd
 }
 
@@ -29,11 +26,7 @@ fn dispatch_entries() -> [Command; 2] {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -56,11 +49,7 @@ fn help_is_available_for_every_command() {
     ] {
         let out = bin().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out));
-        assert!(
-            text(&out).contains("Usage: nm-handover"),
-            "{args:?}: {}",
-            text(&out)
-        );
+        assert!(text(&out).contains("Usage: nm-handover"), "{args:?}: {}", text(&out));
     }
     // What --help tells a person to type works as typed.
     let help = text(&bin().arg("--help").output().unwrap());
@@ -76,10 +65,7 @@ fn bad_arguments_are_plain_errors() {
     let out = bin().args(["pair", "only-one"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("required"), "{}", text(&out));
-    let out = bin()
-        .args(["pair", "a", "b", "--carrier-wait-ms", "-5"])
-        .output()
-        .unwrap();
+    let out = bin().args(["pair", "a", "b", "--carrier-wait-ms", "-5"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
@@ -100,11 +86,7 @@ fn without_networkmanager_commands_fail_cleanly() {
 fn unpaired_profile_event_exits_quickly_without_nm() {
     let dir = scratch("unpaired");
     let keyfile = dir.join("Office.nmconnection");
-    fs::write(
-        &keyfile,
-        "[connection]\nid=Office\ntype=ethernet\n\n[ipv4]\nmethod=auto\n",
-    )
-    .unwrap();
+    fs::write(&keyfile, "[connection]\nid=Office\ntype=ethernet\n\n[ipv4]\nmethod=auto\n").unwrap();
     for mut entry in dispatch_entries() {
         let start = Instant::now();
         let out = entry
@@ -128,11 +110,7 @@ fn unpaired_profile_event_exits_quickly_without_nm() {
 fn paired_profile_event_needs_nm_and_says_so() {
     let dir = scratch("paired");
     let keyfile = dir.join("Wired.nmconnection");
-    fs::write(
-        &keyfile,
-        "[connection]\nid=Wired\n\n[user]\nnm-handover.role=wired\n",
-    )
-    .unwrap();
+    fs::write(&keyfile, "[connection]\nid=Wired\n\n[user]\nnm-handover.role=wired\n").unwrap();
     for mut entry in dispatch_entries() {
         let out = entry
             .args(["wired0", "down"])
@@ -144,64 +122,39 @@ fn paired_profile_event_needs_nm_and_says_so() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         // The small entry handed the event to nm-handover, which tried NM.
-        assert!(
-            text(&out).contains("cannot connect to NetworkManager"),
-            "{}",
-            text(&out)
-        );
+        assert!(text(&out).contains("cannot connect to NetworkManager"), "{}", text(&out));
     }
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Arguments and environment of one dispatcher call.
+type Call<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 #[test]
 fn hostile_dispatcher_input_is_rejected_without_panic() {
-    let cases: &[(&[&str], &[(&str, &str)])] = &[
+    let cases: &[Call] = &[
         (&["../../etc", "down"], &[]),
-        (
-            &["wired0", "down"],
-            &[("CONNECTION_UUID", "../../../../etc/shadow")],
-        ),
+        (&["wired0", "down"], &[("CONNECTION_UUID", "../../../../etc/shadow")]),
         (&["wired0", "down"], &[("DEVICE_IFACE", "a/b")]),
         (&["eth0 x", "up"], &[]),
     ];
-    for ((args, env), mut cmd) in cases
-        .iter()
-        .flat_map(|case| dispatch_entries().map(|cmd| (case, cmd)))
-    {
+    for ((args, env), mut cmd) in cases.iter().flat_map(|case| dispatch_entries().map(|cmd| (case, cmd))) {
         cmd.args(*args).env("NM_DISPATCHER_ACTION", args[1]);
         for (k, v) in *env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{args:?} {env:?}: {}",
-            text(&out)
-        );
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {}", text(&out));
         assert!(!text(&out).contains("panicked"), "{}", text(&out));
-        assert!(
-            text(&out).contains("ERROR") || text(&out).contains("nm-handover: "),
-            "{}",
-            text(&out)
-        );
+        assert!(text(&out).contains("ERROR") || text(&out).contains("nm-handover: "), "{}", text(&out));
     }
 }
 
 #[test]
 fn unrelated_actions_are_ignored() {
-    for (iface, action) in [
-        ("none", "hostname"),
-        ("", "connectivity-change"),
-        ("tun0", "vpn-up"),
-        ("eth0", "pre-down"),
-    ] {
+    for (iface, action) in [("none", "hostname"), ("", "connectivity-change"), ("tun0", "vpn-up"), ("eth0", "pre-down")] {
         for mut entry in dispatch_entries() {
-            let out = entry
-                .args([iface, action])
-                .env("NM_DISPATCHER_ACTION", action)
-                .output()
-                .unwrap();
+            let out = entry.args([iface, action]).env("NM_DISPATCHER_ACTION", action).output().unwrap();
             assert!(out.status.success(), "{action}: {}", text(&out));
         }
     }
@@ -234,4 +187,51 @@ fn the_watcher_refuses_bad_arguments_plainly() {
     let out = Command::new(watch).args(["--pair", "x", "--wired"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--wired needs a value"), "{}", text(&out));
+}
+
+/// Runs `cmd` with its stderr on one end of a socket pair, as systemd's
+/// journal stream is; returns its exit code and what it wrote there.
+fn on_a_journal_stream(mut cmd: Command) -> (Option<i32>, String) {
+    use std::io::Read;
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let status = cmd.stdout(std::process::Stdio::null()).stderr(std::os::fd::OwnedFd::from(theirs)).status().unwrap();
+    // (The command, and with it our copy of the other end, is gone: EOF comes.)
+    drop(cmd);
+    let mut text = String::new();
+    ours.read_to_string(&mut text).unwrap();
+    (status.code(), text)
+}
+
+/// journald reads a leading `<N>` as a line's priority: an error must not be logged as info.
+#[test]
+fn on_a_journal_stream_each_line_carries_its_priority() {
+    let mut status = bin();
+    status.arg("status");
+    let (code, said) = on_a_journal_stream(status);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.starts_with("<3>nm-handover: cannot connect to NetworkManager"), "{said}");
+
+    let dir = scratch("journal");
+    let keyfile = dir.join("Wired.nmconnection");
+    fs::write(&keyfile, "[connection]\nid=Wired\n\n[user]\nnm-handover.role=wired\n").unwrap();
+    for mut entry in dispatch_entries() {
+        entry
+            .args(["wired0", "down"])
+            .env("NM_DISPATCHER_ACTION", "down")
+            .env("DEVICE_IFACE", "wired0")
+            .env("CONNECTION_UUID", "11111111-1111-4111-8111-111111111111")
+            .env("CONNECTION_FILENAME", &keyfile)
+            .env("NM_HANDOVER_LOG", "debug");
+        let (code, said) = on_a_journal_stream(entry);
+        assert_eq!(code, Some(1), "{said}");
+        let lines: Vec<&str> = said.lines().collect();
+        let error = lines.iter().find(|l| l.contains("cannot connect to NetworkManager")).unwrap_or_else(|| panic!("{said}"));
+        assert!(error.starts_with("<3>") && error.contains("ERROR"), "{said}");
+        assert!(lines.iter().all(|l| l.starts_with('<')), "a line without its priority: {said}");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+
+    // Elsewhere (a terminal, a pipe, a file) lines are as a person reads them.
+    let out = bin().arg("status").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("nm-handover: "), "{}", text(&out));
 }

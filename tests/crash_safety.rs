@@ -61,7 +61,6 @@ fn child_main() -> bool {
     }
 }
 
-
 #[test]
 fn sigkill_during_lease_carry_leaves_old_or_new_file() {
     if child_main() {

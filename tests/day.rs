@@ -306,7 +306,8 @@ fn a_redock_under_another_name_is_a_replug_when_the_profile_is_bound_by_mac() {
     let test = "day/dock, renamed NIC";
     let Some(p) = paired_with(test, cfg(), &[], |lab| {
         let mac = lab.mac("wired0");
-        lab.nmcli(&["connection", "modify", "Office LAN", "connection.interface-name", "", "802-3-ethernet.mac-address", &mac]).expect("bind the wired profile by MAC");
+        lab.nmcli(&["connection", "modify", "Office LAN", "connection.interface-name", "", "802-3-ethernet.mac-address", &mac])
+            .expect("bind the wired profile by MAC");
     }) else {
         return;
     };
@@ -365,7 +366,8 @@ fn on_another_lan_a_pull_connects_as_plain_nm_would_and_says_not_the_same_lan() 
     let Some(control_lab) = start_or_skip(&format!("{test} (control)"), other_lan()) else { return };
     control_lab.add_ethernet_profile("Office LAN", "wired0", true);
     control_lab.add_ethernet_profile("Backup link", "backup0", true);
-    control_lab.expect_until("both links' addresses", Duration::from_secs(30), || control_lab.ipv4("wired0").is_some() && control_lab.ipv4("backup0").is_some());
+    control_lab
+        .expect_until("both links' addresses", Duration::from_secs(30), || control_lab.ipv4("wired0").is_some() && control_lab.ipv4("backup0").is_some());
     let t0 = Instant::now();
     control_lab.pull_cable();
     control_lab.expect_until("the peer through the backup", Duration::from_secs(30), || control_lab.ipv4("wired0").is_none() && peer_reachable(&control_lab));
@@ -387,7 +389,9 @@ fn on_another_lan_a_pull_connects_as_plain_nm_would_and_says_not_the_same_lan() 
 
     // Said as it is, once the backup's `up` has been handled.
     lab.expect_until("status to say the address was not kept", Duration::from_secs(10), || {
-        lab.companion(&["status"]).contains("not the same LAN: the backup's lease is of 198.19.0.0/24 (DHCP server 198.19.0.1), the wired link's was of 198.18.0.0/24 (DHCP server 198.18.0.1)")
+        lab.companion(&["status"]).contains(
+            "not the same LAN: the backup's lease is of 198.19.0.0/24 (DHCP server 198.19.0.1), the wired link's was of 198.18.0.0/24 (DHCP server 198.18.0.1)",
+        )
     });
     let status: serde_json::Value = serde_json::from_str(&lab.companion(&["status", "--json"])).unwrap();
     assert_eq!(status["pairs"][0]["other_lan"]["backup"], "198.19.0.0/24 (DHCP server 198.19.0.1)", "{status:#}");

@@ -69,8 +69,7 @@ fn run(lab: &Lab) -> Result<(), String> {
     let t0 = Instant::now();
     let stamp = |what: &str| println!("{:>8.3} s  {what}", t0.elapsed().as_secs_f64());
     let e = |e: LabError| e.to_string();
-    println!("lab: {} ({:?}, {:?} DHCP client), NetworkManager {}", lab.name, lab.cfg.server, lab.cfg.client,
-        lab.nmcli(&["-v"]).map_err(e)?.trim());
+    println!("lab: {} ({:?}, {:?} DHCP client), NetworkManager {}", lab.name, lab.cfg.server, lab.cfg.client, lab.nmcli(&["-v"]).map_err(e)?.trim());
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     let (backup, profile) = if lab.cfg.wifi { ("wlan0", "Office Wi-Fi") } else { ("backup0", "Backup link") };
     if lab.cfg.wifi {
@@ -117,8 +116,12 @@ fn run(lab: &Lab) -> Result<(), String> {
     tcp.wait_for_traffic(10, Duration::from_secs(10));
     let window = monitor.double_address_window(plug, addr, "wired0", backup);
     let report = tcp.close();
-    stamp(&format!("TCP: {} round trips, longest stall after the re-plug {} ms, error: {}", report.round_trips,
-        report.longest_stall.as_millis(), report.error.as_deref().unwrap_or("none")));
+    stamp(&format!(
+        "TCP: {} round trips, longest stall after the re-plug {} ms, error: {}",
+        report.round_trips,
+        report.longest_stall.as_millis(),
+        report.error.as_deref().unwrap_or("none")
+    ));
 
     println!("\naddress and link events (host namespace, from the pull):\n{}", monitor.dump(pull));
     println!("\nDHCP server log:\n{}", dhcp_lines(&lab.server_log()).join("\n"));
@@ -127,11 +130,13 @@ fn run(lab: &Lab) -> Result<(), String> {
         println!("  {line}");
     }
     println!("\nstatus:\n{}", lab.companion(&["status"]));
-    println!("summary: same address {addr} throughout; both links held it on the LAN for {} ms after the re-plug; \
+    println!(
+        "summary: same address {addr} throughout; both links held it on the LAN for {} ms after the re-plug; \
               the TCP session {}; server conflicts: {}",
         window.map_or("?".into(), |w| w.as_millis().to_string()),
         if report.survived() { "survived" } else { "DIED" },
-        lab.server_log().matches("Abandoning").count());
+        lab.server_log().matches("Abandoning").count()
+    );
     if !report.survived() {
         return Err("the TCP session did not survive".into());
     }

@@ -35,7 +35,6 @@ fn settled(lab: &Lab, plugged: bool, addr: Ipv4Addr) -> bool {
     }
 }
 
-
 fn flapping_case(test: &str, toggles: usize, seed: u64) {
     let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     let lab = &p.lab;
@@ -49,9 +48,15 @@ fn flapping_case(test: &str, toggles: usize, seed: u64) {
         }
     }
     // Measured from the last toggle.
-    let took = lab
-        .wait_until("the pair to settle", Duration::from_secs(60), || settled(lab, plugged, p.addr))
-        .unwrap_or_else(|e| panic!("{test} (seed {seed:#x}): {e}: wired {:?}, backup {:?} ({})\n{}", lab.ipv4("wired0"), lab.ipv4("backup0"), nm_state(lab, "Backup link"), lab.diagnostics()));
+    let took = lab.wait_until("the pair to settle", Duration::from_secs(60), || settled(lab, plugged, p.addr)).unwrap_or_else(|e| {
+        panic!(
+            "{test} (seed {seed:#x}): {e}: wired {:?}, backup {:?} ({})\n{}",
+            lab.ipv4("wired0"),
+            lab.ipv4("backup0"),
+            nm_state(lab, "Backup link"),
+            lab.diagnostics()
+        )
+    });
     // Stable, not passing through: still right a while later.
     std::thread::sleep(Duration::from_secs(3));
     assert!(settled(lab, plugged, p.addr), "{test}: did not stay settled\n{}", lab.diagnostics());

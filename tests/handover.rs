@@ -73,7 +73,14 @@ fn a_stable_generated_wired_mac_is_cloned() {
 fn released_lease_is_carried_back_isc_dhcpd_internal_client() {
     // The carrier watcher off: it alone also keeps the address (the test
     // below), and this one is about the carried lease.
-    let Some(r) = released_lease_case("released/isc-dhcpd/internal, --no-carrier-watch", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &["--no-carrier-watch"], Release::Crafted) else { return };
+    let Some(r) = released_lease_case(
+        "released/isc-dhcpd/internal, --no-carrier-watch",
+        LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
+        &["--no-carrier-watch"],
+        Release::Crafted,
+    ) else {
+        return;
+    };
     assert!(!r.abandoned, "dhcpd abandoned the address: {r:?}");
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
@@ -82,14 +89,23 @@ fn released_lease_is_carried_back_isc_dhcpd_internal_client() {
 fn released_lease_is_carried_back_isc_dhcpd_dhclient() {
     // The carrier watcher off: it alone also keeps the address (the test
     // below), and this one is about the carried lease.
-    let Some(r) = released_lease_case("released/isc-dhcpd/dhclient, --no-carrier-watch", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Dhclient), &["--no-carrier-watch"], Release::Crafted) else { return };
+    let Some(r) = released_lease_case(
+        "released/isc-dhcpd/dhclient, --no-carrier-watch",
+        LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Dhclient),
+        &["--no-carrier-watch"],
+        Release::Crafted,
+    ) else {
+        return;
+    };
     assert!(!r.abandoned, "dhcpd abandoned the address: {r:?}");
     assert_eq!(r.after, Some(r.before), "{r:?}");
 }
 
 #[test]
 fn released_lease_is_carried_back_dnsmasq_internal_client() {
-    let Some(r) = released_lease_case("released/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[], Release::Crafted) else { return };
+    let Some(r) = released_lease_case("released/dnsmasq/internal", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Internal), &[], Release::Crafted) else {
+        return;
+    };
     assert_eq!(r.after, Some(r.before), "{r:?}");
     assert_init_reboot(&r);
 }
@@ -105,7 +121,9 @@ fn assert_init_reboot(r: &ReleasedOutcome) {
 
 #[test]
 fn released_lease_is_carried_back_dnsmasq_dhclient() {
-    let Some(r) = released_lease_case("released/dnsmasq/dhclient", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Dhclient), &[], Release::Crafted) else { return };
+    let Some(r) = released_lease_case("released/dnsmasq/dhclient", LabConfig::new(DhcpServer::Dnsmasq, DhcpClient::Dhclient), &[], Release::Crafted) else {
+        return;
+    };
     assert_eq!(r.after, Some(r.before), "{r:?}");
     assert_init_reboot(&r);
 }
@@ -187,7 +205,11 @@ fn pair_then_unpair_restores_the_profiles() {
     let Some(lab) = start_or_skip(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_companion()) else { return };
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.add_ethernet_profile("Backup link", "backup0", true);
-    let show = |name: &str| lab.nmcli(&["-g", "802-3-ethernet.cloned-mac-address,ipv4.dhcp-client-id,connection.autoconnect", "connection", "show", name]).unwrap().replace('\\', "");
+    let show = |name: &str| {
+        lab.nmcli(&["-g", "802-3-ethernet.cloned-mac-address,ipv4.dhcp-client-id,connection.autoconnect", "connection", "show", name])
+            .unwrap()
+            .replace('\\', "")
+    };
     let before = (show("Office LAN"), show("Backup link"));
     let said = lab.companion(&["pair", "Office LAN", "Backup link"]);
     let wired_mac = lab.mac("wired0");
@@ -282,11 +304,7 @@ fn the_backup_sends_the_hostname_the_wired_link_sends() {
     measured(test, "DHCP messages at the server across pull and re-plug", messages.join(" | "));
     let acks = messages.iter().filter(|l| l.contains("DHCPACK")).count();
     assert!(acks >= 2, "{test}: expected the backup's and the wired link's ACK\n{}", lab.diagnostics());
-    assert!(
-        messages.iter().all(|l| l.contains(&wired_mac) && l.contains("(laptop-office)")),
-        "{test}: a client sent another name\n{}",
-        lab.diagnostics()
-    );
+    assert!(messages.iter().all(|l| l.contains(&wired_mac) && l.contains("(laptop-office)")), "{test}: a client sent another name\n{}", lab.diagnostics());
     lab.companion(&["unpair", "Office LAN"]);
     assert_eq!(lab.nmcli(&["-g", "ipv4.dhcp-hostname", "connection", "show", "Backup link"]).unwrap().trim(), "backup-own-name");
     let after = keyfile_bytes(lab);

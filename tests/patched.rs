@@ -95,8 +95,10 @@ fn backup_leaves_first_case(test: &str, server: DhcpServer, release: Release) {
     if release == Release::ByBackup {
         assert!(!r.released_at_replug, "the backup's DHCPRELEASE reached the server\n{r:?}");
     }
-    let (off, (first, packet)) = (r.backup_off.expect("the backup never left the LAN"), r.first_wired_dhcp.clone().expect("no DHCP packet from the wired link"));
-    let lead = first.duration_since(off).unwrap_or_else(|e| panic!("the wired link sent DHCP {:?} BEFORE the backup left the LAN: {packet}\n{r:?}", e.duration()));
+    let (off, (first, packet)) =
+        (r.backup_off.expect("the backup never left the LAN"), r.first_wired_dhcp.clone().expect("no DHCP packet from the wired link"));
+    let lead =
+        first.duration_since(off).unwrap_or_else(|e| panic!("the wired link sent DHCP {:?} BEFORE the backup left the LAN: {packet}\n{r:?}", e.duration()));
     measured(test, "backup off the LAN before the first wired DHCP packet by", ms(lead));
     measured(test, "first wired DHCP packet", &packet);
     assert!(!r.abandoned, "{r:?}");
@@ -206,9 +208,7 @@ fn patched_link_up_without_scripts_is_not_dispatched() {
 fn link_up_script(secs: f64) -> (String, String) {
     (
         "link-up.d/50-test".into(),
-        format!(
-            "#!/bin/sh\n[ \"$2\" = link-up ] || exit 0\ndate +%s.%N >> /run/link-up-started\nsleep {secs}\ndate +%s.%N >> /run/link-up-ended\n"
-        ),
+        format!("#!/bin/sh\n[ \"$2\" = link-up ] || exit 0\ndate +%s.%N >> /run/link-up-started\nsleep {secs}\ndate +%s.%N >> /run/link-up-ended\n"),
     )
 }
 
@@ -270,7 +270,11 @@ fn patched_link_up_holds_dhcp_until_the_script_returns() {
     let after_end = first.duration_since(ended[0]).unwrap_or_default();
     measured(test, "script end -> first DHCP packet", ms(after_end));
     assert!(after_end < Duration::from_secs(1), "DHCP came {after_end:?} after the script returned\n{}", lab.diagnostics());
-    assert!(lab.nm_log().contains("IP configuration waits for \"link-up\" dispatcher scripts"), "no log line says IP configuration is held\n{}", lab.diagnostics());
+    assert!(
+        lab.nm_log().contains("IP configuration waits for \"link-up\" dispatcher scripts"),
+        "no log line says IP configuration is held\n{}",
+        lab.diagnostics()
+    );
 }
 
 /// A script that does not return in time: NM logs a warning and starts

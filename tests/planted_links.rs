@@ -70,7 +70,11 @@ fn the_link_up_marker_refuses_a_planted_link() {
 #[test]
 fn lease_files_the_conf_snippet_and_the_record_refuse_a_planted_link() {
     let scratch = Scratch::new("atomic");
-    for name in ["internal-11111111-1111-4111-8111-111111111111-backup0.lease", "90-nm-handover-11111111-1111-4111-8111-111111111111.conf", "11111111-1111-4111-8111-111111111111.pair"] {
+    for name in [
+        "internal-11111111-1111-4111-8111-111111111111-backup0.lease",
+        "90-nm-handover-11111111-1111-4111-8111-111111111111.conf",
+        "11111111-1111-4111-8111-111111111111.pair",
+    ] {
         let (link, victim) = scratch.plant(name);
         let err = write_atomically(&link, b"written\n").unwrap_err();
         assert!(err.to_string().contains("symlink") || err.to_string().contains("symbolic link"), "{name}: {err}");

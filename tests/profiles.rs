@@ -64,11 +64,7 @@ fn keyfiles_before_pair_equal_keyfiles_after_unpair(test: &str, cfg: Result<LabC
 
     let after = keyfile_bytes(&lab);
     for ((name, old), (_, new)) in before.iter().zip(&after) {
-        assert_eq!(
-            String::from_utf8_lossy(new),
-            String::from_utf8_lossy(old),
-            "{test}: keyfile {name} changed by pair + unpair"
-        );
+        assert_eq!(String::from_utf8_lossy(new), String::from_utf8_lossy(old), "{test}: keyfile {name} changed by pair + unpair");
     }
     assert_eq!(after.len(), before.len(), "{test}: keyfiles added or removed");
     measured(test, "keyfiles identical after pair + unpair", before.len());
@@ -101,8 +97,16 @@ const SAE: Secrets = Secrets {
 
 const PEAP: Secrets = Secrets {
     backup: &[
-        "wifi-sec.key-mgmt", "wpa-eap", "802-1x.eap", "peap", "802-1x.phase2-auth", "mschapv2", "802-1x.identity", "alice",
-        "802-1x.password", "peap secret",
+        "wifi-sec.key-mgmt",
+        "wpa-eap",
+        "802-1x.eap",
+        "peap",
+        "802-1x.phase2-auth",
+        "mschapv2",
+        "802-1x.identity",
+        "alice",
+        "802-1x.password",
+        "peap secret",
     ],
     backup_secrets: &[("802-1x.password", "peap secret")],
     wired: &[],

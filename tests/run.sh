@@ -14,6 +14,17 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "tests/run.sh: not root: the patched NetworkManager is not built; its lab tests will skip" >&2
 fi
+# The style (rustfmt.toml) and the lints of the pinned clippy gate; another clippy's
+# new lints are shown, not fatal, until the pin moves (this machine kind has one
+# rustup toolchain and fetches no other).
+cargo fmt --check
+gating_clippy="clippy 0.1.95"
+if cargo clippy --version | grep -q "^$gating_clippy "; then
+    cargo clippy --locked --all-targets -- -D warnings
+else
+    echo "tests/run.sh: $(cargo clippy --version) is not the pinned $gating_clippy: its lints do not gate" >&2
+    cargo clippy --locked --all-targets
+fi
 cargo build --locked --all-targets
 # Every figure the docs publish agrees with its result file (warns about stale result files).
 python3 bench-results/check-docs
@@ -24,3 +35,5 @@ if [ "$(id -u)" = 0 ]; then
     # ipv4.dhcp-send-release only exists since NM 1.48: those cases are for 1.58 alone.
     NM_HANDOVER_PATCHED_VERSION=1.42.4 cargo test --locked --test patched -- --test-threads=1 --skip send_release
 fi
+# The Debian package: built offline, lintian-clean, installed, a lab scenario run against it, purged.
+bash tests/package-deb.sh

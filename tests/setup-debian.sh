@@ -12,6 +12,9 @@ packages=(
     network-manager dbus-daemon isc-dhcp-server isc-dhcp-client dnsmasq-base
     # meson-compat and its install test
     meson ninja-build groff-base
+    # the Debian package (tests/package-deb.sh), built with Debian's own Rust toolchain,
+    # which is also the cargo, rustfmt and clippy on PATH where no other is installed
+    dpkg-dev debhelper lintian xz-utils rustc-web cargo-web rustfmt-web rust-web-clippy
     iproute2 socat iputils-ping tcpdump procps psmisc util-linux
     # the benchmark's peak-RSS spawner (GNU time)
     time
@@ -31,10 +34,8 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ! command -v cargo >/dev/null 2>&1; then
-    # bookworm's own rustc (1.63) is too old for the crates; rustc-web is Debian's newer one.
-    missing+=(rustc-web cargo-web)
-fi
+# (bookworm's own rustc, 1.63, is too old for the crates; rustc-web is Debian's newer one,
+# and the cargo on PATH where no other is installed.)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup-debian.sh: installing ${missing[*]}" >&2

@@ -75,8 +75,20 @@ fn private_profiles_with_pairing_keys_make_root_change_nothing() {
     // clones the "wired" link's MAC, as `pair` would set it.
     for (name, iface) in [("Private wired", "third0"), ("Private backup", "backup0")] {
         lab.nmcli(&[
-            "connection", "add", "type", "ethernet", "con-name", name, "ifname", iface, "autoconnect", "no",
-            "connection.permissions", "user:nobody", "ipv6.method", "disabled",
+            "connection",
+            "add",
+            "type",
+            "ethernet",
+            "con-name",
+            name,
+            "ifname",
+            iface,
+            "autoconnect",
+            "no",
+            "connection.permissions",
+            "user:nobody",
+            "ipv6.method",
+            "disabled",
         ])
         .expect("add a private profile");
     }
@@ -185,11 +197,8 @@ fn pair_records_the_pair_last_under_the_handover_lock() {
     let mut holder = lab.host_command(&["flock", "/run/nm-handover/handover.lock", "sleep", "4"]).spawn().expect("flock");
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let mut pair = lab
-        .host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "pair", "Office LAN", "Backup link"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("pair");
+    let mut pair =
+        lab.host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "pair", "Office LAN", "Backup link"]).stdout(std::process::Stdio::null()).spawn().expect("pair");
     lab.expect_until("pair to write the backup's pairing data", Duration::from_secs(3), || {
         std::fs::read_to_string(lab.keyfile_of("Backup link")).is_ok_and(|t| t.contains("nm-handover.role=backup"))
     });

@@ -109,8 +109,19 @@ fn the_watcher_is_one_per_pair_bounded_and_touches_only_the_backup() {
     let backup_mac = lab.mac("backup0");
     let spawn = |pair: &str, activation: &str| {
         lab.host_command(&[
-            bin, "--pair", pair, "--wired", "wired0", "--backup", "backup0", "--wired-mac", &wired_mac, "--backup-mac", &backup_mac,
-            "--activation-secs", activation,
+            bin,
+            "--pair",
+            pair,
+            "--wired",
+            "wired0",
+            "--backup",
+            "backup0",
+            "--wired-mac",
+            &wired_mac,
+            "--backup-mac",
+            &backup_mac,
+            "--activation-secs",
+            activation,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,9 +140,7 @@ fn the_watcher_is_one_per_pair_bounded_and_touches_only_the_backup() {
     // The backup (its own MAC) never carries the wired MAC: the activation limit ends it.
     let started = Instant::now();
     let first = spawn("pair-a", "4");
-    lab.expect_until("the first watcher's lock", Duration::from_secs(5), || {
-        lab.run_in_host(&["cat", "/run/nm-handover/watch-pair-a.pid"]).status.success()
-    });
+    lab.expect_until("the first watcher's lock", Duration::from_secs(5), || lab.run_in_host(&["cat", "/run/nm-handover/watch-pair-a.pid"]).status.success());
     // (It waits up to 2 s for the lock, which the first holds for 4 s.)
     let second = finish(spawn("pair-a", "4"), Duration::from_secs(3));
     assert!(second.contains("already watched"), "{second}");

@@ -67,7 +67,9 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
     on_wifi("boot_with_the_cable_out_brings_up_the_wifi", || {
         let test = "wifi/boot with the cable out";
         // The control: the same profiles unpaired, the Wi-Fi connecting automatically.
-        let Some(mut control) = start_or_skip(&format!("{test} (control)"), LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi()) else { return };
+        let Some(mut control) = start_or_skip(&format!("{test} (control)"), LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi()) else {
+            return;
+        };
         control.add_ethernet_profile("Office LAN", "wired0", true);
         control.add_wifi_profile("Office Wi-Fi", "wlan0");
         control.nmcli(&["connection", "modify", "Office Wi-Fi", "connection.autoconnect", "yes"]).expect("autoconnect the control's Wi-Fi");
@@ -82,7 +84,7 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         measured(test, "NM start -> Wi-Fi holds the address: control / paired", format!("{} / {}", ms(control_took), ms(took)));
         assert!(took <= control_took + Duration::from_secs(2), "{test}: paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
         let wired_mac = lab.mac("wired0");
-        assert_eq!(lab.ap_stations(), [wired_mac.clone()], "{}", lab.diagnostics());
+        assert_eq!(lab.ap_stations(), std::slice::from_ref(&wired_mac), "{}", lab.diagnostics());
         assert!(lab.ipv4("wired0").is_none());
         let server_log = lab.server_log();
         let acks: Vec<&str> = server_log.lines().filter(|l| l.contains("DHCPACK")).collect();
@@ -154,7 +156,11 @@ fn mac_randomisation_never_reaches_the_dhcp_server() {
             let wired_mac = p.lab.mac("wired0");
             let server_log = p.lab.server_log();
             let macs: Vec<&str> = server_log
-                .lines().filter(|l| l.contains("DHCP")).filter_map(|l| l.split(" from ").nth(1).or_else(|| l.split(" to ").nth(1))).filter_map(|rest| rest.split_whitespace().next()).collect();
+                .lines()
+                .filter(|l| l.contains("DHCP"))
+                .filter_map(|l| l.split(" from ").nth(1).or_else(|| l.split(" to ").nth(1)))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .collect();
             assert!(macs.iter().all(|m| *m == wired_mac), "{test}: the DHCP server saw {macs:?}, not only {wired_mac}");
             p.lab.companion(&["unpair", "Office LAN"]);
             let restored = p.lab.nmcli(&["-g", "802-11-wireless.cloned-mac-address", "connection", "show", "Office Wi-Fi"]).unwrap();

@@ -61,7 +61,10 @@ impl Return {
         let lines: Vec<&str> = log.lines().skip(since).collect();
         let time = |i: usize| -> Result<f64, String> {
             let line = lines[i];
-            line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).and_then(|(t, _)| t.parse().ok()).ok_or_else(|| format!("no time in NM's log line {line:?}"))
+            line.split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .and_then(|(t, _)| t.parse().ok())
+                .ok_or_else(|| format!("no time in NM's log line {line:?}"))
         };
         let find = |from: usize, what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize, String> {
             lines.iter().skip(from).position(|l| pred(l)).map(|i| i + from).ok_or_else(|| format!("NM's log has no {what} after line {}", since + from))
@@ -93,7 +96,11 @@ fn wifi_return(lab: &Lab, test: &str, since: usize) -> Return {
 /// The paired laptop's part in a return: one activation, asked for soon
 /// after the scan, and the address no later than the control's + [`SLACK`].
 fn judge_return(lab: &Lab, test: &str, what: &str, control: &Return, paired: &Return) {
-    measured(test, &format!("{what}: scan listing the network -> Wi-Fi lease: control / paired"), format!("{} / {}", ms(control.to_lease()), ms(paired.to_lease())));
+    measured(
+        test,
+        &format!("{what}: scan listing the network -> Wi-Fi lease: control / paired"),
+        format!("{} / {}", ms(control.to_lease()), ms(paired.to_lease())),
+    );
     measured(test, &format!("{what}: scan listing the network -> the paired laptop's activation"), ms(paired.reaction()));
     assert_eq!(paired.activations, 1, "{test}: {what}: {paired:?}\n{}", lab.diagnostics());
     assert!(paired.reaction() <= REACTION, "{test}: {what}: asked {} after the scan: {paired:?}\n{}", ms(paired.reaction()), lab.diagnostics());
@@ -145,9 +152,7 @@ fn asleep(lab: &Lab) {
         lab.nmcli(&["-t", "-f", "STATE", "device"]).is_ok_and(|states| !states.lines().any(|s| s.starts_with("connecting")))
     });
     lab.nm_sleep(true);
-    lab.expect_until("NetworkManager asleep", Duration::from_secs(30), || {
-        lab.nmcli(&["-t", "-f", "STATE", "general"]).is_ok_and(|s| s.trim() == "asleep")
-    });
+    lab.expect_until("NetworkManager asleep", Duration::from_secs(30), || lab.nmcli(&["-t", "-f", "STATE", "general"]).is_ok_and(|s| s.trim() == "asleep"));
 }
 
 /// Wakes NetworkManager; how long until `iface` holds the address.
@@ -218,7 +223,11 @@ fn suspend_and_resume(nic: VmNic) {
     let took = suspend_day(&p.lab, test, Some(p.addr));
     if nic == WOL_NIC {
         // The path this NIC is here for: NetworkManager left it up at the suspend.
-        assert!(p.lab.nm_log().contains("sleep: device wired0 has wake-on-lan, skipping"), "{test}: the wired NIC did not wake on LAN\n{}", p.lab.diagnostics());
+        assert!(
+            p.lab.nm_log().contains("sleep: device wired0 has wake-on-lan, skipping"),
+            "{test}: the wired NIC did not wake on LAN\n{}",
+            p.lab.diagnostics()
+        );
     }
     for (what, control, paired) in [
         ("wake on the cable -> wired holds the address", control.on_the_cable, took.on_the_cable),
@@ -294,8 +303,24 @@ fn access_point_and_radio_away_and_back() {
 /// home Wi-Fi never interrupted.
 fn home_day(lab: &Lab, test: &str) -> Duration {
     lab.nmcli(&[
-        "connection", "add", "type", "wifi", "con-name", "Home Wi-Fi", "ifname", "wlan0", "ssid", "nmh-home", "autoconnect", "yes",
-        "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", "disabled",
+        "connection",
+        "add",
+        "type",
+        "wifi",
+        "con-name",
+        "Home Wi-Fi",
+        "ifname",
+        "wlan0",
+        "ssid",
+        "nmh-home",
+        "autoconnect",
+        "yes",
+        "wifi-sec.key-mgmt",
+        "wpa-psk",
+        "wifi-sec.psk",
+        WIFI_PSK,
+        "ipv6.method",
+        "disabled",
     ])
     .expect("the home Wi-Fi profile");
     lab.rename_access_point("nmh-home");
@@ -308,13 +333,16 @@ fn home_day(lab: &Lab, test: &str) -> Duration {
     let office_tries = lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count();
     let t0 = Instant::now();
     lab.pull_cable();
-    lab.expect_until("the peer through the home Wi-Fi", Duration::from_secs(60), || {
-        lab.ipv4("wired0").is_none() && peer_reachable(lab)
-    });
+    lab.expect_until("the peer through the home Wi-Fi", Duration::from_secs(60), || lab.ipv4("wired0").is_none() && peer_reachable(lab));
     let took = t0.elapsed();
     // Past the supervisor's settle and grace: nothing tried, nothing interrupted.
     std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count(), office_tries, "{test}: the office Wi-Fi was tried at home\n{}", lab.diagnostics());
+    assert_eq!(
+        lab.nm_log().matches("Activation: starting connection 'Office Wi-Fi'").count(),
+        office_tries,
+        "{test}: the office Wi-Fi was tried at home\n{}",
+        lab.diagnostics()
+    );
     assert_eq!(nm_state(lab, "Home Wi-Fi"), "activated", "{test}: {}", lab.diagnostics());
     assert_eq!(lab.ap_stations(), [home_mac], "{test}: the home Wi-Fi's MAC changed");
     connected(lab, test);

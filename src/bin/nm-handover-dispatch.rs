@@ -11,8 +11,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use nm_handover::event::DispatcherEvent;
 use nm_handover::event::DispatcherAction;
+use nm_handover::event::DispatcherEvent;
 use nm_handover::prefilter::{prefilter, record_link_up_seen, Verdict};
 use nm_handover::sys::paths::NM_CONF_DIR;
 
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let event = match DispatcherEvent::from_parts(args.clone(), std::env::vars_os()) {
         Ok(event) => event,
         Err(err) => {
-            eprintln!("nm-handover: {err} (usage: nm-handover-dispatch IFACE ACTION, as nm-dispatcher runs it)");
+            eprintln!("{}nm-handover: {err} (usage: nm-handover-dispatch IFACE ACTION, as nm-dispatcher runs it)", error_prefix());
             return ExitCode::FAILURE;
         }
     };
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     let full = match full_program() {
         Ok(path) => path,
         Err(why) => {
-            eprintln!("nm-handover: {why}");
+            eprintln!("{}nm-handover: {why}", error_prefix());
             return ExitCode::FAILURE;
         }
     };
@@ -59,16 +59,28 @@ fn main() -> ExitCode {
         // (a `link-up` NM waits for, a handover). The handover lock orders its
         // reconciles with them; its log lines reach nm-dispatcher's journal.
         // Where one runs already, the new one exits at once.
-        return match Command::new(&full).arg0(FULL_PROGRAM).args(["supervise", "--wait-for-nm-secs", "30"]).stdin(Stdio::null()).stdout(Stdio::null()).process_group(0).spawn() {
+        return match Command::new(&full)
+            .arg0(FULL_PROGRAM)
+            .args(["supervise", "--wait-for-nm-secs", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+        {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("nm-handover: cannot run {} supervise: {err}", full.display());
+                eprintln!("{}nm-handover: cannot run {} supervise: {err}", error_prefix(), full.display());
                 ExitCode::FAILURE
             }
         };
     }
     // exec only returns on failure.
     let err = Command::new(&full).arg0(FULL_PROGRAM).args(&args).exec();
-    eprintln!("nm-handover: cannot run {}: {err}", full.display());
+    eprintln!("{}nm-handover: cannot run {}: {err}", error_prefix(), full.display());
     ExitCode::FAILURE
+}
+
+/// What starts an error line (see `nm_handover::sys::stderr`).
+fn error_prefix() -> String {
+    nm_handover::sys::stderr::line_prefix(tracing::Level::ERROR)
 }

@@ -11,12 +11,12 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use nm_handover::marks::Mark;
+use nm_handover::offlan::take_off_lan;
 use nm_handover::pairing::{mac_bytes, parse_mac};
 use nm_handover::sys::lock::FileLock;
-use nm_handover::sys::paths::watcher_lock_path;
-use nm_handover::offlan::take_off_lan;
-use nm_handover::marks::Mark;
 use nm_handover::sys::netlink::{if_index, LinkMonitor};
+use nm_handover::sys::paths::watcher_lock_path;
 use nm_handover::watch::{Limits, Step, Watch};
 
 const USAGE: &str = "usage: nm-handover-watch --pair WIRED-UUID --wired IFACE --backup IFACE --wired-mac MAC [--backup-mac MAC] \
@@ -104,13 +104,7 @@ fn run(args: Args) -> Result<String, String> {
         monitor.request(backup).and_then(|()| wired.map_or(Ok(()), |w| monitor.request(w))).map_err(|e| format!("rtnetlink: {e}"))
     };
     resync(&monitor, wired)?;
-    say(format_args!(
-        "watching {} for carrier while {} carries {} (pid {})",
-        args.wired,
-        args.backup,
-        fmt_mac(args.wired_mac),
-        std::process::id()
-    ));
+    say(format_args!("watching {} for carrier while {} carries {} (pid {})", args.wired, args.backup, fmt_mac(args.wired_mac), std::process::id()));
     let mut watch = Watch::new(wired, &args.wired, backup, args.wired_mac, args.limits);
     let started = Instant::now();
     loop {
@@ -153,7 +147,7 @@ fn run(args: Args) -> Result<String, String> {
 
 fn main() -> ExitCode {
     if let Err(e) = nm_handover::sys::normal_priority() {
-        eprintln!("nm-handover-watch: cannot restore its CPU priority: {e}");
+        eprintln!("{}nm-handover-watch: cannot restore its CPU priority: {e}", nm_handover::sys::stderr::line_prefix(tracing::Level::WARN));
     }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -187,8 +181,16 @@ mod tests {
     }
 
     const GOOD: &[&str] = &[
-        "--pair", "0b9f4c3e-1111-2222-3333-444455556666", "--wired", "wired0", "--backup", "wlan0",
-        "--wired-mac", "02:00:00:00:00:01", "--backup-mac", "02:00:00:00:00:02",
+        "--pair",
+        "0b9f4c3e-1111-2222-3333-444455556666",
+        "--wired",
+        "wired0",
+        "--backup",
+        "wlan0",
+        "--wired-mac",
+        "02:00:00:00:00:01",
+        "--backup-mac",
+        "02:00:00:00:00:02",
     ];
 
     #[test]

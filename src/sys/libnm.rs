@@ -9,13 +9,13 @@
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::net::Ipv4Addr;
 use std::ptr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gio::prelude::*;
@@ -55,8 +55,7 @@ pub enum NmError {
 
 impl NmError {
     fn connect(message: String) -> NmError {
-        let bus = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
-            .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".to_owned());
+        let bus = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".to_owned());
         NmError::Connect { bus, message }
     }
 }
@@ -127,7 +126,6 @@ pub struct Profile {
 #[derive(Debug, Clone)]
 pub struct SavedProfile(glib::Variant);
 
-
 pub struct ActiveConnection {
     obj: glib::Object,
 }
@@ -167,9 +165,7 @@ fn ptr_array_objects(arr: *const glib::ffi::GPtrArray) -> Vec<glib::Object> {
     // SAFETY: libnm's arrays hold `len` valid GObject pointers.
     unsafe {
         let arr = &*arr;
-        (0..arr.len as usize)
-            .filter_map(|i| object_from_none(*arr.pdata.add(i)))
-            .collect()
+        (0..arr.len as usize).filter_map(|i| object_from_none(*arr.pdata.add(i))).collect()
     }
 }
 
@@ -178,11 +174,7 @@ struct AsyncSlot {
     result: Cell<*mut gio::ffi::GAsyncResult>,
 }
 
-unsafe extern "C" fn async_ready(
-    _source: *mut glib::gobject_ffi::GObject,
-    result: *mut gio::ffi::GAsyncResult,
-    data: glib::ffi::gpointer,
-) {
+unsafe extern "C" fn async_ready(_source: *mut glib::gobject_ffi::GObject, result: *mut gio::ffi::GAsyncResult, data: glib::ffi::gpointer) {
     // SAFETY: `data` is the `Rc<AsyncSlot>` leaked by `Nm::call_async`, reclaimed here once.
     let slot: Rc<AsyncSlot> = Rc::from_raw(data as *const AsyncSlot);
     glib::gobject_ffi::g_object_ref(result as *mut _);
@@ -235,47 +227,34 @@ impl Nm {
 
     pub fn devices(&self) -> Vec<Device> {
         // SAFETY: valid client.
-        ptr_array_objects(unsafe { ffi::nm_client_get_devices(self.raw()) })
-            .into_iter()
-            .map(|obj| Device { obj })
-            .collect()
+        ptr_array_objects(unsafe { ffi::nm_client_get_devices(self.raw()) }).into_iter().map(|obj| Device { obj }).collect()
     }
 
     pub fn device(&self, iface: &str) -> Option<Device> {
         let iface = CString::new(iface).ok()?;
         // SAFETY: valid client and C string.
-        object_from_none(unsafe { ffi::nm_client_get_device_by_iface(self.raw(), iface.as_ptr()) })
-            .map(|obj| Device { obj })
+        object_from_none(unsafe { ffi::nm_client_get_device_by_iface(self.raw(), iface.as_ptr()) }).map(|obj| Device { obj })
     }
 
     pub fn profiles(&self) -> Vec<Profile> {
         // SAFETY: valid client.
-        ptr_array_objects(unsafe { ffi::nm_client_get_connections(self.raw()) })
-            .into_iter()
-            .map(|obj| Profile { obj })
-            .collect()
+        ptr_array_objects(unsafe { ffi::nm_client_get_connections(self.raw()) }).into_iter().map(|obj| Profile { obj }).collect()
     }
 
     pub fn profile(&self, uuid: &str) -> Option<Profile> {
         let uuid = CString::new(uuid).ok()?;
         // SAFETY: valid client and C string.
-        object_from_none(unsafe { ffi::nm_client_get_connection_by_uuid(self.raw(), uuid.as_ptr()) })
-            .map(|obj| Profile { obj })
+        object_from_none(unsafe { ffi::nm_client_get_connection_by_uuid(self.raw(), uuid.as_ptr()) }).map(|obj| Profile { obj })
     }
 
     pub fn active_connections(&self) -> Vec<ActiveConnection> {
         // SAFETY: valid client.
-        ptr_array_objects(unsafe { ffi::nm_client_get_active_connections(self.raw()) })
-            .into_iter()
-            .map(|obj| ActiveConnection { obj })
-            .collect()
+        ptr_array_objects(unsafe { ffi::nm_client_get_active_connections(self.raw()) }).into_iter().map(|obj| ActiveConnection { obj }).collect()
     }
 
     /// The active connection of the profile with `uuid`, if any.
     pub fn active_connection_of(&self, uuid: &str) -> Option<ActiveConnection> {
-        self.active_connections()
-            .into_iter()
-            .find(|ac| ac.uuid().as_deref() == Some(uuid))
+        self.active_connections().into_iter().find(|ac| ac.uuid().as_deref() == Some(uuid))
     }
 
     /// Starts a libnm async call and iterates the client's context until it
@@ -310,11 +289,7 @@ impl Nm {
                 source.attach(Some(&self.context));
                 source
             };
-            start(
-                cancellable.to_glib_none().0,
-                Some(async_ready),
-                Rc::into_raw(slot.clone()) as glib::ffi::gpointer,
-            );
+            start(cancellable.to_glib_none().0, Some(async_ready), Rc::into_raw(slot.clone()) as glib::ffi::gpointer);
             while slot.result.get().is_null() {
                 self.context.iteration(true);
             }
@@ -439,7 +414,9 @@ impl Nm {
             let mut wake_at: Option<std::time::Instant> = None;
             loop {
                 let wake = wake_at.map(|at| {
-                    let source = glib::timeout_source_new(at.saturating_duration_since(std::time::Instant::now()), None, glib::Priority::DEFAULT, || glib::ControlFlow::Break);
+                    let source = glib::timeout_source_new(at.saturating_duration_since(std::time::Instant::now()), None, glib::Priority::DEFAULT, || {
+                        glib::ControlFlow::Break
+                    });
                     source.attach(Some(&self.context));
                     source
                 });
@@ -521,13 +498,7 @@ impl Nm {
             &what,
             |cancellable, cb, data| unsafe {
                 // SAFETY: valid objects; the callback gets `data` exactly once.
-                ffi::nm_client_deactivate_connection_async(
-                    client,
-                    active.obj.as_ptr() as *mut ffi::NMActiveConnection,
-                    cancellable,
-                    cb,
-                    data,
-                )
+                ffi::nm_client_deactivate_connection_async(client, active.obj.as_ptr() as *mut ffi::NMActiveConnection, cancellable, cb, data)
             },
             |result, err| unsafe {
                 // SAFETY: result from this call's callback.
@@ -587,11 +558,7 @@ impl Nm {
     }
 
     fn write_settings(&self, profile: &Profile, what: &str, settings: glib::Variant) -> Result<(), NmError> {
-        let args = glib::Variant::tuple_from_iter([
-            settings,
-            ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK.to_variant(),
-            glib::VariantDict::new(None).end(),
-        ]);
+        let args = glib::Variant::tuple_from_iter([settings, ffi::NM_SETTINGS_UPDATE2_FLAG_TO_DISK.to_variant(), glib::VariantDict::new(None).end()]);
         self.settings_call(profile, what, "Update2", Some(args)).map(drop)
     }
 
@@ -602,9 +569,7 @@ impl Nm {
     }
 
     fn settings_call_raw(&self, profile: &Profile, method: &str, args: Option<glib::Variant>) -> Result<glib::Variant, glib::Error> {
-        let path = profile
-            .dbus_path()
-            .ok_or_else(|| glib::Error::new(gio::IOErrorEnum::NotFound, "the profile has no D-Bus object path"))?;
+        let path = profile.dbus_path().ok_or_else(|| glib::Error::new(gio::IOErrorEnum::NotFound, "the profile has no D-Bus object path"))?;
         let reply = if method == "Update2" { "(a{sv})" } else { "(a{sa{sv}})" };
         self.bus().call_sync(
             Some(NM_BUS_NAME),
@@ -732,9 +697,7 @@ impl Device {
         // SAFETY: the type check picks the right subclass for the cast.
         let p = unsafe {
             match self.kind() {
-                DeviceKind::Ethernet => {
-                    ffi::nm_device_ethernet_get_permanent_hw_address(self.raw() as *mut ffi::NMDeviceEthernet)
-                }
+                DeviceKind::Ethernet => ffi::nm_device_ethernet_get_permanent_hw_address(self.raw() as *mut ffi::NMDeviceEthernet),
                 DeviceKind::Wifi => ffi::nm_device_wifi_get_permanent_hw_address(self.raw() as *mut ffi::NMDeviceWifi),
                 _ => ptr::null(),
             }
@@ -744,8 +707,7 @@ impl Device {
 
     pub fn active_connection(&self) -> Option<ActiveConnection> {
         // SAFETY: valid device.
-        object_from_none(unsafe { ffi::nm_device_get_active_connection(self.raw()) })
-            .map(|obj| ActiveConnection { obj })
+        object_from_none(unsafe { ffi::nm_device_get_active_connection(self.raw()) }).map(|obj| ActiveConnection { obj })
     }
 
     /// The addresses NM configured on the device, with their prefix lengths.
@@ -814,10 +776,7 @@ impl Device {
     /// The UUIDs of the profiles NM could activate on this device now.
     pub fn available_profiles(&self) -> Vec<String> {
         // SAFETY: valid device; the array and its connections are transfer-none.
-        ptr_array_objects(unsafe { ffi::nm_device_get_available_connections(self.raw()) })
-            .into_iter()
-            .filter_map(|obj| Profile { obj }.uuid())
-            .collect()
+        ptr_array_objects(unsafe { ffi::nm_device_get_available_connections(self.raw()) }).into_iter().filter_map(|obj| Profile { obj }.uuid()).collect()
     }
 
     /// When a Wi-Fi device's last scan finished, in ms of CLOCK_BOOTTIME
@@ -834,13 +793,7 @@ impl Device {
     /// Whether NM could activate `profile` on this device.
     pub fn compatible_with(&self, profile: &Profile) -> bool {
         // SAFETY: valid objects; errors are not needed.
-        unsafe {
-            ffi::nm_device_connection_compatible(
-                self.raw(),
-                profile.obj.as_ptr() as *mut ffi::NMConnection,
-                ptr::null_mut(),
-            ) != 0
-        }
+        unsafe { ffi::nm_device_connection_compatible(self.raw(), profile.obj.as_ptr() as *mut ffi::NMConnection, ptr::null_mut()) != 0 }
     }
 }
 
@@ -943,10 +896,7 @@ impl ActiveConnection {
 
     pub fn device_ifaces(&self) -> Vec<String> {
         // SAFETY: valid active connection.
-        ptr_array_objects(unsafe { ffi::nm_active_connection_get_devices(self.raw()) })
-            .into_iter()
-            .map(|obj| Device { obj }.iface())
-            .collect()
+        ptr_array_objects(unsafe { ffi::nm_active_connection_get_devices(self.raw()) }).into_iter().map(|obj| Device { obj }.iface()).collect()
     }
 }
 

@@ -8,10 +8,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::ptr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,7 @@ impl FileLock {
     /// Writes this process's PID into the locked file.
     pub fn record_pid(&self) -> io::Result<()> {
         self.file.set_len(0)?;
-        (&self.file).write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+        self.file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod lock;
 pub mod netlink;
 pub mod paths;
 pub mod settings;
+pub mod stderr;
 
 /// CLOCK_BOOTTIME in ms: NetworkManager's clock for the times it reports (a Wi-Fi device's last scan).
 pub fn boottime_ms() -> i64 {

@@ -14,8 +14,16 @@ pub enum LinkReport {
     /// `name`: the interface name, NUL-padded (IFNAMSIZ). `ethernet`: a
     /// link with no software kind (a NIC) or a veth; not a dummy, bridge,
     /// bond, tunnel or other link a user could have NetworkManager create.
-    Present { index: i32, carrier: bool, mac: Option<[u8; 6]>, name: [u8; 16], ethernet: bool },
-    Removed { index: i32 },
+    Present {
+        index: i32,
+        carrier: bool,
+        mac: Option<[u8; 6]>,
+        name: [u8; 16],
+        ethernet: bool,
+    },
+    Removed {
+        index: i32,
+    },
 }
 
 impl LinkReport {
@@ -195,9 +203,7 @@ impl LinkMonitor {
         local.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         local.nl_groups = libc::RTMGRP_LINK as u32;
         // SAFETY: valid fd and address.
-        let rc = unsafe {
-            libc::bind(sock.0, &local as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_nl>() as libc::socklen_t)
-        };
+        let rc = unsafe { libc::bind(sock.0, &local as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_nl>() as libc::socklen_t) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }

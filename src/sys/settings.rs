@@ -148,10 +148,7 @@ fn set(properties: &mut Properties, key: &str, value: Option<Variant>, what: &st
     match (existing, value) {
         (Some(i), Some(value)) => {
             if properties[i].1.type_() != value.type_() {
-                return Err(invalid(
-                    what,
-                    format!("NetworkManager stores it as '{}', not '{}'", properties[i].1.type_(), value.type_()),
-                ));
+                return Err(invalid(what, format!("NetworkManager stores it as '{}', not '{}'", properties[i].1.type_(), value.type_())));
             }
             properties[i].1 = value;
         }
@@ -174,9 +171,7 @@ fn apply_user_data(dict: &mut Vec<(String, Properties)>, changes: &BTreeMap<Stri
     };
     let properties = &mut dict[index].1;
     let mut data: BTreeMap<String, String> = match properties.iter().find(|(name, _)| name == USER_DATA) {
-        Some((_, value)) => value
-            .get()
-            .ok_or_else(|| invalid("user.data", format!("NetworkManager sent '{}', not 'a{{ss}}'", value.type_())))?,
+        Some((_, value)) => value.get().ok_or_else(|| invalid("user.data", format!("NetworkManager sent '{}', not 'a{{ss}}'", value.type_())))?,
         None => BTreeMap::new(),
     };
     for (key, value) in changes {
@@ -202,11 +197,8 @@ fn parse(settings: &Variant) -> Result<Vec<(String, Properties)>, SettingsError>
         .iter()
         .map(|entry| {
             let name = entry.child_value(0).str().unwrap_or_default().to_owned();
-            let properties = entry
-                .child_value(1)
-                .iter()
-                .filter_map(|prop| Some((prop.child_value(0).str()?.to_owned(), prop.child_value(1).as_variant()?)))
-                .collect();
+            let properties =
+                entry.child_value(1).iter().filter_map(|prop| Some((prop.child_value(0).str()?.to_owned(), prop.child_value(1).as_variant()?))).collect();
             (name, properties)
         })
         .collect())
@@ -220,9 +212,7 @@ fn build(dict: &[(String, Properties)]) -> Variant {
         dict.iter().map(|(name, properties)| {
             let properties = Variant::array_from_iter_with_type(
                 property_entry,
-                properties
-                    .iter()
-                    .map(|(key, value)| Variant::from_dict_entry(&key.to_variant(), &Variant::from_variant(value))),
+                properties.iter().map(|(key, value)| Variant::from_dict_entry(&key.to_variant(), &Variant::from_variant(value))),
             );
             Variant::from_dict_entry(&name.to_variant(), &properties)
         }),
@@ -329,11 +319,7 @@ mod tests {
         let mut unpair = ProfileEdit::default();
         unpair.user_data.insert("nm-handover.role".into(), None);
         let without_user = apply_edit(&wifi, &unpair).unwrap();
-        let stored = [
-            secrets("{'connection': @a{sv} {}}"),
-            secrets("{'802-11-wireless-security': {'psk': <'correct horse'>}}"),
-            secrets("@a{sa{sv}} {}"),
-        ];
+        let stored = [secrets("{'connection': @a{sv} {}}"), secrets("{'802-11-wireless-security': {'psk': <'correct horse'>}}"), secrets("@a{sa{sv}} {}")];
         let sent = with_secrets(&without_user, &stored).unwrap();
         assert_eq!(lookup(&sent, "802-11-wireless-security", "psk"), Some("correct horse".to_variant()));
         assert_eq!(lookup(&sent, "802-11-wireless-security", "key-mgmt"), Some("wpa-psk".to_variant()));

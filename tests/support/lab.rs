@@ -184,7 +184,7 @@ impl LabConfig {
 
     pub fn with_companion(mut self) -> LabConfig {
         // What meson-compat installs into the dispatcher directories.
-        self.companion = Some(PathBuf::from(env!("CARGO_BIN_EXE_nm-handover-dispatch")));
+        self.companion = Some(companion_binary("nm-handover-dispatch"));
         self
     }
 }
@@ -237,7 +237,9 @@ pub fn built_nm_paths(version: &str, patched: bool) -> Result<(PathBuf, PathBuf)
     let env = fs::read_to_string(dir.join("paths.env"))
         .map_err(|_| format!("the {what} NetworkManager {version} is not built in {} (run nm-patch/build --version {version}{build})", dir.display()))?;
     let get = |key: &str| {
-        env.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(PathBuf::from)).ok_or_else(|| format!("{key} missing in {}/paths.env", dir.display()))
+        env.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(PathBuf::from))
+            .ok_or_else(|| format!("{key} missing in {}/paths.env", dir.display()))
     };
     Ok((get("NM_DAEMON")?, get("NM_DISPATCHER")?))
 }
@@ -280,27 +282,35 @@ pub struct Lab {
 }
 
 fn run(argv: &[&str]) -> Result<Output, LabError> {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::Failed(format!("{}: {e}", argv.join(" "))))
+    Command::new(argv[0]).args(&argv[1..]).stdin(Stdio::null()).output().map_err(|e| LabError::Failed(format!("{}: {e}", argv.join(" "))))
 }
 
 fn must(argv: &[&str]) -> Result<String, LabError> {
     let out = run(argv)?;
     if !out.status.success() {
-        return Err(LabError::Failed(format!(
-            "{} failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(LabError::Failed(format!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Where the lab takes the companion's binaries from: this build's, or,
+/// with `NM_HANDOVER_INSTALLED=DIR` (tests/installed.rs, after the package
+/// is installed), those installed in DIR.
+pub const INSTALLED: &str = "NM_HANDOVER_INSTALLED";
+
+pub fn companion_binary(name: &str) -> PathBuf {
+    match std::env::var_os(INSTALLED) {
+        Some(dir) => Path::new(&dir).join(name),
+        None => match name {
+            "nm-handover" => PathBuf::from(env!("CARGO_BIN_EXE_nm-handover")),
+            "nm-handover-dispatch" => PathBuf::from(env!("CARGO_BIN_EXE_nm-handover-dispatch")),
+            other => panic!("no companion binary {other}"),
+        },
+    }
 }
 
 fn log_file(dir: &Path, name: &str) -> File {
@@ -466,15 +476,9 @@ impl Lab {
         self.write_host_config()?;
         self.start_anchor()?;
         let dbus_conf = self.dir.join("dbus.conf");
-        let dbus = self.spawn_in_host(
-            "dbus-daemon",
-            &["dbus-daemon", "--config-file", dbus_conf.to_str().unwrap(), "--nofork", "--nopidfile"],
-            "dbus.log",
-        )?;
+        let dbus = self.spawn_in_host("dbus-daemon", &["dbus-daemon", "--config-file", dbus_conf.to_str().unwrap(), "--nofork", "--nopidfile"], "dbus.log")?;
         self.procs.push(Proc { what: "dbus-daemon", child: dbus });
-        self.wait_until("private D-Bus socket", Duration::from_secs(5), || {
-            self.dir.join("run/dbus/system_bus_socket").exists()
-        })?;
+        self.wait_until("private D-Bus socket", Duration::from_secs(5), || self.dir.join("run/dbus/system_bus_socket").exists())?;
         if self.cfg.wifi {
             // Started here: D-Bus activation would start it in no lab namespace.
             let supplicant = self.spawn_in_host("wpa_supplicant", &["wpa_supplicant", "-u", "-O", "/run/wpa_supplicant"], "wpa_supplicant.log")?;
@@ -560,10 +564,7 @@ impl Lab {
                  {plugins}\
                  exec sleep infinity\n",
                 d = d.display(),
-                plugins = self.cfg.nm_plugin_dir.as_ref().map_or(String::new(), |dir| format!(
-                    "mount -n --bind {} {SYSTEM_NM_PLUGIN_DIR}\n",
-                    dir.display()
-                )),
+                plugins = self.cfg.nm_plugin_dir.as_ref().map_or(String::new(), |dir| format!("mount -n --bind {} {SYSTEM_NM_PLUGIN_DIR}\n", dir.display())),
             ),
         );
         Ok(())
@@ -640,7 +641,8 @@ impl Lab {
                          # Ping even right after the client's last transaction, so conflicts show at once.\n\
                          ping-cltt-secs 1;\ndefault-lease-time {lease};\nmax-lease-time {lease};\n\
                          subnet 198.18.0.0 netmask 255.255.255.0 {{ range {} {}; }}\n{}",
-                        POOL.0, POOL.1,
+                        POOL.0,
+                        POOL.1,
                         if self.cfg.backup_on_other_lan {
                             format!("subnet 198.19.0.0 netmask 255.255.255.0 {{ range 198.19.0.100 198.19.0.199; option routers {OTHER_SERVER}; }}\n")
                         } else {
@@ -656,8 +658,17 @@ impl Lab {
                 self.spawn_in_lan(
                     "dhcpd",
                     &[
-                        "dhcpd", "-4", "-f", "-d", "-cf", d.join("dhcpd.conf").to_str().unwrap(), "-lf",
-                        leases.to_str().unwrap(), "-pf", d.join("dhcpd.pid").to_str().unwrap(), "br0",
+                        "dhcpd",
+                        "-4",
+                        "-f",
+                        "-d",
+                        "-cf",
+                        d.join("dhcpd.conf").to_str().unwrap(),
+                        "-lf",
+                        leases.to_str().unwrap(),
+                        "-pf",
+                        d.join("dhcpd.pid").to_str().unwrap(),
+                        "br0",
                     ]
                     .into_iter()
                     .chain(self.cfg.backup_on_other_lan.then_some("br1"))
@@ -667,10 +678,18 @@ impl Lab {
             }
             DhcpServer::Dnsmasq => {
                 let mut args = vec![
-                    "dnsmasq".to_owned(), "--keep-in-foreground".into(), "--conf-file=/dev/null".into(), "--port=0".into(),
-                    "--bind-interfaces".into(), "--interface=br0".into(), format!("--dhcp-range={},{},{lease}", POOL.0, POOL.1),
-                    format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()), "--log-dhcp".into(),
-                    "--log-facility=-".into(), "--dhcp-authoritative".into(), format!("--pid-file={}", d.join("dnsmasq.pid").display()),
+                    "dnsmasq".to_owned(),
+                    "--keep-in-foreground".into(),
+                    "--conf-file=/dev/null".into(),
+                    "--port=0".into(),
+                    "--bind-interfaces".into(),
+                    "--interface=br0".into(),
+                    format!("--dhcp-range={},{},{lease}", POOL.0, POOL.1),
+                    format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
+                    "--log-dhcp".into(),
+                    "--log-facility=-".into(),
+                    "--dhcp-authoritative".into(),
+                    format!("--pid-file={}", d.join("dnsmasq.pid").display()),
                 ];
                 if self.cfg.ipv6 {
                     // Addresses from stateful DHCPv6 (a range sets the M flag) and from SLAAC (`slaac`: the A flag).
@@ -781,7 +800,9 @@ impl Lab {
             let out = self.run_in_host(&["nmcli", "-t", "-f", "DEVICE,STATE", "device"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             out.status.success()
-                && self.cfg.links
+                && self
+                    .cfg
+                    .links
                     .iter()
                     .chain(self.cfg.wifi.then_some(&"wlan0"))
                     .all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
@@ -822,7 +843,8 @@ impl Lab {
 
     /// Runs the companion's CLI inside the lab; panics with its output on failure.
     pub fn companion(&self, args: &[&str]) -> String {
-        let bin = env!("CARGO_BIN_EXE_nm-handover");
+        let bin = companion_binary("nm-handover");
+        let bin = bin.to_str().expect("a UTF-8 path");
         let mut argv = vec![bin];
         argv.extend_from_slice(args);
         let out = self.run_in_host(&argv);
@@ -834,7 +856,8 @@ impl Lab {
     /// [`Lab::companion`] with its stderr (and so the supervisor's it
     /// starts, see `start_supervisor`) appended to the lab's `log`; returns stdout.
     pub fn companion_logging_to(&self, log: &str, args: &[&str]) -> String {
-        let bin = env!("CARGO_BIN_EXE_nm-handover");
+        let bin = companion_binary("nm-handover");
+        let bin = bin.to_str().expect("a UTF-8 path");
         let mut argv = vec![bin];
         argv.extend_from_slice(args);
         let out = self.host_command(&argv).stderr(log_file(&self.dir, log)).output().expect("nsenter");
@@ -854,8 +877,18 @@ impl Lab {
     /// Adds an Ethernet profile bound to `iface`; returns its UUID.
     pub fn add_ethernet_profile(&self, name: &str, iface: &str, autoconnect: bool) -> String {
         self.nmcli(&[
-            "connection", "add", "type", "ethernet", "con-name", name, "ifname", iface, "autoconnect",
-            if autoconnect { "yes" } else { "no" }, "ipv6.method", self.ipv6_method(),
+            "connection",
+            "add",
+            "type",
+            "ethernet",
+            "con-name",
+            name,
+            "ifname",
+            iface,
+            "autoconnect",
+            if autoconnect { "yes" } else { "no" },
+            "ipv6.method",
+            self.ipv6_method(),
         ])
         .expect("add profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
@@ -865,8 +898,24 @@ impl Lab {
     /// not connecting by itself; returns its UUID.
     pub fn add_wifi_profile(&self, name: &str, iface: &str) -> String {
         self.nmcli(&[
-            "connection", "add", "type", "wifi", "con-name", name, "ifname", iface, "ssid", WIFI_SSID, "autoconnect", "no",
-            "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", self.ipv6_method(),
+            "connection",
+            "add",
+            "type",
+            "wifi",
+            "con-name",
+            name,
+            "ifname",
+            iface,
+            "ssid",
+            WIFI_SSID,
+            "autoconnect",
+            "no",
+            "wifi-sec.key-mgmt",
+            "wpa-psk",
+            "wifi-sec.psk",
+            WIFI_PSK,
+            "ipv6.method",
+            self.ipv6_method(),
         ])
         .expect("add Wi-Fi profile");
         self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
@@ -934,8 +983,13 @@ impl Lab {
     pub fn nm_sleep(&self, asleep: bool) {
         let arg = format!("boolean:{asleep}");
         let out = self.run_in_host(&[
-            "dbus-send", "--system", "--print-reply", "--dest=org.freedesktop.NetworkManager",
-            "/org/freedesktop/NetworkManager", "org.freedesktop.NetworkManager.Sleep", &arg,
+            "dbus-send",
+            "--system",
+            "--print-reply",
+            "--dest=org.freedesktop.NetworkManager",
+            "/org/freedesktop/NetworkManager",
+            "org.freedesktop.NetworkManager.Sleep",
+            &arg,
         ]);
         assert!(out.status.success(), "NM Sleep({asleep}): {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -961,11 +1015,7 @@ impl Lab {
     /// The first global IPv4 address of `iface` in the host namespace.
     pub fn ipv4(&self, iface: &str) -> Option<Ipv4Addr> {
         let out = run(&["ip", "-n", &self.host, "-4", "-o", "addr", "show", "dev", iface, "scope", "global"]).ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        String::from_utf8_lossy(&out.stdout).split_whitespace().skip_while(|w| *w != "inet").nth(1).and_then(|cidr| cidr.split('/').next()?.parse().ok())
     }
 
     /// The link's global IPv6 addresses that are usable: neither tentative
@@ -1131,18 +1181,14 @@ fn set_vm_cable(dir: &Path, nic: &super::vm::VmNic, plugged: bool) {
 
 /// The mac80211_hwsim radios in this network namespace, in order.
 fn radios() -> Vec<String> {
-    let mut phys: Vec<String> = fs::read_dir("/sys/class/ieee80211")
-        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
+    let mut phys: Vec<String> =
+        fs::read_dir("/sys/class/ieee80211").map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
     phys.sort();
     phys
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.exists())
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists())
 }
 
 impl Drop for Lab {

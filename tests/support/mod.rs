@@ -46,7 +46,11 @@ pub fn machine() -> String {
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(str::to_owned)).unwrap_or_default();
-    let nm = std::process::Command::new("/usr/sbin/NetworkManager").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let nm = std::process::Command::new("/usr/sbin/NetworkManager")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     // dhcpd names its version on stderr ("isc-dhcpd-4.4.3-P1").
     let dhcpd = std::process::Command::new("dhcpd").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned()).unwrap_or_default();
     format!(
@@ -136,9 +140,7 @@ pub fn two_modes(v: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     }
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let (i, step) = (1..s.len().saturating_sub(2))
-        .map(|i| (i + 1, s[i + 1] / s[i].max(1.0)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let (i, step) = (1..s.len().saturating_sub(2)).map(|i| (i + 1, s[i + 1] / s[i].max(1.0))).max_by(|a, b| a.1.total_cmp(&b.1))?;
     (step >= 3.0 && i >= 2).then(|| (s[..i].to_vec(), s[i..].to_vec()))
 }
 

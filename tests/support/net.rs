@@ -265,12 +265,24 @@ impl Drop for TcpSession {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    AddressAdded { iface: String, addr: Ipv4Addr },
-    AddressRemoved { iface: String, addr: Ipv4Addr },
+    AddressAdded {
+        iface: String,
+        addr: Ipv4Addr,
+    },
+    AddressRemoved {
+        iface: String,
+        addr: Ipv4Addr,
+    },
     /// The administrative state (IFF_UP) of a link changed.
-    LinkAdmin { iface: String, up: bool },
+    LinkAdmin {
+        iface: String,
+        up: bool,
+    },
     /// The carrier (IFF_LOWER_UP) of a link changed.
-    Carrier { iface: String, up: bool },
+    Carrier {
+        iface: String,
+        up: bool,
+    },
 }
 
 /// `ip monitor address link` in the host namespace, each line stamped when read.
@@ -365,11 +377,7 @@ impl NetMonitor {
     }
 
     pub fn dump(&self, since: Instant) -> String {
-        self.events_since(since)
-            .iter()
-            .map(|(t, e)| format!("{:>8.3}s {e:?}", t.saturating_duration_since(since).as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.events_since(since).iter().map(|(t, e)| format!("{:>8.3}s {e:?}", t.saturating_duration_since(since).as_secs_f64())).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -403,11 +411,7 @@ fn parse_monitor_event(line: &str, seen: &mut LinkFlags) -> Option<Vec<NetEvent>
     let next = words.next()?;
     if next == "inet" {
         let addr = words.next()?.split('/').next()?.parse().ok()?;
-        return Some(vec![if deleted {
-            NetEvent::AddressRemoved { iface, addr }
-        } else {
-            NetEvent::AddressAdded { iface, addr }
-        }]);
+        return Some(vec![if deleted { NetEvent::AddressRemoved { iface, addr } } else { NetEvent::AddressAdded { iface, addr } }]);
     }
     let flags = next.strip_prefix('<').and_then(|f| f.strip_suffix('>'))?;
     if deleted {
@@ -597,7 +601,10 @@ mod tests {
     fn parses_monitor_lines() {
         let mut seen = Default::default();
         assert_eq!(
-            parse_monitor_line("3: wired0    inet 198.18.0.100/24 brd 198.18.0.255 scope global dynamic noprefixroute wired0\\       valid_lft 600sec preferred_lft 600sec", &mut seen),
+            parse_monitor_line(
+                "3: wired0    inet 198.18.0.100/24 brd 198.18.0.255 scope global dynamic noprefixroute wired0\\       valid_lft 600sec preferred_lft 600sec",
+                &mut seen
+            ),
             [NetEvent::AddressAdded { iface: "wired0".into(), addr: Ipv4Addr::new(198, 18, 0, 100) }]
         );
         assert_eq!(

@@ -29,11 +29,8 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
     let lab = start_or_skip(test, cfg.with_companion())?;
     let wired_uuid = lab.add_ethernet_profile("Office LAN", "wired0", true);
     let (backup_iface, backup_profile) = if lab.cfg.wifi { ("wlan0", "Office Wi-Fi") } else { ("backup0", "Backup link") };
-    let backup_uuid = if lab.cfg.wifi {
-        lab.add_wifi_profile(backup_profile, backup_iface)
-    } else {
-        lab.add_ethernet_profile(backup_profile, backup_iface, false)
-    };
+    let backup_uuid =
+        if lab.cfg.wifi { lab.add_wifi_profile(backup_profile, backup_iface) } else { lab.add_ethernet_profile(backup_profile, backup_iface, false) };
     if lab.cfg.wifi {
         lab.wait_for_access_point_in_scan_list().unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
     }
@@ -102,7 +99,14 @@ pub fn server_requests(lab: &Lab, since_line: usize) -> Vec<String> {
     lab.server_log()
         .lines()
         .skip(since_line)
-        .filter(|l| l.contains("DHCPDISCOVER") || l.contains("DHCPREQUEST") || l.contains("DHCPACK") || l.contains("DHCPOFFER") || l.contains("DHCPNAK") || l.contains("Abandoning"))
+        .filter(|l| {
+            l.contains("DHCPDISCOVER")
+                || l.contains("DHCPREQUEST")
+                || l.contains("DHCPACK")
+                || l.contains("DHCPOFFER")
+                || l.contains("DHCPNAK")
+                || l.contains("Abandoning")
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -181,7 +185,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     assert_eq!(lab.mac(backup), wired_mac, "{}", diag("the backup must use the wired MAC"));
     if lab.cfg.wifi {
         let stations = lab.ap_stations();
-        assert_eq!(stations, [wired_mac.clone()], "{}", diag("the access point must see the station with the wired MAC only"));
+        assert_eq!(stations, std::slice::from_ref(&wired_mac), "{}", diag("the access point must see the station with the wired MAC only"));
     }
     assert!(tcp.wait_for_traffic(10, Duration::from_secs(10)), "{}", diag(&format!("TCP after the pull: {:?}", tcp.report())));
     let pull_stall = tcp.report().longest_stall;
@@ -220,8 +224,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     }
     // As it was before the handover: NM leaves a link it deactivates down if
     // the hand-back took it down, and the next pull would find it unavailable.
-    lab.wait_until("the backup's link to be up again", Duration::from_secs(5), || lab.link_up(backup))
-        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+    lab.wait_until("the backup's link to be up again", Duration::from_secs(5), || lab.link_up(backup)).unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
     let window = monitor.double_address_window(plug, p.addr, "wired0", backup).expect("wired address event");
     measured(test, "re-plug -> wired holds the address", ms(wired_back));
     assert!(wired_back <= replug_bound(lab.cfg.wifi), "{}", diag(&format!("the re-plug took {wired_back:?}, more than {:?}", replug_bound(lab.cfg.wifi))));
@@ -231,7 +234,11 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let report = tcp.close();
     measured(test, "re-plug: longest TCP stall", ms(report.longest_stall));
     assert!(report.survived(), "{}", diag(&format!("the TCP session must survive: {report:?}")));
-    assert!(report.longest_stall <= stall_bound(replug_bound(lab.cfg.wifi)), "{}", diag(&format!("the session stalled {:?} at the re-plug", report.longest_stall)));
+    assert!(
+        report.longest_stall <= stall_bound(replug_bound(lab.cfg.wifi)),
+        "{}",
+        diag(&format!("the session stalled {:?} at the re-plug", report.longest_stall))
+    );
     assert_eq!(handovers_logged(lab, "back to the wired link"), replugs_logged + 1, "{}", diag("the re-plug must be logged once as a handover"));
     assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("only the pull was a handover to the backup"));
     assert!(!lab.server_log().contains("Abandoning IP address"), "{}", diag("the server abandoned the address"));
@@ -418,8 +425,7 @@ pub fn replugs_under_traffic(p: &Paired, cycles: usize, mut each: impl FnMut(usi
             first_dhcp.is_some()
         });
         let since_carrier = |t: Option<Instant>| Some(t?.checked_duration_since(carrier?).unwrap_or_default());
-        let carrier_to_first_dhcp =
-            carrier.and_then(|c| first_dhcp?.duration_since(monitor.wall_clock(c)).ok().or(Some(Duration::ZERO)));
+        let carrier_to_first_dhcp = carrier.and_then(|c| first_dhcp?.duration_since(monitor.wall_clock(c)).ok().or(Some(Duration::ZERO)));
         // The backup's last frame from the pull up to a second after the wired
         // client spoke (its hand-back is over by then), kernel timestamps like
         // the packet's. The backup answered the ping from the pull on, so a

@@ -117,9 +117,9 @@ fn hwsim_kernel() -> Option<PathBuf> {
         let Some(version) = k.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("vmlinuz-")) else { return false };
         // drivers/net/wireless/ on 6.1, drivers/net/wireless/virtual/ since 6.2.
         let dir = Path::new("/lib/modules").join(version).join("kernel/drivers/net/wireless");
-        [dir.clone(), dir.join("virtual")].iter().any(|dir| {
-            fs::read_dir(dir).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("mac80211_hwsim.ko")))
-        })
+        [dir.clone(), dir.join("virtual")]
+            .iter()
+            .any(|dir| fs::read_dir(dir).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("mac80211_hwsim.ko"))))
     })
 }
 
@@ -194,10 +194,8 @@ pub fn boot_vm_wired(name: &str, args: &[&str], env: &[(&str, &str)], timeout: D
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
-    let mut exports = format!(
-        "export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n",
-        out = out.display()
-    );
+    let mut exports =
+        format!("export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n", out = out.display());
     let out_text = out.to_string_lossy().into_owned();
     let wired_env = (wired == Wired::HardwareNics).then_some((CABLE_DIR, out_text.as_str()));
     for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))).chain(wired_env) {

@@ -1,0 +1,57 @@
+//! Where this process's stderr goes, which decides how its lines are written.
+//!
+//! Under systemd, nm-dispatcher's stderr (which its scripts inherit) and the
+//! supervisor's (through `systemd-cat`) are journal streams: sockets whose
+//! reader takes a leading `<N>` as the line's syslog priority and strips it
+//! (`SyslogLevelPrefix=`, on by default; `systemd-cat --level-prefix`, on by
+//! default). Without it every line would be logged at the stream's default,
+//! info, warnings and errors included.
+
+use std::fs::{File, FileType};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
+use std::sync::OnceLock;
+
+/// A duplicate of stderr and its file type; `None` when it is closed.
+fn stderr_dup() -> Option<(File, FileType)> {
+    let file = File::from(std::io::stderr().as_fd().try_clone_to_owned().ok()?);
+    let kind = file.metadata().ok()?.file_type();
+    Some((file, kind))
+}
+
+/// Whether stderr is a journal stream (a socket: a terminal, a pipe or a
+/// file is something else). Decided once per process.
+pub fn is_journal_stream() -> bool {
+    static JOURNAL: OnceLock<bool> = OnceLock::new();
+    *JOURNAL.get_or_init(|| stderr_dup().is_some_and(|(_, kind)| kind.is_socket()))
+}
+
+/// The syslog priority journald gives a line of `level`.
+pub fn priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// What starts a line of `level` on stderr: `<N>` on a journal stream, nothing elsewhere.
+pub fn line_prefix(level: tracing::Level) -> String {
+    if is_journal_stream() {
+        format!("<{}>", priority(level))
+    } else {
+        String::new()
+    }
+}
+
+/// Stderr for a child that outlives this process, where stderr is a log
+/// file (a script's, a lab's); never a terminal, where the child's lines
+/// would come after the prompt, or a pipe, which it would hold open long
+/// after this process returned (`out=$(nm-handover pair ...)` would hang).
+pub fn for_a_child_that_outlives_us() -> std::process::Stdio {
+    match stderr_dup() {
+        Some((file, kind)) if kind.is_file() => file.into(),
+        _ => std::process::Stdio::null(),
+    }
+}

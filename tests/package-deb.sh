@@ -1,0 +1,70 @@
+#!/bin/bash
+# The Debian package, end to end, as root: builds the .deb from this checkout
+# as a distribution would (debian/vendor-crates with registry access, then
+# dpkg-buildpackage with Debian's own toolchain and no network at all),
+# checks it with lintian (0 errors), installs it with dpkg -i, runs a lab
+# pull and re-plug against the installed files (tests/installed.rs), removes
+# it and checks that nothing of it is left. Run by tests/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/package-deb.sh: SKIPPED: not root (dpkg -i and the lab need root)" >&2
+    [ -z "${CI:-}" ] || exit 1
+    exit 0
+fi
+if dpkg-query -W -f='${Status}' nm-handover 2>/dev/null | grep -q "install ok installed"; then
+    echo "tests/package-deb.sh: nm-handover is installed on this machine already; not replacing it" >&2
+    exit 1
+fi
+version=$(dpkg-parsechangelog -S Version | sed 's/-[^-]*$//')
+work=$(mktemp -d /tmp/nmh-deb.XXXXXX)
+installed=
+cleanup() {
+    if [ -n "$installed" ]; then dpkg --purge nm-handover >/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A clean copy of the checkout's files (dpkg-buildpackage writes beside it).
+src="$work/nm-handover-$version"
+mkdir "$src"
+git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -C "$src" -xf -
+(cd "$src" && debian/vendor-crates)
+start=$(date +%s)
+# Debian's cargo and rustc (PATH without rustup's), and no network: the build
+# must need nothing but the source and vendor/.
+(cd "$src" && PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare --net dpkg-buildpackage -b -uc -us >"$work/build.log" 2>&1) || {
+    tail -40 "$work/build.log" >&2
+    echo "tests/package-deb.sh: dpkg-buildpackage failed (log above)" >&2
+    exit 1
+}
+echo "tests/package-deb.sh: built $(cd "$work" && ls ./*.deb) in $(($(date +%s) - start)) s with $(PATH=/usr/bin:/bin rustc --version)"
+lintian --fail-on error --info "$work"/nm-handover_*.changes
+
+installed=1
+dpkg -i "$work"/nm-handover_"$version"-*_*.deb
+NM_HANDOVER_INSTALLED=/usr/lib/NetworkManager cargo test --locked --test installed -- --ignored --test-threads=1 --nocapture
+
+# Removal with a pair still recorded warns and says what stays (a record of
+# the test's own, in the host's record directory, for the length of the purge).
+records=/etc/NetworkManager/nm-handover
+made_records_dir=
+[ -d "$records" ] || { mkdir -p "$records"; made_records_dir=1; }
+dummy="$records/00000000-0000-4000-8000-0000000000aa.pair"
+: >"$dummy"
+dpkg --purge nm-handover 2>"$work/purge.err" || { cat "$work/purge.err" >&2; rm -f "$dummy"; exit 1; }
+installed=
+rm -f "$dummy"
+[ -z "$made_records_dir" ] || rmdir "$records"
+cat "$work/purge.err" >&2
+grep -q "1 pair(s) are still recorded" "$work/purge.err" && grep -q "nm-handover unpair" "$work/purge.err" || {
+    echo "tests/package-deb.sh: the purge did not warn about the recorded pair" >&2
+    exit 1
+}
+left=$(ls -d /usr/lib/NetworkManager/nm-handover* /usr/bin/nm-handover /usr/lib/NetworkManager/dispatcher.d/90-nm-handover \
+    /usr/lib/NetworkManager/dispatcher.d/*/90-nm-handover /usr/share/man/man8/nm-handover.8.gz 2>/dev/null || true)
+if [ -n "$left" ]; then
+    echo "tests/package-deb.sh: left after purge: $left" >&2
+    exit 1
+fi
+echo "tests/package-deb.sh: installed, ran the lab scenario, purged: nothing left"
