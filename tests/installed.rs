@@ -48,6 +48,13 @@ fn the_installed_package_keeps_the_address_at_a_pull_and_a_replug() {
             None => assert_eq!(meta.permissions().mode() & 0o022, 0, "{path} is writable by group or others"),
         }
     }
+    // And nothing else, but the package's own metadata (its copyright and changelog, its lintian overrides).
+    for path in listed.lines().filter(|l| !Path::new(l).is_dir() || Path::new(l).is_symlink()) {
+        assert!(
+            LAYOUT.iter().any(|(p, _)| p == &path) || path.starts_with("/usr/share/doc/nm-handover/") || path == "/usr/share/lintian/overrides/nm-handover",
+            "the package installs {path}, which README's layout does not list"
+        );
+    }
     let installed_entry = Path::new(&dir).join("nm-handover-dispatch");
     // (No skip: this test runs only where the package was installed for it.)
     let p = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]).expect("the lab did not start (why: above)");
