@@ -143,7 +143,7 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        writer.write_str(&sys::stderr::line_prefix(*event.metadata().level()))?;
+        writer.write_str(sys::stderr::line_prefix(*event.metadata().level()))?;
         self.0.format_event(ctx, writer, event)
     }
 }
@@ -273,7 +273,7 @@ fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("{}nm-handover: cannot write JSON: {e}", sys::stderr::line_prefix(tracing::Level::ERROR)),
+        Err(e) => eprintln!("{}nm-handover: cannot write JSON: {e}", sys::stderr::error_prefix()),
     }
 }
 
@@ -310,7 +310,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::SUCCESS,
         Ok(true) => ExitCode::FAILURE,
         Err(err) => {
-            eprintln!("{}nm-handover: {err}", sys::stderr::line_prefix(tracing::Level::ERROR));
+            eprintln!("{}nm-handover: {err}", sys::stderr::error_prefix());
             ExitCode::FAILURE
         }
     }

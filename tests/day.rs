@@ -330,7 +330,7 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
     let test = "day/the supervisor at rest";
     let Some(p) = paired(test, cfg(), &[]) else { return };
     let lab = &p.lab;
-    let pid: u32 = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).expect("no supervisor").trim().parse().unwrap();
+    let pid = supervisor_pid(lab).expect("no supervisor");
     // A handover each way, then rest with the cable in.
     lab.pull_cable();
     lab.expect_until("the backup", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));

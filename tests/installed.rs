@@ -60,8 +60,8 @@ fn the_installed_package_keeps_the_address_at_a_pull_and_a_replug() {
     let p = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]).expect("the lab did not start (why: above)");
     assert_eq!(p.lab.cfg.companion.as_deref(), Some(installed_entry.as_path()), "the lab must run the installed entry");
     // The supervisor `pair` started is the installed program.
-    let pid = std::fs::read_to_string(p.lab.dir.join("run/nm-handover/supervise.pid")).expect("the supervisor's PID file");
-    let exe = std::fs::read_link(format!("/proc/{}/exe", pid.trim())).expect("the supervisor runs");
+    let pid = supervisor_pid(&p.lab).expect("the supervisor's PID file");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the supervisor runs");
     assert_eq!(exe, Path::new(&dir).join("nm-handover"), "the supervisor is not the installed program");
     pull_and_replug(test, &p);
 
@@ -71,6 +71,5 @@ fn the_installed_package_keeps_the_address_at_a_pull_and_a_replug() {
     assert!(record.exists() && snippet.exists(), "pair did not write {} and {}", record.display(), snippet.display());
     p.lab.companion(&["unpair", "Office LAN"]);
     assert!(!record.exists() && !snippet.exists(), "unpair left {} or {}", record.display(), snippet.display());
-    p.lab
-        .expect_until("the supervisor to exit with no pair left", std::time::Duration::from_secs(10), || !Path::new(&format!("/proc/{}", pid.trim())).exists());
+    p.lab.expect_until("the supervisor to exit with no pair left", std::time::Duration::from_secs(10), || !Path::new(&format!("/proc/{pid}")).exists());
 }

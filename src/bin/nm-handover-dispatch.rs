@@ -15,6 +15,7 @@ use nm_handover::event::DispatcherAction;
 use nm_handover::event::DispatcherEvent;
 use nm_handover::prefilter::{prefilter, record_link_up_seen, Verdict};
 use nm_handover::sys::paths::NM_CONF_DIR;
+use nm_handover::sys::stderr::error_prefix;
 
 const FULL_PROGRAM: &str = "nm-handover";
 
@@ -78,9 +79,4 @@ fn main() -> ExitCode {
     let err = Command::new(&full).arg0(FULL_PROGRAM).args(&args).exec();
     eprintln!("{}nm-handover: cannot run {}: {err}", error_prefix(), full.display());
     ExitCode::FAILURE
-}
-
-/// What starts an error line (see `nm_handover::sys::stderr`).
-fn error_prefix() -> String {
-    nm_handover::sys::stderr::line_prefix(tracing::Level::ERROR)
 }

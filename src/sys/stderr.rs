@@ -26,23 +26,23 @@ pub fn is_journal_stream() -> bool {
     *JOURNAL.get_or_init(|| stderr_dup().is_some_and(|(_, kind)| kind.is_socket()))
 }
 
-/// The syslog priority journald gives a line of `level`.
-pub fn priority(level: tracing::Level) -> u8 {
+/// What starts a line of `level` on stderr: on a journal stream its syslog
+/// priority as `<N>` (3 error, 4 warning, 6 info, 7 debug), nothing elsewhere.
+pub fn line_prefix(level: tracing::Level) -> &'static str {
+    if !is_journal_stream() {
+        return "";
+    }
     match level {
-        tracing::Level::ERROR => 3,
-        tracing::Level::WARN => 4,
-        tracing::Level::INFO => 6,
-        _ => 7,
+        tracing::Level::ERROR => "<3>",
+        tracing::Level::WARN => "<4>",
+        tracing::Level::INFO => "<6>",
+        _ => "<7>",
     }
 }
 
-/// What starts a line of `level` on stderr: `<N>` on a journal stream, nothing elsewhere.
-pub fn line_prefix(level: tracing::Level) -> String {
-    if is_journal_stream() {
-        format!("<{}>", priority(level))
-    } else {
-        String::new()
-    }
+/// [`line_prefix`] of an error line, for messages printed without `tracing`.
+pub fn error_prefix() -> &'static str {
+    line_prefix(tracing::Level::ERROR)
 }
 
 /// Stderr for a child that outlives this process, where stderr is a log

@@ -843,24 +843,24 @@ impl Lab {
 
     /// Runs the companion's CLI inside the lab; panics with its output on failure.
     pub fn companion(&self, args: &[&str]) -> String {
-        let bin = companion_binary("nm-handover");
-        let bin = bin.to_str().expect("a UTF-8 path");
-        let mut argv = vec![bin];
-        argv.extend_from_slice(args);
-        let out = self.run_in_host(&argv);
+        let out = self.companion_command(args).output().expect("nsenter");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "nm-handover {}: {text}", args.join(" "));
         text
     }
 
+    /// The companion's CLI with `args`, inside the lab.
+    fn companion_command(&self, args: &[&str]) -> Command {
+        let bin = companion_binary("nm-handover");
+        let mut argv = vec![bin.to_str().expect("a UTF-8 path")];
+        argv.extend_from_slice(args);
+        self.host_command(&argv)
+    }
+
     /// [`Lab::companion`] with its stderr (and so the supervisor's it
     /// starts, see `start_supervisor`) appended to the lab's `log`; returns stdout.
     pub fn companion_logging_to(&self, log: &str, args: &[&str]) -> String {
-        let bin = companion_binary("nm-handover");
-        let bin = bin.to_str().expect("a UTF-8 path");
-        let mut argv = vec![bin];
-        argv.extend_from_slice(args);
-        let out = self.host_command(&argv).stderr(log_file(&self.dir, log)).output().expect("nsenter");
+        let out = self.companion_command(args).stderr(log_file(&self.dir, log)).output().expect("nsenter");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "nm-handover {}: {text}\n{}", args.join(" "), self.read(log));
         text

@@ -59,11 +59,16 @@ pub fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
     }
 }
 
+/// The PID the lab's supervisor recorded in its lock file, if one did.
+pub fn supervisor_pid(lab: &Lab) -> Option<u32> {
+    std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).ok()?.trim().parse().ok()
+}
+
 /// Stops the lab's supervisor (`nm-handover supervise`, started by `pair`),
 /// by the PID its lock file names, for a control that shows what the
 /// dispatcher path alone does. Returns the PID stopped.
 pub fn stop_supervisor(lab: &Lab) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).ok()?.trim().parse().ok()?;
+    let pid = supervisor_pid(lab)?;
     let running = processes_named(lab, "nm-handover").contains(&pid);
     assert!(running, "the supervisor's lock names pid {pid}, which is not an nm-handover of this lab");
     // SAFETY: signalling a process of this lab by its PID.
