@@ -348,3 +348,158 @@ fn patched_failed_wired_activation_brings_the_backup_back() {
         lab.diagnostics()
     );
 }
+
+/// The `link-up` requests NM dispatched for `iface`.
+fn link_ups_of(lab: &Lab, iface: &str) -> usize {
+    lab.dispatcher_requests().iter().filter(|r| r.action == "link-up" && r.iface.as_deref() == Some(iface)).count()
+}
+
+/// Reapply runs stage 3 again (also once the device is activated); it
+/// dispatches no second `link-up`.
+#[test]
+fn patched_link_up_not_dispatched_again_on_reapply() {
+    let test = "patched/link-up and reapply";
+    let Some((lab, _capture)) = link_up_lab(test, 0.0) else { return };
+    lab.nmcli(&["connection", "up", "Office LAN"]).expect("activate the wired profile");
+    lab.expect_until("the wired address", Duration::from_secs(20), || lab.ipv4("wired0").is_some());
+    assert_eq!(link_ups_of(&lab, "wired0"), 1, "{}", lab.diagnostics());
+    lab.nmcli(&["device", "reapply", "wired0"]).expect("reapply");
+    lab.expect_until("reapply to complete", Duration::from_secs(10), || lab.nm_log().contains("(wired0): reapply"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(link_ups_of(&lab, "wired0"), 1, "reapply dispatched link-up again\n{}", lab.diagnostics());
+    assert_eq!(script_stamps(&lab, "link-up-started").len(), 1, "{}", lab.diagnostics());
+}
+
+/// A device that does not require carrier (ignore-carrier) and has none
+/// starts DHCP without `link-up`; when the carrier comes and a reapply runs
+/// stage 3 again during IP configuration, `link-up` must not come now, after
+/// DHCP started (review of v2, F2).
+#[test]
+fn patched_link_up_never_after_dhcp_started_without_carrier() {
+    let test = "patched/link-up and ignore-carrier";
+    let Some(mut cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    cfg.scripts.push(link_up_script(0.0));
+    cfg.extra_nm_conf.push_str("\n[device-wired0-ignore-carrier]\nmatch-device=interface-name:wired0\nignore-carrier=yes\n");
+    let Some(mut lab) = start_or_skip(test, cfg) else { return };
+    let capture = Capture::start(&lab, "p-wired0");
+    lab.add_ethernet_profile("Office LAN", "wired0", false);
+    // DHCP gets no answer, so the device stays in IP configuration.
+    lab.stop_dhcp_server();
+    lab.set_cable("wired0", false);
+    lab.nmcli(&["--wait", "0", "connection", "up", "Office LAN"]).expect("activate without carrier");
+    lab.expect_until("IP configuration without carrier", Duration::from_secs(15), || lab.nm_log().contains("(wired0): state change: config -> ip-config"));
+    let since = std::time::SystemTime::now();
+    lab.set_cable("wired0", true);
+    let mac = lab.mac("wired0");
+    lab.expect_until("DHCP on the wire after the carrier came", Duration::from_secs(30), || capture.first_dhcp_from(&mac, since).is_some());
+    lab.nmcli(&["device", "reapply", "wired0"]).expect("reapply during IP configuration");
+    lab.expect_until("reapply to run", Duration::from_secs(10), || lab.nm_log().contains("(wired0): reapply"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lab.nm_log().contains("(wired0): state change: ip-config"), "the device left IP configuration early\n{}", lab.diagnostics());
+    assert_eq!(link_ups_of(&lab, "wired0"), 0, "link-up after DHCP had started\n{}", lab.diagnostics());
+    assert!(script_stamps(&lab, "link-up-started").is_empty(), "{}", lab.diagnostics());
+}
+
+/// A bond with a static IPv6 address and DHCPv4: the static address is
+/// configured before the bond has carrier and can complete the activation
+/// while the `link-up` script runs; DHCP still waits for the script (F1).
+#[test]
+fn patched_link_up_holds_a_controllers_dhcp_when_static_addresses_complete() {
+    let test = "patched/link-up on a bond";
+    let Some((lab, capture)) = link_up_lab(test, 3.0) else { return };
+    for args in [
+        &[
+            "connection", "add", "type", "bond", "con-name", "Bond", "ifname", "bond0", "bond.options", "mode=active-backup,miimon=100",
+            "connection.autoconnect", "no", "connection.autoconnect-slaves", "yes", "ipv4.method", "auto", "ipv6.method", "manual",
+            "ipv6.addresses", "2001:db8:18::10/64",
+        ][..],
+        &["connection", "add", "type", "ethernet", "con-name", "Bond port", "ifname", "wired0", "master", "bond0", "slave-type", "bond", "connection.autoconnect", "no"][..],
+    ] {
+        lab.nmcli(args).expect("add the bond profiles");
+    }
+    let since = std::time::SystemTime::now();
+    lab.nmcli(&["--wait", "0", "connection", "up", "Bond"]).expect("activate the bond");
+    let first = first_wired_dhcp(&lab, &capture, since, Duration::from_secs(20)).unwrap_or_else(|| panic!("no DHCP from the bond\n{}", lab.diagnostics()));
+    let ended = script_stamps(&lab, "link-up-ended");
+    assert_eq!(ended.len(), 1, "the link-up script did not run once for the bond\n{}", lab.diagnostics());
+    assert_eq!(link_ups_of(&lab, "bond0"), 1, "{}", lab.diagnostics());
+    let log = lab.nm_log();
+    assert!(log.contains("(bond0): state change: ip-config -> ip-check"), "the static address did not complete the activation during the wait\n{}", lab.diagnostics());
+    assert!(first >= ended[0], "the bond's DHCP started {:?} before its link-up script returned\n{}", ended[0].duration_since(first).unwrap_or_default(), lab.diagnostics());
+    measured(test, "script end -> first DHCP packet of the bond", ms(first.duration_since(ended[0]).unwrap_or_default()));
+}
+
+/// A `link-up.d` script that waits in nm-dispatcher's queue behind a slow
+/// script of another device: NM stops waiting after 5 s and starts DHCP; the
+/// script still runs afterwards (the man page says so).
+#[test]
+fn patched_link_up_queued_behind_a_slow_script_times_out() {
+    let test = "patched/link-up queued";
+    let (lab, capture) = match queue_lab(test, false) {
+        Some(lab) => lab,
+        None => return,
+    };
+    let (first, started) = activate_behind_the_slow_script(test, &lab, &capture);
+    let held = first.duration_since(started).unwrap_or_default();
+    assert!(held >= Duration::from_millis(4500) && held <= Duration::from_millis(6000), "DHCP held {held:?}\n{}", lab.diagnostics());
+    assert!(lab.nm_log().contains("did not complete within 5000 ms"), "{}", lab.diagnostics());
+    let script = lab.expect_until("the queued script to run after all", Duration::from_secs(15), || !script_stamps(&lab, "link-up-started").is_empty());
+    let script_start = script_stamps(&lab, "link-up-started")[0];
+    assert!(script_start > first, "the queued script started before DHCP\n{}", lab.diagnostics());
+    measured(test, "activation -> queued script start", ms(script));
+}
+
+/// The same, with the `link-up.d` entry a symlink into `no-wait.d`: it starts
+/// at once, and NM waits for it as for any `link-up` script.
+#[test]
+fn patched_link_up_no_wait_script_is_not_queued() {
+    let test = "patched/link-up no-wait";
+    let Some((lab, capture)) = queue_lab(test, true) else { return };
+    let (first, started) = activate_behind_the_slow_script(test, &lab, &capture);
+    let script_start = script_stamps(&lab, "link-up-started");
+    let script_end = script_stamps(&lab, "link-up-ended");
+    assert_eq!((script_start.len(), script_end.len()), (1, 1), "{}", lab.diagnostics());
+    let queued = script_start[0].duration_since(started).unwrap_or_default();
+    measured(test, "activation -> no-wait script start", ms(queued));
+    assert!(queued < Duration::from_secs(2), "the no-wait script waited {queued:?} in the queue\n{}", lab.diagnostics());
+    assert!(first >= script_end[0], "DHCP started before the no-wait script returned\n{}", lab.diagnostics());
+    assert!(!lab.nm_log().contains("did not complete within"), "{}", lab.diagnostics());
+}
+
+/// A lab whose dispatcher.d holds a script that takes 8 s on `up` of
+/// backup0, and a `link-up` script of 1 s (through no-wait.d if `no_wait`).
+fn queue_lab(test: &str, no_wait: bool) -> Option<(Lab, Capture)> {
+    let mut cfg = patched_or_skip(test, DhcpServer::IscDhcpd)?;
+    cfg.scripts.push(("10-slow-up".into(), "#!/bin/sh\n[ \"$1\" = backup0 ] && [ \"$2\" = up ] && sleep 8\nexit 0\n".into()));
+    let (rel, text) = link_up_script(1.0);
+    if no_wait {
+        cfg.scripts.push(("no-wait.d/50-test".into(), text));
+    } else {
+        cfg.scripts.push((rel, text));
+    }
+    let lab = start_or_skip(test, cfg)?;
+    if no_wait {
+        let dir = lab.dir.join("etc/dispatcher.d/link-up.d");
+        std::fs::create_dir_all(&dir).expect("link-up.d");
+        std::os::unix::fs::symlink("../no-wait.d/50-test", dir.join("50-test")).expect("link the script into link-up.d");
+    }
+    let capture = Capture::start(&lab, "p-wired0");
+    lab.add_ethernet_profile("Office LAN", "wired0", false);
+    lab.add_ethernet_profile("Other LAN", "backup0", false);
+    Some((lab, capture))
+}
+
+/// Activates backup0 (its `up` occupies nm-dispatcher for 8 s), then the
+/// wired profile; returns the wired link's first DHCP packet and when the
+/// wired activation was asked for.
+fn activate_behind_the_slow_script(test: &str, lab: &Lab, capture: &Capture) -> (std::time::SystemTime, std::time::SystemTime) {
+    lab.nmcli(&["connection", "up", "Other LAN"]).expect("activate backup0");
+    lab.expect_until("the slow up script to run", Duration::from_secs(10), || {
+        lab.dispatcher_requests().iter().any(|r| r.action == "up" && r.iface.as_deref() == Some("backup0"))
+    });
+    let started = std::time::SystemTime::now();
+    lab.nmcli(&["--wait", "0", "connection", "up", "Office LAN"]).expect("activate the wired profile");
+    let first = first_wired_dhcp(lab, capture, started, Duration::from_secs(15)).unwrap_or_else(|| panic!("no DHCP\n{}", lab.diagnostics()));
+    measured(test, "activation -> first DHCP packet", ms(first.duration_since(started).unwrap_or_default()));
+    (first, started)
+}
