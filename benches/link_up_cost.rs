@@ -3,7 +3,11 @@
 //! connection" to "activated" of a wired DHCP profile, and a boot (NM start
 //! to the wired link activated, nm-dispatcher not running), on NetworkManager
 //! 1.58.1 built from Debian's source unpatched and patched, with no script
-//! in `link-up.d`. Both from NM's own log timestamps (0.1 ms).
+//! in `link-up.d`; then with a script installed (one that exits at once, as
+//! a script does for a profile it does not handle), on the series (every
+//! activation waits for it) and on the per-profile opt-in prototype
+//! (nm-patch/opt-in-1.58: only a profile that asks waits), with the profile
+//! opted in and not. Both from NM's own log timestamps (0.1 ms).
 //!
 //! `cargo bench --bench link_up_cost` (as root). Environment:
 //!   NM_HANDOVER_BENCH_RUNS     activations per row (default 50; boots: a fifth of it)
@@ -38,11 +42,23 @@ fn wired_activations(log: &str) -> Vec<f64> {
     starts.iter().zip(&ends).map(|(s, e)| (e - s) * 1000.0).collect()
 }
 
-fn run_row(cfg: LabConfig, runs: usize) -> Result<Row, String> {
+/// A `link-up.d` script that exits at once: what a script does for a
+/// profile it does not handle.
+fn noop_link_up_script() -> (String, String) {
+    ("link-up.d/50-noop".into(), "#!/bin/sh\nexit 0\n".into())
+}
+
+fn run_row(mut cfg: LabConfig, runs: usize, setup: Setup) -> Result<Row, String> {
     let nm_version = nm_version(&cfg.nm_daemon);
+    if setup != Setup::NoScript {
+        cfg.scripts.push(noop_link_up_script());
+    }
     let mut lab = Lab::start(cfg).map_err(|e| e.to_string())?;
     let e = |e: LabError| e.to_string();
     lab.add_ethernet_profile("Office LAN", "wired0", false);
+    if setup == Setup::ScriptProfileOptedIn {
+        lab.edit_keyfile("Office LAN", "user", "org.freedesktop.NetworkManager.link-up", "yes");
+    }
     for _ in 0..runs {
         lab.nmcli(&["connection", "up", "Office LAN"]).map_err(e)?;
         lab.nmcli(&["connection", "down", "Office LAN"]).map_err(e)?;
@@ -71,17 +87,29 @@ fn run_row(cfg: LabConfig, runs: usize) -> Result<Row, String> {
     Ok(Row { activation_ms, boot_ms, link_up_calls, nm_version })
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    NoScript,
+    Script,
+    ScriptProfileOptedIn,
+}
+
 fn main() -> ExitCode {
     let runs: usize = std::env::var("NM_HANDOVER_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let out_path = bench_out("link-up-cost.md");
-    let mut rows: Vec<(&str, Result<LabConfig, String>)> = vec![
-        ("stock: 1.58.1 built unpatched", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", false)),
-        ("patched: series v2 (nm-patch/1.58), no link-up script", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", true)),
+    let built = |patched| LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", patched);
+    let opt_in = || LabConfig::of_series(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", "opt-in-1.58");
+    let mut rows: Vec<(&str, Result<LabConfig, String>, Setup)> = vec![
+        ("stock: 1.58.1 built unpatched", built(false), Setup::NoScript),
+        ("patched: series v3 (nm-patch/1.58), no link-up script", built(true), Setup::NoScript),
+        ("patched: series v3, a link-up script installed", built(true), Setup::Script),
+        ("opt-in prototype (nm-patch/opt-in-1.58), a link-up script installed, the profile not opted in", opt_in(), Setup::Script),
+        ("opt-in prototype, a link-up script installed, the profile opted in", opt_in(), Setup::ScriptProfileOptedIn),
     ];
     if let Some(v1) = std::env::var_os("NM_HANDOVER_V1_NM_DIR") {
         // built_nm_paths reads the patched build's directory from this variable.
         std::env::set_var("NM_HANDOVER_PATCHED_NM_DIR", &v1);
-        rows.push(("patched: series v1, no link-up script", LabConfig::built(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", true)));
+        rows.push(("patched: series v1, no link-up script", built(true), Setup::NoScript));
         std::env::remove_var("NM_HANDOVER_PATCHED_NM_DIR");
     }
     let mut out = String::new();
@@ -92,7 +120,8 @@ fn main() -> ExitCode {
         out,
         "Command: `cargo bench --bench link_up_cost` (NM_HANDOVER_BENCH_RUNS={runs}). A wired DHCP profile (ISC dhcpd, internal client) \
          activated and deactivated {runs} times per row with `nmcli`, then {} boots (NM started with nm-dispatcher not running, the \
-         profile autoconnecting). Times from NM's own log, in ms as median / p95 / max; no script in `link-up.d`.\n",
+         profile autoconnecting). Times from NM's own log, in ms as median / p95 / max. \"A link-up script installed\": `link-up.d/50-noop`, \
+         which exits at once.\n",
         (runs / 5).max(1)
     )
     .unwrap();
@@ -100,9 +129,9 @@ fn main() -> ExitCode {
     writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
     let mut base: Option<(f64, f64)> = None;
     let mut notes = Vec::new();
-    for (name, cfg) in rows {
+    for (name, cfg, setup) in rows {
         eprintln!("bench link_up_cost: {name}");
-        let row = match cfg.and_then(|cfg| run_row(cfg, runs)) {
+        let row = match cfg.and_then(|cfg| run_row(cfg, runs, setup)) {
             Ok(row) => row,
             Err(why) => {
                 notes.push(format!("- not measured: {name}: {why}"));

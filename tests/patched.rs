@@ -569,3 +569,40 @@ fn activate_behind_the_slow_script(test: &str, lab: &Lab, capture: &Capture) -> 
     measured(test, "activation -> first DHCP packet", ms(first.duration_since(started).unwrap_or_default()));
     (first, started)
 }
+
+/// A foreign dispatcher script that takes 3 s on every event, and an event
+/// of the backup just before the re-plug (here a reapply; in life a DHCP
+/// renewal, a VPN): with the companion's `link-up.d` entry a waiting script,
+/// the re-plug's `link-up` queues behind it and DHCP waits; linked into
+/// no-wait.d (as meson-compat installs it) it starts at once.
+fn replug_behind_a_slow_foreign_script(test: &str, companion_waits: bool) -> Option<Duration> {
+    let mut cfg = patched_or_skip(test, DhcpServer::IscDhcpd)?;
+    cfg.companion_waits = companion_waits;
+    cfg.scripts.push(("50-slow-vpn-check".into(), "#!/bin/sh\nsleep 3\nexit 0\n".into()));
+    let p = paired(test, cfg, &[])?;
+    let lab = &p.lab;
+    lab.pull_cable();
+    lab.expect_until("the backup to hold the address", Duration::from_secs(30), || lab.ipv4("backup0") == Some(p.addr));
+    // The slow script's queue from the pull settles first.
+    std::thread::sleep(Duration::from_secs(10));
+    lab.nmcli(&["device", "reapply", "backup0"]).expect("an event of the backup");
+    lab.expect_until("the reapply event", Duration::from_secs(5), || lab.dispatcher_requests().iter().any(|r| r.action == "reapply"));
+    let plug = std::time::Instant::now();
+    lab.plug_cable();
+    lab.expect_until("the wired link to hold the address", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr));
+    let took = plug.elapsed();
+    measured(test, "re-plug -> wired holds the address, behind a 3 s script's request", ms(took));
+    if !companion_waits {
+        handed_back_at_link_up(lab, 1);
+    }
+    Some(took)
+}
+
+#[test]
+fn patched_a_slow_foreign_script_does_not_delay_link_up() {
+    let Some(no_wait) = replug_behind_a_slow_foreign_script("patched/slow foreign script, link-up no-wait", false) else { return };
+    assert!(no_wait <= replug_bound(false), "the re-plug took {no_wait:?} behind a slow foreign script");
+    // The control: a waiting link-up.d entry queues behind the slow request.
+    let waiting = replug_behind_a_slow_foreign_script("patched/slow foreign script, link-up waiting (control)", true).expect("the lab ran above");
+    assert!(waiting > no_wait + Duration::from_secs(1), "control: the waiting layout took {waiting:?}, no-wait {no_wait:?}: the slow script delayed neither");
+}

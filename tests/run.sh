@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ]; then
     # About 6 minutes each on 2 cores the first time; seconds when cached.
     bash nm-patch/build --version 1.58.1 >/dev/null
     bash nm-patch/build --version 1.42.4 >/dev/null
+    # NM's native take-over prototype, the alternative UPSTREAMING.md offers (tests/native.rs).
+    bash nm-patch/build --version 1.58.1 --series native-1.58 >/dev/null
 else
     echo "tests/run.sh: not root: the patched NetworkManager is not built; its lab tests will skip" >&2
 fi

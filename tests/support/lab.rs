@@ -173,7 +173,16 @@ impl LabConfig {
     /// source, patched or as Debian ships it (`--unpatched`: a stock daemon of
     /// a version Debian 12 does not ship, for comparisons).
     pub fn built(server: DhcpServer, client: DhcpClient, version: &str, patched: bool) -> Result<LabConfig, String> {
-        let paths = built_nm_paths(version, patched)?;
+        LabConfig::with_nm(server, client, built_nm_paths(version, patched)?)
+    }
+
+    /// The lab on a prototype series beside the `link-up` series
+    /// (`nm-patch/build --series S`).
+    pub fn of_series(server: DhcpServer, client: DhcpClient, version: &str, series: &str) -> Result<LabConfig, String> {
+        LabConfig::with_nm(server, client, series_nm_paths(version, series)?)
+    }
+
+    fn with_nm(server: DhcpServer, client: DhcpClient, paths: (PathBuf, PathBuf)) -> Result<LabConfig, String> {
         let mut cfg = LabConfig::new(server, client);
         let plugins = paths.0.parent().and_then(Path::parent).map(|usr| usr.join("lib/x86_64-linux-gnu/NetworkManager"));
         cfg.nm_plugin_dir = plugins.filter(|dir| dir.is_dir());
@@ -220,7 +229,17 @@ pub fn patched_nm_paths(version: &str) -> Result<(PathBuf, PathBuf), String> {
 
 /// [`patched_nm_paths`], or those of the unpatched build (`--unpatched`).
 pub fn built_nm_paths(version: &str, patched: bool) -> Result<(PathBuf, PathBuf), String> {
-    let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR").filter(|_| patched) {
+    nm_paths_of_build(version, patched, None)
+}
+
+/// The daemon and nm-dispatcher of `nm-patch/build --version V --series S`:
+/// one of the prototypes beside the series (`opt-in-1.58`, `native-1.58`).
+pub fn series_nm_paths(version: &str, series: &str) -> Result<(PathBuf, PathBuf), String> {
+    nm_paths_of_build(version, true, Some(series))
+}
+
+fn nm_paths_of_build(version: &str, patched: bool, series: Option<&str>) -> Result<(PathBuf, PathBuf), String> {
+    let dir = match std::env::var_os("NM_HANDOVER_PATCHED_NM_DIR").filter(|_| patched && series.is_none()) {
         Some(dir) => PathBuf::from(dir),
         None => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("nm-patch/build");
@@ -228,12 +247,14 @@ pub fn built_nm_paths(version: &str, patched: bool) -> Result<(PathBuf, PathBuf)
                 .arg(&script)
                 .args(["--version", version, "--print-dir"])
                 .args((!patched).then_some("--unpatched"))
+                .args(series.map(|s| ["--series", s]).into_iter().flatten())
                 .output()
                 .map_err(|e| format!("{}: {e}", script.display()))?;
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
         }
     };
-    let (what, build) = if patched { ("patched", "") } else { ("unpatched", " --unpatched") };
+    let series_arg = series.map(|s| format!(" --series {s}")).unwrap_or_default();
+    let (what, build) = if patched { ("patched", series_arg) } else { ("unpatched", " --unpatched".to_owned()) };
     let env = fs::read_to_string(dir.join("paths.env"))
         .map_err(|_| format!("the {what} NetworkManager {version} is not built in {} (run nm-patch/build --version {version}{build})", dir.display()))?;
     let get = |key: &str| {
@@ -541,6 +562,13 @@ impl Lab {
                     // script that links into no-wait.d.
                     link(companion, &dir.join("no-wait.d"))?;
                     link(Path::new("no-wait.d/90-nm-handover"), &dir)?;
+                } else if *sub == "link-up.d" && !self.cfg.companion_waits {
+                    // Also through no-wait.d: not queued behind other requests; NM
+                    // still waits for link-up's answer.
+                    if !d.join("etc/dispatcher.d/no-wait.d/90-nm-handover").exists() {
+                        link(companion, &d.join("etc/dispatcher.d/no-wait.d"))?;
+                    }
+                    link(Path::new("../no-wait.d/90-nm-handover"), &dir)?;
                 } else {
                     link(companion, &dir)?;
                 }
@@ -934,7 +962,7 @@ impl Lab {
 
     /// Sets `key=value` in `[section]` of a profile's keyfile and has NM load
     /// it, as a user editing the file by hand would (the lab's nmcli may be
-    /// older than the daemon and not know the property).
+    /// older than the daemon and not know the property). A missing section is added.
     pub fn edit_keyfile(&self, name: &str, section: &str, key: &str, value: &str) {
         let path = self.keyfile_of(name);
         let text = fs::read_to_string(&path).unwrap();
@@ -952,7 +980,9 @@ impl Lab {
                 out.push(format!("{key}={value}"));
             }
         }
-        assert!(out.contains(&header), "{} has no {header}", path.display());
+        if !out.contains(&header) {
+            out.extend([String::new(), header, format!("{key}={value}")]);
+        }
         fs::write(&path, out.join("\n") + "\n").unwrap();
         // NM sees the lab's etc/ at /etc/NetworkManager (a bind mount in its namespace).
         let seen_by_nm = Path::new("/etc/NetworkManager/system-connections").join(path.file_name().unwrap());

@@ -595,3 +595,125 @@ pub fn dead_port(p: &Paired, dhcp_timeout: u64, retries: Duration) -> DeadPort {
     });
     DeadPort { back, online_share, moved, server_log_since }
 }
+
+/// One pull and re-plug, measured the same way whatever keeps the address
+/// (the companion on `link-up`, NM's native take-over prototype): on the
+/// veth lab, with a TCP session running through the link that holds it.
+#[derive(Debug, Clone)]
+pub struct TakeOverCycle {
+    /// Cable pulled → the backup holds the same IPv4 (address event).
+    pub pull: Duration,
+    /// Cable back → the wired link holds it again (address event).
+    pub replug: Duration,
+    /// The backup's last frame on the LAN minus the wired link's first DHCP
+    /// packet after the plug, in ms (> 0: both were on the LAN).
+    pub overlap_ms: f64,
+    /// Longest TCP stall at the pull and at the re-plug.
+    pub stalls: (Duration, Duration),
+}
+
+/// Runs [`TakeOverCycle`] on a lab whose wired link holds `addr` and whose
+/// backup is `backup_iface`. `Err` says what did not happen; a capture that
+/// saw no frame of the backup while it held the address is an error, never
+/// a won race.
+pub fn take_over_cycle(lab: &Lab, addr: Ipv4Addr, backup_iface: &str) -> Result<TakeOverCycle, String> {
+    let e = |e: LabError| e.to_string();
+    let wired_mac = lab.mac("wired0");
+    let monitor = NetMonitor::start(lab);
+    let backup_frames = Capture::frames_from(lab, &format!("p-{backup_iface}"), &wired_mac);
+    let wired_dhcp = Capture::start(lab, "p-wired0");
+    let tcp = TcpSession::open(lab);
+    if !tcp.wait_for_traffic(5, Duration::from_secs(5)) {
+        return Err(format!("no TCP traffic before the pull: {:?}", tcp.report()));
+    }
+
+    let pull = Instant::now();
+    let pull_wall = SystemTime::now();
+    lab.pull_cable();
+    lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4(backup_iface) == Some(addr)).map_err(e)?;
+    let pull_took = monitor.address_added_at(pull, backup_iface, addr).ok_or("no address event of the backup")? - pull;
+    if !tcp.wait_for_traffic(10, Duration::from_secs(10)) {
+        return Err(format!("TCP after the pull: {:?}", tcp.report()));
+    }
+    let pull_stall = tcp.report().longest_stall;
+    tcp.reset_stall();
+
+    let plug = Instant::now();
+    let plug_wall = SystemTime::now();
+    lab.plug_cable();
+    lab.wait_until("the wired link to hold the address again", Duration::from_secs(30), || {
+        lab.ipv4("wired0") == Some(addr) && lab.ipv4(backup_iface).is_none()
+    })
+    .map_err(e)?;
+    let replug_took = monitor.address_added_at(plug, "wired0", addr).ok_or("no address event of the wired link")? - plug;
+    let first_dhcp = wired_dhcp.first_dhcp_from(&wired_mac, plug_wall).ok_or("no wired DHCP packet after the plug")?.0;
+    if backup_frames.last_from_between(&wired_mac, pull_wall, plug_wall).is_none() {
+        return Err("the capture on the backup's port saw no frame while the backup held the address".into());
+    }
+    let last_backup = backup_frames.last_from_between(&wired_mac, pull_wall, first_dhcp + Duration::from_secs(1)).expect("seen above");
+    let overlap_ms = match last_backup.duration_since(first_dhcp) {
+        Ok(after) => after.as_secs_f64() * 1000.0,
+        Err(before) => -before.duration().as_secs_f64() * 1000.0,
+    };
+    if !tcp.wait_for_traffic(10, Duration::from_secs(10)) {
+        return Err(format!("TCP after the re-plug: {:?}", tcp.report()));
+    }
+    let report = tcp.close();
+    if !report.survived() {
+        return Err(format!("the TCP session did not survive: {report:?}"));
+    }
+    Ok(TakeOverCycle { pull: pull_took, replug: replug_took, overlap_ms, stalls: (pull_stall, report.longest_stall) })
+}
+
+/// NetworkManager's native take-over prototype (nm-patch/native-1.58): see tests/native.rs.
+/// The backup profile's UUID, chosen up front: the wired profile must name
+/// it before the backup exists, or the backup would autoconnect beside it.
+pub const NATIVE_BACKUP_UUID: &str = "6f1c3e2a-5b7d-4c8e-9a1f-2d3b4c5e6f70";
+
+/// A lab on the native prototype with the wired profile active and taking
+/// over from the backup profile (autoconnect on, the wired MAC cloned, as
+/// `pair` would make it but without the companion), and the wired address.
+pub fn native_lab(test: &str) -> Option<(Lab, Ipv4Addr)> {
+    let cfg = match LabConfig::of_series(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", "native-1.58") {
+        Ok(mut cfg) => {
+            // The carrier-wait `pair` sets for the wired link, so that the
+            // pull is measured as with the companion.
+            cfg.extra_nm_conf.push_str("\n[device-wired0-carrier-wait]\nmatch-device=interface-name:wired0\ncarrier-wait-timeout=300\n");
+            cfg
+        }
+        Err(why) => {
+            assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+            eprintln!("SKIPPED: {test}: {why}");
+            return None;
+        }
+    };
+    let lab = start_or_skip(test, cfg)?;
+    lab.add_ethernet_profile("Office LAN", "wired0", false);
+    lab.edit_keyfile("Office LAN", "user", "org.freedesktop.NetworkManager.takes-over", NATIVE_BACKUP_UUID);
+    lab.nmcli(&["connection", "modify", "Office LAN", "connection.autoconnect", "yes"]).expect("autoconnect the wired profile");
+    lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
+    let addr = lab.ipv4("wired0").expect("the wired address");
+    let wired_mac = lab.mac("wired0");
+    lab.nmcli(&[
+        "connection",
+        "add",
+        "type",
+        "ethernet",
+        "con-name",
+        "Backup link",
+        "ifname",
+        "backup0",
+        "connection.uuid",
+        NATIVE_BACKUP_UUID,
+        "connection.autoconnect",
+        "yes",
+        "ethernet.cloned-mac-address",
+        &wired_mac,
+        "ipv4.dad-timeout",
+        "0",
+        "ipv6.method",
+        "disabled",
+    ])
+    .expect("add the backup profile");
+    Some((lab, addr))
+}
