@@ -46,6 +46,9 @@ pub struct DispatchLink {
     pub state: Result<(), String>,
     /// Needed for this NetworkManager (link-up.d only on patched NM).
     pub needed: bool,
+    /// nm-dispatcher queues it behind other requests it waits for: it does
+    /// not link into no-wait.d.
+    pub queued: bool,
 }
 
 /// What `check` looks at in one pair.
@@ -182,25 +185,24 @@ pub fn judge(facts: &Facts) -> Vec<Finding> {
     if !facts.other_waiting_scripts.is_empty() {
         let scripts = facts.other_waiting_scripts.join(", ");
         // nm-dispatcher runs requests with scripts it must wait for one at a
-        // time. The companion's entry in no-wait.d is not one of them, so on
-        // stock NM a pull or hand-back never queues behind these
-        // (tests/faults.rs); link-up is, as NM waits for it.
-        out.push(if facts.patched {
-            finding(
+        // time. The companion's entries (dispatcher.d and link-up.d) link into
+        // no-wait.d as installed, so neither a pull nor a re-plug's link-up
+        // queues behind these (tests/faults.rs, tests/patched.rs).
+        out.push(match facts.links.iter().find(|l| l.needed && l.state.is_ok() && l.queued) {
+            Some(link) => finding(
                 "other-scripts",
                 None,
                 Level::Warning,
-                format!("nm-dispatcher runs waiting requests one at a time, and link-up is one: a re-plug's link-up can queue behind these scripts' requests of other events, for as long as they take: {scripts}"),
-                Some("link the slow ones into /etc/NetworkManager/dispatcher.d/no-wait.d/ if they need not be waited for".into()),
-            )
-        } else {
-            finding(
+                format!("{} is queued behind the requests of other scripts nm-dispatcher waits for, for as long as they take: {scripts}", link.path),
+                Some(format!("link it through no-wait.d, as the package installs it: ln -sfn ../no-wait.d/90-nm-handover {}", link.path)),
+            ),
+            None => finding(
                 "other-scripts",
                 None,
                 Level::Ok,
-                format!("other scripts nm-dispatcher waits for ({scripts}) delay no handover on stock NetworkManager (the companion's entry is in no-wait.d); on a patched one they can delay link-up (none dispatched since boot)"),
+                format!("other scripts nm-dispatcher waits for ({scripts}) delay no handover: the companion's entries are in no-wait.d"),
                 None,
-            )
+            ),
         });
     }
     if facts.pairs.is_empty() {
@@ -342,7 +344,7 @@ mod tests {
         Facts {
             nm_version: Some("1.42.4".into()),
             dispatcher_unit: Some(DispatcherUnit::Systemd("enabled".into())),
-            links: vec![DispatchLink { path: "/usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), state: Ok(()), needed: true }],
+            links: vec![DispatchLink { path: "/usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), state: Ok(()), needed: true, queued: false }],
             pairs: vec![good_pair()],
             ..Facts::default()
         }
@@ -383,6 +385,7 @@ mod tests {
                 &["other-scripts"],
                 Box::new(|f| {
                     f.patched = true;
+                    f.links.push(link_up_link(true));
                     f.other_waiting_scripts = vec!["50-vpn-check".into()]
                 }),
             ),
@@ -428,6 +431,7 @@ mod tests {
             path: "/usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(),
             state: Err("missing".into()),
             needed: false,
+            queued: false,
         });
         assert_eq!(problems(&facts), Vec::<&str>::new());
         facts.links[1].needed = true;
@@ -435,12 +439,20 @@ mod tests {
     }
 
     #[test]
-    fn other_waiting_scripts_delay_only_link_up() {
+    fn other_waiting_scripts_delay_only_an_entry_outside_no_wait() {
         let mut facts = good();
         facts.other_waiting_scripts = vec!["50-vpn-check".into()];
-        facts.patched = false;
+        facts.patched = true;
+        facts.links.push(link_up_link(false));
         assert_eq!(problems(&facts), Vec::<&str>::new());
         assert!(judge(&facts).iter().any(|f| f.check == "other-scripts" && f.message.contains("50-vpn-check")));
+        facts.links[1].queued = true;
+        assert_eq!(problems(&facts), ["other-scripts"]);
+    }
+
+    /// The link-up.d entry of a patched NetworkManager, through no-wait.d or not.
+    fn link_up_link(queued: bool) -> DispatchLink {
+        DispatchLink { path: "/usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), state: Ok(()), needed: true, queued }
     }
 
     #[test]

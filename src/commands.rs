@@ -676,7 +676,15 @@ fn dispatcher_would_skip(path: &Path) -> Option<String> {
 fn dispatch_link(subdir: &str, needed: bool) -> DispatchLink {
     let candidates: Vec<std::path::PathBuf> = DISPATCHER_DIRS.iter().map(|d| Path::new(d).join(subdir).join(ENTRY_NAME)).collect();
     let path = candidates.iter().find(|p| fs::symlink_metadata(p).is_ok()).unwrap_or(&candidates[1]);
-    DispatchLink { path: path.display().to_string(), state: dispatcher_would_skip(path).map_or(Ok(()), Err), needed }
+    DispatchLink { path: path.display().to_string(), state: dispatcher_would_skip(path).map_or(Ok(()), Err), needed, queued: !links_into_no_wait(path) }
+}
+
+/// Whether nm-dispatcher starts `path` without queueing it: a symlink whose
+/// target lies in a directory named no-wait.d (nm-dispatcher's own test).
+fn links_into_no_wait(path: &Path) -> bool {
+    let Ok(target) = fs::read_link(path) else { return false };
+    let target = path.parent().map_or(target.clone(), |dir| dir.join(&target));
+    target.parent().and_then(|dir| fs::canonicalize(dir).ok()).is_some_and(|dir| dir.ends_with("no-wait.d"))
 }
 
 /// Scripts nm-dispatcher waits for on every event besides ours.

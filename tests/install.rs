@@ -100,7 +100,7 @@ fn meson_destdir_install_has_the_expected_tree() {
     // nm-dispatcher does not wait for a dispatcher.d script that links into no-wait.d.
     want.insert("usr/lib/NetworkManager/dispatcher.d/90-nm-handover".into(), ('l', 0, Some("no-wait.d/90-nm-handover".into())));
     want.insert("usr/lib/NetworkManager/dispatcher.d/no-wait.d/90-nm-handover".into(), ('l', 0, Some(entry.clone())));
-    want.insert("usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), ('l', 0, Some(entry)));
+    want.insert("usr/lib/NetworkManager/dispatcher.d/link-up.d/90-nm-handover".into(), ('l', 0, Some("../no-wait.d/90-nm-handover".into())));
     want.insert("usr/share/man/man8/nm-handover.8".into(), ('f', 0o644, None));
     for completion in ["bash-completion/completions/nm-handover", "zsh/vendor-completions/_nm-handover", "fish/vendor_completions.d/nm-handover.fish"] {
         want.insert(format!("usr/share/{completion}"), ('f', 0o644, None));
