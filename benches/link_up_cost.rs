@@ -33,7 +33,16 @@ struct Row {
     activation_ms: Vec<f64>,
     boot_ms: Vec<f64>,
     link_up_calls: usize,
+    /// How long IP configuration waited for each `link-up` (NM's own count).
+    link_up_wait_ms: Vec<f64>,
     nm_version: String,
+}
+
+/// NM's "\"link-up\" dispatcher scripts completed after N ms" lines.
+fn link_up_waits(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split_once("dispatcher scripts completed after ")?.1.split_once(" ms")?.0.trim().parse().ok())
+        .collect()
 }
 
 fn wired_activations(log: &str) -> Vec<f64> {
@@ -84,7 +93,11 @@ fn run_row(mut cfg: LabConfig, runs: usize, setup: Setup) -> Result<Row, String>
         boot_ms.push((activated - started) * 1000.0);
     }
     let link_up_calls = lab.dispatcher_requests().iter().filter(|r| r.action == "link-up").count();
-    Ok(Row { activation_ms, boot_ms, link_up_calls, nm_version })
+    let link_up_wait_ms = link_up_waits(&lab.nm_log());
+    if link_up_wait_ms.len() != link_up_calls {
+        return Err(format!("{link_up_calls} link-up requests, but NM logged {} completed waits", link_up_wait_ms.len()));
+    }
+    Ok(Row { activation_ms, boot_ms, link_up_calls, link_up_wait_ms, nm_version })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,8 +138,8 @@ fn main() -> ExitCode {
         (runs / 5).max(1)
     )
     .unwrap();
-    writeln!(out, "| NetworkManager | version | activations | starting → activated | boots | NM start → wired activated | `link-up` dispatched | ratio to stock (activation / boot medians) |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "| NetworkManager | version | activations | starting → activated | boots | NM start → wired activated | `link-up` dispatched | IP configuration held for `link-up` (NM's log) | ratio to stock (activation / boot medians) |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|").unwrap();
     let mut base: Option<(f64, f64)> = None;
     let mut notes = Vec::new();
     for (name, cfg, setup) in rows {
@@ -148,13 +161,14 @@ fn main() -> ExitCode {
         };
         writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {ratio} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {ratio} |",
             row.nm_version,
             row.activation_ms.len(),
             median_p95_max(row.activation_ms),
             row.boot_ms.len(),
             median_p95_max(row.boot_ms),
-            row.link_up_calls
+            row.link_up_calls,
+            if row.link_up_wait_ms.is_empty() { "none".to_owned() } else { median_p95_max(row.link_up_wait_ms) },
         )
         .unwrap();
     }

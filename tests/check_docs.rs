@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const COPIED: &[&str] = &["README.md", "UPSTREAMING.md", "nm-patch/README.md", "meson-compat/nm-handover.8", "bench-results"];
+const COPIED: &[&str] = &["README.md", "UPSTREAMING.md", "nm-patch/README.md", "nm-patch/COVER-LETTER.md", "meson-compat/nm-handover.8", "bench-results"];
 
 fn copy_tree(from: &Path, to: &Path) {
     if from.is_dir() {
@@ -106,4 +106,16 @@ fn a_new_unchecked_figure_fails() {
     std::fs::write(&path, format!("{text}\nA handover now takes 123 ms.\n")).unwrap();
     let (ok, _, err) = check_docs(&root, &[]);
     assert!(!ok && err.contains("'123 ms' looks measured"), "{err}");
+}
+
+/// The cover letter is what a maintainer reads in three minutes: at most
+/// 6,000 characters (the review's limit), with every placeholder filled.
+#[test]
+fn the_cover_letter_is_short_and_complete() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("nm-patch/COVER-LETTER.md")).unwrap();
+    let chars = text.chars().count();
+    assert!(chars <= 6000, "nm-patch/COVER-LETTER.md has {chars} characters, more than 6000");
+    for placeholder in ["COST_PARAGRAPH", "NATIVE_NUMBERS", "OPT_IN_NUMBERS", "TODO"] {
+        assert!(!text.contains(placeholder), "nm-patch/COVER-LETTER.md still says {placeholder}");
+    }
 }
