@@ -40,9 +40,7 @@ struct Row {
 
 /// NM's "\"link-up\" dispatcher scripts completed after N ms" lines.
 fn link_up_waits(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| l.split_once("dispatcher scripts completed after ")?.1.split_once(" ms")?.0.trim().parse().ok())
-        .collect()
+    log.lines().filter_map(|l| l.split_once("dispatcher scripts completed after ")?.1.split_once(" ms")?.0.trim().parse().ok()).collect()
 }
 
 fn wired_activations(log: &str) -> Vec<f64> {
