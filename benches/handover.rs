@@ -116,6 +116,10 @@ const ROWS: &[RowSpec] = &[
     },
     RowSpec {
         wifi: true,
+        ..row("wifi-bond", "Wi-Fi anchor: NetworkManager bond, active-backup, the Wi-Fi a port (the recipe users are pointed to)", Setup::Bonding)
+    },
+    RowSpec {
+        wifi: true,
         carrier_wait_ms: Some(300),
         ..row("wifi-seed-like", "Wi-Fi baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike)
     },
@@ -153,6 +157,9 @@ struct Samples {
     stall_replug_censored: usize,
     /// How long the bench waits for traffic after a handover.
     traffic_wait: Duration,
+    /// The longest gap of the 100 Hz probe at each pull and each re-plug.
+    outage_pull_ms: Vec<f64>,
+    outage_replug_ms: Vec<f64>,
     dhcp_per_handover: Vec<f64>,
     conflicts: u32,
     window_ms: Vec<f64>,
@@ -217,6 +224,8 @@ fn lab_config(spec: &RowSpec) -> Result<LabConfig, String> {
             cfg.scripts.push(("90-seed-like".into(), script));
             cfg
         }
+        // The recipe users are pointed to: NetworkManager's own bond, the Wi-Fi a port.
+        Setup::Bonding if spec.wifi => LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal),
         Setup::Bonding => {
             let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
             cfg.extra_nm_conf = "[keyfile]\nunmanaged-devices=interface-name:wired0;interface-name:backup0;interface-name:bond0\n".into();
@@ -244,6 +253,57 @@ fn ip(lab: &Lab, args: &[&str]) -> Result<(), String> {
 fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
     let e = |e: LabError| e.to_string();
     match setup {
+        Setup::Bonding if lab.cfg.wifi => {
+            // Red Hat's "Configuring a network bond to enable switching between an
+            // Ethernet and wireless connection", as WIFI-LAB.md ran it.
+            lab.wait_for_access_point_in_scan_list().map_err(e)?;
+            for args in [
+                &[
+                    "connection",
+                    "add",
+                    "type",
+                    "bond",
+                    "con-name",
+                    "bond0",
+                    "ifname",
+                    "bond0",
+                    "bond.options",
+                    "mode=active-backup,primary=wired0,miimon=100",
+                    "ipv4.method",
+                    "auto",
+                    "ipv6.method",
+                    "disabled",
+                    "connection.autoconnect-slaves",
+                    "yes",
+                ][..],
+                &["connection", "add", "type", "ethernet", "slave-type", "bond", "con-name", "bond0-port1", "ifname", "wired0", "master", "bond0"][..],
+                &[
+                    "connection",
+                    "add",
+                    "type",
+                    "wifi",
+                    "slave-type",
+                    "bond",
+                    "con-name",
+                    "bond0-port2",
+                    "ifname",
+                    "wlan0",
+                    "master",
+                    "bond0",
+                    "ssid",
+                    WIFI_SSID,
+                    "wifi-sec.key-mgmt",
+                    "wpa-psk",
+                    "wifi-sec.psk",
+                    WIFI_PSK,
+                ][..],
+                &["--wait", "90", "connection", "up", "bond0"][..],
+            ] {
+                lab.nmcli(args).map_err(e)?;
+            }
+            lab.wait_until("the bond's address", Duration::from_secs(60), || lab.ipv4("bond0").is_some()).map_err(e)?;
+            Ok(lab.ipv4("bond0").unwrap())
+        }
         Setup::Bonding => {
             ip(lab, &["link", "add", "bond0", "type", "bond", "mode", "active-backup", "miimon", "10"])
                 .map_err(|e| format!("this kernel cannot make a bond (no CONFIG_BONDING?): {e}"))?;
@@ -326,6 +386,12 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
         .then(|| (Capture::start(&lab, "p-wired0"), Capture::frames_from(&lab, &format!("p-{backup}"), &wired_mac)));
     let mut tcp = TcpSession::open(&lab);
     tcp.wait_for_traffic(5, Duration::from_secs(5));
+    let probe = Probe::start(&lab);
+    // The probe's outage of a handover: from its start until traffic is back.
+    let outage = |s: &mut Samples, from: SystemTime, what: &str, cycle: usize| match probe.longest_gap(from, SystemTime::now()) {
+        Some(gap) => (if what == "pull" { &mut s.outage_pull_ms } else { &mut s.outage_replug_ms }).push(millis(gap)),
+        None => s.notes.push(format!("cycle {cycle}: the 100 Hz probe had no reply before the {what} or none again by the bench's wait (not measured)")),
+    };
     let traffic_wait = if spec.setup == Setup::NoCompanion { Duration::from_secs(3) } else { Duration::from_secs(10) };
     s.traffic_wait = traffic_wait;
     for cycle in 0..cycles {
@@ -368,6 +434,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             tcp = TcpSession::open(&lab);
         }
         std::thread::sleep(Duration::from_millis(300));
+        outage(&mut s, pull_wall, "pull", cycle);
 
         // Re-plug.
         tcp.reset_stall();
@@ -437,6 +504,8 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
             s.resets += 1;
             tcp = TcpSession::open(&lab);
         }
+        std::thread::sleep(Duration::from_millis(300));
+        outage(&mut s, plug_wall, "re-plug", cycle);
         let log = lab.server_log();
         let since = &log[mark.min(log.len())..];
         s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
@@ -655,8 +724,8 @@ fn main() -> ExitCode {
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
         writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run, and only for rows of the seed-like row's condition (stock packaged NM, internal DHCP client, NM's default conflict probe; the rows with NM's default 6 s carrier-wait differ in that alone, and their ratios show what it costs): the other rows have no baseline of their own condition here (n/a). A sample of two modes is shown as a split (how many near which value) and divides nothing; a stall after which the session carried no traffic within the bench's wait is counted as longer than the wait, not as a measurement. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC, from the pull up to 1 s after the wired link's first DHCP packet, minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke; with a TCP round trip every 20 ms through it, the backup's last frame precedes its going down by up to 20 ms; no frame since the pull means a broken capture: not measured, noted); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
-        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug |").unwrap();
-        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | longest gap of a 100 Hz ping to the LAN peer: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug | ping gap ratio to the bond on the same kind of link (pull / re-plug medians) |").unwrap();
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {
             // A median divides only where it is one: a sample of two modes, or
             // with stalls beyond the wait (not measured), has none to divide.
@@ -673,9 +742,14 @@ fn main() -> ExitCode {
                 (Some(x), Some(b)) if b > 0.0 => format!("{:.2}", x / b),
                 _ => "n/a".into(),
             };
+            // The anchor users are pointed to: the bond on the same kind of link, same run.
+            let bond = results
+                .iter()
+                .find(|(b, _)| b.setup == Setup::Bonding && b.wifi == spec.wifi)
+                .map(|(_, b)| (divisible(&b.outage_pull_ms, 0), divisible(&b.outage_replug_ms, 0)));
             writeln!(
                 out,
-                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {}; {} | {} | {} | {} | {} / {} / {} / {} |",
+                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {}; {} | {}; {} | {} | {} | {} | {} / {} / {} / {} | {} / {} |",
                 spec.name,
                 s.nm_version,
                 s.pull_ms.len(),
@@ -688,6 +762,8 @@ fn main() -> ExitCode {
                 s.resets,
                 fmt_stalls(&s.stall_pull_ms, s.stall_pull_censored, s.traffic_wait),
                 fmt_stalls(&s.stall_replug_ms, s.stall_replug_censored, s.traffic_wait),
+                fmt_stats(&s.outage_pull_ms),
+                fmt_stats(&s.outage_replug_ms),
                 stats(&s.dhcp_per_handover).map_or("n/a".into(), |x| format!("{:.1}", x.0)),
                 s.conflicts,
                 match s.window_ms.iter().filter(|w| **w > 0.0).count() {
@@ -698,6 +774,8 @@ fn main() -> ExitCode {
                 ratio(divisible(&s.replug_ms, 0), base.map(|b| b.1)),
                 ratio(divisible(&s.stall_pull_ms, s.stall_pull_censored), base.map(|b| b.2)),
                 ratio(divisible(&s.stall_replug_ms, s.stall_replug_censored), base.map(|b| b.3)),
+                ratio(divisible(&s.outage_pull_ms, 0), bond.map(|b| b.0)),
+                ratio(divisible(&s.outage_replug_ms, 0), bond.map(|b| b.1)),
             )
             .unwrap();
         }

@@ -458,6 +458,56 @@ impl Drop for Pinger {
     }
 }
 
+/// A ping every 10 ms (100 Hz) from the host to the LAN's server through
+/// whichever link holds the route, each reply stamped by ping (`-D`): the
+/// outage of a handover is the longest gap between replies around it, one
+/// measure for every mechanism (the companion, a bond, a script).
+pub struct Probe {
+    child: Child,
+    path: std::path::PathBuf,
+}
+
+impl Probe {
+    pub fn start(lab: &Lab) -> Probe {
+        let path = lab.dir.join("probe-100hz.txt");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.host, "ping", "-D", "-n", "-i", "0.01", &SERVER.to_string()])
+            .stdin(Stdio::null())
+            .stdout(File::create(&path).expect("probe file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ping");
+        Probe { child, path }
+    }
+
+    /// The longest time without a reply from `from` to `to`, counting from
+    /// the last reply before `from`; `None` without a reply before the window
+    /// and one in its last 100 ms, where the outage was not measured whole.
+    pub fn longest_gap(&self, from: SystemTime, to: SystemTime) -> Option<Duration> {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
+        let (from, to) = (secs(from)?, secs(to)?);
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        // "[1796479176.560123] 64 bytes from 198.18.0.1: icmp_seq=7 ttl=64 time=0.05 ms"
+        let replies: Vec<f64> =
+            text.lines().filter(|l| l.contains(" bytes from ")).filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.parse().ok()).collect();
+        let before = replies.iter().copied().filter(|t| *t < from).last()?;
+        let within: Vec<f64> = std::iter::once(before).chain(replies.iter().copied().filter(|t| *t >= from && *t <= to)).collect();
+        // The outage must be over by `to`: a reply in its last 100 ms.
+        if within.len() < 2 || to - within[within.len() - 1] > 0.1 {
+            return None;
+        }
+        let gap = within.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        Some(Duration::from_secs_f64(gap))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// DHCP packets on one bridge port of the `lan` namespace (tcpdump, kernel
 /// timestamps on the wall clock). Captures on "any", so that a port that is
 /// down (cable pulled) is seen from the moment it comes up.
