@@ -490,7 +490,7 @@ impl Probe {
         // "[1796479176.560123] 64 bytes from 198.18.0.1: icmp_seq=7 ttl=64 time=0.05 ms"
         let replies: Vec<f64> =
             text.lines().filter(|l| l.contains(" bytes from ")).filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.parse().ok()).collect();
-        let before = replies.iter().copied().filter(|t| *t < from).last()?;
+        let before = replies.iter().copied().rev().find(|t| *t < from)?;
         let within: Vec<f64> = std::iter::once(before).chain(replies.iter().copied().filter(|t| *t >= from && *t <= to)).collect();
         // The outage must be over by `to`: a reply in its last 100 ms.
         if within.len() < 2 || to - within[within.len() - 1] > 0.1 {
