@@ -477,7 +477,13 @@ impl Probe {
             .stderr(Stdio::null())
             .spawn()
             .expect("ping");
-        Probe { child, path }
+        let probe = Probe { child, path };
+        // Measured from its first reply on: a handover before it has no "before".
+        let started = Instant::now();
+        while !std::fs::read_to_string(&probe.path).unwrap_or_default().contains(" bytes from ") && started.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        probe
     }
 
     /// The longest time without a reply from `from` to `to`, counting from
