@@ -257,50 +257,21 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
             // Red Hat's "Configuring a network bond to enable switching between an
             // Ethernet and wireless connection", as WIFI-LAB.md ran it.
             lab.wait_for_access_point_in_scan_list().map_err(e)?;
-            for args in [
-                &[
-                    "connection",
-                    "add",
-                    "type",
-                    "bond",
-                    "con-name",
-                    "bond0",
-                    "ifname",
-                    "bond0",
-                    "bond.options",
-                    "mode=active-backup,primary=wired0,miimon=100",
-                    "ipv4.method",
-                    "auto",
-                    "ipv6.method",
-                    "disabled",
-                    "connection.autoconnect-slaves",
-                    "yes",
-                ][..],
-                &["connection", "add", "type", "ethernet", "slave-type", "bond", "con-name", "bond0-port1", "ifname", "wired0", "master", "bond0"][..],
-                &[
-                    "connection",
-                    "add",
-                    "type",
-                    "wifi",
-                    "slave-type",
-                    "bond",
-                    "con-name",
-                    "bond0-port2",
-                    "ifname",
-                    "wlan0",
-                    "master",
-                    "bond0",
-                    "ssid",
-                    WIFI_SSID,
-                    "wifi-sec.key-mgmt",
-                    "wpa-psk",
-                    "wifi-sec.psk",
-                    WIFI_PSK,
-                ][..],
-                &["--wait", "90", "connection", "up", "bond0"][..],
-            ] {
-                lab.nmcli(args).map_err(e)?;
-            }
+            let bond = [
+                "bond.options",
+                "mode=active-backup,primary=wired0,miimon=100",
+                "ipv4.method",
+                "auto",
+                "ipv6.method",
+                "disabled",
+                "connection.autoconnect-slaves",
+                "yes",
+            ];
+            lab.add_profile("bond", "bond0", "bond0", &bond).map_err(e)?;
+            lab.add_profile("ethernet", "bond0-port1", "wired0", &["slave-type", "bond", "master", "bond0"]).map_err(e)?;
+            let wifi_port = ["slave-type", "bond", "master", "bond0", "ssid", WIFI_SSID, "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK];
+            lab.add_profile("wifi", "bond0-port2", "wlan0", &wifi_port).map_err(e)?;
+            lab.nmcli(&["--wait", "90", "connection", "up", "bond0"]).map_err(e)?;
             lab.wait_until("the bond's address", Duration::from_secs(60), || lab.ipv4("bond0").is_some()).map_err(e)?;
             Ok(lab.ipv4("bond0").unwrap())
         }

@@ -206,9 +206,15 @@ fn patched_link_up_without_scripts_is_not_dispatched() {
 /// A `link-up.d` script of the test: records when it starts and ends under
 /// the lab's /run, sleeps `secs`.
 fn link_up_script(secs: f64) -> (String, String) {
+    link_up_script_of(None, secs)
+}
+
+/// [`link_up_script`], acting only for `iface` when one is given.
+fn link_up_script_of(iface: Option<&str>, secs: f64) -> (String, String) {
+    let only = iface.map(|i| format!("[ \"$1\" = {i} ] || exit 0\n")).unwrap_or_default();
     (
         "link-up.d/50-test".into(),
-        format!("#!/bin/sh\n[ \"$2\" = link-up ] || exit 0\ndate +%s.%N >> /run/link-up-started\nsleep {secs}\ndate +%s.%N >> /run/link-up-ended\n"),
+        format!("#!/bin/sh\n{only}[ \"$2\" = link-up ] || exit 0\ndate +%s.%N >> /run/link-up-started\nsleep {secs}\ndate +%s.%N >> /run/link-up-ended\n"),
     )
 }
 
@@ -383,26 +389,12 @@ fn patched_link_up_never_after_ip_configuration_started_without_carrier() {
     cfg.scripts.push(link_up_script(0.0));
     cfg.extra_nm_conf.push_str("\n[device-wired0-ignore-carrier]\nmatch-device=interface-name:wired0\nignore-carrier=yes\n");
     let Some(lab) = start_or_skip(test, cfg) else { return };
-    lab.nmcli(&[
-        "connection",
-        "add",
-        "type",
+    lab.add_profile(
         "ethernet",
-        "con-name",
         "Office LAN",
-        "ifname",
         "wired0",
-        "connection.autoconnect",
-        "no",
-        "ipv4.method",
-        "manual",
-        "ipv4.addresses",
-        "198.18.0.50/24",
-        "ipv4.dad-timeout",
-        "8000",
-        "ipv6.method",
-        "disabled",
-    ])
+        &["connection.autoconnect", "no", "ipv4.method", "manual", "ipv4.addresses", "198.18.0.50/24", "ipv4.dad-timeout", "8000", "ipv6.method", "disabled"],
+    )
     .expect("add a static profile");
     lab.set_cable("wired0", false);
     lab.nmcli(&["--wait", "0", "connection", "up", "Office LAN"]).expect("activate without carrier");
@@ -425,48 +417,24 @@ fn patched_link_up_never_after_ip_configuration_started_without_carrier() {
 fn patched_link_up_holds_a_controllers_dhcp_when_static_addresses_complete() {
     let test = "patched/link-up on a bridge";
     let Some((lab, capture)) = link_up_lab(test, 3.0) else { return };
-    for args in [
-        &[
-            "connection",
-            "add",
-            "type",
-            "bridge",
-            "con-name",
-            "Bridge",
-            "ifname",
-            "bridge0",
-            "bridge.stp",
-            "no",
-            "connection.autoconnect",
-            "no",
-            "connection.autoconnect-slaves",
-            "yes",
-            "ipv4.method",
-            "auto",
-            "ipv6.method",
-            "manual",
-            "ipv6.addresses",
-            &format!("{PREFIX6}::10/64"),
-        ][..],
-        &[
-            "connection",
-            "add",
-            "type",
-            "ethernet",
-            "con-name",
-            "Bridge port",
-            "ifname",
-            "wired0",
-            "master",
-            "bridge0",
-            "slave-type",
-            "bridge",
-            "connection.autoconnect",
-            "no",
-        ][..],
-    ] {
-        lab.nmcli(args).expect("add the bridge profiles");
-    }
+    let ipv6 = format!("{PREFIX6}::10/64");
+    let bridge = [
+        "bridge.stp",
+        "no",
+        "connection.autoconnect",
+        "no",
+        "connection.autoconnect-slaves",
+        "yes",
+        "ipv4.method",
+        "auto",
+        "ipv6.method",
+        "manual",
+        "ipv6.addresses",
+        &ipv6,
+    ];
+    lab.add_profile("bridge", "Bridge", "bridge0", &bridge).expect("add the bridge profile");
+    lab.add_profile("ethernet", "Bridge port", "wired0", &["master", "bridge0", "slave-type", "bridge", "connection.autoconnect", "no"])
+        .expect("add the bridge's port");
     let since = std::time::SystemTime::now();
     lab.nmcli(&["--wait", "0", "connection", "up", "Bridge"]).expect("activate the bridge");
     let mut first = None;
@@ -536,9 +504,8 @@ fn patched_link_up_no_wait_script_is_not_queued() {
 fn queue_lab(test: &str, no_wait: bool) -> Option<(Lab, Capture)> {
     let mut cfg = patched_or_skip(test, DhcpServer::IscDhcpd)?;
     cfg.scripts.push(("10-slow-up".into(), "#!/bin/sh\n[ \"$1\" = backup0 ] && [ \"$2\" = up ] && sleep 8\nexit 0\n".into()));
-    let (rel, text) = link_up_script(1.0);
     // Only for the wired link: backup0's own activation dispatches link-up too.
-    let text = text.replacen("\n", "\n[ \"$1\" = wired0 ] || exit 0\n", 1);
+    let (rel, text) = link_up_script_of(Some("wired0"), 1.0);
     if no_wait {
         cfg.scripts.push(("no-wait.d/50-test".into(), text));
     } else {

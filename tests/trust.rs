@@ -74,23 +74,8 @@ fn private_profiles_with_pairing_keys_make_root_change_nothing() {
     // Two profiles a user may create without a password, pointing at each other; the "backup"
     // clones the "wired" link's MAC, as `pair` would set it.
     for (name, iface) in [("Private wired", "third0"), ("Private backup", "backup0")] {
-        lab.nmcli(&[
-            "connection",
-            "add",
-            "type",
-            "ethernet",
-            "con-name",
-            name,
-            "ifname",
-            iface,
-            "autoconnect",
-            "no",
-            "connection.permissions",
-            "user:nobody",
-            "ipv6.method",
-            "disabled",
-        ])
-        .expect("add a private profile");
+        lab.add_profile("ethernet", name, iface, &["autoconnect", "no", "connection.permissions", "user:nobody", "ipv6.method", "disabled"])
+            .expect("add a private profile");
     }
     lab.nmcli(&["connection", "modify", "Private backup", "ethernet.cloned-mac-address", &third_mac]).expect("clone the MAC");
     let (wired_uuid, backup_uuid) = (uuid_of(&lab, "Private wired"), uuid_of(&lab, "Private backup"));

@@ -302,27 +302,8 @@ fn access_point_and_radio_away_and_back() {
 /// reachable through the home Wi-Fi; the office Wi-Fi is never tried and the
 /// home Wi-Fi never interrupted.
 fn home_day(lab: &Lab, test: &str) -> Duration {
-    lab.nmcli(&[
-        "connection",
-        "add",
-        "type",
-        "wifi",
-        "con-name",
-        "Home Wi-Fi",
-        "ifname",
-        "wlan0",
-        "ssid",
-        "nmh-home",
-        "autoconnect",
-        "yes",
-        "wifi-sec.key-mgmt",
-        "wpa-psk",
-        "wifi-sec.psk",
-        WIFI_PSK,
-        "ipv6.method",
-        "disabled",
-    ])
-    .expect("the home Wi-Fi profile");
+    let home = ["ssid", "nmh-home", "autoconnect", "yes", "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", "disabled"];
+    lab.add_profile("wifi", "Home Wi-Fi", "wlan0", &home).expect("the home Wi-Fi profile");
     lab.rename_access_point("nmh-home");
     lab.expect_until("the home Wi-Fi", BACK_WITHIN, || nm_state(lab, "Home Wi-Fi") == "activated" && lab.ipv4("wlan0").is_some());
     // As at home, where the office network was last seen hours ago: NM no longer lists it.

@@ -902,51 +902,31 @@ impl Lab {
         }
     }
 
+    /// Adds a profile of `kind` (nmcli's `type`) named `name`, bound to
+    /// `iface`, with `settings` (nmcli's property/value pairs); returns its UUID.
+    pub fn add_profile(&self, kind: &str, name: &str, iface: &str, settings: &[&str]) -> Result<String, LabError> {
+        let mut args = vec!["connection", "add", "type", kind, "con-name", name, "ifname", iface];
+        args.extend_from_slice(settings);
+        self.nmcli(&args)?;
+        Ok(self.nmcli(&["-g", "connection.uuid", "connection", "show", name])?.trim().to_owned())
+    }
+
     /// Adds an Ethernet profile bound to `iface`; returns its UUID.
     pub fn add_ethernet_profile(&self, name: &str, iface: &str, autoconnect: bool) -> String {
-        self.nmcli(&[
-            "connection",
-            "add",
-            "type",
-            "ethernet",
-            "con-name",
-            name,
-            "ifname",
-            iface,
-            "autoconnect",
-            if autoconnect { "yes" } else { "no" },
-            "ipv6.method",
-            self.ipv6_method(),
-        ])
-        .expect("add profile");
-        self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
+        self.add_profile("ethernet", name, iface, &["autoconnect", if autoconnect { "yes" } else { "no" }, "ipv6.method", self.ipv6_method()])
+            .expect("add profile")
     }
 
     /// Adds a WPA2-PSK profile of the lab's access point bound to `iface`,
     /// not connecting by itself; returns its UUID.
     pub fn add_wifi_profile(&self, name: &str, iface: &str) -> String {
-        self.nmcli(&[
-            "connection",
-            "add",
-            "type",
+        self.add_profile(
             "wifi",
-            "con-name",
             name,
-            "ifname",
             iface,
-            "ssid",
-            WIFI_SSID,
-            "autoconnect",
-            "no",
-            "wifi-sec.key-mgmt",
-            "wpa-psk",
-            "wifi-sec.psk",
-            WIFI_PSK,
-            "ipv6.method",
-            self.ipv6_method(),
-        ])
-        .expect("add Wi-Fi profile");
-        self.nmcli(&["-g", "connection.uuid", "connection", "show", name]).expect("profile uuid").trim().to_owned()
+            &["ssid", WIFI_SSID, "autoconnect", "no", "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK, "ipv6.method", self.ipv6_method()],
+        )
+        .expect("add Wi-Fi profile")
     }
 
     /// The keyfile of the profile named `name`.

@@ -47,7 +47,13 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
 /// The lab on the patched NM under test, or a loud skip where it is not
 /// built (a failure under CI).
 pub fn patched_or_skip(test: &str, server: DhcpServer) -> Option<LabConfig> {
-    match LabConfig::patched(server) {
+    built_or_skip(test, LabConfig::patched(server))
+}
+
+/// The lab on a NetworkManager nm-patch/build made, or a loud skip where it
+/// is not built (a failure under CI).
+pub fn built_or_skip(test: &str, cfg: Result<LabConfig, String>) -> Option<LabConfig> {
+    match cfg {
         Ok(cfg) => Some(cfg),
         Err(why) => {
             if std::env::var_os("CI").is_some() {
@@ -674,19 +680,10 @@ pub const NATIVE_BACKUP_UUID: &str = "6f1c3e2a-5b7d-4c8e-9a1f-2d3b4c5e6f70";
 /// over from the backup profile (autoconnect on, the wired MAC cloned, as
 /// `pair` would make it but without the companion), and the wired address.
 pub fn native_lab(test: &str) -> Option<(Lab, Ipv4Addr)> {
-    let cfg = match LabConfig::of_series(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", "native-1.58") {
-        Ok(mut cfg) => {
-            // The carrier-wait `pair` sets for the wired link, so that the
-            // pull is measured as with the companion.
-            cfg.extra_nm_conf.push_str("\n[device-wired0-carrier-wait]\nmatch-device=interface-name:wired0\ncarrier-wait-timeout=300\n");
-            cfg
-        }
-        Err(why) => {
-            assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
-            eprintln!("SKIPPED: {test}: {why}");
-            return None;
-        }
-    };
+    let mut cfg = built_or_skip(test, LabConfig::of_series(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.58.1", "native-1.58"))?;
+    // The carrier-wait `pair` sets for the wired link, so that the pull is
+    // measured as with the companion.
+    cfg.extra_nm_conf.push_str("\n[device-wired0-carrier-wait]\nmatch-device=interface-name:wired0\ncarrier-wait-timeout=300\n");
     let lab = start_or_skip(test, cfg)?;
     lab.add_ethernet_profile("Office LAN", "wired0", false);
     lab.edit_keyfile("Office LAN", "user", "org.freedesktop.NetworkManager.takes-over", NATIVE_BACKUP_UUID);
@@ -694,15 +691,7 @@ pub fn native_lab(test: &str) -> Option<(Lab, Ipv4Addr)> {
     lab.expect_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let addr = lab.ipv4("wired0").expect("the wired address");
     let wired_mac = lab.mac("wired0");
-    lab.nmcli(&[
-        "connection",
-        "add",
-        "type",
-        "ethernet",
-        "con-name",
-        "Backup link",
-        "ifname",
-        "backup0",
+    let backup = [
         "connection.uuid",
         NATIVE_BACKUP_UUID,
         "connection.autoconnect",
@@ -713,7 +702,7 @@ pub fn native_lab(test: &str) -> Option<(Lab, Ipv4Addr)> {
         "0",
         "ipv6.method",
         "disabled",
-    ])
-    .expect("add the backup profile");
+    ];
+    lab.add_profile("ethernet", "Backup link", "backup0", &backup).expect("add the backup profile");
     Some((lab, addr))
 }
