@@ -46,6 +46,7 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_device_wifi_get_last_scan",
     "nm_device_get_type_description",
     "nm_ip_config_get_addresses",
+    "nm_ip_config_get_gateway",
     "nm_ip_address_get_address",
     "nm_ip_address_get_prefix",
     "nm_active_connection_get_uuid",

@@ -93,6 +93,7 @@ pub struct PairArgs<'a> {
     pub carrier_wait_ms: u32,
     pub lease_carry: bool,
     pub carrier_watch: bool,
+    pub standby: bool,
     /// Pair as given even where the two profiles look swapped.
     pub force: bool,
 }
@@ -252,7 +253,7 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
         &backup_device,
         &mac,
         &identity,
-        Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch },
+        Options { lease_carry: args.lease_carry, carrier_watch: args.carrier_watch, standby: args.standby },
     )?;
     // Pairing again: the old record goes first, under the lock, so that no
     // handover acts while the profiles change (as for `unpair`); it comes
@@ -344,6 +345,14 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
             if let Err(e) = System.clear_link_mark(device, mark) {
                 tracing::debug!("{e}");
             }
+        }
+    }
+    // The warm standby carries the wired MAC: it goes with the pair.
+    if let Some(record) = &recorded {
+        match crate::standby::take_down(nm, &record.backup) {
+            Ok(true) => summary.push(format!("took the warm standby on {} down", record.backup_device)),
+            Ok(false) => {}
+            Err(e) => summary.push(format!("the warm standby on {} could not be taken down: {e}", record.backup_device)),
         }
     }
     // A backup holding the address still carries the wired MAC and DHCP
@@ -478,6 +487,8 @@ pub struct PairStatus {
     /// handover on stock NM), and the PID of the one running now.
     pub carrier_watch: bool,
     pub carrier_watcher_pid: Option<u32>,
+    /// The warm standby (`pair --standby`): off, or what it does now.
+    pub standby: &'static str,
     /// Where the backup holds a lease of another network than the wired
     /// link last did (see `crate::lan`): the address was not kept.
     pub other_lan: Option<OtherLan>,
@@ -565,6 +576,7 @@ pub fn status(nm: &Nm) -> Status {
             carrier_wait_conf: conf.exists().then(|| conf.display().to_string()),
             carrier_watch: pair.options.carrier_watch,
             carrier_watcher_pid: running_watcher(&watcher_lock_path(pair.wired.uuid.as_str())).ok().flatten(),
+            standby: crate::standby::describe(nm, &pair),
             other_lan: pair.backup_on_other_lan(nm, &System).map(|(wired, backup)| OtherLan { wired: wired.to_string(), backup: backup.to_string() }),
         });
     }
@@ -598,13 +610,14 @@ impl Status {
                 (None, false) => "off".to_owned(),
             };
             out.push(format!(
-                "pair '{}' ({}) <-> '{}' ({}): active side: {}, lease carrying: {}, carrier watcher: {watcher}",
+                "pair '{}' ({}) <-> '{}' ({}): active side: {}, lease carrying: {}, carrier watcher: {watcher}, warm standby: {}",
                 p.wired.profile,
                 p.wired.device,
                 p.backup.profile,
                 p.backup.device,
                 p.active_side,
-                if p.lease_carrying { "on" } else { "off" }
+                if p.lease_carrying { "on" } else { "off" },
+                p.standby
             ));
             for (role, l) in [("wired", &p.wired), ("backup", &p.backup)] {
                 out.push(format!(

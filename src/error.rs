@@ -15,6 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Nm(#[from] NmError),
     #[error(transparent)]
+    Settings(#[from] crate::sys::settings::SettingsError),
+    #[error(transparent)]
     Pairing(#[from] PairingError),
     #[error(transparent)]
     Lease(#[from] LeaseError),

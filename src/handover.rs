@@ -68,6 +68,8 @@ pub trait Daemon {
     /// whether its last state change was a request to deactivate it (by the
     /// user, or by nm-handover's hand-back: NM does not tell them apart).
     fn deactivation_facts(&self, device: &Iface, profile: &Uuid) -> (bool, bool);
+    /// The UUID of the profile active (or activating) on `device`, if any.
+    fn active_profile(&self, device: &Iface) -> Option<String>;
     fn version(&self) -> Option<String>;
     /// The device's own MAC address, as `parse_mac` writes it.
     fn permanent_mac(&self, device: &Iface) -> Option<String>;
@@ -240,7 +242,7 @@ impl Pair {
             Role::Wired => (this_side, peer_side, &this),
             Role::Backup => (peer_side, this_side, &that),
         };
-        let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch };
+        let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch, standby: record.standby };
         Ok(Some((Pair { wired, backup, options }, peer)))
     }
 
@@ -271,10 +273,14 @@ impl Pair {
                 debug!("{e}");
                 false
             });
+        // The warm standby holds the address for the backup (see `crate::standby`).
+        let standby_serving = self.options.standby
+            && host.link_mark(&self.backup.device, Mark::StandbyServing).is_some()
+            && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str());
         Observed {
             wired_carrier: nm.has_carrier(&self.wired.device),
             wired: nm.link_state(&self.wired.uuid),
-            backup: nm.link_state(&self.backup.uuid),
+            backup: if standby_serving { LinkState::Active } else { nm.link_state(&self.backup.uuid) },
             backup_device_ready: nm.ready_for(&self.backup.device, &self.backup.uuid),
             backup_may_release: nm.version().as_deref().is_some_and(sends_dhcp_release),
             link_up_dispatched: host.link_up_seen(),
@@ -288,6 +294,7 @@ impl Pair {
             replug_overdue: self.replug_overdue_in(nm, host) == Some(Duration::ZERO),
             watcher_running: host.watcher_running(&self.wired.uuid),
             backup_on_other_lan: self.backup_on_other_lan(nm, host).is_some(),
+            standby_serving,
         }
     }
 
@@ -583,6 +590,10 @@ impl Daemon for Nm {
         })
     }
 
+    fn active_profile(&self, device: &Iface) -> Option<String> {
+        self.device(device.as_str())?.active_connection()?.uuid()
+    }
+
     fn link_facts(&self, device: &Iface, profile: &Uuid) -> LinkFacts {
         let Some(dev) = self.device(device.as_str()) else {
             return LinkFacts {
@@ -842,6 +853,10 @@ mod tests {
             (false, false)
         }
 
+        fn active_profile(&self, _: &Iface) -> Option<String> {
+            None
+        }
+
         fn dhcp_timeout(&self, _: &Uuid) -> Option<i32> {
             None
         }
@@ -951,7 +966,11 @@ mod tests {
 
     fn pair(carrier_watch: bool) -> Pair {
         let side = |uuid: &str, id: &str, device: &str| Side { uuid: Uuid::parse(uuid).unwrap(), id: id.into(), device: Iface::parse(device).unwrap() };
-        Pair { wired: side(WIRED, "Wired", "eth0"), backup: side(BACKUP, "Backup", "wlan0"), options: Options { lease_carry: false, carrier_watch } }
+        Pair {
+            wired: side(WIRED, "Wired", "eth0"),
+            backup: side(BACKUP, "Backup", "wlan0"),
+            options: Options { lease_carry: false, carrier_watch, standby: false },
+        }
     }
 
     fn handle(pair: &Pair, model: &Model, role: Role, hook: Hook) -> Result<Decision> {
@@ -1027,7 +1046,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let leases = LeaseStore::new(&dir);
-        let carrying = Pair { options: Options { lease_carry: true, carrier_watch: false }, ..pair(false) };
+        let carrying = Pair { options: Options { lease_carry: true, carrier_watch: false, standby: false }, ..pair(false) };
         std::fs::write(dir.join(format!("internal-{WIRED}-eth0.lease")), "# lease\nADDRESS=198.18.0.100\n").unwrap();
         // The backup's lease file cannot be written: a directory stands where it goes.
         std::fs::create_dir(dir.join(format!("internal-{BACKUP}-wlan0.lease"))).unwrap();

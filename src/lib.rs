@@ -23,6 +23,7 @@ pub mod offlan;
 pub mod pairing;
 pub mod policy;
 pub mod prefilter;
+pub mod standby;
 pub mod supervise;
 #[allow(unsafe_code)]
 pub mod sys;

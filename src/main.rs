@@ -62,6 +62,11 @@ enum Command {
         /// backup off the LAN the moment the cable returns, before the wired DHCP client sends anything).
         #[arg(long)]
         no_carrier_watch: bool,
+        /// Keep the backup Wi-Fi associated while the cable is in, silent (no address, no ARP
+        /// replies, IPv6 off on it), and move the address onto it the moment the cable goes:
+        /// no scan, association or DHCP at a pull. The radio stays on while docked.
+        #[arg(long)]
+        standby: bool,
         /// Pair as given even where the profiles look swapped (the "backup" is the active one, or
         /// connects automatically while the "wired" one does not).
         #[arg(long)]
@@ -187,7 +192,7 @@ fn run_dispatch(args: Vec<OsString>) -> ExitCode {
 /// when `check` found a problem.
 fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Error> {
     match command {
-        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, no_carrier_watch, force } => {
+        Command::Pair { wired, backup, wired_device, backup_device, carrier_wait_ms, no_lease_carry, no_carrier_watch, standby, force } => {
             let args = commands::PairArgs {
                 wired: &wired,
                 backup: &backup,
@@ -196,6 +201,7 @@ fn run_command(nm: &sys::libnm::Nm, command: Command) -> Result<bool, error::Err
                 carrier_wait_ms,
                 lease_carry: !no_lease_carry,
                 carrier_watch: !no_carrier_watch,
+                standby,
                 force,
             };
             commands::pair(nm, &args).map(|lines| print_lines(&lines)).map(|()| false)

@@ -42,6 +42,9 @@ pub enum Mark {
     PortFailed,
     /// nm-handover deactivated this backup link (a hand-back).
     HandedBack,
+    /// The pair's warm standby on this backup link holds the wired link's
+    /// address since the cable went out (see `crate::standby`).
+    StandbyServing,
 }
 
 impl Mark {
@@ -51,6 +54,7 @@ impl Mark {
             Mark::ReplugPending => "replug",
             Mark::PortFailed => "port-failed",
             Mark::HandedBack => "handed-back",
+            Mark::StandbyServing => "standby-serving",
         };
         link_mark_path(kind, wired_index)
     }

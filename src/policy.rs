@@ -95,6 +95,11 @@ pub struct Observed {
     /// the wired link last had its lease from (see `crate::lan`): the
     /// address was not kept, and the wired lease file keeps the wired LAN's.
     pub backup_on_other_lan: bool,
+    /// The pair's warm standby holds the address on the backup's device
+    /// (then `backup` says `Active`): the supervisor moved it there at the
+    /// pull and takes it back off the moment the wired carrier returns, so no
+    /// carrier watcher is started for it (see `crate::standby`).
+    pub standby_serving: bool,
 }
 
 impl Observed {
@@ -113,6 +118,9 @@ pub struct Options {
     /// On stock NM (no `link-up`), start a watcher with the backup that
     /// takes it off the LAN the moment the wired carrier returns.
     pub carrier_watch: bool,
+    /// Keep the backup associated ahead of time, silent, and move the
+    /// address onto it the moment the wired carrier goes (see `crate::standby`).
+    pub standby: bool,
 }
 
 /// What to do, in order.
@@ -203,7 +211,7 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             } else if seen.backup_holds_address() {
                 // (It came back with the carrier present, after a port that
                 // never answered, where no watcher may run: the next plug needs one.)
-                let watch = options.carrier_watch && !seen.link_up_dispatched && !seen.watcher_running;
+                let watch = options.carrier_watch && !seen.link_up_dispatched && !seen.watcher_running && !seen.standby_serving;
                 decision("backup link already holds the address", if watch { vec![Action::WatchWiredCarrier] } else { vec![] })
             } else if !seen.backup_device_ready {
                 decision("wired carrier lost but no device is ready for the backup profile", vec![])
@@ -313,7 +321,7 @@ pub(crate) mod tests {
 
     /// Every observation: both carriers, each state on each side, each flag.
     fn all_observations() -> impl Iterator<Item = Observed> {
-        const FLAGS: u32 = 11;
+        const FLAGS: u32 = 12;
         LinkState::ALL.into_iter().flat_map(|wired| {
             LinkState::ALL.into_iter().flat_map(move |backup| {
                 (0..1u32 << FLAGS).map(move |bits| {
@@ -332,6 +340,7 @@ pub(crate) mod tests {
                         replug_overdue: flag(8),
                         watcher_running: flag(9),
                         backup_on_other_lan: flag(10),
+                        standby_serving: flag(11),
                     }
                 })
             })
@@ -343,14 +352,14 @@ pub(crate) mod tests {
             Hook::ALL.into_iter().flat_map(move |hook| {
                 all_observations().flat_map(move |seen| {
                     [false, true].into_iter().flat_map(move |lease_carry| {
-                        [false, true].into_iter().map(move |carrier_watch| (role, hook, seen, Options { lease_carry, carrier_watch }))
+                        [false, true].into_iter().map(move |carrier_watch| (role, hook, seen, Options { lease_carry, carrier_watch, standby: false }))
                     })
                 })
             })
         })
     }
 
-    const CARRY: Options = Options { lease_carry: true, carrier_watch: false };
+    const CARRY: Options = Options { lease_carry: true, carrier_watch: false, standby: false };
 
     /// An ordinary observation: the backup's device ready, nothing marked.
     pub(crate) fn seen(wired_carrier: bool, wired: LinkState, backup: LinkState) -> Observed {
@@ -368,6 +377,7 @@ pub(crate) mod tests {
             replug_overdue: false,
             watcher_running: false,
             backup_on_other_lan: false,
+            standby_serving: false,
         }
     }
 
@@ -510,7 +520,9 @@ pub(crate) mod tests {
                 && (role == Role::Wired || hook == Hook::Reconcile)
                 && seen.backup_holds_address()
                 && !(hook == Hook::Reconcile && seen.wired.on_lan())
-                && !seen.watcher_running;
+                && !seen.watcher_running
+                // (The warm standby's own fast path takes it off at the re-plug.)
+                && !seen.standby_serving;
             let wants_watch = stock_watch && (activates || held_at_pull);
             assert_eq!(watches.is_some(), wants_watch, "{ctx}");
             if let Some(i) = watches {
@@ -570,7 +582,7 @@ pub(crate) mod tests {
     fn a_failed_wired_activation_with_carrier_brings_the_backup_back() {
         let mut s = seen(true, LinkState::Inactive, LinkState::Inactive);
         s.wired_down_chosen = false;
-        let watching = Options { lease_carry: true, carrier_watch: true };
+        let watching = Options { lease_carry: true, carrier_watch: true, standby: false };
         let d = decide(Role::Wired, Hook::Down, s, watching);
         // No watcher: the carrier is in, it would take the backup off at once.
         assert_eq!(d.actions, vec![RememberPortFailed, CarryLease { from: Role::Wired, to: Role::Backup }, ActivateBackup]);
@@ -614,7 +626,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cable_out_while_the_backup_already_holds_the_address_has_a_watcher_on_stock_nm() {
-        let watching = Options { lease_carry: false, carrier_watch: true };
+        let watching = Options { lease_carry: false, carrier_watch: true, standby: false };
         let mut s = seen(false, LinkState::Inactive, LinkState::Active);
         assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![WatchWiredCarrier]);
         // Also where stock NM sent no `down` (the wired link never came up on a dead port).
@@ -675,13 +687,18 @@ pub(crate) mod tests {
     fn patched_replug_clears_the_lan_before_dhcp() {
         let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), CARRY);
         assert_eq!(d.actions, vec![CarryLease { from: Role::Backup, to: Role::Wired }, TakeBackupOffLan, DeactivateBackup]);
-        let d = decide(Role::Wired, Hook::LinkUp, seen(true, LinkState::Activating, LinkState::Active), Options { lease_carry: false, carrier_watch: true });
+        let d = decide(
+            Role::Wired,
+            Hook::LinkUp,
+            seen(true, LinkState::Activating, LinkState::Active),
+            Options { lease_carry: false, carrier_watch: true, standby: false },
+        );
         assert_eq!(d.actions, vec![TakeBackupOffLan, DeactivateBackup]);
     }
 
     #[test]
     fn stock_pull_starts_the_carrier_watcher_and_patched_pull_does_not() {
-        let watching = Options { lease_carry: false, carrier_watch: true };
+        let watching = Options { lease_carry: false, carrier_watch: true, standby: false };
         let mut s = seen(false, LinkState::Inactive, LinkState::Inactive);
         assert_eq!(decide(Role::Wired, Hook::Down, s, watching).actions, vec![ActivateBackup, WatchWiredCarrier]);
         s.link_up_dispatched = true;

@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::handover::{Daemon, Pair, System};
 use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
+use crate::standby::{FastPath, Standbys};
 use crate::sys::libnm::{Activated, Nm, WatchNext};
 use crate::sys::lock::{FileLock, LockError};
 use crate::sys::paths::{supervisor_lock_path, LOCK_PATH, RECORD_DIR};
@@ -272,7 +273,11 @@ pub fn take_lock() -> Result<Option<FileLock>> {
 pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
     let mut supervision = Supervision::default();
+    // The warm standbys' fast path (see `crate::standby`): a thread, started once a pair asks for one.
+    let mut fast_path: Option<FastPath> = None;
+    let mut standbys = Standbys::default();
     reconcile_now(nm, &mut supervision, &[]);
+    tend_standbys(nm, &mut fast_path, &mut standbys);
     let mut ended = Ended::NetworkManagerStopped;
     nm.watch_changes(SETTLE, AFTER_SCAN, |nm, came_up| {
         if !nm.running() {
@@ -288,6 +293,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
             forget_wired_lans();
         }
         reconcile_now(nm, &mut supervision, came_up);
+        tend_standbys(nm, &mut fast_path, &mut standbys);
         // A re-plug under way is judged once its DHCP timeout has passed, change or not.
         // So is a backup held back after failed activations, once its pause is over.
         let now = Instant::now();
@@ -298,6 +304,27 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     })?;
     info!("supervisor exits: {ended:?}");
     Ok(ended)
+}
+
+/// Looks after the pairs' warm standbys, starting the fast path's thread
+/// the first time one is asked for.
+fn tend_standbys(nm: &Nm, fast_path: &mut Option<FastPath>, standbys: &mut Standbys) {
+    let pairs: Vec<Pair> = Pair::all(nm).into_iter().flatten().filter(|p| p.options.standby).collect();
+    if pairs.is_empty() {
+        return;
+    }
+    if fast_path.is_none() {
+        match FastPath::start() {
+            Ok(started) => *fast_path = Some(started),
+            Err(e) => {
+                warn!("standby: cannot watch the links: {e}; the pairs hand over without it");
+                return;
+            }
+        }
+    }
+    if let Some(fast) = fast_path {
+        crate::standby::tend(nm, &pairs, fast, standbys);
+    }
 }
 
 /// When the backup's device (Wi-Fi) last finished a scan (see [`crate::sys::libnm::Device::last_scan_ms`]).

@@ -535,8 +535,14 @@ impl Nm {
     /// Returns the profile as it was, for [`Nm::restore_profile`].
     pub fn update_profile(&self, profile: &Profile, kept: &ProfileEdit, edit: &ProfileEdit) -> Result<SavedProfile, NmError> {
         let what = format!("updating profile {}", profile.id().unwrap_or_default());
-        let call = |method: &str, args: Option<glib::Variant>| self.settings_call(profile, &what, method, args);
-        let current = call("GetSettings", None)?.child_value(0);
+        let saved = settings::apply_edit(&self.settings_with_secrets(profile, &what)?, kept)?;
+        self.write_settings(profile, &what, settings::apply_edit(&saved, edit)?)?;
+        Ok(SavedProfile(saved))
+    }
+
+    /// The stored profile's settings dict with the secrets the daemon stores.
+    pub fn settings_with_secrets(&self, profile: &Profile, what: &str) -> Result<glib::Variant, NmError> {
+        let current = self.settings_call(profile, what, "GetSettings", None)?.child_value(0);
         // Asked per setting: the daemon returns the secrets it stores (system-owned),
         // and never prompts; with no agent it answers NoSecrets where it stores none.
         let mut secrets = Vec::new();
@@ -547,9 +553,71 @@ impl Nm {
                 Err(e) => return Err(NmError::Call { what: format!("{what}: reading its {name} secrets"), message: e.message().to_owned() }),
             }
         }
-        let saved = settings::apply_edit(&settings::with_secrets(&current, &secrets)?, kept)?;
-        self.write_settings(profile, &what, settings::apply_edit(&saved, edit)?)?;
-        Ok(SavedProfile(saved))
+        Ok(settings::with_secrets(&current, &secrets)?)
+    }
+
+    /// Adds `settings` as a volatile profile (kept in memory only, and
+    /// removed by NetworkManager once it is no longer active) and activates
+    /// it on `device`; returns once NM accepted the request.
+    pub fn add_and_activate_volatile(&self, settings: glib::Variant, device: &Device) -> Result<(), NmError> {
+        let what = format!("activating a volatile profile on {}", device.iface());
+        let device_path = device.dbus_path().ok_or_else(|| NmError::Call { what: what.clone(), message: "the device has no D-Bus object path".into() })?;
+        let options = glib::VariantDict::new(None);
+        options.insert("persist", "volatile");
+        let path = |p: &str| glib::variant::ObjectPath::try_from(p.to_owned()).map(|p| p.to_variant());
+        let (device_path, no_object) = match (path(&device_path), path("/")) {
+            (Ok(d), Ok(n)) => (d, n),
+            _ => return Err(NmError::Call { what, message: "invalid object path".into() }),
+        };
+        let args = glib::Variant::tuple_from_iter([settings, device_path, no_object, options.end()]);
+        self.bus()
+            .call_sync(
+                Some(NM_BUS_NAME),
+                "/org/freedesktop/NetworkManager",
+                "org.freedesktop.NetworkManager",
+                "AddAndActivateConnection2",
+                Some(&args),
+                None,
+                gio::DBusCallFlags::NONE,
+                CALL_TIMEOUT.as_millis() as i32,
+                gio::Cancellable::NONE,
+            )
+            .map(drop)
+            .map_err(|e| NmError::Call { what, message: e.message().to_owned() })
+    }
+
+    /// The settings NM applied to `device`'s activation now, and their version.
+    pub fn applied_settings(&self, device: &Device) -> Result<(glib::Variant, u64), NmError> {
+        let what = format!("reading the applied settings of {}", device.iface());
+        let reply = self.device_call(device, &what, "GetAppliedConnection", Some((0u32,).to_variant()))?;
+        let version = reply.child_value(1).get::<u64>().unwrap_or(0);
+        Ok((reply.child_value(0), version))
+    }
+
+    /// Applies `settings` to `device`'s activation without taking it down
+    /// (NetworkManager's Reapply); `version` from [`Nm::applied_settings`], so
+    /// that an activation changed in between is not overwritten.
+    pub fn reapply(&self, device: &Device, settings: glib::Variant, version: u64) -> Result<(), NmError> {
+        let what = format!("reapplying settings to {}", device.iface());
+        let args = glib::Variant::tuple_from_iter([settings, version.to_variant(), 0u32.to_variant()]);
+        self.device_call(device, &what, "Reapply", Some(args)).map(drop)
+    }
+
+    fn device_call(&self, device: &Device, what: &str, method: &str, args: Option<glib::Variant>) -> Result<glib::Variant, NmError> {
+        let path = device.dbus_path().ok_or_else(|| NmError::Call { what: what.to_owned(), message: "the device has no D-Bus object path".into() })?;
+        self.bus()
+            .call_sync(
+                Some(NM_BUS_NAME),
+                &path,
+                "org.freedesktop.NetworkManager.Device",
+                method,
+                args.as_ref(),
+                None,
+                gio::DBusCallFlags::NONE,
+                CALL_TIMEOUT.as_millis() as i32,
+                gio::Cancellable::NONE,
+            )
+            .map_err(|e| NmError::Call { what: what.to_owned(), message: e.message().to_owned() })
     }
 
     /// Writes a profile back exactly as [`Nm::update_profile`] found it.
@@ -624,6 +692,29 @@ pub enum IpFamily {
 impl Device {
     fn raw(&self) -> *mut ffi::NMDevice {
         self.obj.as_ptr() as *mut ffi::NMDevice
+    }
+
+    /// The device's object path on NetworkManager's D-Bus API.
+    fn dbus_path(&self) -> Option<String> {
+        // SAFETY: a device from NMClient is an NMObject.
+        cstr_opt(unsafe { ffi::nm_object_get_path(self.obj.as_ptr() as *mut ffi::NMObject) })
+    }
+
+    /// The gateway of NM's IPv4 configuration of the device, if it has one.
+    pub fn ipv4_gateway(&self) -> Option<Ipv4Addr> {
+        // SAFETY: valid device; the config and its gateway string are transfer-none.
+        unsafe {
+            let config = ffi::nm_device_get_ip4_config(self.raw());
+            if config.is_null() {
+                return None;
+            }
+            cstr_opt(ffi::nm_ip_config_get_gateway(config))?.parse().ok()
+        }
+    }
+
+    /// The IPv4 addresses NM configured, with their prefix lengths.
+    pub fn ipv4_addresses_with_prefix(&self) -> Vec<(Ipv4Addr, u32)> {
+        self.addresses(IpFamily::V4)
     }
 
     pub fn iface(&self) -> String {

@@ -7,6 +7,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
+use std::net::Ipv4Addr;
 
 /// What rtnetlink says about one link (a reply to a request, or a change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,42 @@ impl RouteSocket {
         Ok(())
     }
 
+    /// Sends one request (`kind`, `flags` besides REQUEST|ACK, the fixed
+    /// header, then attributes) and waits for the kernel's ACK.
+    fn request(&self, seq: u32, kind: u16, flags: u16, header: &[u8], attrs: &[(u16, &[u8])]) -> io::Result<()> {
+        let mut msg = Vec::with_capacity(128);
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16 | flags).to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(header);
+        for (attr, value) in attrs {
+            msg.extend_from_slice(&((RTA_HDRLEN + value.len()) as u16).to_ne_bytes());
+            msg.extend_from_slice(&attr.to_ne_bytes());
+            msg.extend_from_slice(value);
+            msg.resize(align4(msg.len()), 0);
+        }
+        let total = msg.len() as u32;
+        msg[0..4].copy_from_slice(&total.to_ne_bytes());
+        self.send_to_kernel(&msg)?;
+        self.wait_ack(seq)
+    }
+
+    fn wait_ack(&self, seq: u32) -> io::Result<()> {
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: valid fd and buffer.
+            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(outcome) = ack_of(&buf[..n as usize], seq)? {
+                return outcome;
+            }
+        }
+    }
+
     /// Sends one RTM_NEWLINK request and waits for the kernel's ACK.
     fn set_link(&self, seq: u32, index: i32, flags: u32, change: u32, mac: Option<[u8; 6]>) -> io::Result<()> {
         let attr_len = mac.map_or(0, |_| align4(RTA_HDRLEN + 6));
@@ -125,17 +162,7 @@ impl RouteSocket {
             msg.resize(total, 0);
         }
         self.send_to_kernel(&msg)?;
-        let mut buf = [0u8; 8192];
-        loop {
-            // SAFETY: valid fd and buffer.
-            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(outcome) = ack_of(&buf[..n as usize], seq)? {
-                return outcome;
-            }
-        }
+        self.wait_ack(seq)
     }
 }
 
@@ -187,6 +214,68 @@ pub fn take_index_down(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
 /// Sets the link up (administratively; the carrier is the driver's).
 pub fn set_index_up(index: i32) -> io::Result<()> {
     RouteSocket::open()?.set_link(1, index, libc::IFF_UP as u32, libc::IFF_UP as u32, None)
+}
+
+/// An IPv4 address as NetworkManager configures it: the prefix route is
+/// added separately ([`add_ipv4_route`]), with the link's metric.
+const IFA_F_NOPREFIXROUTE: u32 = 0x200;
+
+fn ifaddr_header(index: i32, prefix: u8) -> [u8; 8] {
+    let mut header = [0u8; 8];
+    header[0] = libc::AF_INET as u8;
+    header[1] = prefix;
+    header[3] = libc::RT_SCOPE_UNIVERSE;
+    header[4..8].copy_from_slice(&(index as u32).to_ne_bytes());
+    header
+}
+
+/// Adds `address/prefix` to link `index` (no prefix route; an address that
+/// is there already is replaced, not an error).
+pub fn add_ipv4_address(index: i32, address: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let broadcast = Ipv4Addr::from(u32::from(address) | (u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0)));
+    let attrs: [(u16, &[u8]); 4] = [
+        (libc::IFA_LOCAL, &address.octets()),
+        (libc::IFA_ADDRESS, &address.octets()),
+        (libc::IFA_BROADCAST, &broadcast.octets()),
+        (libc::IFA_FLAGS, &IFA_F_NOPREFIXROUTE.to_ne_bytes()),
+    ];
+    RouteSocket::open()?.request(1, libc::RTM_NEWADDR, (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16, &ifaddr_header(index, prefix), &attrs)
+}
+
+/// Removes `address/prefix` from link `index`; the kernel removes the routes
+/// that use it as their source with it. Gone already is no error.
+pub fn del_ipv4_address(index: i32, address: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    let attrs: [(u16, &[u8]); 2] = [(libc::IFA_LOCAL, &address.octets()), (libc::IFA_ADDRESS, &address.octets())];
+    match RouteSocket::open()?.request(1, libc::RTM_DELADDR, 0, &ifaddr_header(index, prefix), &attrs) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Adds (or replaces) a main-table route to `destination/prefix` through link
+/// `index`, via `gateway` if given, with source `source` and `metric`.
+pub fn add_ipv4_route(index: i32, destination: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, source: Ipv4Addr, metric: u32) -> io::Result<()> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+    let mut header = [0u8; 12];
+    header[0] = libc::AF_INET as u8;
+    header[1] = prefix;
+    header[4] = libc::RT_TABLE_MAIN;
+    header[5] = libc::RTPROT_BOOT;
+    header[6] = if gateway.is_some() { libc::RT_SCOPE_UNIVERSE } else { libc::RT_SCOPE_LINK };
+    header[7] = libc::RTN_UNICAST;
+    let index_bytes = (index as u32).to_ne_bytes();
+    let metric_bytes = metric.to_ne_bytes();
+    let destination_bytes = destination.octets();
+    let source_bytes = source.octets();
+    let gateway_bytes = gateway.map(|g| g.octets());
+    let mut attrs: Vec<(u16, &[u8])> = vec![(libc::RTA_OIF, &index_bytes), (libc::RTA_PRIORITY, &metric_bytes), (libc::RTA_PREFSRC, &source_bytes)];
+    if prefix > 0 {
+        attrs.push((libc::RTA_DST, &destination_bytes));
+    }
+    if let Some(gateway) = &gateway_bytes {
+        attrs.push((libc::RTA_GATEWAY, gateway));
+    }
+    RouteSocket::open()?.request(1, libc::RTM_NEWROUTE, (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16, &header, &attrs)
 }
 
 /// Link changes of this network namespace, as they happen (RTMGRP_LINK),

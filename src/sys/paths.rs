@@ -39,6 +39,11 @@ pub fn link_mark_path(kind: &str, index: i32) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{kind}-{index}"))
 }
 
+/// A per-link kernel setting (`family`: ipv4 or ipv6).
+pub fn link_sysctl_path(family: &str, iface: &str, key: &str) -> PathBuf {
+    Path::new("/proc/sys/net").join(family).join("conf").join(iface).join(key)
+}
+
 /// The network the pair's wired link last had its DHCPv4 lease from (see `crate::lan`).
 pub fn wired_lan_path(wired_uuid: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("lan-{wired_uuid}"))

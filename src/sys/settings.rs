@@ -128,6 +128,27 @@ pub fn with_secrets(settings: &Variant, secrets: &[Variant]) -> Result<Variant, 
     Ok(build(&dict))
 }
 
+/// The properties of the setting `name`, if the profile has it.
+pub fn setting(settings: &Variant, name: &str) -> Result<Option<Vec<(String, Variant)>>, SettingsError> {
+    Ok(parse(settings)?.into_iter().find(|(setting, _)| setting == name).map(|(_, properties)| properties))
+}
+
+/// Returns `settings` with the setting `name` replaced by `properties`
+/// (added where the profile lacks it), or removed (`None`).
+pub fn replace_setting(settings: &Variant, name: &str, properties: Option<Vec<(String, Variant)>>) -> Result<Variant, SettingsError> {
+    let mut dict = parse(settings)?;
+    let existing = dict.iter().position(|(setting, _)| setting == name);
+    match (existing, properties) {
+        (Some(i), Some(properties)) => dict[i].1 = properties,
+        (Some(i), None) => {
+            dict.remove(i);
+        }
+        (None, Some(properties)) => dict.push((name.to_owned(), properties)),
+        (None, None) => {}
+    }
+    Ok(build(&dict))
+}
+
 /// The names of the settings a profile has.
 pub fn setting_names(settings: &Variant) -> Result<Vec<String>, SettingsError> {
     Ok(parse(settings)?.into_iter().map(|(name, _)| name).collect())

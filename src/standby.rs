@@ -1,0 +1,566 @@
+//! The warm standby (`pair --standby`): while the cable is in, the backup
+//! Wi-Fi is associated with the wired MAC address but silent on the LAN, so
+//! that a pull needs no scan, association, key handshake or DHCP exchange.
+//!
+//! The standby is a volatile profile (NetworkManager keeps it in memory and
+//! removes it once it is no longer active) made from the backup profile: the
+//! same network, secrets and cloned MAC, with IPv4 and IPv6 disabled (no
+//! address, no IPv6 link-local address, DAD or MLD), `autoconnect=no` and no
+//! pairing keys. The supervisor brings it up on the backup's device while the
+//! wired link holds the address and the backup's network is in range, and
+//! sets `arp_ignore=1` on that link (Linux answers ARP for any local address
+//! on any link otherwise) and `ignore_routes_with_linkdown=1` on the wired
+//! one (its routes stay in the table for NetworkManager's carrier-wait and
+//! would still be used).
+//!
+//! At a pull, a thread of the supervisor sees the wired carrier go (rtnetlink)
+//! and puts the wired link's address and routes on the standby's link at
+//! once: the LAN's switch floods to the access point as soon as the wired
+//! port is down, and the peers' ARP entries stay right (same MAC). The
+//! supervisor then reapplies the standby with the backup's IP settings and
+//! that address (NetworkManager adopts the address; its DHCP client renews the
+//! lease carried from the wired link). At the re-plug the thread takes the
+//! address off the standby's link the moment the carrier is back, before the
+//! wired DHCP client speaks, and the supervisor reapplies it silent.
+//!
+//! The decisions are pure ([`next_step`], the settings transformations); the
+//! supervisor carries them out ([`tend`]) and runs the thread ([`FastPath`]).
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glib::prelude::*;
+use glib::Variant;
+use tracing::{debug, info, warn};
+
+use crate::handover::{Pair, Side};
+use crate::lease::{LeaseOwner, LeaseStore};
+use crate::marks::Mark;
+use crate::names::{Iface, Uuid};
+use crate::sys::libnm::{DeviceState, Nm};
+use crate::sys::netlink::{self, LinkMonitor, LinkReport};
+use crate::sys::settings::{self, ProfileEdit, PropertyChange, PropertyValue, SettingsError};
+
+/// The standby profile's UUID for the backup profile `backup`: derived, so
+/// that every supervisor (and `status`, `unpair`) finds the same one.
+pub fn standby_uuid(backup: &Uuid) -> Uuid {
+    let text = backup.as_str();
+    let first = u32::from_str_radix(&text[..8], 16).unwrap_or(0) ^ 0x5354_4e42;
+    Uuid::parse(&format!("{first:08x}{}", &text[8..])).unwrap_or_else(|_| backup.clone())
+}
+
+/// The standby profile's name, as `nmcli connection` shows it.
+pub fn standby_name(backup_id: &str) -> String {
+    format!("{backup_id} (nm-handover standby)")
+}
+
+fn ip_setting_disabled() -> Option<Vec<(String, Variant)>> {
+    Some(vec![("method".to_owned(), "disabled".to_variant())])
+}
+
+/// The standby profile made from the backup's stored settings (secrets
+/// included): the same network and MAC address, silent.
+pub fn standby_settings(backup: &Variant, uuid: &Uuid, name: &str) -> Result<Variant, SettingsError> {
+    let edit = ProfileEdit {
+        properties: [
+            ("id", PropertyValue::Str(Some(name.to_owned()))),
+            ("uuid", PropertyValue::Str(Some(uuid.to_string()))),
+            ("autoconnect", PropertyValue::Bool(false)),
+        ]
+        .into_iter()
+        .map(|(property, value)| PropertyChange { setting: "connection", property, value })
+        .collect(),
+        ..Default::default()
+    };
+    let standby = settings::apply_edit(backup, &edit)?;
+    // No pairing keys: the dispatcher's events of the standby concern no pair.
+    let standby = settings::replace_setting(&standby, "user", None)?;
+    let standby = settings::replace_setting(&standby, "ipv4", ip_setting_disabled())?;
+    settings::replace_setting(&standby, "ipv6", ip_setting_disabled())
+}
+
+/// The wired link's IPv4 configuration the standby takes over at a pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WiredAddress {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl WiredAddress {
+    fn network(&self) -> Ipv4Addr {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        Ipv4Addr::from(u32::from(self.address) & mask)
+    }
+}
+
+/// The standby's applied settings with the backup's IP settings and the
+/// wired link's address (and gateway) as static ones beside its DHCP, so
+/// that NetworkManager adopts the address the fast path put on the link
+/// while its DHCP client renews the lease.
+pub fn serving_settings(applied: &Variant, backup: &Variant, wired: &WiredAddress) -> Result<Variant, SettingsError> {
+    let mut ipv4 = settings::setting(backup, "ipv4")?.unwrap_or_else(|| vec![("method".to_owned(), "auto".to_variant())]);
+    // The legacy forms would contradict the new ones.
+    ipv4.retain(|(key, _)| !matches!(key.as_str(), "addresses" | "address-data" | "gateway"));
+    let address = glib::VariantDict::new(None);
+    address.insert("address", wired.address.to_string());
+    address.insert("prefix", u32::from(wired.prefix));
+    ipv4.push(("address-data".to_owned(), Variant::array_from_iter_with_type(glib::VariantTy::VARDICT, [address.end()])));
+    if let Some(gateway) = wired.gateway {
+        ipv4.push(("gateway".to_owned(), gateway.to_string().to_variant()));
+    }
+    let ipv6 = settings::setting(backup, "ipv6")?;
+    let serving = settings::replace_setting(applied, "ipv4", Some(ipv4))?;
+    settings::replace_setting(&serving, "ipv6", ipv6)
+}
+
+/// The standby's applied settings silent again.
+pub fn silent_settings(applied: &Variant) -> Result<Variant, SettingsError> {
+    let silent = settings::replace_setting(applied, "ipv4", ip_setting_disabled())?;
+    settings::replace_setting(&silent, "ipv6", ip_setting_disabled())
+}
+
+/// Whether applied settings are the silent ones.
+pub fn is_silent(applied: &Variant) -> bool {
+    settings::setting(applied, "ipv4").ok().flatten().is_some_and(|ipv4| ipv4.iter().any(|(k, v)| k == "method" && v.str() == Some("disabled")))
+}
+
+/// What the supervisor sees of one pair with a standby, at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyView {
+    /// The wired link has carrier and holds its address (NM has it activated).
+    pub wired_holds_address: bool,
+    pub wired_carrier: bool,
+    /// The standby profile is activated on the backup's device.
+    pub standby_active: bool,
+    /// Its applied IP settings are the silent ones.
+    pub standby_silent: bool,
+    /// The fast path put the address on the standby's link ([`Mark::StandbyServing`]).
+    pub serving_mark: bool,
+    /// The backup's device is idle (disconnected) and NM lists the backup
+    /// profile as available on it (its network is in range).
+    pub backup_device_free: bool,
+    /// The backup profile itself is active or activating somewhere.
+    pub backup_active: bool,
+    /// The user disconnected the backup's device by hand (or the standby):
+    /// left so until the next pull.
+    pub left_by_user: bool,
+    /// The standby was asked for recently and may still be on its way.
+    pub recently_asked: bool,
+}
+
+/// What the supervisor does for a pair's standby at a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandbyStep {
+    Nothing,
+    /// Create and activate the standby profile.
+    BringUp,
+    /// Reapply the standby with the backup's IP settings and the address.
+    Serve,
+    /// Reapply the standby silent.
+    Silence,
+}
+
+/// Pure: the next step for one pair's standby.
+pub fn next_step(view: &StandbyView) -> StandbyStep {
+    if view.standby_active {
+        if view.serving_mark && view.standby_silent {
+            return StandbyStep::Serve;
+        }
+        if !view.serving_mark && !view.standby_silent && view.wired_carrier {
+            return StandbyStep::Silence;
+        }
+        return StandbyStep::Nothing;
+    }
+    if view.wired_holds_address && view.backup_device_free && !view.backup_active && !view.left_by_user && !view.recently_asked {
+        return StandbyStep::BringUp;
+    }
+    StandbyStep::Nothing
+}
+
+/// How long a standby asked for is given to come up before it is asked again.
+const BRING_UP_WAIT: Duration = Duration::from_secs(30);
+
+/// One pair the fast path watches: the wired link's index and address, the
+/// standby's link, and whether the address is on the standby now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Armed {
+    pub wired: i32,
+    pub standby_link: i32,
+    pub standby_iface: Iface,
+    pub address: WiredAddress,
+    /// The route metric NM gives the backup's device (its routes take over).
+    pub metric: u32,
+    pub serving: bool,
+}
+
+/// The pairs the fast path watches, shared between the supervisor (which
+/// arms and disarms them at each look) and the thread.
+#[derive(Debug, Clone, Default)]
+pub struct FastPath {
+    armed: Arc<Mutex<Vec<Armed>>>,
+}
+
+impl FastPath {
+    /// Starts the thread that watches the wired links' carrier.
+    pub fn start() -> std::io::Result<FastPath> {
+        let fast = FastPath::default();
+        let monitor = LinkMonitor::open()?;
+        let armed = fast.armed.clone();
+        std::thread::Builder::new().name("standby".into()).spawn(move || watch(monitor, armed))?;
+        Ok(fast)
+    }
+
+    fn set(&self, entry: Option<Armed>, wired: i32) {
+        let mut armed = self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        armed.retain(|a| a.wired != wired);
+        armed.extend(entry);
+    }
+
+    fn get(&self, wired: i32) -> Option<Armed> {
+        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().find(|a| a.wired == wired).cloned()
+    }
+}
+
+/// The thread: acts on the armed pairs' carrier changes as they happen.
+fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<Armed>>>) {
+    // The supervisor runs at a lower priority; this thread races NetworkManager's DHCP client.
+    if let Err(e) = crate::sys::normal_priority() {
+        warn!("standby: {e}");
+    }
+    loop {
+        let reports = match monitor.next(Duration::from_secs(60)) {
+            Ok(reports) => reports,
+            Err(e) => {
+                warn!("standby: link monitor: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        for report in reports {
+            let (index, carrier) = match report {
+                LinkReport::Present { index, carrier, .. } => (index, carrier),
+                // An undock is a pull.
+                LinkReport::Removed { index } => (index, false),
+            };
+            let mut armed = armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for entry in armed.iter_mut().filter(|a| a.wired == index) {
+                match (carrier, entry.serving) {
+                    (false, false) => serve_now(entry),
+                    (true, true) => silence_now(entry),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The pull: the address and its routes onto the standby's link.
+fn serve_now(entry: &mut Armed) {
+    let started = Instant::now();
+    let a = entry.address;
+    // (Before the address: a `down` that comes meanwhile must see the standby serving.)
+    if let Err(e) = Mark::StandbyServing.set(entry.standby_link) {
+        warn!("standby: {e}");
+    }
+    let outcome = netlink::add_ipv4_address(entry.standby_link, a.address, a.prefix)
+        .and_then(|()| netlink::add_ipv4_route(entry.standby_link, a.network(), a.prefix, None, a.address, entry.metric))
+        .and_then(|()| match a.gateway {
+            Some(gateway) => netlink::add_ipv4_route(entry.standby_link, Ipv4Addr::UNSPECIFIED, 0, Some(gateway), a.address, entry.metric),
+            None => Ok(()),
+        });
+    match outcome {
+        Ok(()) => {
+            entry.serving = true;
+            info!(address = %a.address, took_us = started.elapsed().as_micros() as u64, "wired carrier lost: {} holds the address (warm standby)", entry.standby_iface);
+        }
+        Err(e) => {
+            warn!("standby: putting {} on {}: {e}; the dispatcher's down hands over instead", a.address, entry.standby_iface);
+            let _ = netlink::del_ipv4_address(entry.standby_link, a.address, a.prefix);
+            let _ = Mark::StandbyServing.clear(entry.standby_link);
+        }
+    }
+}
+
+/// The re-plug: the address off the standby's link, before the wired DHCP client speaks.
+fn silence_now(entry: &mut Armed) {
+    let started = Instant::now();
+    match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
+        Ok(()) => info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface),
+        // (Link down: what the carrier watcher does, the standby lost.)
+        Err(e) => {
+            warn!("standby: taking the address off {}: {e}; setting the link down", entry.standby_iface);
+            if let Err(e) = netlink::take_index_down(entry.standby_link, None) {
+                warn!("standby: {e}");
+            }
+        }
+    }
+    entry.serving = false;
+    if let Err(e) = Mark::StandbyServing.clear(entry.standby_link) {
+        warn!("standby: {e}");
+    }
+}
+
+/// What the supervisor remembers of the standbys between looks.
+#[derive(Debug, Default)]
+pub struct Standbys {
+    asked: std::collections::BTreeMap<Uuid, Instant>,
+}
+
+fn write_sysctl(family: &str, iface: &Iface, key: &str, value: &str) {
+    let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
+    if let Err(e) = std::fs::write(&path, value) {
+        warn!("standby: {}: {e}", path.display());
+    }
+}
+
+/// NetworkManager's default route metric for a device type without a
+/// profile value (`nm_device_get_route_metric_default()`).
+fn default_metric(wifi: bool) -> u32 {
+    if wifi {
+        600
+    } else {
+        100
+    }
+}
+
+/// One look at every pair with a standby: arms the fast path and carries
+/// out [`next_step`].
+pub fn tend(nm: &Nm, pairs: &[Pair], fast: &FastPath, standbys: &mut Standbys) {
+    for pair in pairs.iter().filter(|p| p.options.standby) {
+        if let Err(e) = tend_pair(nm, pair, fast, standbys) {
+            warn!("standby of '{}': {e}", pair.wired.id);
+        }
+    }
+}
+
+fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> crate::error::Result<()> {
+    let uuid = standby_uuid(&pair.backup.uuid);
+    let (Some(wired_dev), Some(backup_dev)) = (nm.device(pair.wired.device.as_str()), nm.device(pair.backup.device.as_str())) else {
+        return Ok(());
+    };
+    let wired_index = netlink::if_index(pair.wired.device.as_str()).ok();
+    let standby_index = netlink::if_index(pair.backup.device.as_str()).ok();
+    let active_here = backup_dev.active_connection().and_then(|ac| ac.uuid());
+    let standby_active = active_here.as_deref() == Some(uuid.as_str()) && backup_dev.state() == DeviceState::Activated;
+    let applied = if standby_active { Some(nm.applied_settings(&backup_dev)?) } else { None };
+    let wired_profile_active =
+        wired_dev.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(pair.wired.uuid.as_str()) && wired_dev.state() == DeviceState::Activated;
+    let wired_address = wired_dev.ipv4_addresses_with_prefix().first().filter(|_| wired_profile_active).map(|&(address, prefix)| WiredAddress {
+        address,
+        prefix: prefix as u8,
+        gateway: wired_dev.ipv4_gateway(),
+    });
+    let serving_mark = standby_index.is_some_and(|i| Mark::StandbyServing.since(i).is_some());
+    let view = StandbyView {
+        wired_holds_address: wired_address.is_some() && wired_dev.has_carrier(),
+        wired_carrier: wired_dev.has_carrier(),
+        standby_active,
+        standby_silent: applied.as_ref().is_some_and(|(a, _)| is_silent(a)),
+        serving_mark,
+        backup_device_free: backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str()),
+        backup_active: nm.active_connection_of(pair.backup.uuid.as_str()).is_some(),
+        left_by_user: backup_dev.state() == DeviceState::Disconnected && backup_dev.last_left_by_hand(),
+        recently_asked: standbys.asked.get(&pair.wired.uuid).is_some_and(|at| at.elapsed() < BRING_UP_WAIT),
+    };
+    // Armed while the standby is up and silent with the wired link holding its address;
+    // kept armed while it serves (the re-plug takes it off).
+    if let (Some(wired), Some(link)) = (wired_index, standby_index) {
+        let metric = profile_metric(nm, &pair.backup).unwrap_or(default_metric(true));
+        match (&fast.get(wired), standby_active, wired_address) {
+            (Some(entry), true, _) if entry.serving => {}
+            (_, true, Some(address)) if view.standby_silent && view.wired_holds_address => {
+                fast.set(Some(Armed { wired, standby_link: link, standby_iface: pair.backup.device.clone(), address, metric, serving: serving_mark }), wired)
+            }
+            (Some(_), false, _) => fast.set(None, wired),
+            _ => {}
+        }
+    }
+    let step = next_step(&view);
+    debug!(pair = %pair.wired.id, ?view, ?step, "standby");
+    match step {
+        StandbyStep::Nothing => {}
+        StandbyStep::BringUp => {
+            standbys.asked.insert(pair.wired.uuid.clone(), Instant::now());
+            let profile = nm
+                .profile(pair.backup.uuid.as_str())
+                .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })?;
+            let backup = nm.settings_with_secrets(&profile, "reading the backup profile for its standby")?;
+            let settings = standby_settings(&backup, &uuid, &standby_name(&pair.backup.id))?;
+            write_sysctl("ipv4", &pair.backup.device, "arp_ignore", "1");
+            for family in ["ipv4", "ipv6"] {
+                write_sysctl(family, &pair.wired.device, "ignore_routes_with_linkdown", "1");
+            }
+            nm.add_and_activate_volatile(settings, &backup_dev)?;
+            info!("asked NetworkManager to bring up the warm standby of '{}' on {}", pair.backup.id, pair.backup.device);
+        }
+        StandbyStep::Serve => {
+            let Some(address) = fast.get(wired_index.unwrap_or(-1)).map(|e| e.address) else {
+                return Ok(());
+            };
+            // The standby's DHCP client asks for the wired link's lease.
+            let standby_owner = LeaseOwner { uuid: uuid.clone(), iface: pair.backup.device.clone() };
+            let wired_owner = LeaseOwner { uuid: pair.wired.uuid.clone(), iface: pair.wired.device.clone() };
+            if let Err(e) = LeaseStore::default().carry(&wired_owner, &standby_owner) {
+                warn!("standby: lease not carried: {e}");
+            }
+            let profile = nm
+                .profile(pair.backup.uuid.as_str())
+                .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })?;
+            let backup = nm.settings_with_secrets(&profile, "reading the backup profile's IP settings")?;
+            let (applied, version) = applied.expect("active standby has applied settings");
+            nm.reapply(&backup_dev, serving_settings(&applied, &backup, &address)?, version)?;
+            info!(address = %address.address, "reapplied the standby of '{}' with the backup's IP settings", pair.backup.id);
+        }
+        StandbyStep::Silence => {
+            let (applied, version) = applied.expect("active standby has applied settings");
+            nm.reapply(&backup_dev, silent_settings(&applied)?, version)?;
+            info!("reapplied the standby of '{}' silent", pair.backup.id);
+        }
+    }
+    Ok(())
+}
+
+/// The backup profile's `ipv4.route-metric`, where it sets one.
+fn profile_metric(nm: &Nm, side: &Side) -> Option<u32> {
+    match nm.profile(side.uuid.as_str())?.property("ipv4", "route-metric")? {
+        crate::sys::settings::PropertyValue::I32(Some(m)) if m >= 0 => Some(m as u32),
+        crate::sys::settings::PropertyValue::U64(Some(m)) => u32::try_from(m).ok(),
+        _ => None,
+    }
+}
+
+/// Deactivates the pair's standby, if it runs (`unpair`).
+pub fn take_down(nm: &Nm, backup: &Uuid) -> crate::error::Result<bool> {
+    match nm.active_connection_of(standby_uuid(backup).as_str()) {
+        Some(active) => {
+            nm.deactivate(&active)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// The standby's state for `status`.
+pub fn describe(nm: &Nm, pair: &Pair) -> &'static str {
+    if !pair.options.standby {
+        return "off";
+    }
+    let uuid = standby_uuid(&pair.backup.uuid);
+    match nm.active_connection_of(uuid.as_str()) {
+        None => "on, not up (the backup's network out of range, the device busy, or the wired link without its address)",
+        Some(_) => match netlink::if_index(pair.backup.device.as_str()).ok().and_then(|i| Mark::StandbyServing.since(i)) {
+            Some(_) => "on, holding the address",
+            None => "on, associated and silent",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKUP: &str = "{'connection': {'id': <'Office Wi-Fi'>, 'uuid': <'28cf38b3-340d-4598-867a-363ce08037d3'>, 'type': <'802-11-wireless'>, \
+        'autoconnect': <false>}, '802-11-wireless': {'ssid': <[byte 0x6f, 0x66]>, 'assigned-mac-address': <'02:00:00:00:00:01'>}, \
+        '802-11-wireless-security': {'key-mgmt': <'wpa-psk'>, 'psk': <'correct horse'>}, \
+        'ipv4': {'method': <'auto'>, 'dhcp-client-id': <'01:02:00:00:00:00:01'>, 'dad-timeout': <int32 0>, 'addresses': <@aau []>}, \
+        'ipv6': {'method': <'auto'>, 'addr-gen-mode': <int32 0>}, \
+        'user': {'data': <{'nm-handover.role': 'backup'}>}}";
+
+    fn backup() -> Variant {
+        Variant::parse(Some(glib::VariantTy::new(settings::SETTINGS_TYPE).unwrap()), BACKUP).unwrap()
+    }
+
+    fn get(v: &Variant, setting: &str, key: &str) -> Option<Variant> {
+        settings::setting(v, setting).unwrap()?.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn the_standby_uuid_is_derived_and_differs() {
+        let backup = Uuid::parse("28cf38b3-340d-4598-867a-363ce08037d3").unwrap();
+        let standby = standby_uuid(&backup);
+        assert_ne!(standby, backup);
+        assert_eq!(standby, standby_uuid(&backup));
+        assert_eq!(&standby.as_str()[8..], &backup.as_str()[8..]);
+        assert_eq!(standby_uuid(&standby), backup, "the derivation is its own inverse");
+    }
+
+    #[test]
+    fn the_standby_is_the_backup_network_silent_and_unpaired() {
+        let uuid = standby_uuid(&Uuid::parse("28cf38b3-340d-4598-867a-363ce08037d3").unwrap());
+        let standby = standby_settings(&backup(), &uuid, "Office Wi-Fi (nm-handover standby)").unwrap();
+        assert_eq!(get(&standby, "connection", "uuid").unwrap().str(), Some(uuid.as_str()));
+        assert_eq!(get(&standby, "connection", "id").unwrap().str(), Some("Office Wi-Fi (nm-handover standby)"));
+        assert_eq!(get(&standby, "connection", "autoconnect"), Some(false.to_variant()));
+        assert_eq!(get(&standby, "802-11-wireless", "assigned-mac-address").unwrap().str(), Some("02:00:00:00:00:01"));
+        assert_eq!(get(&standby, "802-11-wireless-security", "psk").unwrap().str(), Some("correct horse"));
+        assert_eq!(settings::setting(&standby, "ipv4").unwrap().unwrap(), vec![("method".to_owned(), "disabled".to_variant())]);
+        assert_eq!(settings::setting(&standby, "ipv6").unwrap().unwrap(), vec![("method".to_owned(), "disabled".to_variant())]);
+        assert!(settings::setting(&standby, "user").unwrap().is_none(), "no pairing keys");
+        assert!(is_silent(&standby));
+    }
+
+    #[test]
+    fn serving_takes_the_backup_ip_settings_with_the_wired_address_and_silence_undoes_it() {
+        let standby = standby_settings(&backup(), &standby_uuid(&Uuid::parse("28cf38b3-340d-4598-867a-363ce08037d3").unwrap()), "s").unwrap();
+        let wired = WiredAddress { address: "198.18.0.100".parse().unwrap(), prefix: 24, gateway: Some("198.18.0.1".parse().unwrap()) };
+        let serving = serving_settings(&standby, &backup(), &wired).unwrap();
+        assert!(!is_silent(&serving));
+        assert_eq!(get(&serving, "ipv4", "method").unwrap().str(), Some("auto"));
+        assert_eq!(get(&serving, "ipv4", "dhcp-client-id").unwrap().str(), Some("01:02:00:00:00:00:01"));
+        assert_eq!(get(&serving, "ipv4", "gateway").unwrap().str(), Some("198.18.0.1"));
+        assert!(get(&serving, "ipv4", "addresses").is_none(), "the legacy form goes");
+        let data = get(&serving, "ipv4", "address-data").unwrap();
+        assert_eq!(data.n_children(), 1);
+        let entry = glib::VariantDict::new(Some(&data.child_value(0)));
+        assert_eq!(entry.lookup::<String>("address").unwrap().as_deref(), Some("198.18.0.100"));
+        assert_eq!(entry.lookup::<u32>("prefix").unwrap(), Some(24));
+        assert_eq!(get(&serving, "ipv6", "method").unwrap().str(), Some("auto"));
+        assert_eq!(get(&serving, "802-11-wireless-security", "psk").unwrap().str(), Some("correct horse"), "nothing else changes");
+        assert!(is_silent(&silent_settings(&serving).unwrap()));
+        assert_eq!(wired.network(), "198.18.0.0".parse::<Ipv4Addr>().unwrap());
+    }
+
+    fn view() -> StandbyView {
+        StandbyView {
+            wired_holds_address: true,
+            wired_carrier: true,
+            standby_active: false,
+            standby_silent: false,
+            serving_mark: false,
+            backup_device_free: true,
+            backup_active: false,
+            left_by_user: false,
+            recently_asked: false,
+        }
+    }
+
+    #[test]
+    fn the_standby_comes_up_only_beside_a_wired_link_with_its_address_on_a_free_device() {
+        assert_eq!(next_step(&view()), StandbyStep::BringUp);
+        for (what, v) in [
+            ("the cable out", StandbyView { wired_holds_address: false, wired_carrier: false, ..view() }),
+            ("the network out of range or the device busy", StandbyView { backup_device_free: false, ..view() }),
+            ("the backup itself up", StandbyView { backup_active: true, ..view() }),
+            ("the user's disconnect", StandbyView { left_by_user: true, ..view() }),
+            ("asked already", StandbyView { recently_asked: true, ..view() }),
+        ] {
+            assert_eq!(next_step(&v), StandbyStep::Nothing, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_active_standby_follows_the_fast_path() {
+        let up = StandbyView { standby_active: true, standby_silent: true, backup_device_free: false, ..view() };
+        assert_eq!(next_step(&up), StandbyStep::Nothing, "silent and docked: stays so");
+        let pulled = StandbyView { serving_mark: true, wired_carrier: false, wired_holds_address: false, ..up };
+        assert_eq!(next_step(&pulled), StandbyStep::Serve);
+        let serving = StandbyView { standby_silent: false, ..pulled };
+        assert_eq!(next_step(&serving), StandbyStep::Nothing);
+        let replugged = StandbyView { serving_mark: false, wired_carrier: true, ..serving };
+        assert_eq!(next_step(&replugged), StandbyStep::Silence);
+        let mark_lost_while_out = StandbyView { serving_mark: false, wired_carrier: false, ..serving };
+        assert_eq!(next_step(&mark_lost_while_out), StandbyStep::Nothing, "never silenced while the cable is out");
+    }
+}
