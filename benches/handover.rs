@@ -50,10 +50,12 @@ struct RowSpec {
     /// on 1.42, 200 ms on 1.58), to measure what address conflict
     /// detection adds to a handover.
     dad_timeout_ms: Option<u32>,
+    /// `pair --standby`: the warm standby.
+    standby: bool,
 }
 
 const fn row(key: &'static str, name: &'static str, setup: Setup) -> RowSpec {
-    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None, unpatched_build: None, dad_timeout_ms: None }
+    RowSpec { key, name, setup, wifi: false, carrier_wait_ms: None, unpatched_build: None, dad_timeout_ms: None, standby: false }
 }
 
 const INTERNAL: DhcpClient = DhcpClient::Internal;
@@ -123,6 +125,21 @@ const ROWS: &[RowSpec] = &[
         carrier_wait_ms: Some(300),
         ..row("wifi-seed-like", "Wi-Fi baseline: seed-like shell script, carrier-wait 300 ms (stock NM)", Setup::SeedLike)
     },
+    RowSpec { wifi: true, ..row("wifi-none", "Wi-Fi baseline: stock NM alone, both profiles autoconnect (6 s carrier-wait)", Setup::NoCompanion) },
+    RowSpec {
+        wifi: true,
+        standby: true,
+        ..row("wifi-standby", "Wi-Fi: nm-handover with the warm standby (pair --standby), stock NM", Setup::Companion { client: INTERNAL, patched: None })
+    },
+    RowSpec {
+        wifi: true,
+        standby: true,
+        ..row(
+            "wifi-standby-patched-1.42",
+            "Wi-Fi: nm-handover with the warm standby (pair --standby), patched NM backport (link-up)",
+            Setup::Companion { client: INTERNAL, patched: Some("1.42.4") },
+        )
+    },
 ];
 
 /// The row every other row is divided by: the seed-like script with the
@@ -134,7 +151,7 @@ const ROWS: &[RowSpec] = &[
 /// internal client, so the dhclient, 1.58, patched and dad rows get none.
 fn baseline_of(spec: &RowSpec) -> Option<&'static str> {
     let same_condition = match spec.setup {
-        Setup::Companion { client, patched } => client == INTERNAL && patched.is_none(),
+        Setup::Companion { client, patched } => client == INTERNAL && patched.is_none() && !spec.standby,
         Setup::SeedLike | Setup::NoCompanion => true,
         Setup::Bonding => false,
     } && spec.unpatched_build.is_none()
@@ -161,6 +178,15 @@ struct Samples {
     outage_pull_ms: Vec<f64>,
     outage_replug_ms: Vec<f64>,
     dhcp_per_handover: Vec<f64>,
+    /// How often the shared MAC moved between bridge ports while docked
+    /// (from a second after each re-plug settled to the next pull; the first
+    /// period from the setup on), per period. Wi-Fi rows only.
+    mac_moves_docked: Vec<f64>,
+    /// At each re-plug, the wired link's own time from its carrier to its
+    /// address (rtnetlink events): NetworkManager's activation and DHCP
+    /// exchange, which a re-plug cannot beat while the wired link must wait
+    /// for its DHCP before it uses the address.
+    wired_floor_ms: Vec<f64>,
     conflicts: u32,
     window_ms: Vec<f64>,
     handovers: u32,
@@ -250,7 +276,10 @@ fn ip(lab: &Lab, args: &[&str]) -> Result<(), String> {
 }
 
 /// Brings the lab to "wired holds the address" for the setup; returns that address.
-fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
+/// The standby `pair --standby` keeps up (see `src/standby.rs`).
+const STANDBY: &str = "Office Wi-Fi (nm-handover standby)";
+
+fn prepare(lab: &Lab, setup: Setup, standby: bool) -> Result<Ipv4Addr, String> {
     let e = |e: LabError| e.to_string();
     match setup {
         Setup::Bonding if lab.cfg.wifi => {
@@ -301,16 +330,24 @@ fn prepare(lab: &Lab, setup: Setup) -> Result<Ipv4Addr, String> {
             let (backup, profile) = backup_of(lab);
             if lab.cfg.wifi {
                 lab.add_wifi_profile(profile, backup);
+                if setup == Setup::NoCompanion {
+                    lab.nmcli(&["connection", "modify", profile, "connection.autoconnect", "yes"]).map_err(e)?;
+                }
                 lab.wait_for_access_point_in_scan_list().map_err(e)?;
             } else {
                 lab.add_ethernet_profile(profile, backup, setup == Setup::NoCompanion);
             }
             if companion {
-                lab.companion(&["pair", "Office LAN", profile]);
+                let mut args = vec!["pair", "Office LAN", profile];
+                if standby {
+                    args.push("--standby");
+                }
+                // (Its log, and the supervisor's it starts, kept with the lab's.)
+                lab.companion_logging_to("dispatcher.log", &args);
             }
             lab.wait_until("the wired address", Duration::from_secs(30), || lab.ipv4("wired0").is_some()).map_err(e)?;
             if setup == Setup::NoCompanion {
-                lab.wait_until("the backup's own address", Duration::from_secs(30), || lab.ipv4("backup0").is_some()).map_err(e)?;
+                lab.wait_until("the backup's own address", Duration::from_secs(60), || lab.ipv4(backup).is_some()).map_err(e)?;
             }
             Ok(lab.ipv4("wired0").unwrap())
         }
@@ -334,7 +371,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = lab_config(spec)?;
     let nm_version = nm_version(&cfg.nm_daemon);
     let lab = Lab::start(cfg).map_err(|e| e.to_string())?;
-    let mut addr = prepare(&lab, spec.setup)?;
+    let mut addr = prepare(&lab, spec.setup, spec.standby)?;
     if let Some(timeout) = spec.dad_timeout_ms {
         let (_, backup_profile) = backup_of(&lab);
         for profile in ["Office LAN", backup_profile] {
@@ -365,7 +402,20 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     };
     let traffic_wait = if spec.setup == Setup::NoCompanion { Duration::from_secs(3) } else { Duration::from_secs(10) };
     s.traffic_wait = traffic_wait;
+    let fdb = spec.wifi.then(|| FdbMonitor::start(&lab));
+    let mut docked_since = fdb.as_ref().map(|f| f.mark());
     for cycle in 0..cycles {
+        if spec.standby {
+            let ready = lab.wait_until("the warm standby associated and silent", Duration::from_secs(60), || {
+                nm_state(&lab, STANDBY) == "activated" && lab.ipv4(backup).is_none()
+            });
+            if ready.is_err() {
+                s.notes.push(format!("cycle {cycle}: the warm standby was not up and silent 60 s before the pull"));
+            }
+        }
+        if let (Some(fdb), Some(since)) = (&fdb, docked_since.take()) {
+            s.mac_moves_docked.push(fdb.moves(&wired_mac, since, fdb.mark()) as f64);
+        }
         // Pull.
         let mark = lab.server_log().len();
         tcp.reset_stall();
@@ -420,6 +470,9 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                 s.notes.push(format!("cycle {cycle}: not settled 30 s after the plug (wired {:?})", lab.ipv4("wired0")));
             }
             let wired_at = monitor.address_added_at(plug, "wired0", addr);
+            if let (Some(carrier), Some(address)) = (monitor.carrier_up_at(plug, "wired0"), wired_at) {
+                s.wired_floor_ms.push(millis(address.saturating_duration_since(carrier)));
+            }
             let backup_off = monitor.backup_off_at(plug, addr, backup);
             match (wired_at, backup_off, spec.setup) {
                 (Some(w), _, Setup::NoCompanion) => s.replug_ms.push(millis(w - plug)),
@@ -477,6 +530,8 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
         }
         std::thread::sleep(Duration::from_millis(300));
         outage(&mut s, plug_wall, "re-plug", cycle);
+        std::thread::sleep(Duration::from_millis(700));
+        docked_since = fdb.as_ref().map(|f| f.mark());
         let log = lab.server_log();
         let since = &log[mark.min(log.len())..];
         s.dhcp_per_handover.push(client_messages(since) as f64 / 2.0);
@@ -695,8 +750,8 @@ fn main() -> ExitCode {
     writeln!(out, "Command: `cargo bench --bench handover` (NM_HANDOVER_BENCH_CYCLES={cycles}: {cycles} pull/re-plug cycles = {} handovers per row). Lab: ISC dhcpd with ping-check, `ping-cltt-secs 1`; a TCP request/response every 20 ms across all cycles.\n", cycles * 2).unwrap();
     if host_rows {
         writeln!(out, "Times in ms as median / p95 / max. Ratios are medians divided by the medians of the seed-like row with the same carrier-wait (300 ms) on the same kind of link, measured in the same run, and only for rows of the seed-like row's condition (stock packaged NM, internal DHCP client, NM's default conflict probe; the rows with NM's default 6 s carrier-wait differ in that alone, and their ratios show what it costs): the other rows have no baseline of their own condition here (n/a). A sample of two modes is shown as a split (how many near which value) and divides nothing; a stall after which the session carried no traffic within the bench's wait is counted as longer than the wait, not as a measurement. `pair` sets the backup's ipv4.dad-timeout to 0; the wired profile keeps NetworkManager's default (0 ms on 1.42, 200 ms on 1.58) unless a row says otherwise. The re-plug overlap: on the veth rows from packet captures on both bridge ports (kernel timestamps), the backup's last frame from the shared MAC, from the pull up to 1 s after the wired link's first DHCP packet, minus that packet, signed (the count says how often the backup was still on the LAN while the wired client spoke; with a TCP round trip every 20 ms through it, the backup's last frame precedes its going down by up to 20 ms; no frame since the pull means a broken capture: not measured, noted); on the Wi-Fi rows from address events (the wired link's address added while the backup still held it).{}\n", if in_vm() { " Measured in the Wi-Fi VM under TCG (software emulation): compare ratios and orderings, not absolute times, with the veth rows of `handover.md`." } else { "" }).unwrap();
-        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | longest gap of a 100 Hz ping to the LAN peer: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug | ping gap ratio to the bond on the same kind of link (pull / re-plug medians) |").unwrap();
-        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(out, "| configuration | timed pulls / re-plugs (of cycles; the rest dropped, see notes) | pull → backup holds the same IPv4 | re-plug → wired holds it, backup off the LAN | IP changed | TCP resets | longest TCP stall: pulls; re-plugs | longest gap of a 100 Hz ping to the LAN peer: pulls; re-plugs | DHCP client packets per handover | server conflicts | re-plug: backup's last frame − wired's first DHCP packet (> 0: both on the LAN) | ratio pull / re-plug / stall at pull / stall at re-plug | ping gap ratio to the bond on the same kind of link (pull / re-plug medians) | the shared MAC's moves between bridge ports while docked: total (periods with any, of periods) | re-plug floor: the wired link's own carrier → address; the ping gap's ratio to it (medians) |").unwrap();
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for (spec, s) in &results {
             // A median divides only where it is one: a sample of two modes, or
             // with stalls beyond the wait (not measured), has none to divide.
@@ -720,7 +775,7 @@ fn main() -> ExitCode {
                 .map(|(_, b)| (divisible(&b.outage_pull_ms, 0), divisible(&b.outage_replug_ms, 0)));
             writeln!(
                 out,
-                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {}; {} | {}; {} | {} | {} | {} | {} / {} / {} / {} | {} / {} |",
+                "| {}, NM {} | {} / {} of {} | {} | {} | {} / {} | {} | {}; {} | {}; {} | {} | {} | {} | {} / {} / {} / {} | {} / {} | {} | {}; {} |",
                 spec.name,
                 s.nm_version,
                 s.pull_ms.len(),
@@ -747,6 +802,18 @@ fn main() -> ExitCode {
                 ratio(divisible(&s.stall_replug_ms, s.stall_replug_censored), base.map(|b| b.3)),
                 ratio(divisible(&s.outage_pull_ms, 0), bond.map(|b| b.0)),
                 ratio(divisible(&s.outage_replug_ms, 0), bond.map(|b| b.1)),
+                if s.mac_moves_docked.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    format!(
+                        "{} ({} of {})",
+                        s.mac_moves_docked.iter().sum::<f64>(),
+                        s.mac_moves_docked.iter().filter(|m| **m > 0.0).count(),
+                        s.mac_moves_docked.len()
+                    )
+                },
+                fmt_stats(&s.wired_floor_ms),
+                ratio(divisible(&s.outage_replug_ms, 0), Some(divisible(&s.wired_floor_ms, 0))),
             )
             .unwrap();
         }

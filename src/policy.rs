@@ -205,6 +205,12 @@ pub fn decide(role: Role, hook: Hook, seen: Observed, options: Options) -> Decis
 
 fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
     match hook {
+        // nm-dispatcher runs events one after another: a `down` that comes
+        // after the wired link was activated again (a pull and re-plug
+        // shorter than the dispatcher's queue) is no failed activation.
+        Hook::Down if seen.wired == LinkState::Active && seen.wired_carrier => {
+            decision("a late down of a wired link NetworkManager has up again: nothing to do", vec![])
+        }
         Hook::Down | Hook::Reconcile if !seen.wired_carrier => {
             if seen.wired.on_lan() && hook == Hook::Reconcile {
                 decision("wired link is still up on its way out; its down event will hand over", vec![])
@@ -733,6 +739,20 @@ pub(crate) mod tests {
         assert!(decide(Role::Wired, Hook::Reconcile, s, CARRY).actions.is_empty());
         assert!(decide(Role::Backup, Hook::Reconcile, s, CARRY).actions.is_empty());
         assert!(decide(Role::Wired, Hook::Down, s, CARRY).actions.contains(&ActivateBackup));
+    }
+
+    #[test]
+    fn a_down_that_comes_after_the_wired_link_is_up_again_brings_nothing_up() {
+        // A pull and re-plug shorter than nm-dispatcher's queue: the pull's
+        // `down` is run once NM has the wired link activated again.
+        let late = Observed { wired_down_chosen: false, ..seen(true, LinkState::Active, LinkState::Inactive) };
+        for options in [Options { lease_carry: true, carrier_watch: true, standby: false }, Options { lease_carry: true, carrier_watch: true, standby: true }] {
+            let d = decide(Role::Wired, Hook::Down, late, options);
+            assert!(d.actions.is_empty(), "{d:?}");
+        }
+        // A failed activation's `down` (patched NM) still brings the backup back.
+        let failed = Observed { wired_down_chosen: false, ..seen(true, LinkState::Inactive, LinkState::Inactive) };
+        assert!(decide(Role::Wired, Hook::Down, failed, Options { lease_carry: false, carrier_watch: true, standby: false }).actions.contains(&ActivateBackup));
     }
 
     #[test]

@@ -361,7 +361,10 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         serving_mark,
         backup_device_free: backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str()),
         backup_active: nm.active_connection_of(pair.backup.uuid.as_str()).is_some(),
-        left_by_user: backup_dev.state() == DeviceState::Disconnected && backup_dev.last_left_by_hand(),
+        // (nm-handover's own hand-back is marked; NM gives it the reason of a user's disconnect.)
+        left_by_user: backup_dev.state() == DeviceState::Disconnected
+            && backup_dev.last_left_by_hand()
+            && standby_index.is_some_and(|i| Mark::HandedBack.since(i).is_none()),
         recently_asked: standbys.asked.get(&pair.wired.uuid).is_some_and(|at| at.elapsed() < BRING_UP_WAIT),
     };
     // Armed while the standby is up and silent with the wired link holding its address;

@@ -514,6 +514,68 @@ impl Drop for Probe {
     }
 }
 
+/// The LAN bridge's forwarding table as it changes (`bridge monitor fdb` in
+/// `lan`): where the switch believes each MAC address is. A MAC moving
+/// between the wired port and the access point's is what a wireless
+/// controller that flags one MAC seen wired and wireless would see.
+pub struct FdbMonitor {
+    child: Child,
+    path: std::path::PathBuf,
+}
+
+impl FdbMonitor {
+    pub fn start(lab: &Lab) -> FdbMonitor {
+        let path = lab.dir.join("fdb-monitor.txt");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.lan, "bridge", "monitor", "fdb"])
+            .stdin(Stdio::null())
+            .stdout(File::create(&path).expect("fdb monitor file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bridge monitor");
+        FdbMonitor { child, path }
+    }
+
+    /// Where the log is now: a window's start or end for [`FdbMonitor::moves`].
+    pub fn mark(&self) -> usize {
+        std::fs::read_to_string(&self.path).map_or(0, |t| t.len())
+    }
+
+    /// How often `mac`'s port changed between two marks (a deletion and a
+    /// learning on another port count as one move).
+    pub fn moves(&self, mac: &str, from: usize, to: usize) -> usize {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let mac = mac.to_ascii_lowercase();
+        let port_of = |line: &str| -> Option<String> {
+            let line = line.trim();
+            if line.starts_with("Deleted") || !line.to_ascii_lowercase().starts_with(&mac) {
+                return None;
+            }
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "dev")?;
+            words.next().map(str::to_owned)
+        };
+        let (before, window) = text.split_at(from.min(text.len()));
+        let window = &window[..to.saturating_sub(from).min(window.len())];
+        let mut port = before.lines().filter_map(port_of).last();
+        let mut moves = 0;
+        for now in window.lines().filter_map(port_of) {
+            if port.as_ref().is_some_and(|p| *p != now) {
+                moves += 1;
+            }
+            port = Some(now);
+        }
+        moves
+    }
+}
+
+impl Drop for FdbMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// DHCP packets on one bridge port of the `lan` namespace (tcpdump, kernel
 /// timestamps on the wall clock). Captures on "any", so that a port that is
 /// down (cable pulled) is seen from the moment it comes up.
