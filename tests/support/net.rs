@@ -557,7 +557,7 @@ impl FdbMonitor {
         };
         let (before, window) = text.split_at(from.min(text.len()));
         let window = &window[..to.saturating_sub(from).min(window.len())];
-        let mut port = before.lines().filter_map(port_of).last();
+        let mut port = before.lines().rev().find_map(port_of);
         let mut moves = 0;
         for now in window.lines().filter_map(port_of) {
             if port.as_ref().is_some_and(|p| *p != now) {
