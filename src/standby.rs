@@ -148,6 +148,13 @@ pub struct StandbyView {
     pub left_by_user: bool,
     /// The standby was asked for recently and may still be on its way.
     pub recently_asked: bool,
+    /// The backup's device has been free for less than [`FREE_FOR`]:
+    /// NetworkManager's own autoconnect (another network the user chose to
+    /// connect to automatically, such as the home Wi-Fi) goes first.
+    pub freed_just_now: bool,
+    /// The standby dropped out by itself (its network went away) and the
+    /// device has finished no scan since: the network is still listed.
+    pub lost_before_last_scan: bool,
 }
 
 /// What the supervisor does for a pair's standby at a look.
@@ -173,7 +180,7 @@ pub fn next_step(view: &StandbyView) -> StandbyStep {
         }
         return StandbyStep::Nothing;
     }
-    if view.wired_holds_address && view.backup_device_free && !view.backup_active && !view.left_by_user && !view.recently_asked {
+    if view.wired_holds_address && view.backup_device_free && !view.backup_active && !view.left_by_user && !view.recently_asked && !view.freed_just_now && !view.lost_before_last_scan {
         return StandbyStep::BringUp;
     }
     StandbyStep::Nothing
@@ -181,6 +188,10 @@ pub fn next_step(view: &StandbyView) -> StandbyStep {
 
 /// How long a standby asked for is given to come up before it is asked again.
 const BRING_UP_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the backup's device must have been free before the standby is
+/// brought up on it (see [`StandbyView::freed_just_now`]).
+pub const FREE_FOR: Duration = Duration::from_secs(3);
 
 /// One pair the fast path watches: the wired link's index and address, the
 /// standby's link, and whether the address is on the standby now.
@@ -306,6 +317,48 @@ fn silence_now(entry: &mut Armed) {
 #[derive(Debug, Default)]
 pub struct Standbys {
     asked: std::collections::BTreeMap<Uuid, Instant>,
+    /// Since when each pair's backup device has been free.
+    free_since: std::collections::BTreeMap<Uuid, Instant>,
+    /// Whether each pair's standby was up at the last look, and when
+    /// (CLOCK_BOOTTIME ms) it was last seen gone after being up.
+    was_up: std::collections::BTreeSet<Uuid>,
+    lost_at_ms: std::collections::BTreeMap<Uuid, i64>,
+}
+
+impl Standbys {
+    /// Notes whether the pair's backup device is free now; says whether it
+    /// became so less than [`FREE_FOR`] ago.
+    pub fn freed_just_now(&mut self, pair: &Uuid, free: bool, now: Instant) -> bool {
+        if !free {
+            self.free_since.remove(pair);
+            return false;
+        }
+        now.duration_since(*self.free_since.entry(pair.clone()).or_insert(now)) < FREE_FOR
+    }
+
+    /// Notes whether the pair's standby is up; says whether it went away
+    /// before the device's last finished scan (`last_scan_ms`), if it did.
+    pub fn lost_before_scan(&mut self, pair: &Uuid, up: bool, now_ms: i64, last_scan_ms: Option<i64>) -> bool {
+        if up {
+            self.was_up.insert(pair.clone());
+            self.lost_at_ms.remove(pair);
+            return false;
+        }
+        if self.was_up.remove(pair) {
+            self.lost_at_ms.insert(pair.clone(), now_ms);
+        }
+        match (self.lost_at_ms.get(pair), last_scan_ms) {
+            (Some(lost), Some(scan)) => scan <= *lost,
+            (Some(_), None) => false,
+            (None, _) => false,
+        }
+    }
+
+    /// When the supervisor must look again, changes or not: a device free
+    /// for [`FREE_FOR`] by then.
+    pub fn next_look_in(&self, now: Instant) -> Option<Duration> {
+        self.free_since.values().map(|since| (*since + FREE_FOR).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+    }
 }
 
 fn write_sysctl(family: &str, iface: &Iface, key: &str, value: &str) {
@@ -353,19 +406,25 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         gateway: wired_dev.ipv4_gateway(),
     });
     let serving_mark = standby_index.is_some_and(|i| Mark::StandbyServing.since(i).is_some());
+    let backup_device_free =
+        backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str());
+    let freed_just_now = standbys.freed_just_now(&pair.wired.uuid, backup_device_free, Instant::now());
+    let lost_before_last_scan = standbys.lost_before_scan(&pair.wired.uuid, standby_active, crate::sys::boottime_ms(), backup_dev.last_scan_ms());
     let view = StandbyView {
         wired_holds_address: wired_address.is_some() && wired_dev.has_carrier(),
         wired_carrier: wired_dev.has_carrier(),
         standby_active,
         standby_silent: applied.as_ref().is_some_and(|(a, _)| is_silent(a)),
         serving_mark,
-        backup_device_free: backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str()),
+        backup_device_free,
         backup_active: nm.active_connection_of(pair.backup.uuid.as_str()).is_some(),
         // (nm-handover's own hand-back is marked; NM gives it the reason of a user's disconnect.)
         left_by_user: backup_dev.state() == DeviceState::Disconnected
             && backup_dev.last_left_by_hand()
             && standby_index.is_some_and(|i| Mark::HandedBack.since(i).is_none()),
         recently_asked: standbys.asked.get(&pair.wired.uuid).is_some_and(|at| at.elapsed() < BRING_UP_WAIT),
+        freed_just_now,
+        lost_before_last_scan,
     };
     // Armed while the standby is up and silent with the wired link holding its address;
     // kept armed while it serves (the re-plug takes it off).
@@ -536,6 +595,8 @@ mod tests {
             backup_active: false,
             left_by_user: false,
             recently_asked: false,
+            freed_just_now: false,
+            lost_before_last_scan: false,
         }
     }
 
@@ -548,9 +609,36 @@ mod tests {
             ("the backup itself up", StandbyView { backup_active: true, ..view() }),
             ("the user's disconnect", StandbyView { left_by_user: true, ..view() }),
             ("asked already", StandbyView { recently_asked: true, ..view() }),
+            ("NetworkManager's own autoconnect first", StandbyView { freed_just_now: true, ..view() }),
+            ("its network just went away", StandbyView { lost_before_last_scan: true, ..view() }),
         ] {
             assert_eq!(next_step(&v), StandbyStep::Nothing, "{what}");
         }
+    }
+
+    #[test]
+    fn a_device_just_freed_is_left_to_networkmanager_for_a_while() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let mut s = Standbys::default();
+        assert!(s.freed_just_now(&pair, true, t0));
+        assert_eq!(s.next_look_in(t0), Some(FREE_FOR));
+        assert!(s.freed_just_now(&pair, true, t0 + FREE_FOR - Duration::from_millis(1)));
+        assert!(!s.freed_just_now(&pair, true, t0 + FREE_FOR));
+        assert!(!s.freed_just_now(&pair, false, t0 + FREE_FOR), "busy: not free at all");
+        assert!(s.freed_just_now(&pair, true, t0 + 2 * FREE_FOR), "free again: the wait starts over");
+    }
+
+    #[test]
+    fn a_standby_that_lost_its_network_waits_for_a_scan() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let mut s = Standbys::default();
+        assert!(!s.lost_before_scan(&pair, false, 1000, Some(0)), "never up: nothing lost");
+        assert!(!s.lost_before_scan(&pair, true, 2000, Some(0)));
+        assert!(s.lost_before_scan(&pair, false, 3000, Some(2500)), "gone: the scan before does not count");
+        assert!(s.lost_before_scan(&pair, false, 3500, Some(3000)));
+        assert!(!s.lost_before_scan(&pair, false, 4000, Some(3600)), "a scan since");
+        assert!(!s.lost_before_scan(&pair, true, 5000, Some(3600)));
     }
 
     #[test]

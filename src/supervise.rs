@@ -297,7 +297,11 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
         // A re-plug under way is judged once its DHCP timeout has passed, change or not.
         // So is a backup held back after failed activations, once its pause is over.
         let now = Instant::now();
-        match [next_replug_check(nm), supervision.attempts.next_try_in(now), supervision.next_grace_end_in(now)].into_iter().flatten().min() {
+        match [next_replug_check(nm), supervision.attempts.next_try_in(now), supervision.next_grace_end_in(now), standbys.next_look_in(now)]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             Some(after) => WatchNext::OnChangeOrAfter(after),
             None => WatchNext::OnChange,
         }

@@ -294,3 +294,28 @@ fn warm_standby_pull_and_replug_on_wifi_patched_nm_1_42() {
         warm_standby_twice("wifi/warm standby, patched 1.42", cfg);
     });
 }
+
+/// The user's radio switch while docked takes the standby down with the
+/// radio; the radio back on brings it back, and a pull then hands over warm.
+#[test]
+fn warm_standby_follows_the_radio_switch() {
+    on_wifi("warm_standby_follows_the_radio_switch", || {
+        let test = "wifi/warm standby and the radio switch";
+        let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &["--standby"]) else { return };
+        let lab = &p.lab;
+        standby_ready(test, &p);
+        lab.nmcli(&["radio", "wifi", "off"]).expect("radio off");
+        lab.expect_until("the standby down with the radio", Duration::from_secs(30), || nm_state(lab, STANDBY).is_empty());
+        assert!(lab.ap_stations().is_empty(), "{test}: the station stayed associated with the radio off\n{}", lab.diagnostics());
+        assert_eq!(lab.ipv4("wired0"), Some(p.addr), "{test}: the wired link lost its address");
+        // Past the supervisor's looks: nothing brings the Wi-Fi up with the radio off.
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(nm_state(lab, STANDBY).is_empty() && nm_state(lab, p.backup_profile).is_empty(), "{test}: {}", lab.diagnostics());
+        lab.nmcli(&["radio", "wifi", "on"]).expect("radio on");
+        // rfkill is not per network namespace: the access point went off the air too.
+        lab.restart_access_point();
+        standby_ready(test, &p);
+        let (pull, _) = standby_cycle(test, &p);
+        measured(test, "pull after the radio came back: longest gap of a 100 Hz ping", ms(pull));
+    });
+}

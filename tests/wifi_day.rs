@@ -341,8 +341,25 @@ fn at_home() {
     assert!(took <= control + SLACK, "{test}: paired {took:?}, control {control:?}\n{}", p.lab.diagnostics());
 }
 
+/// With the warm standby (`pair --standby`): up beside the cable at the
+/// office, gone with the office network, and at home the home Wi-Fi
+/// connects and works as without it; the standby is never tried there.
+fn at_home_with_the_standby() {
+    let test = "wifi-day/at home with the warm standby";
+    let Some(p) = paired(test, cfg(VIRTIO_NIC), &["--standby"]) else { return };
+    let lab = &p.lab;
+    let standby = "Office Wi-Fi (nm-handover standby)";
+    lab.expect_until("the warm standby at the office", BACK_WITHIN, || nm_state(lab, standby) == "activated");
+    let took = home_day(lab, test);
+    measured(test, "pull -> the LAN's peer through the home Wi-Fi", ms(took));
+    assert!(nm_state(lab, standby).is_empty(), "{test}: the standby is up at home\n{}", lab.diagnostics());
+    // One activation at the office, none since.
+    assert_eq!(lab.nm_log().matches(&format!("Activation: starting connection '{standby}'")).count(), 1, "{test}: {}", lab.diagnostics());
+}
+
 const SCENARIOS: &[(&str, fn())] = &[
     ("at_home", at_home),
+    ("at_home_with_the_standby", at_home_with_the_standby),
     ("suspend_and_resume", || suspend_and_resume(VIRTIO_NIC)),
     ("suspend_and_resume_waking_on_lan", || suspend_and_resume(WOL_NIC)),
     ("access_point_and_radio_away_and_back", access_point_and_radio_away_and_back),
