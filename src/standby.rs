@@ -180,7 +180,14 @@ pub fn next_step(view: &StandbyView) -> StandbyStep {
         }
         return StandbyStep::Nothing;
     }
-    if view.wired_holds_address && view.backup_device_free && !view.backup_active && !view.left_by_user && !view.recently_asked && !view.freed_just_now && !view.lost_before_last_scan {
+    if view.wired_holds_address
+        && view.backup_device_free
+        && !view.backup_active
+        && !view.left_by_user
+        && !view.recently_asked
+        && !view.freed_just_now
+        && !view.lost_before_last_scan
+    {
         return StandbyStep::BringUp;
     }
     StandbyStep::Nothing
@@ -406,8 +413,7 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         gateway: wired_dev.ipv4_gateway(),
     });
     let serving_mark = standby_index.is_some_and(|i| Mark::StandbyServing.since(i).is_some());
-    let backup_device_free =
-        backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str());
+    let backup_device_free = backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str());
     let freed_just_now = standbys.freed_just_now(&pair.wired.uuid, backup_device_free, Instant::now());
     let lost_before_last_scan = standbys.lost_before_scan(&pair.wired.uuid, standby_active, crate::sys::boottime_ms(), backup_dev.last_scan_ms());
     let view = StandbyView {

@@ -132,6 +132,11 @@ pub struct Supervision {
     pub bring_up_only: bool,
     /// Since when each pair's wired link was seen without carrier.
     wired_out_since: BTreeMap<Uuid, Instant>,
+    /// The pairs whose wired link this supervisor last saw holding the
+    /// address with carrier, and those it then saw lose the carrier: a pull
+    /// it watched happen, which needs no grace (see [`WIRED_GRACE`]).
+    wired_held: std::collections::BTreeSet<Uuid>,
+    pulled_while_watched: std::collections::BTreeSet<Uuid>,
     /// Each pair's backup state at the last look, and when (CLOCK_BOOTTIME
     /// ms) the supervisor saw it drop out of use since it was last active.
     backup_seen: BTreeMap<Uuid, LinkState>,
@@ -151,6 +156,35 @@ impl Supervision {
         }
         let since = *self.wired_out_since.entry(pair.clone()).or_insert(now);
         now.duration_since(since) >= WIRED_GRACE
+    }
+
+    /// Notes the wired link at this look; says whether this supervisor saw
+    /// it lose its carrier while it held the address (a pull, not a boot or
+    /// a resume without the cable, which the grace is for). The dispatcher's
+    /// `down` then comes later by the time nm-dispatcher takes to start the
+    /// companion and its NetworkManager client (1.5 s in the Wi-Fi VM): the
+    /// supervisor, connected already, hands over as soon as NetworkManager
+    /// has taken the wired link down; whichever of the two comes second
+    /// finds the backup activating and does nothing.
+    pub fn pulled_while_watched(&mut self, pair: &Uuid, seen: &Observed) -> bool {
+        if seen.wired_carrier {
+            self.pulled_while_watched.remove(pair);
+            if seen.wired == LinkState::Active {
+                self.wired_held.insert(pair.clone());
+            }
+            return false;
+        }
+        if self.wired_held.remove(pair) {
+            self.pulled_while_watched.insert(pair.clone());
+        }
+        self.pulled_while_watched.contains(pair)
+    }
+
+    /// Forgets the pulls seen: NetworkManager went to sleep (its devices go
+    /// down without a pull).
+    pub fn forget_pulls(&mut self) {
+        self.wired_held.clear();
+        self.pulled_while_watched.clear();
     }
 
     /// How long until a wired link seen without carrier has been so for
@@ -212,7 +246,7 @@ impl Supervision {
     /// `backup_last_scan_ms`: see [`backup_last_scan_ms`].
     pub fn holds_back(&mut self, pair: &Uuid, seen: &Observed, decision: &Decision, backup_last_scan_ms: Option<i64>, now: Instant) -> Option<&'static str> {
         // (Since when the wired link is out is noted at every look.)
-        let wired_out = self.wired_out_long_enough(pair, seen.wired_carrier, now);
+        let wired_out = self.wired_out_long_enough(pair, seen.wired_carrier, now) || self.pulled_while_watched(pair, seen);
         if !self.would_act(decision) {
             return Some("left to the dispatcher's events");
         }
@@ -291,6 +325,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
         if nm.asleep() {
             // Where the laptop wakes is not known yet (see `crate::lan`).
             forget_wired_lans();
+            supervision.forget_pulls();
         }
         reconcile_now(nm, &mut supervision, came_up);
         tend_standbys(nm, &mut fast_path, &mut standbys);
@@ -403,6 +438,27 @@ mod tests {
         assert!(!s.wired_out_long_enough(&pair, true, t0 + WIRED_GRACE));
         assert_eq!(s.next_grace_end_in(t0), None);
         assert!(!s.wired_out_long_enough(&pair, false, t0 + 2 * WIRED_GRACE));
+    }
+
+    #[test]
+    fn a_pull_the_supervisor_watched_needs_no_grace() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let activate = Decision { actions: vec![Action::ActivateBackup], reason: "" };
+        let docked = crate::policy::tests::seen(true, LinkState::Active, LinkState::Inactive);
+        let pulled = crate::policy::tests::seen(false, LinkState::Inactive, LinkState::Inactive);
+        // Never seen docked (a boot or a resume without the cable): the grace.
+        let mut s = Supervision::default();
+        assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), Some("the wired link may still come up"));
+        // Seen docked, then the carrier gone: at once, and until the carrier is back.
+        let mut s = Supervision::default();
+        assert_eq!(s.holds_back(&pair, &docked, &Decision { actions: vec![], reason: "" }, None, t0), Some("left to the dispatcher's events"));
+        assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), None);
+        assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), None, "still the same pull");
+        // Asleep: NetworkManager took the wired link down, no pull.
+        s.holds_back(&pair, &docked, &Decision { actions: vec![], reason: "" }, None, t0);
+        s.forget_pulls();
+        assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), Some("the wired link may still come up"));
     }
 
     #[test]
