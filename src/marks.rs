@@ -45,6 +45,13 @@ pub enum Mark {
     /// The pair's warm standby on this backup link holds the wired link's
     /// address since the cable went out (see `crate::standby`).
     StandbyServing,
+    /// The supervisor saw this wired link's pull happen and hands it over
+    /// itself once NetworkManager has taken the link down (see
+    /// `crate::supervise`): the dispatcher's `down` of the pull has nothing
+    /// to do, and the dispatcher's entry does not start the companion for it
+    /// (in the Wi-Fi VM its start took the CPU from the supervisor and from
+    /// the Wi-Fi's key handshake, which then failed). Consumed by that `down`.
+    PullHandled,
 }
 
 impl Mark {
@@ -55,6 +62,7 @@ impl Mark {
             Mark::PortFailed => "port-failed",
             Mark::HandedBack => "handed-back",
             Mark::StandbyServing => "standby-serving",
+            Mark::PullHandled => "pull-handled",
         };
         link_mark_path(kind, wired_index)
     }
@@ -75,6 +83,19 @@ impl Mark {
             _ => Ok(()),
         }
     }
+}
+
+/// How long after the supervisor handed over a pull its `down` may come.
+pub const PULL_HANDLED_FOR: Duration = Duration::from_secs(30);
+
+/// Whether the dispatcher's `down` of the link `index` is the one of a pull
+/// the supervisor handed over already (see [`Mark::PullHandled`]): the mark
+/// is fresh and the link has no carrier now (a `down` with the carrier in is
+/// another story: a failed activation). Consumes the mark.
+pub fn pull_handled(index: i32, carrier: Option<bool>, now: SystemTime) -> bool {
+    let Some(since) = Mark::PullHandled.since(index) else { return false };
+    let _ = Mark::PullHandled.clear(index);
+    carrier != Some(true) && now.duration_since(since).is_ok_and(|age| age <= PULL_HANDLED_FOR)
 }
 
 /// The wired profile's DHCP timeout (`ipv4.dhcp-timeout` in seconds; 0 is

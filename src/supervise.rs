@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::commands::reconcile_pairs;
 use crate::error::Result;
-use crate::handover::{Daemon, Pair, System};
+use crate::handover::{Daemon, Host, Pair, System};
 use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::standby::{FastPath, Standbys};
@@ -177,6 +177,11 @@ impl Supervision {
         if self.wired_held.remove(pair) {
             self.pulled_while_watched.insert(pair.clone());
         }
+        self.pulled_while_watched.contains(pair)
+    }
+
+    /// Whether a pull of the pair's wired link was seen and the carrier is still out.
+    pub fn pull_seen(&self, pair: &Uuid) -> bool {
         self.pulled_while_watched.contains(pair)
     }
 
@@ -400,7 +405,14 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
+        let pull_known = supervision.pull_seen(&pair.wired.uuid);
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
+        if !pull_known && supervision.pull_seen(&pair.wired.uuid) {
+            // This supervisor hands the pull over (see `Mark::PullHandled`).
+            if let Err(e) = System.set_link_mark(&pair.wired.device, crate::marks::Mark::PullHandled) {
+                debug!("{e}");
+            }
+        }
     }
     if !something_to_do {
         return;

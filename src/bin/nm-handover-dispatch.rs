@@ -29,6 +29,15 @@ fn full_program() -> Result<PathBuf, String> {
     }
 }
 
+/// Whether the supervisor handed over the pull this `down` is of (see
+/// `nm_handover::marks::Mark::PullHandled`).
+fn pull_handled_by_supervisor(args: &[OsString]) -> bool {
+    let Some(iface) = args.first().and_then(|a| a.to_str()) else { return false };
+    let Ok(index) = nm_handover::sys::netlink::if_index(iface) else { return false };
+    let carrier = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("carrier")).ok().map(|c| c.trim() == "1");
+    nm_handover::marks::pull_handled(index, carrier, std::time::SystemTime::now())
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let event = match DispatcherEvent::from_parts(args.clone(), std::env::vars_os()) {
@@ -43,6 +52,10 @@ fn main() -> ExitCode {
     }
     let verdict = prefilter(&event, Path::new(NM_CONF_DIR));
     if let Verdict::Ignore(_) = verdict {
+        return ExitCode::SUCCESS;
+    }
+    if event.action == DispatcherAction::Down && pull_handled_by_supervisor(&args) {
+        eprintln!("nm-handover: down: the supervisor handed this pull over already");
         return ExitCode::SUCCESS;
     }
     let full = match full_program() {
