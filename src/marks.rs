@@ -52,6 +52,13 @@ pub enum Mark {
     /// (in the Wi-Fi VM its start took the CPU from the supervisor and from
     /// the Wi-Fi's key handshake, which then failed). Consumed by that `down`.
     PullHandled,
+    /// The warm standby's fast path took the address off the standby's link
+    /// the moment this wired link's carrier returned (see `crate::standby`):
+    /// the `link-up` of that re-plug (patched NetworkManager, which waits for
+    /// it before its DHCP client starts) has nothing left to do, and the
+    /// dispatcher's entry answers it at once instead of starting the
+    /// companion (1.5 s of the re-plug in the Wi-Fi VM). Consumed by that `link-up`.
+    ReplugHandled,
 }
 
 impl Mark {
@@ -63,6 +70,7 @@ impl Mark {
             Mark::HandedBack => "handed-back",
             Mark::StandbyServing => "standby-serving",
             Mark::PullHandled => "pull-handled",
+            Mark::ReplugHandled => "replug-handled",
         };
         link_mark_path(kind, wired_index)
     }
@@ -85,17 +93,27 @@ impl Mark {
     }
 }
 
-/// How long after the supervisor handed over a pull its `down` may come.
-pub const PULL_HANDLED_FOR: Duration = Duration::from_secs(30);
+/// How long after the supervisor handled a pull or a re-plug its dispatcher event may come.
+pub const HANDLED_FOR: Duration = Duration::from_secs(30);
 
-/// Whether the dispatcher's `down` of the link `index` is the one of a pull
-/// the supervisor handed over already (see [`Mark::PullHandled`]): the mark
-/// is fresh and the link has no carrier now (a `down` with the carrier in is
-/// another story: a failed activation). Consumes the mark.
-pub fn pull_handled(index: i32, carrier: Option<bool>, now: SystemTime) -> bool {
-    let Some(since) = Mark::PullHandled.since(index) else { return false };
-    let _ = Mark::PullHandled.clear(index);
-    carrier != Some(true) && now.duration_since(since).is_ok_and(|age| age <= PULL_HANDLED_FOR)
+/// Whether the dispatcher's event of the wired link `index` is the one of a
+/// pull ([`Mark::PullHandled`]: the link has no carrier now; a `down` with
+/// the carrier in is a failed activation) or a re-plug
+/// ([`Mark::ReplugHandled`]: the link has carrier) the supervisor handled
+/// already, `at` most [`HANDLED_FOR`] ago. Consumes the mark.
+pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, now: SystemTime) -> bool {
+    let Some(since) = mark.since(index) else { return false };
+    let _ = mark.clear(index);
+    event_was_handled(mark, since, carrier, now)
+}
+
+/// Pure: [`handled_already`] for a mark set at `since`.
+fn event_was_handled(mark: Mark, since: SystemTime, carrier: Option<bool>, now: SystemTime) -> bool {
+    let carrier_fits = match mark {
+        Mark::ReplugHandled => carrier == Some(true),
+        _ => carrier != Some(true),
+    };
+    carrier_fits && now.duration_since(since).is_ok_and(|age| age <= HANDLED_FOR)
 }
 
 /// The wired profile's DHCP timeout (`ipv4.dhcp-timeout` in seconds; 0 is
@@ -116,6 +134,19 @@ pub fn replug_overdue_in(since: SystemTime, now: SystemTime, timeout: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_left_to_the_supervisor_only_while_fresh_and_with_the_carrier_it_handled() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let soon = t0 + Duration::from_secs(2);
+        assert!(event_was_handled(Mark::PullHandled, t0, Some(false), soon));
+        assert!(event_was_handled(Mark::PullHandled, t0, None, soon), "the link gone (an undock) is a pull");
+        assert!(!event_was_handled(Mark::PullHandled, t0, Some(true), soon), "a down with the carrier in: a failed activation");
+        assert!(event_was_handled(Mark::ReplugHandled, t0, Some(true), soon));
+        assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(false), soon), "pulled again since");
+        assert!(!event_was_handled(Mark::PullHandled, t0, Some(false), t0 + HANDLED_FOR + Duration::from_secs(1)), "stale");
+        assert!(!event_was_handled(Mark::PullHandled, t0, Some(false), t0 - Duration::from_secs(1)), "a clock gone back");
+    }
 
     #[test]
     fn a_replug_is_overdue_after_the_dhcp_timeout_and_the_margin() {

@@ -315,7 +315,7 @@ fn silence_now(entry: &mut Armed) {
         }
     }
     entry.serving = false;
-    if let Err(e) = Mark::StandbyServing.clear(entry.standby_link) {
+    if let Err(e) = Mark::StandbyServing.clear(entry.standby_link).and_then(|()| Mark::ReplugHandled.set(entry.wired)) {
         warn!("standby: {e}");
     }
 }

@@ -13,6 +13,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use nm_handover::event::DispatcherAction;
 use nm_handover::event::DispatcherEvent;
+use nm_handover::marks::Mark;
 use nm_handover::prefilter::{prefilter, record_link_up_seen, Verdict};
 use nm_handover::sys::paths::NM_CONF_DIR;
 use nm_handover::sys::stderr::error_prefix;
@@ -29,13 +30,13 @@ fn full_program() -> Result<PathBuf, String> {
     }
 }
 
-/// Whether the supervisor handed over the pull this `down` is of (see
-/// `nm_handover::marks::Mark::PullHandled`).
-fn pull_handled_by_supervisor(args: &[OsString]) -> bool {
+/// Whether the supervisor handled the pull or re-plug this event is of
+/// (see `nm_handover::marks::handled_already`).
+fn handled_by_supervisor(mark: Mark, args: &[OsString]) -> bool {
     let Some(iface) = args.first().and_then(|a| a.to_str()) else { return false };
     let Ok(index) = nm_handover::sys::netlink::if_index(iface) else { return false };
     let carrier = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("carrier")).ok().map(|c| c.trim() == "1");
-    nm_handover::marks::pull_handled(index, carrier, std::time::SystemTime::now())
+    nm_handover::marks::handled_already(mark, index, carrier, std::time::SystemTime::now())
 }
 
 fn main() -> ExitCode {
@@ -54,8 +55,13 @@ fn main() -> ExitCode {
     if let Verdict::Ignore(_) = verdict {
         return ExitCode::SUCCESS;
     }
-    if event.action == DispatcherAction::Down && pull_handled_by_supervisor(&args) {
-        eprintln!("nm-handover: down: the supervisor handed this pull over already");
+    let handled = match event.action {
+        DispatcherAction::Down => Some((Mark::PullHandled, "down: the supervisor handed this pull over already")),
+        DispatcherAction::LinkUp => Some((Mark::ReplugHandled, "link-up: the warm standby left the LAN when the carrier returned")),
+        _ => None,
+    };
+    if let Some((_, said)) = handled.filter(|(mark, _)| handled_by_supervisor(*mark, &args)) {
+        eprintln!("nm-handover: {said}");
         return ExitCode::SUCCESS;
     }
     let full = match full_program() {
