@@ -282,28 +282,7 @@ const STANDBY: &str = "Office Wi-Fi (nm-handover standby)";
 fn prepare(lab: &Lab, setup: Setup, standby: bool) -> Result<Ipv4Addr, String> {
     let e = |e: LabError| e.to_string();
     match setup {
-        Setup::Bonding if lab.cfg.wifi => {
-            // Red Hat's "Configuring a network bond to enable switching between an
-            // Ethernet and wireless connection", as WIFI-LAB.md ran it.
-            lab.wait_for_access_point_in_scan_list().map_err(e)?;
-            let bond = [
-                "bond.options",
-                "mode=active-backup,primary=wired0,miimon=100",
-                "ipv4.method",
-                "auto",
-                "ipv6.method",
-                "disabled",
-                "connection.autoconnect-slaves",
-                "yes",
-            ];
-            lab.add_profile("bond", "bond0", "bond0", &bond).map_err(e)?;
-            lab.add_profile("ethernet", "bond0-port1", "wired0", &["slave-type", "bond", "master", "bond0"]).map_err(e)?;
-            let wifi_port = ["slave-type", "bond", "master", "bond0", "ssid", WIFI_SSID, "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK];
-            lab.add_profile("wifi", "bond0-port2", "wlan0", &wifi_port).map_err(e)?;
-            lab.nmcli(&["--wait", "90", "connection", "up", "bond0"]).map_err(e)?;
-            lab.wait_until("the bond's address", Duration::from_secs(60), || lab.ipv4("bond0").is_some()).map_err(e)?;
-            Ok(lab.ipv4("bond0").unwrap())
-        }
+        Setup::Bonding if lab.cfg.wifi => wifi_bond(lab).map_err(e),
         Setup::Bonding => {
             ip(lab, &["link", "add", "bond0", "type", "bond", "mode", "active-backup", "miimon", "10"])
                 .map_err(|e| format!("this kernel cannot make a bond (no CONFIG_BONDING?): {e}"))?;

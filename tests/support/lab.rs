@@ -773,6 +773,15 @@ impl Lab {
             .collect()
     }
 
+    /// What the access point counted for station `mac` (`hostapd_cli sta`):
+    /// frames and bytes it received from it and sent to it, as
+    /// (rx_packets, rx_bytes, tx_packets, tx_bytes); `None` when not associated.
+    pub fn ap_station_counters(&self, mac: &str) -> Option<(u64, u64, u64, u64)> {
+        let out = self.hostapd_cli(&["sta", mac]);
+        let get = |key: &str| out.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')?.trim().parse::<u64>().ok());
+        Some((get("rx_packets")?, get("rx_bytes")?, get("tx_packets")?, get("tx_bytes")?))
+    }
+
     /// As on a laptop in the office: the Wi-Fi is in NM's scan list before
     /// the cable is pulled (NM's first scan after its start takes seconds).
     pub fn wait_for_access_point_in_scan_list(&self) -> Result<Duration, LabError> {

@@ -486,6 +486,19 @@ impl Probe {
         probe
     }
 
+    /// Every reply so far: when it came (wall clock, s) and its round trip (ms).
+    pub fn replies(&self) -> Vec<(f64, f64)> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains(" bytes from "))
+            .filter_map(|l| {
+                let at = l.strip_prefix('[')?.split_once(']')?.0.parse().ok()?;
+                let rtt = l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()?;
+                Some((at, rtt))
+            })
+            .collect()
+    }
+
     /// The longest time without a reply from `from` to `to`, counting from
     /// the last reply before `from`; `None` without a reply before the window
     /// and one in its last 100 ms, where the outage was not measured whole.

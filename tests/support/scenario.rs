@@ -706,3 +706,28 @@ pub fn native_lab(test: &str) -> Option<(Lab, Ipv4Addr)> {
     lab.add_profile("ethernet", "Backup link", "backup0", &backup).expect("add the backup profile");
     Some((lab, addr))
 }
+
+/// The recipe users are pointed to, Red Hat's "Configuring a network bond to
+/// enable switching between an Ethernet and wireless connection", as
+/// WIFI-LAB.md ran it: NetworkManager's bond in active-backup mode, the
+/// wired link primary, the Wi-Fi a port. Returns the bond's address.
+pub fn wifi_bond(lab: &Lab) -> Result<Ipv4Addr, LabError> {
+    lab.wait_for_access_point_in_scan_list()?;
+    let bond = [
+        "bond.options",
+        "mode=active-backup,primary=wired0,miimon=100",
+        "ipv4.method",
+        "auto",
+        "ipv6.method",
+        "disabled",
+        "connection.autoconnect-slaves",
+        "yes",
+    ];
+    lab.add_profile("bond", "bond0", "bond0", &bond)?;
+    lab.add_profile("ethernet", "bond0-port1", "wired0", &["slave-type", "bond", "master", "bond0"])?;
+    let wifi_port = ["slave-type", "bond", "master", "bond0", "ssid", WIFI_SSID, "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", WIFI_PSK];
+    lab.add_profile("wifi", "bond0-port2", "wlan0", &wifi_port)?;
+    lab.nmcli(&["--wait", "90", "connection", "up", "bond0"])?;
+    lab.wait_until("the bond's address", Duration::from_secs(60), || lab.ipv4("bond0").is_some())?;
+    lab.ipv4("bond0").ok_or_else(|| LabError::Failed("the bond lost its address".into()))
+}
