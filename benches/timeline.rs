@@ -261,7 +261,14 @@ fn run(config: Config, cycles: usize) -> Result<(Vec<Handover>, Option<String>),
             let since = Instant::now();
             let at = wall(SystemTime::now());
             lab.set_cable("wired0", plugged);
-            let settled = |lab: &Lab| if plugged { lab.ipv4("wired0") == Some(addr) && lab.ipv4("wlan0").is_none() } else { lab.ipv4(holder) == Some(addr) };
+            // (The bond keeps the address on bond0 throughout.)
+            let settled = |lab: &Lab| {
+                if plugged && holder != "bond0" {
+                    lab.ipv4("wired0") == Some(addr) && lab.ipv4("wlan0").is_none()
+                } else {
+                    lab.ipv4(holder) == Some(addr)
+                }
+            };
             lab.wait_until("the address where it belongs", Duration::from_secs(30), || settled(&lab)).map_err(e)?;
             std::thread::sleep(Duration::from_secs(3));
             let until = wall(SystemTime::now());
