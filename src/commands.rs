@@ -347,8 +347,10 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
             }
         }
     }
-    // The warm standby carries the wired MAC: it goes with the pair.
+    // The warm standby carries the wired MAC: it goes with the pair, and the
+    // kernel settings it changed on the two links are as they were.
     if let Some(record) = &recorded {
+        crate::standby::restore_sysctls(&record.wired_device, &record.backup_device);
         match crate::standby::take_down(nm, &record.backup) {
             Ok(true) => summary.push(format!("took the warm standby on {} down", record.backup_device)),
             Ok(false) => {}

@@ -408,7 +408,7 @@ impl Pair {
 
     /// Refuses a link NM does not bind to the side's profile now, does not
     /// manage, or that no pair may hold (see [`crate::trust::link_refusal`]).
-    fn may_act_on(&self, nm: &impl Daemon, side: &Side) -> Result<()> {
+    pub fn may_act_on(&self, nm: &impl Daemon, side: &Side) -> Result<()> {
         match link_refusal(&nm.link_facts(&side.device, &side.uuid)) {
             None => Ok(()),
             Some(why) => Err(Error::LinkRefused { device: side.device.to_string(), profile: side.id.clone(), why }),

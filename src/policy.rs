@@ -163,7 +163,9 @@ fn decision(reason: &'static str, actions: Vec<Action>) -> Decision {
 /// Older daemons never release; there NM deactivates the backup as it
 /// always did.
 fn hand_back(seen: Observed) -> Vec<Action> {
-    if seen.backup_may_release {
+    // A standby still serving here means its fast path did not take the
+    // address off at the carrier's return (no supervisor): its link goes down.
+    if seen.backup_may_release || seen.standby_serving {
         vec![Action::TakeBackupOffLan, Action::DeactivateBackup]
     } else {
         vec![Action::DeactivateBackup]
@@ -514,7 +516,7 @@ pub(crate) mod tests {
             }
             // Elsewhere NM takes the backup down itself.
             if d.actions.contains(&TakeBackupOffLan) {
-                assert!(seen.backup_may_release || (role, hook) == (Role::Wired, Hook::LinkUp), "{ctx}");
+                assert!(seen.backup_may_release || seen.standby_serving || (role, hook) == (Role::Wired, Hook::LinkUp), "{ctx}");
             }
             // The watcher goes with an activation of the backup on stock NM
             // when the pair wants it, right after it, and never otherwise.

@@ -62,6 +62,21 @@ fn ip_setting_disabled() -> Option<Vec<(String, Variant)>> {
 /// The standby profile made from the backup's stored settings (secrets
 /// included): the same network and MAC address, silent.
 pub fn standby_settings(backup: &Variant, uuid: &Uuid, name: &str) -> Result<Variant, SettingsError> {
+    // Brought up by root with no one to ask: a secret NetworkManager does
+    // not store (agent-owned, or asked for every time) would make it ask the
+    // user's agent, a password prompt at every try.
+    if let Some(security) = settings::setting(backup, "802-11-wireless-security")? {
+        let get = |key: &str| security.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let key_mgmt = get("key-mgmt").and_then(|v| v.str().map(str::to_owned)).unwrap_or_default();
+        let refuse = |message: &str| Err(SettingsError { what: "802-11-wireless-security".into(), message: message.into() });
+        match key_mgmt.as_str() {
+            "wpa-psk" | "sae" if get("psk").is_none() => {
+                return refuse("NetworkManager stores no password for this network (an agent holds it, or it is asked for): no standby")
+            }
+            "wpa-psk" | "sae" | "owe" => {}
+            other => return refuse(&format!("the warm standby supports open, OWE, WPA-PSK and SAE networks, not key-mgmt {other:?}")),
+        }
+    }
     let edit = ProfileEdit {
         properties: [
             ("id", PropertyValue::Str(Some(name.to_owned()))),
@@ -193,8 +208,14 @@ pub fn next_step(view: &StandbyView) -> StandbyStep {
     StandbyStep::Nothing
 }
 
-/// How long a standby asked for is given to come up before it is asked again.
+/// How long a standby asked for is given to come up before it is asked
+/// again, doubled for each try in a row that did not, up to [`BRING_UP_PAUSE`].
 const BRING_UP_WAIT: Duration = Duration::from_secs(30);
+const BRING_UP_PAUSE: Duration = Duration::from_secs(300);
+
+fn bring_up_wait(tries: u32) -> Duration {
+    (BRING_UP_WAIT * 2u32.saturating_pow(tries.saturating_sub(1))).min(BRING_UP_PAUSE)
+}
 
 /// How long the backup's device must have been free before the standby is
 /// brought up on it (see [`StandbyView::freed_just_now`]).
@@ -323,7 +344,11 @@ fn silence_now(entry: &mut Armed) {
 /// What the supervisor remembers of the standbys between looks.
 #[derive(Debug, Default)]
 pub struct Standbys {
-    asked: std::collections::BTreeMap<Uuid, Instant>,
+    /// When each pair's standby was last asked for, and how many times in a
+    /// row without it coming up.
+    asked: std::collections::BTreeMap<Uuid, (Instant, u32)>,
+    /// Problems already logged (each once per supervisor).
+    reported: std::collections::BTreeSet<String>,
     /// Since when each pair's backup device has been free.
     free_since: std::collections::BTreeMap<Uuid, Instant>,
     /// Whether each pair's standby was up at the last look, and when
@@ -368,10 +393,43 @@ impl Standbys {
     }
 }
 
-fn write_sysctl(family: &str, iface: &Iface, key: &str, value: &str) {
-    let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
-    if let Err(e) = std::fs::write(&path, value) {
-        warn!("standby: {}: {e}", path.display());
+/// The per-link kernel settings the standby sets to 1: (family, key, on the wired link).
+const SYSCTLS: [(&str, &str, bool); 3] =
+    [("ipv4", "arp_ignore", false), ("ipv4", "ignore_routes_with_linkdown", true), ("ipv6", "ignore_routes_with_linkdown", true)];
+
+/// Sets the standby's kernel settings on the backup's link (`on_wired`
+/// false) or the wired one, keeping each one's value from before in
+/// /run/nm-handover the first time, for [`restore_sysctls`].
+fn write_sysctls(iface: &Iface, on_wired: bool) {
+    for (family, key, _) in SYSCTLS.into_iter().filter(|(_, _, wired)| *wired == on_wired) {
+        let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
+        let saved = crate::sys::paths::saved_sysctl_path(family, iface.as_str(), key);
+        if !saved.exists() {
+            if let Ok(before) = std::fs::read_to_string(&path) {
+                if let Err(e) = crate::lease::write_atomically(&saved, before.as_bytes()) {
+                    warn!("standby: {}: {e}", saved.display());
+                }
+            }
+        }
+        if let Err(e) = std::fs::write(&path, "1") {
+            warn!("standby: {}: {e}", path.display());
+        }
+    }
+}
+
+/// Puts back the kernel settings [`write_sysctls`] changed on the pair's links (`unpair`).
+pub fn restore_sysctls(wired: &Iface, backup: &Iface) {
+    for (family, key, on_wired) in SYSCTLS {
+        let iface = if on_wired { wired } else { backup };
+        let saved = crate::sys::paths::saved_sysctl_path(family, iface.as_str(), key);
+        let Ok(before) = std::fs::read_to_string(&saved) else { continue };
+        let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
+        match std::fs::write(&path, before.trim()) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&saved);
+            }
+            Err(e) => warn!("standby: {}: {e}", path.display()),
+        }
     }
 }
 
@@ -390,7 +448,10 @@ fn default_metric(wifi: bool) -> u32 {
 pub fn tend(nm: &Nm, pairs: &[Pair], fast: &FastPath, standbys: &mut Standbys) {
     for pair in pairs.iter().filter(|p| p.options.standby) {
         if let Err(e) = tend_pair(nm, pair, fast, standbys) {
-            warn!("standby of '{}': {e}", pair.wired.id);
+            let problem = format!("standby of '{}': {e}", pair.wired.id);
+            if standbys.reported.insert(problem.clone()) {
+                warn!("{problem}");
+            }
         }
     }
 }
@@ -400,6 +461,10 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
     let (Some(wired_dev), Some(backup_dev)) = (nm.device(pair.wired.device.as_str()), nm.device(pair.backup.device.as_str())) else {
         return Ok(());
     };
+    // Root changes these two links' addresses and settings: only where
+    // NetworkManager binds the pair's profiles to them (see `crate::trust`).
+    pair.may_act_on(nm, &pair.wired)?;
+    pair.may_act_on(nm, &pair.backup)?;
     let wired_index = netlink::if_index(pair.wired.device.as_str()).ok();
     let standby_index = netlink::if_index(pair.backup.device.as_str()).ok();
     let active_here = backup_dev.active_connection().and_then(|ac| ac.uuid());
@@ -428,7 +493,7 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         left_by_user: backup_dev.state() == DeviceState::Disconnected
             && backup_dev.last_left_by_hand()
             && standby_index.is_some_and(|i| Mark::HandedBack.since(i).is_none()),
-        recently_asked: standbys.asked.get(&pair.wired.uuid).is_some_and(|at| at.elapsed() < BRING_UP_WAIT),
+        recently_asked: standbys.asked.get(&pair.wired.uuid).is_some_and(|(at, tries)| at.elapsed() < bring_up_wait(*tries)),
         freed_just_now,
         lost_before_last_scan,
     };
@@ -442,24 +507,35 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
                 fast.set(Some(Armed { wired, standby_link: link, standby_iface: pair.backup.device.clone(), address, metric, serving: serving_mark }), wired)
             }
             (Some(_), false, _) => fast.set(None, wired),
+            // Serving, and this supervisor never armed it (it started since the
+            // pull): armed as serving, so that the re-plug takes the address off.
+            (None, true, _) if serving_mark => {
+                if let Some(&(address, prefix)) = backup_dev.ipv4_addresses_with_prefix().first() {
+                    let address = WiredAddress { address, prefix: prefix as u8, gateway: backup_dev.ipv4_gateway() };
+                    let armed = Armed { wired, standby_link: link, standby_iface: pair.backup.device.clone(), address, metric, serving: true };
+                    fast.set(Some(armed), wired);
+                }
+            }
             _ => {}
         }
+    }
+    if standby_active {
+        standbys.asked.remove(&pair.wired.uuid);
     }
     let step = next_step(&view);
     debug!(pair = %pair.wired.id, ?view, ?step, "standby");
     match step {
         StandbyStep::Nothing => {}
         StandbyStep::BringUp => {
-            standbys.asked.insert(pair.wired.uuid.clone(), Instant::now());
+            let tries = standbys.asked.get(&pair.wired.uuid).map_or(0, |(_, tries)| *tries) + 1;
+            standbys.asked.insert(pair.wired.uuid.clone(), (Instant::now(), tries));
             let profile = nm
                 .profile(pair.backup.uuid.as_str())
                 .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })?;
             let backup = nm.settings_with_secrets(&profile, "reading the backup profile for its standby")?;
             let settings = standby_settings(&backup, &uuid, &standby_name(&pair.backup.id))?;
-            write_sysctl("ipv4", &pair.backup.device, "arp_ignore", "1");
-            for family in ["ipv4", "ipv6"] {
-                write_sysctl(family, &pair.wired.device, "ignore_routes_with_linkdown", "1");
-            }
+            write_sysctls(&pair.backup.device, false);
+            write_sysctls(&pair.wired.device, true);
             nm.add_and_activate_volatile(settings, &backup_dev)?;
             info!("asked NetworkManager to bring up the warm standby of '{}' on {}", pair.backup.id, pair.backup.device);
         }
@@ -542,6 +618,26 @@ mod tests {
 
     fn get(v: &Variant, setting: &str, key: &str) -> Option<Variant> {
         settings::setting(v, setting).unwrap()?.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn no_standby_without_a_stored_password_or_on_an_enterprise_network() {
+        let uuid = standby_uuid(&Uuid::parse("28cf38b3-340d-4598-867a-363ce08037d3").unwrap());
+        let agent_owned = BACKUP.replace(", 'psk': <'correct horse'>", "");
+        let parsed = |text: &str| Variant::parse(Some(glib::VariantTy::new(settings::SETTINGS_TYPE).unwrap()), text).unwrap();
+        assert!(standby_settings(&parsed(&agent_owned), &uuid, "s").is_err(), "the user's agent would be asked for the password");
+        let eap = BACKUP.replace("'wpa-psk'", "'wpa-eap'");
+        assert!(standby_settings(&parsed(&eap), &uuid, "s").is_err());
+        let open = BACKUP.replace("'802-11-wireless-security': {'key-mgmt': <'wpa-psk'>, 'psk': <'correct horse'>}, ", "");
+        assert!(standby_settings(&parsed(&open), &uuid, "s").is_ok(), "an open network needs no secret");
+    }
+
+    #[test]
+    fn a_standby_that_does_not_come_up_is_asked_for_less_often() {
+        assert_eq!(bring_up_wait(1), BRING_UP_WAIT);
+        assert_eq!(bring_up_wait(2), BRING_UP_WAIT * 2);
+        assert_eq!(bring_up_wait(10), BRING_UP_PAUSE);
+        assert_eq!(bring_up_wait(u32::MAX), BRING_UP_PAUSE);
     }
 
     #[test]

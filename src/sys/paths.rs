@@ -44,6 +44,11 @@ pub fn link_sysctl_path(family: &str, iface: &str, key: &str) -> PathBuf {
     Path::new("/proc/sys/net").join(family).join("conf").join(iface).join(key)
 }
 
+/// A per-link kernel setting's value before the warm standby changed it.
+pub fn saved_sysctl_path(family: &str, iface: &str, key: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("sysctl-{family}-{iface}-{key}"))
+}
+
 /// The network the pair's wired link last had its DHCPv4 lease from (see `crate::lan`).
 pub fn wired_lan_path(wired_uuid: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("lan-{wired_uuid}"))
