@@ -272,7 +272,13 @@ pub fn pair(nm: &Nm, args: &PairArgs) -> Result<Vec<String>> {
     summary.extend(plan.summary);
     let text = carrier_wait_conf(&wired_snap.uuid, &wired_device, args.carrier_wait_ms);
     let path = Path::new(NM_CONF_DIR).join(carrier_wait_conf_name(&wired_snap.uuid));
-    let record = PairRecord { wired: wired_snap.uuid.clone(), wired_device: wired_device.clone(), backup: backup_snap.uuid.clone(), backup_device };
+    let record = PairRecord {
+        wired: wired_snap.uuid.clone(),
+        wired_device: wired_device.clone(),
+        backup: backup_snap.uuid.clone(),
+        backup_device,
+        standby: args.standby,
+    };
     if let Err(cause) = commit_pair(&record, (&path, &text)) {
         // Not recorded: the profiles go back to what they were, so nothing is half-paired.
         restore_record(old_record.as_ref());
@@ -350,11 +356,34 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
     // The warm standby carries the wired MAC: it goes with the pair, and the
     // kernel settings it changed on the two links are as they were.
     if let Some(record) = &recorded {
+        use crate::handover::{Daemon, Host};
+        use crate::marks::Mark;
         crate::standby::restore_sysctls(&record.wired_device, &record.backup_device);
+        let serving = System.link_mark(&record.backup_device, Mark::StandbyServing).is_some();
         match crate::standby::take_down(nm, &record.backup) {
             Ok(true) => summary.push(format!("took the warm standby on {} down", record.backup_device)),
             Ok(false) => {}
             Err(e) => summary.push(format!("the warm standby on {} could not be taken down: {e}", record.backup_device)),
+        }
+        for (device, mark) in
+            [(&record.backup_device, Mark::StandbyServing), (&record.wired_device, Mark::PullHandled), (&record.wired_device, Mark::ReplugHandled)]
+        {
+            if let Err(e) = System.clear_link_mark(device, mark) {
+                tracing::debug!("{e}");
+            }
+        }
+        // It held the address with the cable out: the backup comes up as itself instead.
+        if serving && !nm.has_carrier(&record.wired_device) {
+            if let (Some(backup), Some(device)) = (backup, nm.device(record.backup_device.as_str())) {
+                summary.push(match nm.activate(backup, &device) {
+                    Ok(()) => format!(
+                        "'{}': activated on {} with its own MAC address and DHCP identity (the cable is out)",
+                        backup.id().unwrap_or_default(),
+                        device.iface()
+                    ),
+                    Err(e) => format!("'{}' could not be activated ({e}): connect it by hand", backup.id().unwrap_or_default()),
+                });
+            }
         }
     }
     // A backup holding the address still carries the wired MAC and DHCP
@@ -846,7 +875,8 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
             if let Some(supervision) = supervision.as_deref_mut() {
                 // (The look before the lock noted what ends a row of attempts.)
                 let seen = pair.observe(nm, &System);
-                let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
+                let hook = supervision.hook_for(&pair.wired.uuid, &seen);
+                let decision = decide(Role::Wired, hook, seen, pair.options);
                 if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, crate::supervise::backup_last_scan_ms(nm, &pair), now) {
                     tracing::debug!("'{}': {reason}", pair.wired.id);
                     return Ok(Decision { actions: Vec::new(), reason });
@@ -854,6 +884,7 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                 if decision.actions.contains(&Action::ActivateBackup) {
                     supervision.attempts.record_attempt(&pair.wired.uuid, now);
                 }
+                return pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
             }
             pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())
         });
@@ -985,7 +1016,7 @@ mod tests {
         let uuid = |n: u8| Uuid::parse(&format!("{n}{n}{n}{n}{n}{n}{n}{n}-{n}{n}{n}{n}-4{n}{n}{n}-8{n}{n}{n}-{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}")).unwrap();
         let (w, b, copy) = (uuid(1), uuid(2), uuid(3));
         let iface = |s: &str| crate::names::Iface::parse(s).unwrap();
-        let record = Ok(Some(PairRecord { wired: w.clone(), wired_device: iface("eth0"), backup: b.clone(), backup_device: iface("wlan0") }));
+        let record = Ok(Some(PairRecord { wired: w.clone(), wired_device: iface("eth0"), backup: b.clone(), backup_device: iface("wlan0"), standby: false }));
         assert!(unpair_takes_peer(&record, &w, &b, true));
         // A copy of the backup (its peer, the wired profile, points at the original).
         assert!(!unpair_takes_peer(&record, &w, &copy, false));

@@ -173,8 +173,9 @@ impl Pair {
             Some(Role::Wired) => (profile.is_private(), peer.is_private()),
             _ => (peer.is_private(), profile.is_private()),
         };
-        pair.trusted(wired_private, backup_private, std::path::Path::new(RECORD_DIR))?;
+        let standby = pair.trusted(wired_private, backup_private, std::path::Path::new(RECORD_DIR))?;
         let mut pair = pair;
+        pair.options.standby = standby;
         pair.follow_renamed_devices(nm);
         Ok(Some(pair))
     }
@@ -200,8 +201,9 @@ impl Pair {
         }
     }
 
-    /// Whether root may act on this pair, from its record in `record_dir`.
-    fn trusted(&self, wired_private: bool, backup_private: bool, record_dir: &std::path::Path) -> Result<()> {
+    /// Whether root may act on this pair, from its record in `record_dir`;
+    /// `Ok` says whether root asked for the warm standby.
+    fn trusted(&self, wired_private: bool, backup_private: bool, record_dir: &std::path::Path) -> Result<bool> {
         let claim = trust::Claim {
             wired: &self.wired.uuid,
             wired_id: &self.wired.id,
@@ -217,7 +219,8 @@ impl Pair {
             wired: self.wired.id.clone(),
             backup: self.backup.id.clone(),
             why: Box::new(why),
-        })
+        })?;
+        Ok(record.ok().flatten().is_some_and(|r| r.standby))
     }
 
     /// The pair `profile`'s user data describes, with the peer profile, as
@@ -242,7 +245,8 @@ impl Pair {
             Role::Wired => (this_side, peer_side, &this),
             Role::Backup => (peer_side, this_side, &that),
         };
-        let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch, standby: record.standby };
+        // (The warm standby is root's record's word: set once the record is judged.)
+        let options = Options { lease_carry: record.lease_carry, carrier_watch: record.carrier_watch, standby: false };
         Ok(Some((Pair { wired, backup, options }, peer)))
     }
 
@@ -274,9 +278,9 @@ impl Pair {
                 false
             });
         // The warm standby holds the address for the backup (see `crate::standby`).
-        let standby_serving = self.options.standby
-            && host.link_mark(&self.backup.device, Mark::StandbyServing).is_some()
-            && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str());
+        let standby_up =
+            self.options.standby && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str());
+        let standby_serving = standby_up && host.link_mark(&self.backup.device, Mark::StandbyServing).is_some();
         Observed {
             wired_carrier: nm.has_carrier(&self.wired.device),
             wired: nm.link_state(&self.wired.uuid),
@@ -288,7 +292,8 @@ impl Pair {
             backup_taken_off_lan,
             backup_left_by_user: {
                 let (other_profile, deactivated_on_request) = nm.deactivation_facts(&self.backup.device, &self.backup.uuid);
-                left_by_user(other_profile, deactivated_on_request, host.link_mark(&self.backup.device, Mark::HandedBack).is_some())
+                // (The pair's own standby is no network the user picked.)
+                left_by_user(other_profile && !standby_up, deactivated_on_request, host.link_mark(&self.backup.device, Mark::HandedBack).is_some())
             },
             wired_port_failed: host.link_mark(&self.wired.device, Mark::PortFailed).is_some(),
             replug_overdue: self.replug_overdue_in(nm, host) == Some(Duration::ZERO),
@@ -483,6 +488,11 @@ impl Pair {
                     if nm.deactivate(&self.backup.uuid)? {
                         moved = true;
                         info!("asked NetworkManager to deactivate '{}'", self.backup.id);
+                    } else if self.options.standby && nm.deactivate(&crate::standby::standby_uuid(&self.backup.uuid))? {
+                        // A standby still holding the address at a hand-back: its fast
+                        // path did not take it off (no supervisor). It goes, as the backup would.
+                        moved = true;
+                        info!("asked NetworkManager to deactivate the warm standby of '{}', which still held the address", self.backup.id);
                     } else {
                         info!("'{}' is no longer active", self.backup.id);
                         // Its `down` event, which would have set the link up

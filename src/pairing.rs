@@ -19,10 +19,9 @@ pub const KEY_DEVICE: &str = "nm-handover.device";
 pub const KEY_LEASE_CARRY: &str = "nm-handover.lease-carry";
 /// On the wired profile: `no` starts no carrier watcher (stock NM) for the pair.
 pub const KEY_CARRIER_WATCH: &str = "nm-handover.carrier-watch";
-pub const KEY_STANDBY: &str = "nm-handover.standby";
 /// The pairing keys themselves, and the saved keys of [`MIRRORED`].
 fn all_keys() -> impl Iterator<Item = &'static str> {
-    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_CARRIER_WATCH, KEY_STANDBY].into_iter().chain(MIRRORED.iter().map(|m| m.saved_key))
+    [KEY_ROLE, KEY_PEER, KEY_DEVICE, KEY_LEASE_CARRY, KEY_CARRIER_WATCH].into_iter().chain(MIRRORED.iter().map(|m| m.saved_key))
 }
 
 /// How a mirrored setting's value before pairing is kept in user data.
@@ -267,8 +266,6 @@ pub struct Membership {
     pub lease_carry: bool,
     /// Start the carrier watcher on stock NM (see `watch`).
     pub carrier_watch: bool,
-    /// Keep a warm standby on the backup's device (see `standby`); off unless asked for.
-    pub standby: bool,
 }
 
 /// Reads the pairing record from a profile's user data; `Ok(None)` when the
@@ -290,7 +287,6 @@ pub fn membership(profile: &str, user_data: &BTreeMap<String, String>) -> Result
         device: Iface::parse(get(KEY_DEVICE)?).map_err(bad_name(KEY_DEVICE))?,
         lease_carry: user_data.get(KEY_LEASE_CARRY).is_none_or(|v| v != "no"),
         carrier_watch: user_data.get(KEY_CARRIER_WATCH).is_none_or(|v| v != "no"),
-        standby: user_data.get(KEY_STANDBY).is_some_and(|v| v == "yes"),
     }))
 }
 
@@ -744,14 +740,12 @@ pub fn plan_pair(
     let yes_no = |on: bool| if on { "yes" } else { "no" };
     plan.wired.user_data.insert(KEY_LEASE_CARRY.to_owned(), Some(yes_no(options.lease_carry).to_owned()));
     plan.wired.user_data.insert(KEY_CARRIER_WATCH.to_owned(), Some(yes_no(options.carrier_watch).to_owned()));
-    plan.wired.user_data.insert(KEY_STANDBY.to_owned(), Some(yes_no(options.standby).to_owned()));
     plan.summary.push(format!(
-        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}, {KEY_LEASE_CARRY}={}, {KEY_CARRIER_WATCH}={}, {KEY_STANDBY}={}",
+        "'{}': user data {KEY_ROLE}=wired, {KEY_PEER}={}, {KEY_DEVICE}={wired_device}, {KEY_LEASE_CARRY}={}, {KEY_CARRIER_WATCH}={}",
         wired.id,
         backup.uuid,
         yes_no(options.lease_carry),
-        yes_no(options.carrier_watch),
-        yes_no(options.standby)
+        yes_no(options.carrier_watch)
     ));
     for (key, value) in [(KEY_ROLE, "backup"), (KEY_PEER, wired.uuid.as_str()), (KEY_DEVICE, backup_device.as_str())] {
         plan.backup.user_data.insert(key.to_owned(), Some(value.to_owned()));

@@ -187,7 +187,7 @@ pub enum StandbyStep {
 /// Pure: the next step for one pair's standby.
 pub fn next_step(view: &StandbyView) -> StandbyStep {
     if view.standby_active {
-        if view.serving_mark && view.standby_silent {
+        if view.serving_mark && view.standby_silent && !view.wired_carrier {
             return StandbyStep::Serve;
         }
         if !view.serving_mark && !view.standby_silent && view.wired_carrier {
@@ -221,11 +221,13 @@ fn bring_up_wait(tries: u32) -> Duration {
 /// brought up on it (see [`StandbyView::freed_just_now`]).
 pub const FREE_FOR: Duration = Duration::from_secs(3);
 
-/// One pair the fast path watches: the wired link's index and address, the
-/// standby's link, and whether the address is on the standby now.
+/// One pair the fast path watches: the wired link (its index, and its name,
+/// which a dock's NIC created again keeps under another index) and its
+/// address, the standby's link, and whether the address is on the standby now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Armed {
     pub wired: i32,
+    pub wired_name: [u8; 16],
     pub standby_link: i32,
     pub standby_iface: Iface,
     pub address: WiredAddress,
@@ -234,60 +236,106 @@ pub struct Armed {
     pub serving: bool,
 }
 
-/// The pairs the fast path watches, shared between the supervisor (which
-/// arms and disarms them at each look) and the thread.
+impl Armed {
+    /// Whether a link report is about this entry's wired link: its index, or
+    /// its name under a new index (re-docked), which the entry then follows.
+    fn follows(&mut self, report: &LinkReport) -> Option<bool> {
+        match *report {
+            LinkReport::Present { index, carrier, name, .. } if index == self.wired || name == self.wired_name => {
+                self.wired = index;
+                Some(carrier)
+            }
+            // An undock is a pull.
+            LinkReport::Removed { index } if index == self.wired => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// The pairs the fast path watches (by wired profile), shared between the
+/// supervisor, which arms and disarms them at each look, and the thread.
 #[derive(Debug, Clone, Default)]
 pub struct FastPath {
-    armed: Arc<Mutex<Vec<Armed>>>,
+    armed: Arc<Mutex<Vec<(Uuid, Armed)>>>,
 }
 
 impl FastPath {
-    /// Starts the thread that watches the wired links' carrier.
-    pub fn start() -> std::io::Result<FastPath> {
-        let fast = FastPath::default();
+    /// Starts a thread that watches the armed wired links' carrier; the
+    /// supervisor starts another if it ends.
+    pub fn spawn_watcher(&self) -> std::io::Result<std::thread::JoinHandle<()>> {
         let monitor = LinkMonitor::open()?;
-        let armed = fast.armed.clone();
-        std::thread::Builder::new().name("standby".into()).spawn(move || watch(monitor, armed))?;
-        Ok(fast)
+        let armed = self.armed.clone();
+        std::thread::Builder::new().name("standby".into()).spawn(move || watch(monitor, armed))
     }
 
-    fn set(&self, entry: Option<Armed>, wired: i32) {
-        let mut armed = self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        armed.retain(|a| a.wired != wired);
-        armed.extend(entry);
+    fn table(&self) -> std::sync::MutexGuard<'_, Vec<(Uuid, Armed)>> {
+        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn get(&self, wired: i32) -> Option<Armed> {
-        self.armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().find(|a| a.wired == wired).cloned()
+    /// Arms `pair` with `entry`, unless its entry serves now (the thread
+    /// moved the address since the caller looked): that one stays.
+    fn arm(&self, pair: &Uuid, entry: Armed) {
+        let mut table = self.table();
+        if table.iter().any(|(p, a)| p == pair && a.serving) {
+            return;
+        }
+        table.retain(|(p, _)| p != pair);
+        table.push((pair.clone(), entry));
+    }
+
+    fn disarm(&self, pair: &Uuid) {
+        self.table().retain(|(p, _)| p != pair);
+    }
+
+    /// Disarms every pair but `pairs` (unpaired, no longer trusted, the standby turned off).
+    pub fn keep_only(&self, pairs: &[Uuid]) {
+        self.table().retain(|(p, _)| pairs.contains(p));
+    }
+
+    fn get(&self, pair: &Uuid) -> Option<Armed> {
+        self.table().iter().find(|(p, _)| p == pair).map(|(_, a)| a.clone())
+    }
+
+    /// Takes the address off `pair`'s standby now if it still serves: the
+    /// thread missed the carrier's return (a dock's NIC back under another
+    /// name, lost link messages).
+    fn silence_if_serving(&self, pair: &Uuid) {
+        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+            silence_now(entry);
+        }
     }
 }
 
 /// The thread: acts on the armed pairs' carrier changes as they happen.
-fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<Armed>>>) {
+fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
     // The supervisor runs at a lower priority; this thread races NetworkManager's DHCP client.
     if let Err(e) = crate::sys::normal_priority() {
         warn!("standby: {e}");
     }
+    let table = || armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     loop {
         let reports = match monitor.next(Duration::from_secs(60)) {
             Ok(reports) => reports,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // Changes were lost: the armed links' state is asked for again.
+                for (_, entry) in table().iter() {
+                    if let Err(e) = monitor.request(entry.wired) {
+                        warn!("standby: asking for link {}: {e}", entry.wired);
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 warn!("standby: link monitor: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
         for report in reports {
-            let (index, carrier) = match report {
-                LinkReport::Present { index, carrier, .. } => (index, carrier),
-                // An undock is a pull.
-                LinkReport::Removed { index } => (index, false),
-            };
-            let mut armed = armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for entry in armed.iter_mut().filter(|a| a.wired == index) {
-                match (carrier, entry.serving) {
-                    (false, false) => serve_now(entry),
-                    (true, true) => silence_now(entry),
+            for (_, entry) in table().iter_mut() {
+                match (entry.follows(&report), entry.serving) {
+                    (Some(false), false) => serve_now(entry),
+                    (Some(true), true) => silence_now(entry),
                     _ => {}
                 }
             }
@@ -458,32 +506,45 @@ pub fn tend(nm: &Nm, pairs: &[Pair], fast: &FastPath, standbys: &mut Standbys) {
 
 fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> crate::error::Result<()> {
     let uuid = standby_uuid(&pair.backup.uuid);
-    let (Some(wired_dev), Some(backup_dev)) = (nm.device(pair.wired.device.as_str()), nm.device(pair.backup.device.as_str())) else {
+    let Some(backup_dev) = nm.device(pair.backup.device.as_str()) else {
+        fast.disarm(&pair.wired.uuid);
         return Ok(());
     };
-    // Root changes these two links' addresses and settings: only where
+    // (Undocked, the wired device is gone: that is a pull.)
+    let wired_dev = nm.device(pair.wired.device.as_str());
+    // Root changes these links' addresses and settings: only where
     // NetworkManager binds the pair's profiles to them (see `crate::trust`).
-    pair.may_act_on(nm, &pair.wired)?;
     pair.may_act_on(nm, &pair.backup)?;
+    if wired_dev.is_some() {
+        pair.may_act_on(nm, &pair.wired)?;
+    }
     let wired_index = netlink::if_index(pair.wired.device.as_str()).ok();
     let standby_index = netlink::if_index(pair.backup.device.as_str()).ok();
     let active_here = backup_dev.active_connection().and_then(|ac| ac.uuid());
     let standby_active = active_here.as_deref() == Some(uuid.as_str()) && backup_dev.state() == DeviceState::Activated;
     let applied = if standby_active { Some(nm.applied_settings(&backup_dev)?) } else { None };
-    let wired_profile_active =
-        wired_dev.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(pair.wired.uuid.as_str()) && wired_dev.state() == DeviceState::Activated;
-    let wired_address = wired_dev.ipv4_addresses_with_prefix().first().filter(|_| wired_profile_active).map(|&(address, prefix)| WiredAddress {
-        address,
-        prefix: prefix as u8,
-        gateway: wired_dev.ipv4_gateway(),
-    });
-    let serving_mark = standby_index.is_some_and(|i| Mark::StandbyServing.since(i).is_some());
+    let wired_carrier = wired_dev.as_ref().is_some_and(|d| d.has_carrier());
+    let wired_address = wired_dev
+        .as_ref()
+        .filter(|d| d.active_connection().and_then(|ac| ac.uuid()).as_deref() == Some(pair.wired.uuid.as_str()) && d.state() == DeviceState::Activated)
+        .and_then(|d| {
+            let &(address, prefix) = d.ipv4_addresses_with_prefix().first()?;
+            Some(WiredAddress { address, prefix: prefix as u8, gateway: d.ipv4_gateway() })
+        });
+    let mut serving_mark = standby_index.is_some_and(|i| Mark::StandbyServing.since(i).is_some());
+    if serving_mark && !standby_active && fast.get(&pair.wired.uuid).is_none_or(|e| !e.serving) {
+        // The standby it was set for is gone (out of range, NetworkManager restarted).
+        if let Some(index) = standby_index {
+            let _ = Mark::StandbyServing.clear(index);
+        }
+        serving_mark = false;
+    }
     let backup_device_free = backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str());
     let freed_just_now = standbys.freed_just_now(&pair.wired.uuid, backup_device_free, Instant::now());
     let lost_before_last_scan = standbys.lost_before_scan(&pair.wired.uuid, standby_active, crate::sys::boottime_ms(), backup_dev.last_scan_ms());
     let view = StandbyView {
-        wired_holds_address: wired_address.is_some() && wired_dev.has_carrier(),
-        wired_carrier: wired_dev.has_carrier(),
+        wired_holds_address: wired_address.is_some() && wired_carrier,
+        wired_carrier,
         standby_active,
         standby_silent: applied.as_ref().is_some_and(|(a, _)| is_silent(a)),
         serving_mark,
@@ -497,28 +558,7 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         freed_just_now,
         lost_before_last_scan,
     };
-    // Armed while the standby is up and silent with the wired link holding its address;
-    // kept armed while it serves (the re-plug takes it off).
-    if let (Some(wired), Some(link)) = (wired_index, standby_index) {
-        let metric = profile_metric(nm, &pair.backup).unwrap_or(default_metric(true));
-        match (&fast.get(wired), standby_active, wired_address) {
-            (Some(entry), true, _) if entry.serving => {}
-            (_, true, Some(address)) if view.standby_silent && view.wired_holds_address => {
-                fast.set(Some(Armed { wired, standby_link: link, standby_iface: pair.backup.device.clone(), address, metric, serving: serving_mark }), wired)
-            }
-            (Some(_), false, _) => fast.set(None, wired),
-            // Serving, and this supervisor never armed it (it started since the
-            // pull): armed as serving, so that the re-plug takes the address off.
-            (None, true, _) if serving_mark => {
-                if let Some(&(address, prefix)) = backup_dev.ipv4_addresses_with_prefix().first() {
-                    let address = WiredAddress { address, prefix: prefix as u8, gateway: backup_dev.ipv4_gateway() };
-                    let armed = Armed { wired, standby_link: link, standby_iface: pair.backup.device.clone(), address, metric, serving: true };
-                    fast.set(Some(armed), wired);
-                }
-            }
-            _ => {}
-        }
-    }
+    arm(nm, pair, fast, &view, &backup_dev, wired_index, standby_index, wired_address);
     if standby_active {
         standbys.asked.remove(&pair.wired.uuid);
     }
@@ -529,10 +569,7 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         StandbyStep::BringUp => {
             let tries = standbys.asked.get(&pair.wired.uuid).map_or(0, |(_, tries)| *tries) + 1;
             standbys.asked.insert(pair.wired.uuid.clone(), (Instant::now(), tries));
-            let profile = nm
-                .profile(pair.backup.uuid.as_str())
-                .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })?;
-            let backup = nm.settings_with_secrets(&profile, "reading the backup profile for its standby")?;
+            let backup = nm.settings_with_secrets(&backup_profile(nm, pair)?, "reading the backup profile for its standby")?;
             let settings = standby_settings(&backup, &uuid, &standby_name(&pair.backup.id))?;
             write_sysctls(&pair.backup.device, false);
             write_sysctls(&pair.wired.device, true);
@@ -540,7 +577,7 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
             info!("asked NetworkManager to bring up the warm standby of '{}' on {}", pair.backup.id, pair.backup.device);
         }
         StandbyStep::Serve => {
-            let Some(address) = fast.get(wired_index.unwrap_or(-1)).map(|e| e.address) else {
+            let Some(address) = fast.get(&pair.wired.uuid).map(|e| e.address) else {
                 return Ok(());
             };
             // The standby's DHCP client asks for the wired link's lease.
@@ -549,21 +586,72 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
             if let Err(e) = LeaseStore::default().carry(&wired_owner, &standby_owner) {
                 warn!("standby: lease not carried: {e}");
             }
-            let profile = nm
-                .profile(pair.backup.uuid.as_str())
-                .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })?;
-            let backup = nm.settings_with_secrets(&profile, "reading the backup profile's IP settings")?;
-            let (applied, version) = applied.expect("active standby has applied settings");
-            nm.reapply(&backup_dev, serving_settings(&applied, &backup, &address)?, version)?;
-            info!(address = %address.address, "reapplied the standby of '{}' with the backup's IP settings", pair.backup.id);
+            let backup = nm.settings_with_secrets(&backup_profile(nm, pair)?, "reading the backup profile's IP settings")?;
+            if let Some((applied, version)) = applied {
+                nm.reapply(&backup_dev, serving_settings(&applied, &backup, &address)?, version)?;
+                info!(address = %address.address, "reapplied the standby of '{}' with the backup's IP settings", pair.backup.id);
+            }
         }
         StandbyStep::Silence => {
-            let (applied, version) = applied.expect("active standby has applied settings");
-            nm.reapply(&backup_dev, silent_settings(&applied)?, version)?;
-            info!("reapplied the standby of '{}' silent", pair.backup.id);
+            if let Some((applied, version)) = applied {
+                nm.reapply(&backup_dev, silent_settings(&applied)?, version)?;
+                info!("reapplied the standby of '{}' silent", pair.backup.id);
+            }
         }
     }
     Ok(())
+}
+
+fn backup_profile(nm: &Nm, pair: &Pair) -> crate::error::Result<crate::sys::libnm::Profile> {
+    nm.profile(pair.backup.uuid.as_str())
+        .ok_or_else(|| crate::error::Error::Inconsistent { profile: pair.backup.id.clone(), reason: "the backup profile is gone".into() })
+}
+
+/// Arms the fast path while the standby is up and silent beside a wired
+/// link holding its address, keeps it armed while it serves (the re-plug
+/// takes the address off), arms a serving standby this supervisor did not
+/// arm (it started since the pull), and disarms it once the standby is gone.
+#[allow(clippy::too_many_arguments)]
+fn arm(
+    nm: &Nm,
+    pair: &Pair,
+    fast: &FastPath,
+    view: &StandbyView,
+    backup_dev: &crate::sys::libnm::Device,
+    wired_index: Option<i32>,
+    standby_index: Option<i32>,
+    wired_address: Option<WiredAddress>,
+) {
+    let Some(link) = standby_index else { return };
+    if !view.standby_active {
+        fast.disarm(&pair.wired.uuid);
+        return;
+    }
+    let metric = profile_metric(nm, &pair.backup).unwrap_or(default_metric(true));
+    let entry = |wired: i32, address: WiredAddress, serving: bool| Armed {
+        wired,
+        wired_name: LinkReport::name_bytes(pair.wired.device.as_str()),
+        standby_link: link,
+        standby_iface: pair.backup.device.clone(),
+        address,
+        metric,
+        serving,
+    };
+    match (fast.get(&pair.wired.uuid), wired_index, wired_address) {
+        (Some(armed), _, _) if armed.serving && view.wired_carrier => {
+            warn!("standby: the wired link has carrier again and {} still held the address: taken off now", armed.standby_iface);
+            fast.silence_if_serving(&pair.wired.uuid);
+        }
+        (Some(armed), _, _) if armed.serving => {}
+        (_, Some(wired), Some(address)) if view.standby_silent && view.wired_holds_address => fast.arm(&pair.wired.uuid, entry(wired, address, false)),
+        (None, _, _) if view.serving_mark => {
+            if let Some(&(address, prefix)) = backup_dev.ipv4_addresses_with_prefix().first() {
+                let address = WiredAddress { address, prefix: prefix as u8, gateway: backup_dev.ipv4_gateway() };
+                fast.arm(&pair.wired.uuid, entry(wired_index.unwrap_or(-1), address, true));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The backup profile's `ipv4.route-metric`, where it sets one.

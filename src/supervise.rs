@@ -185,6 +185,20 @@ impl Supervision {
         self.pulled_while_watched.contains(pair)
     }
 
+    /// The hook the supervisor decides with for the pair: for a pull it
+    /// watched, once NetworkManager has taken the wired link down, the
+    /// dispatcher's `down`, whose handling it takes over (it hands over
+    /// whatever the user did with the backup before; see
+    /// `Mark::PullHandled`); otherwise a reconcile. Notes the wired link
+    /// first (see [`Supervision::pulled_while_watched`]).
+    pub fn hook_for(&mut self, pair: &Uuid, seen: &Observed) -> Hook {
+        if self.pulled_while_watched(pair, seen) && seen.wired == LinkState::Inactive {
+            Hook::Down
+        } else {
+            Hook::Reconcile
+        }
+    }
+
     /// Forgets the pulls seen: NetworkManager went to sleep (its devices go
     /// down without a pull).
     pub fn forget_pulls(&mut self) {
@@ -313,7 +327,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
     let mut supervision = Supervision::default();
     // The warm standbys' fast path (see `crate::standby`): a thread, started once a pair asks for one.
-    let mut fast_path: Option<FastPath> = None;
+    let mut fast_path: Option<(FastPath, std::thread::JoinHandle<()>)> = None;
     let mut standbys = Standbys::default();
     reconcile_now(nm, &mut supervision, &[]);
     tend_standbys(nm, &mut fast_path, &mut standbys);
@@ -352,23 +366,26 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
 
 /// Looks after the pairs' warm standbys, starting the fast path's thread
 /// the first time one is asked for.
-fn tend_standbys(nm: &Nm, fast_path: &mut Option<FastPath>, standbys: &mut Standbys) {
+fn tend_standbys(nm: &Nm, fast_path: &mut Option<(FastPath, std::thread::JoinHandle<()>)>, standbys: &mut Standbys) {
     let pairs: Vec<Pair> = Pair::all(nm).into_iter().flatten().filter(|p| p.options.standby).collect();
+    // (Unpaired, no longer trusted, the standby turned off: never acted on again.)
+    if let Some((fast, _)) = fast_path {
+        fast.keep_only(&pairs.iter().map(|p| p.wired.uuid.clone()).collect::<Vec<_>>());
+    }
     if pairs.is_empty() {
         return;
     }
-    if fast_path.is_none() {
-        match FastPath::start() {
-            Ok(started) => *fast_path = Some(started),
+    let fast = fast_path.as_ref().map(|(fast, _)| fast.clone()).unwrap_or_default();
+    if fast_path.as_ref().is_none_or(|(_, thread)| thread.is_finished()) {
+        match fast.spawn_watcher() {
+            Ok(thread) => *fast_path = Some((fast.clone(), thread)),
             Err(e) => {
                 warn!("standby: cannot watch the links: {e}; the pairs hand over without it");
                 return;
             }
         }
     }
-    if let Some(fast) = fast_path {
-        crate::standby::tend(nm, &pairs, fast, standbys);
-    }
+    crate::standby::tend(nm, &pairs, &fast, standbys);
 }
 
 /// When the backup's device (Wi-Fi) last finished a scan (see [`crate::sys::libnm::Device::last_scan_ms`]).
@@ -404,12 +421,18 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
-        let decision = decide(Role::Wired, Hook::Reconcile, seen, pair.options);
         let pull_known = supervision.pull_seen(&pair.wired.uuid);
+        let decision = decide(Role::Wired, supervision.hook_for(&pair.wired.uuid, &seen), seen, pair.options);
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
+        let mark = crate::marks::Mark::PullHandled;
         if !pull_known && supervision.pull_seen(&pair.wired.uuid) {
             // This supervisor hands the pull over (see `Mark::PullHandled`).
-            if let Err(e) = System.set_link_mark(&pair.wired.device, crate::marks::Mark::PullHandled) {
+            if let Err(e) = System.set_link_mark(&pair.wired.device, mark) {
+                debug!("{e}");
+            }
+        } else if seen.wired_carrier && System.link_mark(&pair.wired.device, mark).is_some() {
+            // The carrier is back: a later `down` is not that pull's.
+            if let Err(e) = System.clear_link_mark(&pair.wired.device, mark) {
                 debug!("{e}");
             }
         }

@@ -48,6 +48,10 @@ pub struct PairRecord {
     pub wired_device: Iface,
     pub backup: Uuid,
     pub backup_device: Iface,
+    /// `pair --standby`: the warm standby, which has root change the two
+    /// links' addresses and kernel settings, is root's word too, not the
+    /// profiles' (see `crate::standby`). A record without the key has none.
+    pub standby: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +66,8 @@ pub enum RecordError {
     Missing(&'static str),
     #[error("{0}: {1}")]
     BadName(&'static str, NameError),
+    #[error("{0}={1:?}: yes or no")]
+    BadValue(&'static str, String),
 }
 
 impl PairRecord {
@@ -70,13 +76,18 @@ impl PairRecord {
             "# Written by `nm-handover pair` as root; removed by `nm-handover unpair`.\n\
              # nm-handover acts on a pair only while this file, owned by root, names\n\
              # both profiles and devices exactly as their nm-handover.* user data does.\n\
-             wired={}\nwired-device={}\nbackup={}\nbackup-device={}\n",
-            self.wired, self.wired_device, self.backup, self.backup_device
+             wired={}\nwired-device={}\nbackup={}\nbackup-device={}\nstandby={}\n",
+            self.wired,
+            self.wired_device,
+            self.backup,
+            self.backup_device,
+            if self.standby { "yes" } else { "no" }
         )
     }
 
     pub fn parse(text: &str) -> Result<PairRecord, RecordError> {
-        let mut fields: [(&'static str, Option<&str>); 4] = [("wired", None), ("wired-device", None), ("backup", None), ("backup-device", None)];
+        let mut fields: [(&'static str, Option<&str>); 5] =
+            [("wired", None), ("wired-device", None), ("backup", None), ("backup-device", None), ("standby", None)];
         for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -88,10 +99,16 @@ impl PairRecord {
                 return Err(RecordError::Repeated(number, field.0));
             }
         }
-        let [wired, wired_device, backup, backup_device] = fields.map(|(name, value)| value.ok_or(RecordError::Missing(name)).map(|v| (name, v)));
+        let standby = match fields[4].1 {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(other) => return Err(RecordError::BadValue("standby", other.to_owned())),
+        };
+        let [wired, wired_device, backup, backup_device] =
+            [fields[0], fields[1], fields[2], fields[3]].map(|(name, value)| value.ok_or(RecordError::Missing(name)).map(|v| (name, v)));
         let uuid = |(name, v): (&'static str, &str)| Uuid::parse(v).map_err(|e| RecordError::BadName(name, e));
         let iface = |(name, v): (&'static str, &str)| Iface::parse(v).map_err(|e| RecordError::BadName(name, e));
-        Ok(PairRecord { wired: uuid(wired?)?, wired_device: iface(wired_device?)?, backup: uuid(backup?)?, backup_device: iface(backup_device?)? })
+        Ok(PairRecord { wired: uuid(wired?)?, wired_device: iface(wired_device?)?, backup: uuid(backup?)?, backup_device: iface(backup_device?)?, standby })
     }
 }
 
@@ -284,21 +301,27 @@ mod tests {
             wired_device: Iface::parse("wired0").unwrap(),
             backup: Uuid::parse(B).unwrap(),
             backup_device: Iface::parse("backup0").unwrap(),
+            standby: false,
         }
     }
 
     #[test]
     fn a_record_reads_back_as_written() {
         assert_eq!(PairRecord::parse(&record().render()), Ok(record()));
+        let standby = PairRecord { standby: true, ..record() };
+        assert_eq!(PairRecord::parse(&standby.render()), Ok(standby));
+        // A record written before the key existed: no standby.
+        assert_eq!(PairRecord::parse(&record().render().replace("standby=no\n", "")), Ok(record()));
     }
 
     #[test]
     fn a_malformed_record_is_refused_with_the_line() {
         let text = record().render();
         assert_eq!(PairRecord::parse(&text.replace("backup-device=backup0\n", "")), Err(RecordError::Missing("backup-device")));
-        assert_eq!(PairRecord::parse(&format!("{text}wired=x\n")), Err(RecordError::Repeated(8, "wired")));
-        assert!(matches!(PairRecord::parse(&format!("{text}device=lo\n")), Err(RecordError::UnknownKey(8, _))));
-        assert!(matches!(PairRecord::parse(&format!("{text}oops\n")), Err(RecordError::NotKeyValue(8))));
+        assert_eq!(PairRecord::parse(&format!("{text}wired=x\n")), Err(RecordError::Repeated(9, "wired")));
+        assert!(matches!(PairRecord::parse(&format!("{text}device=lo\n")), Err(RecordError::UnknownKey(9, _))));
+        assert!(matches!(PairRecord::parse(&format!("{text}oops\n")), Err(RecordError::NotKeyValue(9))));
+        assert_eq!(PairRecord::parse(&text.replace("standby=no", "standby=maybe")), Err(RecordError::BadValue("standby", "maybe".into())));
         assert!(matches!(PairRecord::parse(&text.replace("backup0", "../../x")), Err(RecordError::BadName("backup-device", _))));
         assert!(matches!(PairRecord::parse(&text.replace(B, "not-a-uuid")), Err(RecordError::BadName("backup", _))));
     }

@@ -252,8 +252,10 @@ pub fn del_ipv4_address(index: i32, address: Ipv4Addr, prefix: u8) -> io::Result
     }
 }
 
-/// Adds (or replaces) a main-table route to `destination/prefix` through link
-/// `index`, via `gateway` if given, with source `source` and `metric`.
+/// Adds a main-table route to `destination/prefix` through link `index`,
+/// via `gateway` if given, with source `source` and `metric`, in front of
+/// any other with the same destination and metric (never replacing one of
+/// another link's: IPv4 routes are keyed without their link).
 pub fn add_ipv4_route(index: i32, destination: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, source: Ipv4Addr, metric: u32) -> io::Result<()> {
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
     let mut header = [0u8; 12];
@@ -275,7 +277,11 @@ pub fn add_ipv4_route(index: i32, destination: Ipv4Addr, prefix: u8, gateway: Op
     if let Some(gateway) = &gateway_bytes {
         attrs.push((libc::RTA_GATEWAY, gateway));
     }
-    RouteSocket::open()?.request(1, libc::RTM_NEWROUTE, (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16, &header, &attrs)
+    match RouteSocket::open()?.request(1, libc::RTM_NEWROUTE, libc::NLM_F_CREATE as u16, &header, &attrs) {
+        // The very same route is there already.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
 }
 
 /// Link changes of this network namespace, as they happen (RTMGRP_LINK),
