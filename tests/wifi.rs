@@ -265,11 +265,17 @@ fn standby_cycle(test: &str, p: &Paired) -> (Duration, Duration) {
 
 fn warm_standby_twice(test: &str, cfg: LabConfig) {
     {
+        let patched = cfg.companion_dirs.contains(&"link-up.d");
         let Some(p) = paired(test, cfg.with_wifi(), &["--standby"]) else { return };
         for cycle in 1..=2 {
             let (pull, _replug) = standby_cycle(&format!("{test} (cycle {cycle})"), &p);
             // The goal is the bond's outage (bench-results/wifi-anchors.md); this bounds a regression.
             assert!(pull <= Duration::from_millis(600), "{test}: the pull's outage was {pull:?}\n{}", p.lab.diagnostics());
+        }
+        if patched {
+            // Each re-plug's link-up, which NetworkManager waits for, was answered at once.
+            let answered = p.lab.dispatcher_log().matches("link-up: the warm standby left the LAN when the carrier returned").count();
+            assert_eq!(answered, 2, "{test}: {answered} of 2 link-ups answered without the companion\n{}", p.lab.diagnostics());
         }
         let said = p.lab.companion(&["unpair", "Office LAN"]);
         assert!(said.contains("took the warm standby on wlan0 down"), "{said}");
