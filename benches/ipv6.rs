@@ -29,10 +29,12 @@ struct RowSpec {
     unpatched_build: Option<&'static str>,
     /// The backup keeps the IPv6 settings it had before `pair` (the control).
     undo_ipv6_identity: bool,
+    /// `pair --standby`: the warm standby on the backup link.
+    standby: bool,
 }
 
 const fn row(key: &'static str, name: &'static str) -> RowSpec {
-    RowSpec { key, name, patched: None, unpatched_build: None, undo_ipv6_identity: false }
+    RowSpec { key, name, patched: None, unpatched_build: None, undo_ipv6_identity: false, standby: false }
 }
 
 const ROWS: &[RowSpec] = &[
@@ -40,6 +42,7 @@ const ROWS: &[RowSpec] = &[
     RowSpec { unpatched_build: Some("1.58.1"), ..row("stock-1.58", "nm-handover, stock NM built from Debian's source") },
     RowSpec { patched: Some("1.58.1"), ..row("patched-1.58", "nm-handover, patched NM (link-up)") },
     RowSpec { undo_ipv6_identity: true, ..row("control", "control: nm-handover, stock NM, the backup's own IPv6 settings (stable-privacy, IAID ifname)") },
+    RowSpec { standby: true, ..row("standby-1.42", "nm-handover with the warm standby (pair --standby), stock NM") },
 ];
 
 #[derive(Default)]
@@ -113,7 +116,8 @@ impl Sessions {
 fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     let cfg = LabConfig::of_build(DhcpServer::Dnsmasq, DhcpClient::Internal, spec.patched, spec.unpatched_build)?;
     let mut s = Samples { nm_version: nm_version(&cfg.nm_daemon), ..Samples::default() };
-    let p = paired_with(spec.key, cfg.with_ipv6(), &[], wait_for_wired_ipv6).ok_or("the lab did not start (see above)")?;
+    let args: &[&str] = if spec.standby { &["--standby"] } else { &[] };
+    let p = paired_with(spec.key, cfg.with_ipv6(), args, wait_for_wired_ipv6).ok_or("the lab did not start (see above)")?;
     let lab = &p.lab;
     let backup = p.backup_iface;
     if spec.undo_ipv6_identity {
@@ -129,6 +133,13 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
     // Established, with the stall timer started now.
     sessions.record(lab, "wired0", 0, &mut Samples::default());
     for cycle in 0..cycles {
+        if spec.standby {
+            let standby = format!("{} (nm-handover standby)", p.backup_profile);
+            lab.wait_until("the warm standby up and silent", Duration::from_secs(60), || {
+                lab.nmcli(&["-g", "GENERAL.STATE", "connection", "show", &standby]).is_ok_and(|s| s.trim() == "activated") && lab.ipv4(backup).is_none()
+            })
+            .map_err(|e| format!("cycle {cycle}: {e}"))?;
+        }
         for (which, (to, iface)) in [("pull", backup), ("re-plug", "wired0")].into_iter().enumerate() {
             let start = Instant::now();
             if to == "pull" {

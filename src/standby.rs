@@ -373,6 +373,13 @@ fn serve_now(entry: &mut Armed) {
 /// The re-plug: the address off the standby's link, before the wired DHCP client speaks.
 fn silence_now(entry: &mut Armed) {
     let started = Instant::now();
+    // Its IPv6 addresses too (the wired link's own, with the pair's IPv6
+    // identity), before the wired link's duplicate address detection asks
+    // for them; the silent reapply that follows keeps IPv6 off.
+    let ipv6_off = crate::sys::paths::link_sysctl_path("ipv6", entry.standby_iface.as_str(), "disable_ipv6");
+    if let Err(e) = std::fs::write(&ipv6_off, "1") {
+        warn!("standby: {}: {e}", ipv6_off.display());
+    }
     match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
         Ok(()) => info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface),
         // (Link down: what the carrier watcher does, the standby lost.)
