@@ -735,6 +735,52 @@ mod tests {
         assert_eq!(bring_up_wait(u32::MAX), BRING_UP_PAUSE);
     }
 
+    fn armed() -> Armed {
+        Armed {
+            wired: 4,
+            wired_name: LinkReport::name_bytes("wired0"),
+            standby_link: 5,
+            standby_iface: Iface::parse("wlan0").unwrap(),
+            address: WiredAddress { address: "198.18.0.100".parse().unwrap(), prefix: 24, gateway: None },
+            metric: 600,
+            serving: false,
+        }
+    }
+
+    fn link(index: i32, name: &str, carrier: bool) -> LinkReport {
+        LinkReport::Present { index, carrier, mac: None, name: LinkReport::name_bytes(name), ethernet: true }
+    }
+
+    #[test]
+    fn the_fast_path_follows_the_wired_link_by_index_and_by_name() {
+        let mut entry = armed();
+        assert_eq!(entry.follows(&link(4, "wired0", false)), Some(false));
+        assert_eq!(entry.follows(&link(7, "other", false)), None, "another link");
+        assert_eq!(entry.follows(&LinkReport::Removed { index: 4 }), Some(false), "an undock is a pull");
+        assert_eq!(entry.follows(&LinkReport::Removed { index: 7 }), None);
+        // Re-docked: the NIC is back under its name with a new index, which the entry follows.
+        assert_eq!(entry.follows(&link(9, "wired0", true)), Some(true));
+        assert_eq!(entry.wired, 9);
+        assert_eq!(entry.follows(&LinkReport::Removed { index: 4 }), None, "the old index is gone for good");
+    }
+
+    #[test]
+    fn arming_never_undoes_what_the_thread_did_since() {
+        let fast = FastPath::default();
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        fast.arm(&pair, armed());
+        // The thread served meanwhile.
+        fast.table().iter_mut().for_each(|(_, a)| a.serving = true);
+        fast.arm(&pair, Armed { metric: 700, ..armed() });
+        assert!(fast.get(&pair).unwrap().serving, "a serving entry stays");
+        assert_eq!(fast.get(&pair).unwrap().metric, 600);
+        let other = Uuid::parse("22222222-2222-4222-8222-222222222222").unwrap();
+        fast.arm(&other, armed());
+        fast.keep_only(std::slice::from_ref(&other));
+        assert!(fast.get(&pair).is_none(), "a pair no longer standing by is disarmed");
+        assert!(fast.get(&other).is_some());
+    }
+
     #[test]
     fn the_standby_uuid_is_derived_and_differs() {
         let backup = Uuid::parse("28cf38b3-340d-4598-867a-363ce08037d3").unwrap();
