@@ -215,8 +215,9 @@ const DOCKED_FOR: Duration = Duration::from_secs(60);
 /// with the cable in (the standby's; the bond's Wi-Fi port's), none of the
 /// LAN's traffic through it.
 fn docked_airtime(lab: &Lab) -> Result<String, String> {
-    let mac = lab.mac("wired0");
-    let before = lab.ap_station_counters(&mac).ok_or("the station is not associated while docked")?;
+    // (The bond's Wi-Fi port carries the bond's address, which may not be the wired port's.)
+    let mac = lab.ap_stations().into_iter().next().ok_or("no station is associated while docked")?;
+    let before = lab.ap_station_counters(&mac).ok_or("the access point has no counters for the station")?;
     std::thread::sleep(DOCKED_FOR);
     let after = lab.ap_station_counters(&mac).ok_or("the station left while docked")?;
     Ok(format!(
