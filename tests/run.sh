@@ -31,7 +31,7 @@ cargo build --locked --all-targets
 # Every figure the docs publish agrees with its result file (warns about stale result files).
 python3 bench-results/check-docs
 # The lab tests take a machine-wide lock anyway; one thread keeps their output readable.
-cargo test --locked -- --test-threads=1
+cargo test --locked --no-fail-fast -- --test-threads=1
 # The patched-NM scenarios once more on the Debian 12 backport (nm-patch/1.42).
 if [ "$(id -u)" = 0 ]; then
     # ipv4.dhcp-send-release only exists since NM 1.48: those cases are for 1.58 alone.
