@@ -884,7 +884,11 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                 if decision.actions.contains(&Action::ActivateBackup) {
                     supervision.attempts.record_attempt(&pair.wired.uuid, now);
                 }
-                return pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
+                let handled = pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
+                if hook == Hook::Down && handled.is_ok() {
+                    supervision.pull_handled(&pair.wired.uuid);
+                }
+                return handled;
             }
             pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())
         });

@@ -137,6 +137,10 @@ pub struct Supervision {
     /// it watched happen, which needs no grace (see [`WIRED_GRACE`]).
     wired_held: std::collections::BTreeSet<Uuid>,
     pulled_while_watched: std::collections::BTreeSet<Uuid>,
+    /// Those pulls it has handed over (or found handed over): from then on
+    /// the cable-out looks are reconciles again, which leave what the user
+    /// does with the backup alone.
+    pulls_handled: std::collections::BTreeSet<Uuid>,
     /// Each pair's backup state at the last look, and when (CLOCK_BOOTTIME
     /// ms) the supervisor saw it drop out of use since it was last active.
     backup_seen: BTreeMap<Uuid, LinkState>,
@@ -169,6 +173,7 @@ impl Supervision {
     pub fn pulled_while_watched(&mut self, pair: &Uuid, seen: &Observed) -> bool {
         if seen.wired_carrier {
             self.pulled_while_watched.remove(pair);
+            self.pulls_handled.remove(pair);
             if seen.wired == LinkState::Active {
                 self.wired_held.insert(pair.clone());
             }
@@ -192,11 +197,16 @@ impl Supervision {
     /// `Mark::PullHandled`); otherwise a reconcile. Notes the wired link
     /// first (see [`Supervision::pulled_while_watched`]).
     pub fn hook_for(&mut self, pair: &Uuid, seen: &Observed) -> Hook {
-        if self.pulled_while_watched(pair, seen) && seen.wired == LinkState::Inactive {
+        if self.pulled_while_watched(pair, seen) && seen.wired == LinkState::Inactive && !self.pulls_handled.contains(pair) {
             Hook::Down
         } else {
             Hook::Reconcile
         }
+    }
+
+    /// Notes that the pull of the pair's wired link was handed over (see [`Supervision::hook_for`]).
+    pub fn pull_handled(&mut self, pair: &Uuid) {
+        self.pulls_handled.insert(pair.clone());
     }
 
     /// Forgets the pulls seen: NetworkManager went to sleep (its devices go
@@ -204,6 +214,7 @@ impl Supervision {
     pub fn forget_pulls(&mut self) {
         self.wired_held.clear();
         self.pulled_while_watched.clear();
+        self.pulls_handled.clear();
     }
 
     /// How long until a wired link seen without carrier has been so for
@@ -422,7 +433,12 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let pull_known = supervision.pull_seen(&pair.wired.uuid);
-        let decision = decide(Role::Wired, supervision.hook_for(&pair.wired.uuid, &seen), seen, pair.options);
+        let hook = supervision.hook_for(&pair.wired.uuid, &seen);
+        let decision = decide(Role::Wired, hook, seen, pair.options);
+        if hook == Hook::Down && decision.actions.is_empty() {
+            // Nothing to hand over (the standby holds the address): handled.
+            supervision.pull_handled(&pair.wired.uuid);
+        }
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
         let mark = crate::marks::Mark::PullHandled;
         if !pull_known && supervision.pull_seen(&pair.wired.uuid) {
@@ -490,6 +506,9 @@ mod tests {
         assert_eq!(s.holds_back(&pair, &docked, &Decision { actions: vec![], reason: "" }, None, t0), Some("left to the dispatcher's events"));
         assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), None);
         assert_eq!(s.holds_back(&pair, &pulled, &activate, None, t0), None, "still the same pull");
+        // Handed over once, the next looks are reconciles: the user's disconnect of the backup stays.
+        s.pull_handled(&pair);
+        assert_eq!(s.hook_for(&pair, &pulled), Hook::Reconcile);
         // Asleep: NetworkManager took the wired link down, no pull.
         s.holds_back(&pair, &docked, &Decision { actions: vec![], reason: "" }, None, t0);
         s.forget_pulls();
