@@ -36,6 +36,10 @@ fn control(test: &str) -> Option<Lab> {
 /// A paired lab with the cable pulled and the backup holding the address.
 fn pulled(test: &str) -> Option<Paired> {
     let p = paired(test, cfg(), &[])?;
+    // As a user pulls: not within a second of `pair`, so that the supervisor
+    // has looked at the pair docked and sees the pull happen.
+    p.lab.expect_until("the supervisor", Duration::from_secs(10), || p.lab.companion(&["status"]).contains("supervisor: running"));
+    std::thread::sleep(Duration::from_secs(1));
     p.lab.pull_cable();
     p.lab.expect_until("the backup to hold the address", Duration::from_secs(20), || p.lab.ipv4("backup0") == Some(p.addr));
     Some(p)
