@@ -366,7 +366,7 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
             Err(e) => summary.push(format!("the warm standby on {} could not be taken down: {e}", record.backup_device)),
         }
         for (device, mark) in
-            [(&record.backup_device, Mark::StandbyServing), (&record.wired_device, Mark::PullHandled), (&record.wired_device, Mark::ReplugHandled)]
+            [(&record.backup_device, Mark::StandbyServing), (&record.wired_device, Mark::PullWatched), (&record.wired_device, Mark::ReplugHandled)]
         {
             if let Err(e) = System.clear_link_mark(device, mark) {
                 tracing::debug!("{e}");

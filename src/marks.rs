@@ -45,13 +45,14 @@ pub enum Mark {
     /// The pair's warm standby on this backup link holds the wired link's
     /// address since the cable went out (see `crate::standby`).
     StandbyServing,
-    /// The supervisor saw this wired link's pull happen and hands it over
-    /// itself once NetworkManager has taken the link down (see
-    /// `crate::supervise`): the dispatcher's `down` of the pull has nothing
-    /// to do, and the dispatcher's entry does not start the companion for it
-    /// (in the Wi-Fi VM its start took the CPU from the supervisor and from
-    /// the Wi-Fi's key handshake, which then failed). Consumed by that `down`.
-    PullHandled,
+    /// The supervisor (the process holding its lock) watches this wired link
+    /// docked, so it sees the next pull happen and hands it over itself once
+    /// NetworkManager has taken the link down (see `crate::supervise`): the
+    /// dispatcher's `down` of a pull (no carrier) has nothing to do, and the
+    /// dispatcher's entry does not start the companion for it (in the Wi-Fi
+    /// VM its start took the CPU from the Wi-Fi's key handshake, which then
+    /// failed, and its activation raced the supervisor's). Consumed by that `down`.
+    PullWatched,
     /// The warm standby's fast path took the address off the standby's link
     /// the moment this wired link's carrier returned (see `crate::standby`):
     /// the `link-up` of that re-plug (patched NetworkManager, which waits for
@@ -69,7 +70,7 @@ impl Mark {
             Mark::PortFailed => "port-failed",
             Mark::HandedBack => "handed-back",
             Mark::StandbyServing => "standby-serving",
-            Mark::PullHandled => "pull-handled",
+            Mark::PullWatched => "pull-watched",
             Mark::ReplugHandled => "replug-handled",
         };
         link_mark_path(kind, wired_index)
@@ -96,24 +97,24 @@ impl Mark {
 /// How long after the supervisor handled a pull or a re-plug its dispatcher event may come.
 pub const HANDLED_FOR: Duration = Duration::from_secs(30);
 
-/// Whether the dispatcher's event of the wired link `index` is the one of a
-/// pull ([`Mark::PullHandled`]: the link has no carrier now; a `down` with
-/// the carrier in is a failed activation) or a re-plug
-/// ([`Mark::ReplugHandled`]: the link has carrier) the supervisor handled
-/// already, `at` most [`HANDLED_FOR`] ago. Consumes the mark.
-pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, now: SystemTime) -> bool {
+/// Whether the dispatcher's event of the wired link `index` is left to the
+/// supervisor: a pull's `down` ([`Mark::PullWatched`]: the link has no
+/// carrier now, a `down` with the carrier in being a failed activation; the
+/// supervisor that set it, `supervisor_alive`, still runs) or a re-plug's
+/// `link-up` the standby's fast path handled ([`Mark::ReplugHandled`]: the
+/// link has carrier; set at most [`HANDLED_FOR`] ago). Consumes the mark.
+pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, supervisor_alive: bool, now: SystemTime) -> bool {
     let Some(since) = mark.since(index) else { return false };
     let _ = mark.clear(index);
-    event_was_handled(mark, since, carrier, now)
+    event_was_handled(mark, since, carrier, supervisor_alive, now)
 }
 
 /// Pure: [`handled_already`] for a mark set at `since`.
-fn event_was_handled(mark: Mark, since: SystemTime, carrier: Option<bool>, now: SystemTime) -> bool {
-    let carrier_fits = match mark {
-        Mark::ReplugHandled => carrier == Some(true),
-        _ => carrier != Some(true),
-    };
-    carrier_fits && now.duration_since(since).is_ok_and(|age| age <= HANDLED_FOR)
+fn event_was_handled(mark: Mark, since: SystemTime, carrier: Option<bool>, supervisor_alive: bool, now: SystemTime) -> bool {
+    match mark {
+        Mark::ReplugHandled => carrier == Some(true) && now.duration_since(since).is_ok_and(|age| age <= HANDLED_FOR),
+        _ => carrier != Some(true) && supervisor_alive,
+    }
 }
 
 /// The wired profile's DHCP timeout (`ipv4.dhcp-timeout` in seconds; 0 is
@@ -139,13 +140,15 @@ mod tests {
     fn an_event_is_left_to_the_supervisor_only_while_fresh_and_with_the_carrier_it_handled() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let soon = t0 + Duration::from_secs(2);
-        assert!(event_was_handled(Mark::PullHandled, t0, Some(false), soon));
-        assert!(event_was_handled(Mark::PullHandled, t0, None, soon), "the link gone (an undock) is a pull");
-        assert!(!event_was_handled(Mark::PullHandled, t0, Some(true), soon), "a down with the carrier in: a failed activation");
-        assert!(event_was_handled(Mark::ReplugHandled, t0, Some(true), soon));
-        assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(false), soon), "pulled again since");
-        assert!(!event_was_handled(Mark::PullHandled, t0, Some(false), t0 + HANDLED_FOR + Duration::from_secs(1)), "stale");
-        assert!(!event_was_handled(Mark::PullHandled, t0, Some(false), t0 - Duration::from_secs(1)), "a clock gone back");
+        let hours = t0 + Duration::from_secs(3 * 3600);
+        assert!(event_was_handled(Mark::PullWatched, t0, Some(false), true, hours), "docked for hours, then pulled");
+        assert!(event_was_handled(Mark::PullWatched, t0, None, true, soon), "the link gone (an undock) is a pull");
+        assert!(!event_was_handled(Mark::PullWatched, t0, Some(true), true, soon), "a down with the carrier in: a failed activation");
+        assert!(!event_was_handled(Mark::PullWatched, t0, Some(false), false, soon), "its supervisor is gone");
+        assert!(event_was_handled(Mark::ReplugHandled, t0, Some(true), true, soon));
+        assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(false), true, soon), "pulled again since");
+        assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(true), true, t0 + HANDLED_FOR + Duration::from_secs(1)), "stale");
+        assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(true), true, t0 - Duration::from_secs(1)), "a clock gone back");
     }
 
     #[test]

@@ -190,11 +190,17 @@ impl Supervision {
         self.pulled_while_watched.contains(pair)
     }
 
+    /// Whether this supervisor has seen the pair's wired link hold the
+    /// address with carrier (and no pull since): it will see the next pull.
+    pub fn watching(&self, pair: &Uuid) -> bool {
+        self.wired_held.contains(pair)
+    }
+
     /// The hook the supervisor decides with for the pair: for a pull it
     /// watched, once NetworkManager has taken the wired link down, the
     /// dispatcher's `down`, whose handling it takes over (it hands over
     /// whatever the user did with the backup before; see
-    /// `Mark::PullHandled`); otherwise a reconcile. Notes the wired link
+    /// `Mark::PullWatched`); otherwise a reconcile. Notes the wired link
     /// first (see [`Supervision::pulled_while_watched`]).
     pub fn hook_for(&mut self, pair: &Uuid, seen: &Observed) -> Hook {
         if self.pulled_while_watched(pair, seen) && seen.wired == LinkState::Inactive && !self.pulls_handled.contains(pair) {
@@ -432,7 +438,6 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
-        let pull_known = supervision.pull_seen(&pair.wired.uuid);
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);
         let decision = decide(Role::Wired, hook, seen, pair.options);
         if hook == Hook::Down && decision.actions.is_empty() {
@@ -440,15 +445,11 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
             supervision.pull_handled(&pair.wired.uuid);
         }
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
-        let mark = crate::marks::Mark::PullHandled;
-        if !pull_known && supervision.pull_seen(&pair.wired.uuid) {
-            // This supervisor hands the pull over (see `Mark::PullHandled`).
+        // While it watches the wired link docked, a pull's `down` is this
+        // supervisor's to hand over (see `Mark::PullWatched`).
+        let mark = crate::marks::Mark::PullWatched;
+        if supervision.watching(&pair.wired.uuid) && System.link_mark(&pair.wired.device, mark).is_none() {
             if let Err(e) = System.set_link_mark(&pair.wired.device, mark) {
-                debug!("{e}");
-            }
-        } else if seen.wired_carrier && System.link_mark(&pair.wired.device, mark).is_some() {
-            // The carrier is back: a later `down` is not that pull's.
-            if let Err(e) = System.clear_link_mark(&pair.wired.device, mark) {
                 debug!("{e}");
             }
         }
@@ -456,8 +457,6 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
     if !something_to_do {
         return;
     }
-    // What a handover that held the lock changed, seen before deciding.
-    nm.catch_up();
     let _lock = match FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT) {
         Ok(lock) => lock,
         Err(e) => {
@@ -465,6 +464,10 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
             return;
         }
     };
+    // What a handover that held the lock until now changed (the dispatcher's
+    // `down` activating the backup), seen before deciding: a round trip to
+    // NetworkManager after the lock, so that its signals are in.
+    nm.catch_up();
     nm.drain();
     if let Err(e) = reconcile_pairs(nm, Some(supervision)) {
         warn!("supervisor: {e}");

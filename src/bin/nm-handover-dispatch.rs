@@ -36,7 +36,8 @@ fn handled_by_supervisor(mark: Mark, args: &[OsString]) -> bool {
     let Some(iface) = args.first().and_then(|a| a.to_str()) else { return false };
     let Ok(index) = nm_handover::sys::netlink::if_index(iface) else { return false };
     let carrier = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("carrier")).ok().map(|c| c.trim() == "1");
-    nm_handover::marks::handled_already(mark, index, carrier, std::time::SystemTime::now())
+    let supervisor = nm_handover::sys::lock::running_holder(&nm_handover::sys::paths::supervisor_lock_path(), nm_handover::sys::lock::SUPERVISOR_PROGRAM);
+    nm_handover::marks::handled_already(mark, index, carrier, matches!(supervisor, Ok(Some(_))), std::time::SystemTime::now())
 }
 
 fn main() -> ExitCode {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let handled = match event.action {
-        DispatcherAction::Down => Some((Mark::PullHandled, "down: the supervisor handed this pull over already")),
+        DispatcherAction::Down => Some((Mark::PullWatched, "down: the supervisor, which watched this pull, hands it over")),
         DispatcherAction::LinkUp => Some((Mark::ReplugHandled, "link-up: the warm standby left the LAN when the carrier returned")),
         _ => None,
     };
