@@ -546,7 +546,14 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
         }
         serving_mark = false;
     }
-    let backup_device_free = backup_dev.state() == DeviceState::Disconnected && backup_dev.available_profiles().iter().any(|u| u == pair.backup.uuid.as_str());
+    let available = backup_dev.available_profiles();
+    // Another profile NetworkManager would connect by itself there (the home
+    // Wi-Fi) goes first: the standby never competes with NM's own autoconnect.
+    let other_autoconnects = available
+        .iter()
+        .filter(|u| *u != pair.backup.uuid.as_str() && *u != uuid.as_str())
+        .any(|u| nm.profile(u).is_some_and(|p| !matches!(p.property("connection", "autoconnect"), Some(crate::sys::settings::PropertyValue::Bool(false)))));
+    let backup_device_free = backup_dev.state() == DeviceState::Disconnected && available.iter().any(|u| u == pair.backup.uuid.as_str()) && !other_autoconnects;
     let freed_just_now = standbys.freed_just_now(&pair.wired.uuid, backup_device_free, Instant::now());
     let lost_before_last_scan = standbys.lost_before_scan(&pair.wired.uuid, standby_active, crate::sys::boottime_ms(), backup_dev.last_scan_ms());
     let view = StandbyView {
@@ -578,6 +585,11 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
             standbys.asked.insert(pair.wired.uuid.clone(), (Instant::now(), tries));
             let backup = nm.settings_with_secrets(&backup_profile(nm, pair)?, "reading the backup profile for its standby")?;
             let settings = standby_settings(&backup, &uuid, &standby_name(&pair.backup.id))?;
+            // The device may have been taken since the look (NM's own autoconnect): asked again.
+            nm.catch_up();
+            if nm.device(pair.backup.device.as_str()).is_none_or(|d| d.state() != DeviceState::Disconnected) {
+                return Ok(());
+            }
             write_sysctls(&pair.backup.device, false);
             write_sysctls(&pair.wired.device, true);
             nm.add_and_activate_volatile(settings, &backup_dev)?;

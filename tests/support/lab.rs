@@ -763,14 +763,22 @@ impl Lab {
         String::from_utf8_lossy(&self.run_in_lan(&argv).stdout).into_owned()
     }
 
-    /// The MAC addresses associated with the access point.
+    /// The MAC addresses associated with the access point (hostapd also
+    /// lists a station that only authenticated, such as one that asked for an
+    /// SSID the renamed access point no longer has: left out).
     pub fn ap_stations(&self) -> Vec<String> {
-        self.hostapd_cli(&["list_sta"])
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.len() == 17 && l.bytes().filter(|b| *b == b':').count() == 5)
-            .map(str::to_ascii_lowercase)
-            .collect()
+        let mut stations = Vec::new();
+        let mut current: Option<String> = None;
+        for line in self.hostapd_cli(&["all_sta"]).lines().map(str::trim) {
+            if line.len() == 17 && line.bytes().filter(|b| *b == b':').count() == 5 {
+                current = Some(line.to_ascii_lowercase());
+            } else if let (Some(mac), Some(flags)) = (&current, line.strip_prefix("flags=")) {
+                if flags.contains("[ASSOC]") {
+                    stations.push(mac.clone());
+                }
+            }
+        }
+        stations
     }
 
     /// What the access point counted for station `mac` (`hostapd_cli sta`):
