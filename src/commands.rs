@@ -881,7 +881,8 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                     tracing::debug!("'{}': {reason}", pair.wired.id);
                     return Ok(Decision { actions: Vec::new(), reason });
                 }
-                if decision.actions.contains(&Action::ActivateBackup) {
+                // (A pull's handover is no retry: only reconciles count, as the dispatcher's down never did.)
+                if hook == Hook::Reconcile && decision.actions.contains(&Action::ActivateBackup) {
                     supervision.attempts.record_attempt(&pair.wired.uuid, now);
                 }
                 let handled = pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
