@@ -90,7 +90,7 @@ const COMPANION_EVENTS: &[(&str, &str)] = &[
     ("action=link-up}: ", "companion: link-up runs"),
     ("asked NetworkManager to activate", "companion: activation asked"),
     ("took wlan0 off the LAN", "watcher: Wi-Fi off the LAN"),
-    ("handed this pull over already", "dispatcher entry: down left to the supervisor"),
+    ("which watched this pull, hands it over", "dispatcher entry: down left to the supervisor"),
 ];
 
 /// Events on the wall clock (s) with what each is.

@@ -185,11 +185,6 @@ impl Supervision {
         self.pulled_while_watched.contains(pair)
     }
 
-    /// Whether a pull of the pair's wired link was seen and the carrier is still out.
-    pub fn pull_seen(&self, pair: &Uuid) -> bool {
-        self.pulled_while_watched.contains(pair)
-    }
-
     /// Whether this supervisor has seen the pair's wired link hold the
     /// address with carrier (and no pull since): it will see the next pull.
     pub fn watching(&self, pair: &Uuid) -> bool {
