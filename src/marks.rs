@@ -25,7 +25,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::sys::lock::touch;
+use crate::lease::write_atomically;
+use crate::sys::lock::{create_parent_dir, touch};
 use crate::sys::paths::link_mark_path;
 
 /// Added to the wired profile's DHCP timeout before a re-plug counts as failed.
@@ -45,13 +46,16 @@ pub enum Mark {
     /// The pair's warm standby on this backup link holds the wired link's
     /// address since the cable went out (see `crate::standby`).
     StandbyServing,
-    /// The supervisor (the process holding its lock) watches this wired link
+    /// The supervisor (the process holding its lock, whose PID the mark
+    /// holds) watches this wired link
     /// docked, so it sees the next pull happen and hands it over itself once
     /// NetworkManager has taken the link down (see `crate::supervise`): the
     /// dispatcher's `down` of a pull (no carrier) has nothing to do, and the
     /// dispatcher's entry does not start the companion for it (in the Wi-Fi
     /// VM its start took the CPU from the Wi-Fi's key handshake, which then
-    /// failed, and its activation raced the supervisor's). Consumed by that `down`.
+    /// failed, and its activation raced the supervisor's). Consumed by that
+    /// `down`. A mark of a supervisor that is gone (stopped, restarted) is
+    /// void: its successor did not see the cable in and cannot tell the pull.
     PullWatched,
     /// The warm standby's fast path took the address off the standby's link
     /// the moment this wired link's carrier returned (see `crate::standby`):
@@ -86,6 +90,18 @@ impl Mark {
         fs::symlink_metadata(self.path(wired_index)).ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok())
     }
 
+    /// Sets the mark as this process's (see [`Mark::setter`]).
+    pub fn set_as_this_process(self, wired_index: i32) -> io::Result<()> {
+        let path = self.path(wired_index);
+        create_parent_dir(&path)?;
+        write_atomically(&path, format!("{}\n", std::process::id()).as_bytes()).map_err(io::Error::other)
+    }
+
+    /// The PID of the process that set the mark with [`Mark::set_as_this_process`].
+    pub fn setter(self, wired_index: i32) -> Option<u32> {
+        fs::read_to_string(self.path(wired_index)).ok()?.trim().parse().ok()
+    }
+
     pub fn clear(self, wired_index: i32) -> io::Result<()> {
         match fs::remove_file(self.path(wired_index)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -100,20 +116,22 @@ pub const HANDLED_FOR: Duration = Duration::from_secs(30);
 /// Whether the dispatcher's event of the wired link `index` is left to the
 /// supervisor: a pull's `down` ([`Mark::PullWatched`]: the link has no
 /// carrier now, a `down` with the carrier in being a failed activation; the
-/// supervisor that set it, `supervisor_alive`, still runs) or a re-plug's
-/// `link-up` the standby's fast path handled ([`Mark::ReplugHandled`]: the
-/// link has carrier; set at most [`HANDLED_FOR`] ago). Consumes the mark.
-pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, supervisor_alive: bool, now: SystemTime) -> bool {
+/// supervisor that set it is the one running now, `supervisor`) or a
+/// re-plug's `link-up` the standby's fast path handled
+/// ([`Mark::ReplugHandled`]: the link has carrier; set at most
+/// [`HANDLED_FOR`] ago). Consumes the mark.
+pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, supervisor: Option<u32>, now: SystemTime) -> bool {
     let Some(since) = mark.since(index) else { return false };
+    let set_by_running_supervisor = supervisor.is_some() && mark.setter(index) == supervisor;
     let _ = mark.clear(index);
-    event_was_handled(mark, since, carrier, supervisor_alive, now)
+    event_was_handled(mark, since, carrier, set_by_running_supervisor, now)
 }
 
 /// Pure: [`handled_already`] for a mark set at `since`.
-fn event_was_handled(mark: Mark, since: SystemTime, carrier: Option<bool>, supervisor_alive: bool, now: SystemTime) -> bool {
+fn event_was_handled(mark: Mark, since: SystemTime, carrier: Option<bool>, set_by_running_supervisor: bool, now: SystemTime) -> bool {
     match mark {
         Mark::ReplugHandled => carrier == Some(true) && now.duration_since(since).is_ok_and(|age| age <= HANDLED_FOR),
-        _ => carrier != Some(true) && supervisor_alive,
+        _ => carrier != Some(true) && set_by_running_supervisor,
     }
 }
 
@@ -144,7 +162,7 @@ mod tests {
         assert!(event_was_handled(Mark::PullWatched, t0, Some(false), true, hours), "docked for hours, then pulled");
         assert!(event_was_handled(Mark::PullWatched, t0, None, true, soon), "the link gone (an undock) is a pull");
         assert!(!event_was_handled(Mark::PullWatched, t0, Some(true), true, soon), "a down with the carrier in: a failed activation");
-        assert!(!event_was_handled(Mark::PullWatched, t0, Some(false), false, soon), "its supervisor is gone");
+        assert!(!event_was_handled(Mark::PullWatched, t0, Some(false), false, soon), "its supervisor is gone, or another one runs");
         assert!(event_was_handled(Mark::ReplugHandled, t0, Some(true), true, soon));
         assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(false), true, soon), "pulled again since");
         assert!(!event_was_handled(Mark::ReplugHandled, t0, Some(true), true, t0 + HANDLED_FOR + Duration::from_secs(1)), "stale");

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::commands::reconcile_pairs;
 use crate::error::Result;
-use crate::handover::{Daemon, Host, Pair, System};
+use crate::handover::{Daemon, Pair, System};
 use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::standby::{FastPath, Standbys};
@@ -343,8 +343,9 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     let mut standbys = Standbys::default();
     reconcile_now(nm, &mut supervision, &[]);
     tend_standbys(nm, &mut fast_path, &mut standbys);
+    let first = next_look(nm, &supervision, &standbys);
     let mut ended = Ended::NetworkManagerStopped;
-    nm.watch_changes(SETTLE, AFTER_SCAN, |nm, came_up| {
+    nm.watch_changes(SETTLE, AFTER_SCAN, first, |nm, came_up| {
         if !nm.running() {
             ended = Ended::NetworkManagerStopped;
             return WatchNext::Stop;
@@ -360,20 +361,26 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
         }
         reconcile_now(nm, &mut supervision, came_up);
         tend_standbys(nm, &mut fast_path, &mut standbys);
-        // A re-plug under way is judged once its DHCP timeout has passed, change or not.
-        // So is a backup held back after failed activations, once its pause is over.
-        let now = Instant::now();
-        match [next_replug_check(nm), supervision.attempts.next_try_in(now), supervision.next_grace_end_in(now), standbys.next_look_in(now)]
-            .into_iter()
-            .flatten()
-            .min()
-        {
-            Some(after) => WatchNext::OnChangeOrAfter(after),
-            None => WatchNext::OnChange,
-        }
+        next_look(nm, &supervision, &standbys)
     })?;
     info!("supervisor exits: {ended:?}");
     Ok(ended)
+}
+
+/// When the supervisor looks next, change or not: a re-plug under way once
+/// its DHCP timeout has passed, a backup held back after failed activations
+/// once its pause is over, a wired link seen without carrier once its grace
+/// has passed (nothing else may change on a quiet LAN), a standby's next look.
+fn next_look(nm: &Nm, supervision: &Supervision, standbys: &Standbys) -> WatchNext {
+    let now = Instant::now();
+    match [next_replug_check(nm), supervision.attempts.next_try_in(now), supervision.next_grace_end_in(now), standbys.next_look_in(now)]
+        .into_iter()
+        .flatten()
+        .min()
+    {
+        Some(after) => WatchNext::OnChangeOrAfter(after),
+        None => WatchNext::OnChange,
+    }
 }
 
 /// Looks after the pairs' warm standbys, starting the fast path's thread
@@ -443,9 +450,12 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         // While it watches the wired link docked, a pull's `down` is this
         // supervisor's to hand over (see `Mark::PullWatched`).
         let mark = crate::marks::Mark::PullWatched;
-        if supervision.watching(&pair.wired.uuid) && System.link_mark(&pair.wired.device, mark).is_none() {
-            if let Err(e) = System.set_link_mark(&pair.wired.device, mark) {
-                debug!("{e}");
+        if supervision.watching(&pair.wired.uuid) {
+            let unmarked = crate::sys::netlink::if_index(pair.wired.device.as_str()).ok().filter(|&i| mark.setter(i) != Some(std::process::id()));
+            if let Some(index) = unmarked {
+                if let Err(e) = mark.set_as_this_process(index) {
+                    debug!("{}: {e}", pair.wired.device);
+                }
             }
         }
     }

@@ -122,6 +122,31 @@ fn a_backup_device_that_appears_while_the_cable_is_out_comes_up() {
     assert!(took <= control_took + SLACK, "paired {took:?}, control {control_took:?}\n{}", lab.diagnostics());
 }
 
+/// Paired with the cable out (the user on the backup's network sets it up):
+/// no dispatcher event hands over, the supervisor `pair` starts does once
+/// the wired link has been out for its grace, though nothing changes on a
+/// quiet LAN after its first look (the backup here is a veth: no scans wake it).
+#[test]
+fn paired_with_the_cable_out_the_supervisor_brings_up_the_backup_on_a_quiet_lan() {
+    let test = "day/paired with the cable out";
+    let Some(lab) = start_or_skip(test, cfg().with_companion()) else { return };
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.add_ethernet_profile("Backup link", "backup0", false);
+    lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
+    let addr = lab.ipv4("wired0");
+    lab.pull_cable();
+    lab.expect_until("the wired profile down", Duration::from_secs(20), || nm_state(&lab, "Office LAN").is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    lab.companion_logging_to("dispatcher.log", &["pair", "Office LAN", "Backup link"]);
+    let took = lab.expect_until("the backup to hold the wired link's address", Duration::from_secs(30), || lab.ipv4("backup0") == addr);
+    measured(test, "pair -> backup holds the address", ms(took));
+    connected(&lab, test);
+    no_conflict(&lab, test);
+    // The grace (3 s) and an activation; a supervisor that waits for a change that never comes takes forever.
+    assert!(took <= Duration::from_secs(12), "{test}: {took:?}\n{}", lab.diagnostics());
+}
+
 #[test]
 fn a_backup_disconnected_by_hand_stays_down_until_the_next_pull() {
     let test = "day/the user's disconnect";

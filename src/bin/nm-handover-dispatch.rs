@@ -37,7 +37,7 @@ fn handled_by_supervisor(mark: Mark, args: &[OsString]) -> bool {
     let Ok(index) = nm_handover::sys::netlink::if_index(iface) else { return false };
     let carrier = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("carrier")).ok().map(|c| c.trim() == "1");
     let supervisor = nm_handover::sys::lock::running_holder(&nm_handover::sys::paths::supervisor_lock_path(), nm_handover::sys::lock::SUPERVISOR_PROGRAM);
-    nm_handover::marks::handled_already(mark, index, carrier, matches!(supervisor, Ok(Some(_))), std::time::SystemTime::now())
+    nm_handover::marks::handled_already(mark, index, carrier, supervisor.ok().flatten(), std::time::SystemTime::now())
 }
 
 fn main() -> ExitCode {

@@ -366,7 +366,17 @@ impl Nm {
     /// at that end, and starts its next periodic scan 200 ms later if it did
     /// not; an activation asked for after that waits until that scan is over
     /// (seconds: a whole scan).
-    pub fn watch_changes(&self, settle: Duration, after_scan: Duration, mut on_settled: impl FnMut(&Nm, &[Activated]) -> WatchNext) -> Result<(), NmError> {
+    ///
+    /// `first`: when the first call comes (the caller's own look before the
+    /// watch may have asked to look again after a time, which must pass
+    /// though nothing changes).
+    pub fn watch_changes(
+        &self,
+        settle: Duration,
+        after_scan: Duration,
+        first: WatchNext,
+        mut on_settled: impl FnMut(&Nm, &[Activated]) -> WatchNext,
+    ) -> Result<(), NmError> {
         let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let activated: Rc<std::cell::RefCell<Vec<Activated>>> = Rc::default();
         let scan_ended_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
@@ -411,7 +421,11 @@ impl Nm {
                 self.client.connect_notify_local(None, move |_, property| mark(property.name()));
             }
             watch_devices(self, &mut watched);
-            let mut wake_at: Option<std::time::Instant> = None;
+            let mut wake_at = match first {
+                WatchNext::Stop => return,
+                WatchNext::OnChange => None,
+                WatchNext::OnChangeOrAfter(after) => Some(std::time::Instant::now() + after),
+            };
             loop {
                 let wake = wake_at.map(|at| {
                     let source = glib::timeout_source_new(at.saturating_duration_since(std::time::Instant::now()), None, glib::Priority::DEFAULT, || {
