@@ -88,6 +88,9 @@ pub trait Daemon {
 pub trait Host {
     /// Whether the running daemon dispatches the blocking `link-up` action.
     fn link_up_seen(&self) -> bool;
+    /// Whether the kernel reports carrier on the link now (NetworkManager
+    /// learns of it later, by much under load).
+    fn kernel_carrier(&self, device: &Iface) -> bool;
     /// Whether nm-handover set the link down itself (see [`crate::offlan`]).
     fn taken_off_lan(&self, device: &Iface) -> Result<bool>;
     fn take_off_lan(&self, device: &Iface, mac: Option<[u8; 6]>) -> Result<()>;
@@ -106,6 +109,9 @@ pub trait Host {
     fn wired_lan(&self, pair: &Uuid) -> Option<Lan>;
     fn record_wired_lan(&self, pair: &Uuid, lan: Lan) -> Result<()>;
 }
+
+/// How long starting the carrier watcher waits for it to hold its lock.
+const WATCHER_START_WAIT: Duration = Duration::from_secs(2);
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +288,9 @@ impl Pair {
             self.options.standby && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str());
         let standby_serving = standby_up && host.link_mark(&self.backup.device, Mark::StandbyServing).is_some();
         Observed {
-            wired_carrier: nm.has_carrier(&self.wired.device),
+            // Either one's word: a re-plug the watcher already acted on must
+            // not read as a pull to a look that NM has not told yet.
+            wired_carrier: nm.has_carrier(&self.wired.device) || host.kernel_carrier(&self.wired.device),
             wired: nm.link_state(&self.wired.uuid),
             backup: if standby_serving { LinkState::Active } else { nm.link_state(&self.backup.uuid) },
             backup_device_ready: nm.ready_for(&self.backup.device, &self.backup.uuid),
@@ -683,6 +691,10 @@ impl Host for System {
         nm_has_link_up()
     }
 
+    fn kernel_carrier(&self, device: &Iface) -> bool {
+        crate::sys::netlink::carrier(device.as_str()) == Some(true)
+    }
+
     fn taken_off_lan(&self, device: &Iface) -> Result<bool> {
         System::on_link(device, |index| Ok(offlan::was_taken_off_lan(index)))
     }
@@ -741,10 +753,18 @@ impl Host for System {
             .spawn()
             .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
         let pid = child.id();
+        // Returns once the watcher holds its lock: a look that comes right
+        // after (the supervisor's, 1 s later) must see it running, or it
+        // starts a second one (seen in the Wi-Fi VM, where a watcher takes
+        // most of a second to start).
+        let mut child = child;
+        let started = std::time::Instant::now();
+        while started.elapsed() < WATCHER_START_WAIT && !self.watcher_running(&watch.pair) && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Reaped when it exits (the supervisor lives long); a dispatcher
         // process that exits first leaves it to init.
         std::thread::spawn(move || {
-            let mut child = child;
             let _ = child.wait();
         });
         Ok(pid)
@@ -920,6 +940,10 @@ mod tests {
     impl Host for Model {
         fn link_up_seen(&self) -> bool {
             self.link_up_seen
+        }
+
+        fn kernel_carrier(&self, device: &Iface) -> bool {
+            self.has_carrier(device)
         }
 
         fn taken_off_lan(&self, device: &Iface) -> Result<bool> {

@@ -332,8 +332,12 @@ fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
             }
         };
         for report in reports {
-            for (_, entry) in table().iter_mut() {
+            for (pair, entry) in table().iter_mut() {
                 match (entry.follows(&report), entry.serving) {
+                    // (Unpaired since the supervisor's last look: root's record is the trust anchor.)
+                    (Some(false), false) if !crate::trust::recorded_pair_path(pair).is_file() => {
+                        warn!("standby: {pair} is no longer paired: {} left alone", entry.standby_iface);
+                    }
                     (Some(false), false) => serve_now(entry),
                     (Some(true), true) => silence_now(entry),
                     _ => {}
@@ -410,6 +414,8 @@ pub struct Standbys {
     /// (CLOCK_BOOTTIME ms) it was last seen gone after being up.
     was_up: std::collections::BTreeSet<Uuid>,
     lost_at_ms: std::collections::BTreeMap<Uuid, i64>,
+    /// When to look again after a step found the handover lock busy.
+    retry_at: Option<Instant>,
 }
 
 impl Standbys {
@@ -444,7 +450,8 @@ impl Standbys {
     /// When the supervisor must look again, changes or not: a device free
     /// for [`FREE_FOR`] by then.
     pub fn next_look_in(&self, now: Instant) -> Option<Duration> {
-        self.free_since.values().map(|since| (*since + FREE_FOR).saturating_duration_since(now)).filter(|d| !d.is_zero()).min()
+        let retry = self.retry_at.map(|at| at.saturating_duration_since(now).max(Duration::from_millis(1)));
+        self.free_since.values().map(|since| (*since + FREE_FOR).saturating_duration_since(now)).filter(|d| !d.is_zero()).chain(retry).min()
     }
 }
 
@@ -501,6 +508,7 @@ fn default_metric(wifi: bool) -> u32 {
 /// One look at every pair with a standby: arms the fast path and carries
 /// out [`next_step`].
 pub fn tend(nm: &Nm, pairs: &[Pair], fast: &FastPath, standbys: &mut Standbys) {
+    standbys.retry_at = None;
     for pair in pairs.iter().filter(|p| p.options.standby) {
         if let Err(e) = tend_pair(nm, pair, fast, standbys) {
             let problem = format!("standby of '{}': {e}", pair.wired.id);
@@ -511,6 +519,10 @@ pub fn tend(nm: &Nm, pairs: &[Pair], fast: &FastPath, standbys: &mut Standbys) {
     }
 }
 
+/// How long a standby step waits for a handover in progress (it holds a
+/// `link-up` NetworkManager waits for; the next look tries again).
+const STEP_LOCK_WAIT: Duration = Duration::from_millis(500);
+
 fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> crate::error::Result<()> {
     let uuid = standby_uuid(&pair.backup.uuid);
     let Some(backup_dev) = nm.device(pair.backup.device.as_str()) else {
@@ -520,10 +532,13 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
     // (Undocked, the wired device is gone: that is a pull.)
     let wired_dev = nm.device(pair.wired.device.as_str());
     // Root changes these links' addresses and settings: only where
-    // NetworkManager binds the pair's profiles to them (see `crate::trust`).
-    pair.may_act_on(nm, &pair.backup)?;
-    if wired_dev.is_some() {
-        pair.may_act_on(nm, &pair.wired)?;
+    // NetworkManager binds the pair's profiles to them (see `crate::trust`),
+    // and the fast path no longer acts on a link refused since it was armed.
+    let refused = pair.may_act_on(nm, &pair.backup).and_then(|()| if wired_dev.is_some() { pair.may_act_on(nm, &pair.wired) } else { Ok(()) });
+    if let Err(e) = refused {
+        fast.silence_if_serving(&pair.wired.uuid);
+        fast.disarm(&pair.wired.uuid);
+        return Err(e);
     }
     let wired_index = netlink::if_index(pair.wired.device.as_str()).ok();
     let standby_index = netlink::if_index(pair.backup.device.as_str()).ok();
@@ -578,6 +593,21 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
     }
     let step = next_step(&view);
     debug!(pair = %pair.wired.id, ?view, ?step, "standby");
+    // A step runs under the handover lock, with root's record still there:
+    // `unpair` withdraws the record under that lock, then takes the standby
+    // down, so no step starts from a record read before it was withdrawn.
+    let _lock = match step {
+        StandbyStep::Nothing => None,
+        _ => match crate::sys::lock::FileLock::acquire(std::path::Path::new(crate::sys::paths::LOCK_PATH), STEP_LOCK_WAIT) {
+            Ok(lock) if crate::trust::recorded_pair_path(&pair.wired.uuid).is_file() => Some(lock),
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                debug!("standby: {e}; looks again in {STEP_LOCK_WAIT:?}");
+                standbys.retry_at = Some(Instant::now() + STEP_LOCK_WAIT);
+                return Ok(());
+            }
+        },
+    };
     match step {
         StandbyStep::Nothing => {}
         StandbyStep::BringUp => {
@@ -882,6 +912,16 @@ mod tests {
         assert!(!s.freed_just_now(&pair, true, t0 + FREE_FOR));
         assert!(!s.freed_just_now(&pair, false, t0 + FREE_FOR), "busy: not free at all");
         assert!(s.freed_just_now(&pair, true, t0 + 2 * FREE_FOR), "free again: the wait starts over");
+    }
+
+    #[test]
+    fn a_step_that_found_the_handover_lock_busy_is_tried_again_soon() {
+        let t0 = Instant::now();
+        let mut s = Standbys::default();
+        assert_eq!(s.next_look_in(t0), None);
+        s.retry_at = Some(t0 + STEP_LOCK_WAIT);
+        assert_eq!(s.next_look_in(t0), Some(STEP_LOCK_WAIT));
+        assert!(s.next_look_in(t0 + STEP_LOCK_WAIT).is_some_and(|d| !d.is_zero()), "due: at once, never waiting for a change");
     }
 
     #[test]

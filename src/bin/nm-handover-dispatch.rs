@@ -35,7 +35,7 @@ fn full_program() -> Result<PathBuf, String> {
 fn handled_by_supervisor(mark: Mark, args: &[OsString]) -> bool {
     let Some(iface) = args.first().and_then(|a| a.to_str()) else { return false };
     let Ok(index) = nm_handover::sys::netlink::if_index(iface) else { return false };
-    let carrier = std::fs::read_to_string(Path::new("/sys/class/net").join(iface).join("carrier")).ok().map(|c| c.trim() == "1");
+    let carrier = nm_handover::sys::netlink::carrier(iface);
     let supervisor = nm_handover::sys::lock::running_holder(&nm_handover::sys::paths::supervisor_lock_path(), nm_handover::sys::lock::SUPERVISOR_PROGRAM);
     nm_handover::marks::handled_already(mark, index, carrier, supervisor.ok().flatten(), std::time::SystemTime::now())
 }

@@ -211,6 +211,16 @@ pub fn take_index_down(index: i32, mac: Option<[u8; 6]>) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the kernel reports carrier on `iface` now (sysfs; `None` where
+/// the link is gone; a link that is administratively down reads no carrier).
+pub fn carrier(iface: &str) -> Option<bool> {
+    match std::fs::read_to_string(std::path::Path::new("/sys/class/net").join(iface).join("carrier")) {
+        Ok(c) => Some(c.trim() == "1"),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Sets the link up (administratively; the carrier is the driver's).
 pub fn set_index_up(index: i32) -> io::Result<()> {
     RouteSocket::open()?.set_link(1, index, libc::IFF_UP as u32, libc::IFF_UP as u32, None)
