@@ -812,6 +812,8 @@ mod tests {
         version: &'static str,
         link_up_seen: bool,
         wired_carrier: bool,
+        /// The kernel reports the wired carrier back, NM not yet.
+        kernel_carrier_first: bool,
         states: RefCell<BTreeMap<&'static str, LinkState>>,
         backup_clones: Option<&'static str>,
         off_lan: RefCell<BTreeSet<String>>,
@@ -831,6 +833,7 @@ mod tests {
                 version: "1.42.4",
                 link_up_seen: false,
                 wired_carrier: false,
+                kernel_carrier_first: false,
                 states: RefCell::new([(WIRED, LinkState::Inactive), (BACKUP, LinkState::Inactive)].into()),
                 backup_clones: Some(WIRED_MAC),
                 off_lan: RefCell::default(),
@@ -943,7 +946,7 @@ mod tests {
         }
 
         fn kernel_carrier(&self, device: &Iface) -> bool {
-            self.has_carrier(device)
+            self.has_carrier(device) || (device.as_str() == "eth0" && self.kernel_carrier_first)
         }
 
         fn taken_off_lan(&self, device: &Iface) -> Result<bool> {
@@ -1149,6 +1152,19 @@ mod tests {
         assert!(!moved);
         assert_eq!(model.steps(), [take_off_lan(), Step::PutBack("wlan0".into())]);
         assert!(model.off_lan.borrow().is_empty());
+    }
+
+    /// The watcher took the backup off the LAN at the re-plug; a look
+    /// before NetworkManager has seen the carrier return is no pull.
+    #[test]
+    fn a_replug_the_kernel_reported_before_nm_is_no_pull() {
+        for (kernel_first, activates) in [(true, false), (false, true)] {
+            let model = Model { kernel_carrier_first: kernel_first, ..Model::cable_pulled() };
+            model.set(BACKUP, LinkState::Active);
+            model.off_lan.borrow_mut().insert("wlan0".into());
+            handle(&pair(true), &model, Role::Wired, Hook::Reconcile).unwrap();
+            assert_eq!(model.steps().contains(&Step::Activate("Backup".into())), activates, "kernel carrier first: {kernel_first}");
+        }
     }
 
     #[test]
