@@ -399,10 +399,11 @@ pub fn unpair(nm: &Nm, name_or_uuid: &str) -> Result<Vec<String>> {
         Ok(None) => {}
         Err(e) => summary.push(format!("could not stop the pair's carrier watcher: {e}")),
     }
-    let lan = wired_lan_path(wired_uuid.as_str());
-    match fs::remove_file(&lan) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => summary.push(format!("could not remove {}: {e} (it is gone at the next boot)", lan.display())),
-        _ => {}
+    for path in [wired_lan_path(wired_uuid.as_str()), crate::sys::paths::watcher_started_path(wired_uuid.as_str())] {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => summary.push(format!("could not remove {}: {e} (it is gone at the next boot)", path.display())),
+            _ => {}
+        }
     }
     if !trust::any_pair_recorded(Path::new(RECORD_DIR)) {
         match stop_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {

@@ -23,7 +23,7 @@ use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Options
 use crate::sys::libnm::{ActiveState, DeviceKind, DeviceState, IpFamily, Nm, Profile};
 use crate::sys::lock::WATCHER_PROGRAM;
 use crate::sys::netlink::if_index;
-use crate::sys::paths::{watcher_lock_path, wired_lan_path, RECORD_DIR};
+use crate::sys::paths::{watcher_lock_path, watcher_started_path, wired_lan_path, RECORD_DIR};
 use crate::sys::settings::PropertyValue;
 use crate::trust::{self, link_refusal, LinkFacts, LinkKind};
 use std::time::{Duration, SystemTime};
@@ -109,9 +109,6 @@ pub trait Host {
     fn wired_lan(&self, pair: &Uuid) -> Option<Lan>;
     fn record_wired_lan(&self, pair: &Uuid, lan: Lan) -> Result<()>;
 }
-
-/// How long starting the carrier watcher waits for it to hold its lock.
-const WATCHER_START_WAIT: Duration = Duration::from_secs(2);
 
 /// What the carrier watcher of one handover is told (see `crate::watch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -713,6 +710,7 @@ impl Host for System {
 
     fn watcher_running(&self, pair: &Uuid) -> bool {
         crate::sys::lock::running_watcher(&watcher_lock_path(pair.as_str())).is_ok_and(|pid| pid.is_some())
+            || crate::sys::lock::started_watcher(&watcher_started_path(pair.as_str()), pair.as_str())
     }
 
     fn link_mark(&self, device: &Iface, mark: Mark) -> Option<SystemTime> {
@@ -753,18 +751,16 @@ impl Host for System {
             .spawn()
             .map_err(|e| not_started(format!("{}: {e}", program.display())))?;
         let pid = child.id();
-        // Returns once the watcher holds its lock: a look that comes right
-        // after (the supervisor's, 1 s later) must see it running, or it
-        // starts a second one (seen in the Wi-Fi VM, where a watcher takes
-        // most of a second to start).
-        let mut child = child;
-        let started = std::time::Instant::now();
-        while started.elapsed() < WATCHER_START_WAIT && !self.watcher_running(&watch.pair) && matches!(child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(10));
+        // A look that comes before the watcher holds its lock (the
+        // supervisor's, 1 s later) must see it running, or it starts a
+        // second one (seen in the Wi-Fi VM, where a watcher took 2.3 s).
+        if let Err(e) = crate::lease::write_atomically(&watcher_started_path(watch.pair.as_str()), format!("{pid}\n").as_bytes()) {
+            warn!("{e}: a look before the watcher runs may start another one");
         }
         // Reaped when it exits (the supervisor lives long); a dispatcher
         // process that exits first leaves it to init.
         std::thread::spawn(move || {
+            let mut child = child;
             let _ = child.wait();
         });
         Ok(pid)

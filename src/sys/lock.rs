@@ -97,6 +97,20 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     running_holder(path, WATCHER_PROGRAM)
 }
 
+/// Whether the process whose PID `path` holds (its starter wrote it) is a
+/// carrier watcher of the pair `pair` that runs now: one that started but
+/// does not hold its lock yet (a Wi-Fi VM's watcher took 2.3 s to), or
+/// holds it already. A PID reused since is another process's: its command
+/// line is not that watcher's.
+pub fn started_watcher(path: &Path, pair: &str) -> bool {
+    let Some(pid) = fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<u32>().ok()) else { return false };
+    // (A zombie's command line is empty.)
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args = cmdline.split(|b| *b == 0);
+    let argv0 = args.next().unwrap_or_default();
+    Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name() == Some(std::ffi::OsStr::new(WATCHER_PROGRAM)) && args.any(|a| a == pair.as_bytes())
+}
+
 /// The PID of the process named `program` that holds the lock at `path`, if one does.
 pub fn running_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };

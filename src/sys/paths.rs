@@ -24,6 +24,12 @@ pub fn watcher_lock_path(wired_uuid: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("watch-{wired_uuid}.pid"))
 }
 
+/// The PID of the pair's carrier watcher as its starter wrote it, before the
+/// watcher holds [`watcher_lock_path`].
+pub fn watcher_started_path(wired_uuid: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("watch-{wired_uuid}.started"))
+}
+
 /// The lock the supervisor holds while it runs (one per machine).
 pub fn supervisor_lock_path() -> PathBuf {
     Path::new(RUN_DIR).join("supervise.pid")
