@@ -137,7 +137,6 @@ fn paired_with_the_cable_out_the_supervisor_brings_up_the_backup_on_a_quiet_lan(
     lab.pull_cable();
     lab.expect_until("the wired profile down", Duration::from_secs(20), || nm_state(&lab, "Office LAN").is_empty());
     std::thread::sleep(Duration::from_secs(2));
-    let t0 = Instant::now();
     lab.companion_logging_to("dispatcher.log", &["pair", "Office LAN", "Backup link"]);
     let took = lab.expect_until("the backup to hold the wired link's address", Duration::from_secs(30), || lab.ipv4("backup0") == addr);
     measured(test, "pair -> backup holds the address", ms(took));

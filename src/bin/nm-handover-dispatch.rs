@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     if let Some((_, said)) = handled.filter(|(mark, _)| handled_by_supervisor(*mark, &args)) {
-        eprintln!("nm-handover: {said}");
+        eprintln!("{}nm-handover: {said}", nm_handover::sys::stderr::line_prefix(tracing::Level::INFO));
         return ExitCode::SUCCESS;
     }
     let full = match full_program() {

@@ -29,14 +29,17 @@ pub fn is_journal_stream() -> bool {
 /// What starts a line of `level` on stderr: on a journal stream its syslog
 /// priority as `<N>` (3 error, 4 warning, 6 info, 7 debug), nothing elsewhere.
 pub fn line_prefix(level: tracing::Level) -> &'static str {
-    if !is_journal_stream() {
-        return "";
-    }
-    match level {
-        tracing::Level::ERROR => "<3>",
-        tracing::Level::WARN => "<4>",
-        tracing::Level::INFO => "<6>",
-        _ => "<7>",
+    prefix_on(level, is_journal_stream())
+}
+
+/// Pure: [`line_prefix`] where stderr is a journal stream or not.
+fn prefix_on(level: tracing::Level, journal: bool) -> &'static str {
+    match (journal, level) {
+        (false, _) => "",
+        (true, tracing::Level::ERROR) => "<3>",
+        (true, tracing::Level::WARN) => "<4>",
+        (true, tracing::Level::INFO) => "<6>",
+        (true, _) => "<7>",
     }
 }
 
@@ -53,5 +56,19 @@ pub fn for_a_child_that_outlives_us() -> std::process::Stdio {
     match stderr_dup() {
         Some((file, kind)) if kind.is_file() => file.into(),
         _ => std::process::Stdio::null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// journald's priorities (syslog's): an error 3, a warning 4, info 6, debug 7.
+    #[test]
+    fn each_level_is_logged_at_its_syslog_priority_on_a_journal_stream() {
+        use tracing::Level;
+        let on_journal: Vec<&str> = [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE].into_iter().map(|l| prefix_on(l, true)).collect();
+        assert_eq!(on_journal, ["<3>", "<4>", "<6>", "<7>", "<7>"]);
+        assert!([Level::ERROR, Level::WARN, Level::INFO].into_iter().all(|l| prefix_on(l, false).is_empty()), "a terminal, a pipe or a file");
     }
 }
