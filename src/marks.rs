@@ -99,7 +99,7 @@ impl Mark {
 
     /// The PID of the process that set the mark with [`Mark::set_as_this_process`].
     pub fn setter(self, wired_index: i32) -> Option<u32> {
-        fs::read_to_string(self.path(wired_index)).ok()?.trim().parse().ok()
+        crate::sys::lock::read_no_follow(&self.path(wired_index)).ok()?.trim().parse().ok()
     }
 
     pub fn clear(self, wired_index: i32) -> io::Result<()> {

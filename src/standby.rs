@@ -466,7 +466,8 @@ fn write_sysctls(iface: &Iface, on_wired: bool) {
     for (family, key, _) in SYSCTLS.into_iter().filter(|(_, _, wired)| *wired == on_wired) {
         let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
         let saved = crate::sys::paths::saved_sysctl_path(family, iface.as_str(), key);
-        if !saved.exists() {
+        // (A link planted there is no saved value: write_atomically refuses to replace it.)
+        if std::fs::symlink_metadata(&saved).is_err() {
             if let Ok(before) = std::fs::read_to_string(&path) {
                 if let Err(e) = crate::lease::write_atomically(&saved, before.as_bytes()) {
                     warn!("standby: {}: {e}", saved.display());
@@ -484,7 +485,14 @@ pub fn restore_sysctls(wired: &Iface, backup: &Iface) {
     for (family, key, on_wired) in SYSCTLS {
         let iface = if on_wired { wired } else { backup };
         let saved = crate::sys::paths::saved_sysctl_path(family, iface.as_str(), key);
-        let Ok(before) = std::fs::read_to_string(&saved) else { continue };
+        let before = match crate::sys::lock::read_no_follow(&saved) {
+            Ok(before) => before,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                warn!("standby: {}: {e}; {} left as it is", saved.display(), key);
+                continue;
+            }
+        };
         let path = crate::sys::paths::link_sysctl_path(family, iface.as_str(), key);
         match std::fs::write(&path, before.trim()) {
             Ok(()) => {

@@ -1,9 +1,10 @@
 //! Every file the companion writes as root refuses a symbolic link planted
 //! where it goes (and leaves the link's target alone): the handover and
 //! watcher locks under /run/nm-handover, the `link-up` marker, lease files,
-//! the conf.d snippet and the pair's record (both written by
-//! `write_atomically`), root's record read back, and the off-LAN records
-//! and link marks (both `touch`).
+//! the conf.d snippet, the pair's record, the LAN record, the watcher's
+//! start record, the supervisor's pull mark and the standby's saved kernel
+//! settings (all written by `write_atomically`), root's record and those
+//! files read back, and the off-LAN records and link marks (both `touch`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use nm_handover::lease::write_atomically;
 use nm_handover::names::Uuid;
 use nm_handover::prefilter::record_link_up_seen;
-use nm_handover::sys::lock::{touch, FileLock};
+use nm_handover::sys::lock::{read_no_follow, touch, FileLock};
 use nm_handover::sys::paths::watcher_lock_path;
 use nm_handover::trust::{read_record, record_path, Distrust};
 
@@ -50,7 +51,7 @@ fn untouched(victim: &Path) {
 fn the_handover_and_watcher_locks_refuse_a_planted_link() {
     let scratch = Scratch::new("locks");
     let watcher_lock = watcher_lock_path("11111111-1111-4111-8111-111111111111");
-    for name in ["handover.lock", watcher_lock.file_name().unwrap().to_str().unwrap()] {
+    for name in ["handover.lock", "supervise.pid", watcher_lock.file_name().unwrap().to_str().unwrap()] {
         let (link, victim) = scratch.plant(name);
         let err = FileLock::acquire(&link, Duration::from_millis(10)).unwrap_err();
         assert!(err.to_string().contains("symbolic links") || err.to_string().contains("Too many levels"), "{name}: {err}");
@@ -74,6 +75,10 @@ fn lease_files_the_conf_snippet_and_the_record_refuse_a_planted_link() {
         "internal-11111111-1111-4111-8111-111111111111-backup0.lease",
         "90-nm-handover-11111111-1111-4111-8111-111111111111.conf",
         "11111111-1111-4111-8111-111111111111.pair",
+        "lan-11111111-1111-4111-8111-111111111111",
+        "watch-11111111-1111-4111-8111-111111111111.started",
+        "pull-watched-3",
+        "sysctl-ipv4-wlan0-arp_ignore",
     ] {
         let (link, victim) = scratch.plant(name);
         let err = write_atomically(&link, b"written\n").unwrap_err();
@@ -96,11 +101,23 @@ fn a_planted_link_is_no_record_of_a_pair() {
 #[test]
 fn off_lan_records_and_link_marks_refuse_a_planted_link() {
     let scratch = Scratch::new("touch");
-    for name in ["off-lan-7", "replug-3", "port-failed-3", "handed-back-4"] {
+    for name in ["off-lan-7", "replug-3", "port-failed-3", "handed-back-4", "standby-serving-4", "replug-handled-3"] {
         let (link, victim) = scratch.plant(name);
         assert_eq!(touch(&link).unwrap_err().raw_os_error(), Some(libc::ELOOP), "{name}");
         untouched(&victim);
     }
     touch(&scratch.0.join("off-lan-8")).unwrap();
     assert!(scratch.0.join("off-lan-8").is_file());
+}
+
+#[test]
+fn what_root_reads_back_from_run_refuses_a_planted_link() {
+    let scratch = Scratch::new("read");
+    // A saved kernel setting (`unpair` writes it back into /proc/sys) and a watcher's start record.
+    for name in ["sysctl-ipv4-wlan0-arp_ignore", "watch-11111111-1111-4111-8111-111111111111.started"] {
+        let (link, _) = scratch.plant(name);
+        assert_eq!(read_no_follow(&link).unwrap_err().raw_os_error(), Some(libc::ELOOP), "{name}");
+    }
+    fs::write(scratch.0.join("plain"), "1\n").unwrap();
+    assert_eq!(read_no_follow(&scratch.0.join("plain")).unwrap(), "1\n");
 }

@@ -46,6 +46,14 @@ pub fn create_parent_dir(path: &Path) -> io::Result<()> {
 /// Creates the file at `path` (and its directory) if missing, and sets its
 /// modification time to now: a record whose existence and age are the data.
 /// A link planted there is refused, not followed.
+/// Reads a file root wrote under /run/nm-handover, refusing a symbolic
+/// link planted where it is (`ELOOP`).
+pub fn read_no_follow(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 pub fn touch(path: &Path) -> io::Result<()> {
     create_parent_dir(path)?;
     let file = OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
@@ -103,7 +111,7 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
 /// holds it already. A PID reused since is another process's: its command
 /// line is not that watcher's.
 pub fn started_watcher(path: &Path, pair: &str) -> bool {
-    let Some(pid) = fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<u32>().ok()) else { return false };
+    let Some(pid) = read_no_follow(path).ok().and_then(|text| text.trim().parse::<u32>().ok()) else { return false };
     // (A zombie's command line is empty.)
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut args = cmdline.split(|b| *b == 0);
