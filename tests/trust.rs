@@ -200,3 +200,31 @@ fn pair_records_the_pair_last_under_the_handover_lock() {
     // Its commit (two files and NM's configuration reload) is short: a `link-up` NM waits for is never held long.
     assert!(after_release < Duration::from_secs(1), "pair took {after_release:?} after the lock was free");
 }
+
+/// `unpair` removes root's record first, under the handover lock, and
+/// changes the profiles only once no record names them: a handover that
+/// holds the lock finishes on the pair as it was, and the next one sees no pair.
+#[test]
+fn unpair_withdraws_the_record_first_under_the_handover_lock() {
+    let test = "trust/unpair's withdrawal";
+    let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
+    let lab = &p.lab;
+    let record = lab.nm_conf_dir().join("nm-handover").join(format!("{}.pair", p.wired_uuid));
+    assert!(record.is_file());
+    let paired_data = |profile: &str| std::fs::read_to_string(lab.keyfile_of(profile)).is_ok_and(|t| t.contains("nm-handover.role="));
+    let mut holder = lab.host_command(&["flock", "/run/nm-handover/handover.lock", "sleep", "3"]).spawn().expect("flock");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut unpair = lab.host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "unpair", "Office LAN"]).stdout(std::process::Stdio::null()).spawn().expect("unpair");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(unpair.try_wait().unwrap().is_none(), "unpair did not wait for the handover lock");
+    assert!(record.is_file(), "the record was removed while a handover held the lock");
+    assert!(paired_data("Office LAN") && paired_data(p.backup_profile), "a profile changed while a handover held the lock");
+    assert!(holder.wait().expect("flock").success());
+    let released = Instant::now();
+    lab.expect_until("the record gone", Duration::from_secs(5), || !record.exists());
+    let withdrawn = released.elapsed();
+    assert!(unpair.wait().expect("unpair").success());
+    assert!(!paired_data("Office LAN") && !paired_data(p.backup_profile), "unpair left pairing data");
+    measured(test, "lock released -> record gone", ms(withdrawn));
+    assert!(withdrawn < Duration::from_secs(1), "unpair took {withdrawn:?} to withdraw the record after the lock was free");
+}
