@@ -77,6 +77,10 @@ pub struct PairFacts {
     /// The wired link's LAN and the backup's, where the backup holds a lease
     /// of another network (see `crate::lan`).
     pub other_lan: Option<(String, String)>,
+    /// The pair's links nm-handover refuses to touch, each with why (see
+    /// `crate::trust::link_refusal`): a device NetworkManager no longer
+    /// binds to the profile, one it does not manage, one of another kind.
+    pub refused_links: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -244,6 +248,15 @@ fn judge_pair(p: &PairFacts, out: &mut Vec<Finding>) {
             Some(format!("none needed where this is another network; for the office, give '{}' the SSID of the wired link's LAN", p.backup)),
         ));
     }
+    for refused in &p.refused_links {
+        out.push(finding(
+            "link",
+            pair,
+            Level::Problem,
+            format!("nm-handover will not touch {refused}: a handover there does only what NetworkManager does by itself"),
+            Some(format!("{repair} (as root: records the devices NetworkManager binds the profiles to now)")),
+        ));
+    }
     if p.backup_autoconnect {
         out.push(finding(
             "backup-autoconnect",
@@ -352,6 +365,17 @@ mod tests {
 
     fn problems(facts: &Facts) -> Vec<&'static str> {
         judge(facts).into_iter().filter(|f| f.level != Level::Ok).map(|f| f.check).collect()
+    }
+
+    #[test]
+    fn a_link_nm_handover_refuses_is_a_problem_with_the_fix() {
+        let mut facts = good();
+        facts.pairs[0].refused_links = vec!["wlan0 of 'Office Wi-Fi': NetworkManager does not bind the profile to it".into()];
+        let found = judge(&facts);
+        let link = found.iter().find(|f| f.check == "link").expect("a link finding");
+        assert_eq!(link.level, Level::Problem);
+        assert!(link.message.contains("wlan0 of 'Office Wi-Fi'") && link.fix.as_deref().is_some_and(|f| f.contains("nm-handover pair")), "{link:?}");
+        assert!(!judge(&good()).iter().any(|f| f.check == "link"));
     }
 
     #[test]
