@@ -58,6 +58,9 @@ fn ipv6_case(test: &str, cfg: LabConfig) {
         measured(test, &format!("re-plug: longest TCP stall over IPv6 from {addr}"), ms(report.longest_stall));
         assert!(report.survived(), "{}", diag(&format!("the TCP session over IPv6 from {addr} must survive: {report:?}")));
     }
+    if lab.cfg.companion_dirs.contains(&"link-up.d") {
+        handed_back_at_link_up(lab, 1);
+    }
     // `unpair` puts back the backup's IPv6 settings: both keyfiles as before `pair`.
     lab.companion(&["unpair", "Office LAN"]);
     assert!(keyfile_bytes(lab) == *profiles_before_pair.borrow(), "{}", diag("unpair must leave both keyfiles as they were before pair"));

@@ -27,6 +27,9 @@ fn pull_and_replug_twice(test: &str, cfg: LabConfig) {
     let Some(p) = paired(test, cfg.with_wifi(), &[]) else { return };
     pull_and_replug(test, &p);
     pull_and_replug(&format!("{test} (second cycle)"), &p);
+    if !stock {
+        handed_back_at_link_up(&p.lab, 2);
+    }
     if stock {
         // The carrier watcher took the station off the LAN at each re-plug
         // (it once gave up while NM changed the station's MAC during association).

@@ -731,3 +731,14 @@ pub fn wifi_bond(lab: &Lab) -> Result<Ipv4Addr, LabError> {
     lab.wait_until("the bond's address", Duration::from_secs(60), || lab.ipv4("bond0").is_some())?;
     lab.ipv4("bond0").ok_or_else(|| LabError::Failed("the bond lost its address".into()))
 }
+
+/// On patched NetworkManager, each of the `replugs` re-plugs was handed back
+/// at `link-up` (the companion's own decision line), and no carrier watcher
+/// ran: the patched path, not the stock one that would pass the same outcome
+/// checks.
+pub fn handed_back_at_link_up(lab: &Lab, replugs: usize) {
+    let log = lab.dispatcher_log();
+    let at_link_up = log.matches("wired link up before DHCP: take the backup off the LAN, then hand back").count();
+    assert_eq!(at_link_up, replugs, "re-plugs handed back at link-up\n{log}");
+    assert!(!log.contains("started the carrier watcher"), "a carrier watcher ran on the patched daemon\n{log}");
+}
