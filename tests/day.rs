@@ -215,17 +215,47 @@ fn unpair_while_the_backup_holds_the_address_leaves_no_link_with_the_wired_mac()
 /// A plug into a dead wired port, with a DHCP timeout of 10 s and
 /// NetworkManager's default autoconnect retries (NM's default 45 s:
 /// `cargo bench --bench dead_port`).
+/// The wired profile's `ipv4.dhcp-timeout` in the dead-port cases (NM's 45 s default is the bench's).
+const DEAD_PORT_DHCP_TIMEOUT: u64 = 10;
+
+/// NM's default `autoconnect-retries`: a dead port is tried this many times, each for the DHCP timeout.
+const NM_AUTOCONNECT_RETRIES: u64 = 4;
+
+/// The control of the dead-port cases on `cfg`'s NetworkManager: both
+/// profiles unpaired and connecting by themselves; the backup keeps its own
+/// address throughout, the wired link fails on the dead port. Returns the
+/// share of time online over NM's retries.
+fn dead_port_control(test: &str, cfg: LabConfig) -> Option<f64> {
+    let lab = start_or_skip(&format!("{test} (control)"), cfg)?;
+    lab.add_ethernet_profile("Office LAN", "wired0", true);
+    lab.add_ethernet_profile("Backup link", "backup0", true);
+    lab.expect_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some());
+    lab.pull_cable();
+    lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", &DEAD_PORT_DHCP_TIMEOUT.to_string()]).expect("dhcp-timeout");
+    let out = lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.plug_cable();
+    let over = Duration::from_secs(NM_AUTOCONNECT_RETRIES * (DEAD_PORT_DHCP_TIMEOUT + 1));
+    let share = share_of_time(over, || lab.ipv4("backup0").is_some() && peer_reachable(&lab));
+    measured(test, &format!("control: online share over {} s of retries from the plug into the dead port", over.as_secs()), format!("{:.0} %", share * 100.0));
+    Some(share)
+}
+
 fn dead_port_case(test: &str, cfg: LabConfig) {
-    const DHCP_TIMEOUT: u64 = 10;
+    let Some(control_share) = dead_port_control(test, cfg.clone()) else { return };
     let Some(p) = paired(test, cfg, &[]) else { return };
     let lab = &p.lab;
-    let outcome = dead_port(&p, DHCP_TIMEOUT, Duration::from_secs(12));
+    // From the backup's return over two more of NM's retries on the dead
+    // port (each one's `link-up` or carrier is where the backup flapped);
+    // the port then comes alive during the last one.
+    let rest_of_retries = Duration::from_secs((NM_AUTOCONNECT_RETRIES - 2) * (DEAD_PORT_DHCP_TIMEOUT + 1));
+    let outcome = dead_port(&p, DEAD_PORT_DHCP_TIMEOUT, rest_of_retries);
     measured(
         test,
-        "plug into a dead port -> backup holds the address again; then online share over 12 s of retries",
-        format!("{} ; {:.0} %", ms(outcome.back), outcome.online_share * 100.0),
+        &format!("plug into a dead port -> backup holds the address again; then online share over {} s of retries (control)", rest_of_retries.as_secs()),
+        format!("{} ; {:.0} % ({:.0} %)", ms(outcome.back), outcome.online_share * 100.0, control_share * 100.0),
     );
-    assert!(outcome.back <= Duration::from_secs(DHCP_TIMEOUT + 10), "{outcome:?}\n{}", lab.diagnostics());
+    assert!(outcome.back <= Duration::from_secs(DEAD_PORT_DHCP_TIMEOUT + 10), "{outcome:?}\n{}", lab.diagnostics());
     assert!(outcome.online_share >= 0.9, "online {:.0} % of the time while the port stayed dead\n{}", outcome.online_share * 100.0, lab.diagnostics());
     measured(test, "port alive -> wired link holds the address, backup off", ms(outcome.moved));
     connected(lab, test);
@@ -242,18 +272,7 @@ fn dead_port_case(test: &str, cfg: LabConfig) {
 
 #[test]
 fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_stock_nm() {
-    let test = "day/dead port (stock)";
-    // The control: both profiles unpaired and connecting by themselves; the
-    // backup keeps its own address throughout, the wired link fails on the dead port.
-    let Some(control_lab) = control(&format!("{test} (control)")) else { return };
-    control_lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", "10"]).expect("dhcp-timeout");
-    let out = control_lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    control_lab.plug_cable();
-    let share = share_of_time(Duration::from_secs(10 + 10 + 12), || control_lab.ipv4("backup0").is_some() && peer_reachable(&control_lab));
-    measured(test, "control: online share over 32 s from the plug into the dead port", format!("{:.0} %", share * 100.0));
-    drop(control_lab);
-    dead_port_case(test, cfg());
+    dead_port_case("day/dead port (stock)", cfg());
 }
 
 #[test]
