@@ -415,7 +415,7 @@ pub fn backup_last_scan_ms(nm: &Nm, pair: &Pair) -> Option<i64> {
 /// Forgets every pair's record of its wired link's LAN (see `crate::lan`).
 fn forget_wired_lans() {
     let Ok(dir) = std::fs::read_dir(crate::sys::paths::RUN_DIR) else { return };
-    for entry in dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("lan-")) {
+    for entry in dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(crate::sys::paths::WIRED_LAN_PREFIX)) {
         if let Err(e) = std::fs::remove_file(entry.path()) {
             warn!("{}: {e}", entry.path().display());
         }

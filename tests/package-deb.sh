@@ -48,6 +48,9 @@ lintian --fail-on error,warning --info "$work"/nm-handover_*.changes
 
 installed=1
 dpkg -i "$work"/nm-handover_"$version"-*_*.deb
+# What the package put on the system (its files and links, not the directories it shares).
+dpkg -L nm-handover | while read -r path; do [ -d "$path" ] && [ ! -L "$path" ] || echo "$path"; done >"$work/files"
+[ -s "$work/files" ] || { echo "tests/package-deb.sh: dpkg -L lists no file of the package" >&2; exit 1; }
 NM_HANDOVER_INSTALLED=/usr/lib/NetworkManager cargo test --locked --test installed -- --ignored --test-threads=1 --nocapture
 
 # Removal with a pair still recorded warns and says what stays (a record of
@@ -66,10 +69,9 @@ grep -q "1 pair(s) are still recorded" "$work/purge.err" && grep -q "nm-handover
     echo "tests/package-deb.sh: the purge did not warn about the recorded pair" >&2
     exit 1
 }
-left=$(ls -d /usr/lib/NetworkManager/nm-handover* /usr/bin/nm-handover /usr/lib/NetworkManager/dispatcher.d/90-nm-handover \
-    /usr/lib/NetworkManager/dispatcher.d/*/90-nm-handover /usr/share/man/man8/nm-handover.8.gz 2>/dev/null || true)
+left=$(while read -r path; do [ ! -e "$path" ] && [ ! -L "$path" ] || echo "$path"; done <"$work/files")
 if [ -n "$left" ]; then
     echo "tests/package-deb.sh: left after purge: $left" >&2
     exit 1
 fi
-echo "tests/package-deb.sh: installed, ran the lab scenario, purged: nothing left"
+echo "tests/package-deb.sh: installed, ran the lab scenario, purged: none of its $(wc -l <"$work/files") files left"

@@ -89,6 +89,7 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         let wired_mac = lab.mac("wired0");
         assert_eq!(lab.ap_stations(), std::slice::from_ref(&wired_mac), "{}", lab.diagnostics());
         assert!(lab.ipv4("wired0").is_none());
+        connected(lab, test);
         let server_log = lab.server_log();
         let acks: Vec<&str> = server_log.lines().filter(|l| l.contains("DHCPACK")).collect();
         assert!(!acks.is_empty() && acks.iter().all(|l| l.contains(&wired_mac)), "{test}: DHCP server saw {acks:?}, not only {wired_mac}");

@@ -55,9 +55,12 @@ pub fn saved_sysctl_path(family: &str, iface: &str, key: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("sysctl-{family}-{iface}-{key}"))
 }
 
+/// How the names of [`wired_lan_path`]'s files begin.
+pub const WIRED_LAN_PREFIX: &str = "lan-";
+
 /// The network the pair's wired link last had its DHCPv4 lease from (see `crate::lan`).
 pub fn wired_lan_path(wired_uuid: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("lan-{wired_uuid}"))
+    Path::new(RUN_DIR).join(format!("{WIRED_LAN_PREFIX}{wired_uuid}"))
 }
 
 /// Where `pair` records the pairs root made: under /etc/NetworkManager,
