@@ -210,6 +210,41 @@ fn two_pairs_on_one_host_hand_over_independently() {
     report_dispatcher_time(test, &lab);
 }
 
+/// One broken pair (its backup profile deleted) beside a healthy one: at
+/// NetworkManager's start with the healthy pair's cable out, the supervisor
+/// reports the broken pair and still brings the healthy pair's backup up.
+#[test]
+fn a_broken_pair_is_reported_and_the_others_are_reconciled() {
+    let test = "faults/a broken pair beside a healthy one";
+    let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_companion();
+    cfg.links = vec!["wired0", "backup0", "wired1", "backup1"];
+    let Some(mut lab) = start_or_skip(test, cfg) else { return };
+    for i in 0..2 {
+        lab.add_ethernet_profile(&format!("Office LAN {i}"), &format!("wired{i}"), true);
+        lab.add_ethernet_profile(&format!("Backup {i}"), &format!("backup{i}"), false);
+        lab.companion(&["pair", &format!("Office LAN {i}"), &format!("Backup {i}")]);
+    }
+    lab.expect_until("both wired addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("wired1").is_some());
+    // The pair the companion looks at first breaks (a loop that stopped at it would never reach the other).
+    let status = lab.companion(&["status"]);
+    let at = |i: usize| status.find(&format!("pair 'Office LAN {i}'")).unwrap_or_else(|| panic!("pair {i} not listed: {status}"));
+    let (broken, healthy) = if at(0) < at(1) { (0, 1) } else { (1, 0) };
+    let addr = lab.ipv4(&format!("wired{healthy}")).unwrap();
+    lab.nmcli(&["connection", "delete", &format!("Backup {broken}")]).unwrap();
+    lab.reboot_nm(|lab| lab.set_cable(&format!("wired{healthy}"), false));
+    let took = lab.expect_until("the healthy pair's backup after NetworkManager's start", Duration::from_secs(30), || {
+        lab.ipv4(&format!("backup{healthy}")) == Some(addr)
+    });
+    measured(test, "NM start -> the healthy pair's backup holds its address", ms(took));
+    let status = lab.companion(&["status"]);
+    assert!(status.contains("broken pair"), "{status}");
+    let log = lab.dispatcher_log();
+    let names_broken = |l: &str| l.contains(&format!("Backup {broken}")) || l.contains(&format!("Office LAN {broken}"));
+    assert!(log.lines().any(|l| l.contains("ERROR") && names_broken(l)), "the broken pair was not reported\n{log}");
+    assert_eq!(lab.ipv4(&format!("backup{broken}")), None, "the broken pair's backup link was touched");
+    no_panic(&lab);
+}
+
 /// Two events race: one waits for the handover lock while NM's state changes
 /// under it (as when it queues behind another handover). It must decide on
 /// what NM looks like after the wait, not on what it looked like before.
