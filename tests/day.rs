@@ -331,7 +331,11 @@ fn dock_cycles(test: &str, p: &Paired, name: impl Fn(usize) -> String, control: 
     measured(test, "undock -> backup holds the address (ms)", show(&pulls));
     measured(test, "re-dock -> wired holds the address, backup off (ms)", show(&replugs));
     let (control_undock, control_redock) = control;
-    measured(test, "median undock / re-dock: control / paired (ms)", format!("{} / {}, {} / {}", ms(control_undock), ms(median(&pulls)), ms(control_redock), ms(median(&replugs))));
+    measured(
+        test,
+        "median undock / re-dock: control / paired (ms)",
+        format!("{} / {}, {} / {}", ms(control_undock), ms(median(&pulls)), ms(control_redock), ms(median(&replugs))),
+    );
     assert!(median(&pulls) <= control_undock + SLACK && median(&replugs) <= control_redock + SLACK, "slower than the control\n{}", lab.diagnostics());
     // One lease throughout: every DHCP answer since the first undock is for the one address.
     only_acks_for(lab, since, p.addr);

@@ -11,13 +11,8 @@ use nm_handover::sys::lock::{running_holder, stop_holder};
 
 /// A shell named `name` (its argv[0]) that holds the lock at `path` with its PID in it.
 fn holder(name: &str, path: &Path) -> Child {
-    let child = Command::new("/bin/sh")
-        .arg0(name)
-        .arg("-c")
-        .arg(r#"exec 9>>"$0"; flock 9; echo $$ >"$0"; while :; do sleep 0.1; done"#)
-        .arg(path)
-        .spawn()
-        .expect("sh");
+    let child =
+        Command::new("/bin/sh").arg0(name).arg("-c").arg(r#"exec 9>>"$0"; flock 9; echo $$ >"$0"; while :; do sleep 0.1; done"#).arg(path).spawn().expect("sh");
     let t0 = Instant::now();
     while running_holder(path, name).ok().flatten().is_none() {
         assert!(t0.elapsed() < Duration::from_secs(5), "the holder never took the lock");

@@ -214,7 +214,8 @@ fn unpair_withdraws_the_record_first_under_the_handover_lock() {
     let paired_data = |profile: &str| std::fs::read_to_string(lab.keyfile_of(profile)).is_ok_and(|t| t.contains("nm-handover.role="));
     let mut holder = lab.host_command(&["flock", "/run/nm-handover/handover.lock", "sleep", "3"]).spawn().expect("flock");
     std::thread::sleep(Duration::from_millis(300));
-    let mut unpair = lab.host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "unpair", "Office LAN"]).stdout(std::process::Stdio::null()).spawn().expect("unpair");
+    let mut unpair =
+        lab.host_command(&[env!("CARGO_BIN_EXE_nm-handover"), "unpair", "Office LAN"]).stdout(std::process::Stdio::null()).spawn().expect("unpair");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(unpair.try_wait().unwrap().is_none(), "unpair did not wait for the handover lock");
     assert!(record.is_file(), "the record was removed while a handover held the lock");
