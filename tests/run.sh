@@ -16,16 +16,28 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "tests/run.sh: not root: the patched NetworkManager is not built; its lab tests will skip" >&2
 fi
-# The style (rustfmt.toml) and the lints of the pinned clippy gate; another clippy's
-# new lints are shown, not fatal, until the pin moves (this machine kind has one
-# rustup toolchain and fetches no other).
-cargo fmt --check
-gating_clippy="clippy 0.1.95"
-if cargo clippy --version | grep -q "^$gating_clippy "; then
-    cargo clippy --locked --all-targets -- -D warnings
+# The style (rustfmt.toml) and the lints, gated by the toolchain this command
+# installs (setup-debian.sh: Debian's rustfmt-web and rust-web-clippy, called
+# as themselves: cargo would take rustup's subcommands first), pinned to the
+# versions below. A Debian update that brings other versions shows their
+# findings without failing, until the pin moves: new lints never break CI by
+# surprise. Its own target directory: rustup's rustc builds the rest.
+gating_clippy="clippy 0.1.96"
+gating_rustfmt="rustfmt 1.9.0"
+debian_rust() { env PATH=/usr/bin:/bin CARGO_TARGET_DIR="$PWD/target/debian-lint" "$@"; }
+debian_clippy=$(debian_rust /usr/bin/cargo-clippy clippy --version)
+debian_rustfmt=$(debian_rust /usr/bin/rustfmt --version)
+if [[ "$debian_rustfmt" == "$gating_rustfmt"* ]]; then
+    debian_rust /usr/bin/cargo-fmt fmt --check
 else
-    echo "tests/run.sh: $(cargo clippy --version) is not the pinned $gating_clippy: its lints do not gate" >&2
-    cargo clippy --locked --all-targets
+    echo "tests/run.sh: $debian_rustfmt is not the pinned $gating_rustfmt: its style does not gate" >&2
+    debian_rust /usr/bin/cargo-fmt fmt --check || true
+fi
+if [[ "$debian_clippy" == "$gating_clippy"* ]]; then
+    debian_rust /usr/bin/cargo-clippy clippy --locked --all-targets -- -D warnings
+else
+    echo "tests/run.sh: $debian_clippy is not the pinned $gating_clippy: its lints do not gate" >&2
+    debian_rust /usr/bin/cargo-clippy clippy --locked --all-targets || true
 fi
 cargo build --locked --all-targets
 # Every figure the docs publish agrees with its result file (warns about stale result files).
