@@ -354,7 +354,17 @@ impl Pair {
     /// step or putting a link back is logged, but is no handover.
     pub fn handle(&self, role: Role, hook: Hook, nm: &impl Daemon, host: &impl Host, leases: &LeaseStore) -> Result<Decision> {
         self.record_wired_lan(nm, host);
-        let observed = self.observe(nm, host);
+        let mut observed = self.observe(nm, host);
+        if hook != Hook::Reconcile {
+            // An event is decided on NetworkManager's word for the carrier,
+            // which it was sent on: a pull's `down` that runs after the cable
+            // is back in is still that pull (its watcher takes the backup off
+            // the LAN at once), not a failed activation on a port with
+            // carrier, which would leave the backup on the LAN beside the
+            // wired DHCP client. A reconcile, which no event orders, also
+            // takes the kernel's (see [`Pair::observe`]).
+            observed.wired_carrier = nm.has_carrier(&self.wired.device);
+        }
         // A backup active again is no longer one nm-handover handed back from.
         if observed.backup == LinkState::Active && host.link_mark(&self.backup.device, Mark::HandedBack).is_some() {
             if let Err(e) = host.clear_link_mark(&self.backup.device, Mark::HandedBack) {
@@ -1161,6 +1171,16 @@ mod tests {
             handle(&pair(true), &model, Role::Wired, Hook::Reconcile).unwrap();
             assert_eq!(model.steps().contains(&Step::Activate("Backup".into())), activates, "kernel carrier first: {kernel_first}");
         }
+    }
+
+    /// A pull's `down` that runs after the cable is back in (NM not told
+    /// yet) is still the pull: the backup comes up with its watcher, which
+    /// takes it off the LAN at once; never a failed port, which starts none.
+    #[test]
+    fn a_pulls_late_down_is_the_pull_whatever_the_kernel_says_since() {
+        let model = Model { kernel_carrier_first: true, ..Model::cable_pulled() };
+        handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
+        assert!(model.steps().iter().any(|s| matches!(s, Step::StartWatcher(_))), "{:?}", model.steps());
     }
 
     #[test]
