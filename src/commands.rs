@@ -821,8 +821,9 @@ fn pair_facts(nm: &Nm, pair: &Pair) -> PairFacts {
         },
         backup_is_wifi: backup.is_some_and(|b| b.kind == SETTING_WIRELESS),
         other_lan: pair.backup_on_other_lan(nm, &System).map(|(wired, backup)| (wired.to_string(), backup.to_string())),
-        // (A wired device that is gone is an undock, a pull: no refusal.)
-        refused_links: [(&pair.wired, nm.device(pair.wired.device.as_str()).is_some()), (&pair.backup, true)]
+        // (A device that is gone is no refusal: an undock, a pull; a USB
+        // Wi-Fi adapter unplugged, which `status` shows.)
+        refused_links: [(&pair.wired, nm.device(pair.wired.device.as_str()).is_some()), (&pair.backup, nm.device(pair.backup.device.as_str()).is_some())]
             .into_iter()
             .filter(|(_, present)| *present)
             .filter_map(|(side, _)| match pair.may_act_on(nm, side) {

@@ -304,6 +304,18 @@ impl FastPath {
             silence_now(entry);
         }
     }
+
+    /// Disarms `pair`, first taking back the address its standby serves, if
+    /// it does: its link was refused since (see `crate::trust`), and the
+    /// address nm-handover put there must not meet the wired link's at the
+    /// next re-plug with no fast path left to take it off.
+    fn withdraw(&self, pair: &Uuid) {
+        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+            take_address_off(entry);
+            warn!("standby: {} may no longer be touched: the address it served taken back", entry.standby_iface);
+        }
+        self.disarm(pair);
+    }
 }
 
 /// The thread: acts on the armed pairs' carrier changes as they happen.
@@ -335,9 +347,8 @@ fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
             for (pair, entry) in table().iter_mut() {
                 match (entry.follows(&report), entry.serving) {
                     // (Unpaired since the supervisor's last look: root's record is the trust anchor.)
-                    (Some(false), false) if !crate::trust::recorded_pair_path(pair).is_file() => {
-                        warn!("standby: {pair} is no longer paired: {} left alone", entry.standby_iface);
-                    }
+                    // (Unpaired since the supervisor's last look, which disarms it.)
+                    (Some(false), false) if !crate::trust::recorded_pair_path(pair).is_file() => {}
                     (Some(false), false) => serve_now(entry),
                     (Some(true), true) => silence_now(entry),
                     _ => {}
@@ -377,27 +388,39 @@ fn serve_now(entry: &mut Armed) {
 /// The re-plug: the address off the standby's link, before the wired DHCP client speaks.
 fn silence_now(entry: &mut Armed) {
     let started = Instant::now();
-    // Its IPv6 addresses too (the wired link's own, with the pair's IPv6
-    // identity), before the wired link's duplicate address detection asks
-    // for them; the silent reapply that follows keeps IPv6 off.
+    if take_address_off(entry) {
+        info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface);
+    }
+    if let Err(e) = Mark::ReplugHandled.set(entry.wired) {
+        warn!("standby: {e}");
+    }
+}
+
+/// Takes the address the standby serves off its link, its IPv6 addresses
+/// too (the wired link's own, with the pair's IPv6 identity: before the
+/// wired link's duplicate address detection asks for them; the silent
+/// reapply that follows keeps IPv6 off). Says whether the address came
+/// off (otherwise the link was set down, what the carrier watcher does).
+fn take_address_off(entry: &mut Armed) -> bool {
     let ipv6_off = crate::sys::paths::link_sysctl_path("ipv6", entry.standby_iface.as_str(), "disable_ipv6");
     if let Err(e) = std::fs::write(&ipv6_off, "1") {
         warn!("standby: {}: {e}", ipv6_off.display());
     }
-    match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
-        Ok(()) => info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface),
-        // (Link down: what the carrier watcher does, the standby lost.)
+    let off = match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
+        Ok(()) => true,
         Err(e) => {
             warn!("standby: taking the address off {}: {e}; setting the link down", entry.standby_iface);
             if let Err(e) = netlink::take_index_down(entry.standby_link, None) {
                 warn!("standby: {e}");
             }
+            false
         }
-    }
+    };
     entry.serving = false;
-    if let Err(e) = Mark::StandbyServing.clear(entry.standby_link).and_then(|()| Mark::ReplugHandled.set(entry.wired)) {
+    if let Err(e) = Mark::StandbyServing.clear(entry.standby_link) {
         warn!("standby: {e}");
     }
+    off
 }
 
 /// What the supervisor remembers of the standbys between looks.
@@ -542,11 +565,14 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
     // Root changes these links' addresses and settings: only where
     // NetworkManager binds the pair's profiles to them (see `crate::trust`),
     // and the fast path no longer acts on a link refused since it was armed.
-    let refused = pair.may_act_on(nm, &pair.backup).and_then(|()| if wired_dev.is_some() { pair.may_act_on(nm, &pair.wired) } else { Ok(()) });
-    if let Err(e) = refused {
-        fast.silence_if_serving(&pair.wired.uuid);
-        fast.disarm(&pair.wired.uuid);
+    // (A refused wired link leaves the fast path armed: it only reads that
+    // link's carrier, and takes the standby's address off at its return.)
+    if let Err(e) = pair.may_act_on(nm, &pair.backup) {
+        fast.withdraw(&pair.wired.uuid);
         return Err(e);
+    }
+    if wired_dev.is_some() {
+        pair.may_act_on(nm, &pair.wired)?;
     }
     let wired_index = netlink::if_index(pair.wired.device.as_str()).ok();
     let standby_index = netlink::if_index(pair.backup.device.as_str()).ok();

@@ -46,6 +46,9 @@ echo "tests/package-deb.sh: built $(cd "$work" && ls ./*.deb) in $(($(date +%s) 
 # in debian/ with the reason); informational tags are shown.
 lintian --fail-on error,warning --info "$work"/nm-handover_*.changes
 
+# What the package will create (files, links and directories not there now): none may stay after the purge.
+dpkg-deb -c "$work"/nm-handover_"$version"-*_*.deb | awk '{print $6}' | sed 's#^\./#/#; s#/$##' \
+    | while read -r path; do [ -z "$path" ] || [ -e "$path" ] || [ -L "$path" ] || echo "$path"; done >"$work/new-paths"
 installed=1
 dpkg -i "$work"/nm-handover_"$version"-*_*.deb
 # What the package put on the system (its files and links, not the directories it shares).
@@ -69,9 +72,9 @@ grep -q "1 pair(s) are still recorded" "$work/purge.err" && grep -q "nm-handover
     echo "tests/package-deb.sh: the purge did not warn about the recorded pair" >&2
     exit 1
 }
-left=$(while read -r path; do [ ! -e "$path" ] && [ ! -L "$path" ] || echo "$path"; done <"$work/files")
+left=$(sort -u "$work/files" "$work/new-paths" | while read -r path; do [ ! -e "$path" ] && [ ! -L "$path" ] || echo "$path"; done)
 if [ -n "$left" ]; then
     echo "tests/package-deb.sh: left after purge: $left" >&2
     exit 1
 fi
-echo "tests/package-deb.sh: installed, ran the lab scenario, purged: none of its $(wc -l <"$work/files") files left"
+echo "tests/package-deb.sh: installed, ran the lab scenario, purged: none of its $(wc -l <"$work/files") files and $(wc -l <"$work/new-paths") new paths left"

@@ -25,15 +25,19 @@ fi
 gating_clippy="clippy 0.1.96"
 gating_rustfmt="rustfmt 1.9.0"
 debian_rust() { env PATH=/usr/bin:/bin CARGO_TARGET_DIR="$PWD/target/debian-lint" "$@"; }
+for tool in /usr/bin/cargo-clippy /usr/bin/cargo-fmt /usr/bin/rustfmt; do
+    [ -x "$tool" ] || { echo "tests/run.sh: $tool is missing (rust-web-clippy, rustfmt-web: tests/setup-debian.sh installs them)" >&2; exit 1; }
+done
 debian_clippy=$(debian_rust /usr/bin/cargo-clippy clippy --version)
 debian_rustfmt=$(debian_rust /usr/bin/rustfmt --version)
-if [[ "$debian_rustfmt" == "$gating_rustfmt"* ]]; then
+is_version() { [[ "$1" == "$2" || "$1" == "$2 "* || "$1" == "$2-"* ]]; }
+if is_version "$debian_rustfmt" "$gating_rustfmt"; then
     debian_rust /usr/bin/cargo-fmt fmt --check
 else
     echo "tests/run.sh: $debian_rustfmt is not the pinned $gating_rustfmt: its style does not gate" >&2
     debian_rust /usr/bin/cargo-fmt fmt --check || true
 fi
-if [[ "$debian_clippy" == "$gating_clippy"* ]]; then
+if is_version "$debian_clippy" "$gating_clippy"; then
     debian_rust /usr/bin/cargo-clippy clippy --locked --all-targets -- -D warnings
 else
     echo "tests/run.sh: $debian_clippy is not the pinned $gating_clippy: its lints do not gate" >&2

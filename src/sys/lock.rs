@@ -43,9 +43,6 @@ pub fn create_parent_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Creates the file at `path` (and its directory) if missing, and sets its
-/// modification time to now: a record whose existence and age are the data.
-/// A link planted there is refused, not followed.
 /// Reads a file root wrote under /run/nm-handover, refusing a symbolic
 /// link planted where it is (`ELOOP`).
 pub fn read_no_follow(path: &Path) -> io::Result<String> {
@@ -54,6 +51,9 @@ pub fn read_no_follow(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
+/// Creates the file at `path` (and its directory) if missing, and sets its
+/// modification time to now: a record whose existence and age are the data.
+/// A link planted there is refused, not followed.
 pub fn touch(path: &Path) -> io::Result<()> {
     create_parent_dir(path)?;
     let file = OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
@@ -113,6 +113,12 @@ pub fn running_watcher(path: &Path) -> Result<Option<u32>, LockError> {
 pub fn started_watcher(path: &Path, pair: &str) -> bool {
     let Some(pid) = read_no_follow(path).ok().and_then(|text| text.trim().parse::<u32>().ok()) else { return false };
     // (A zombie's command line is empty.)
+    // Root's (a user who got the PID and named a program so could otherwise
+    // pass for the watcher, and no watcher would start at the next pull).
+    use std::os::unix::fs::MetadataExt;
+    if !fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == 0) {
+        return false;
+    }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut args = cmdline.split(|b| *b == 0);
     let argv0 = args.next().unwrap_or_default();
