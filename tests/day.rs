@@ -25,7 +25,12 @@ fn cfg() -> LabConfig {
 /// The lab of a control: the same two profiles, unpaired, both connecting
 /// automatically; the cable pulled once both hold an address.
 fn control(test: &str) -> Option<Lab> {
-    let lab = start_or_skip(test, cfg())?;
+    control_on(test, cfg())
+}
+
+/// [`control`] on the NetworkManager of `cfg`.
+fn control_on(test: &str, cfg: LabConfig) -> Option<Lab> {
+    let lab = start_or_skip(test, cfg)?;
     lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.add_ethernet_profile("Backup link", "backup0", true);
     lab.expect_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some());
@@ -226,11 +231,7 @@ const NM_AUTOCONNECT_RETRIES: u64 = 4;
 /// address throughout, the wired link fails on the dead port. Returns the
 /// share of time online over NM's retries.
 fn dead_port_control(test: &str, cfg: LabConfig) -> Option<f64> {
-    let lab = start_or_skip(&format!("{test} (control)"), cfg)?;
-    lab.add_ethernet_profile("Office LAN", "wired0", true);
-    lab.add_ethernet_profile("Backup link", "backup0", true);
-    lab.expect_until("both links' addresses", Duration::from_secs(30), || lab.ipv4("wired0").is_some() && lab.ipv4("backup0").is_some());
-    lab.pull_cable();
+    let lab = control_on(&format!("{test} (control)"), cfg)?;
     lab.nmcli(&["connection", "modify", "Office LAN", "ipv4.dhcp-timeout", &DEAD_PORT_DHCP_TIMEOUT.to_string()]).expect("dhcp-timeout");
     let out = lab.run_in_lan(&["ip", "link", "set", "p-wired0", "nomaster"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -8,6 +8,8 @@
 
 mod support;
 
+use nm_handover::names::Uuid;
+use nm_handover::trust::record_path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -58,6 +60,11 @@ fn pull_and_replug(lab: &Lab, cable: &str, profile: &str, by_hand: bool) {
     }
     lab.expect_until(&format!("'{profile}' active again after the re-plug"), Duration::from_secs(40), || nm_state(lab, profile) == "activated");
     std::thread::sleep(Duration::from_secs(3));
+}
+
+/// Root's record of the pair whose wired profile is `wired_uuid`, in the lab's configuration.
+fn recorded_pair(lab: &Lab, wired_uuid: &str) -> PathBuf {
+    record_path(&lab.nm_conf_dir().join("nm-handover"), &Uuid::parse(wired_uuid).expect("the wired profile's UUID"))
 }
 
 #[test]
@@ -120,7 +127,7 @@ fn system_profiles_with_pairing_keys_but_no_record_make_root_change_nothing() {
     let test = "trust/no record";
     let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     let lab = &p.lab;
-    let record = lab.nm_conf_dir().join("nm-handover").join(format!("{}.pair", p.wired_uuid));
+    let record = recorded_pair(lab, &p.wired_uuid);
     assert!(record.is_file(), "pair wrote no record at {}", record.display());
     // As if the pairing keys had been written by someone allowed to edit system profiles, not root's `pair`.
     std::fs::remove_file(&record).unwrap();
@@ -176,7 +183,7 @@ fn pair_records_the_pair_last_under_the_handover_lock() {
     let wired_uuid = lab.add_ethernet_profile("Office LAN", "wired0", true);
     lab.add_ethernet_profile("Backup link", "backup0", false);
     lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
-    let record = lab.nm_conf_dir().join("nm-handover").join(format!("{wired_uuid}.pair"));
+    let record = recorded_pair(&lab, &wired_uuid);
     // A handover holding the lock for 4 s.
     lab.run_in_host(&["mkdir", "-p", "/run/nm-handover"]);
     let mut holder = lab.host_command(&["flock", "/run/nm-handover/handover.lock", "sleep", "4"]).spawn().expect("flock");
@@ -209,7 +216,7 @@ fn unpair_withdraws_the_record_first_under_the_handover_lock() {
     let test = "trust/unpair's withdrawal";
     let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), &[]) else { return };
     let lab = &p.lab;
-    let record = lab.nm_conf_dir().join("nm-handover").join(format!("{}.pair", p.wired_uuid));
+    let record = recorded_pair(lab, &p.wired_uuid);
     assert!(record.is_file());
     let paired_data = |profile: &str| std::fs::read_to_string(lab.keyfile_of(profile)).is_ok_and(|t| t.contains("nm-handover.role="));
     let mut holder = lab.host_command(&["flock", "/run/nm-handover/handover.lock", "sleep", "3"]).spawn().expect("flock");
