@@ -383,6 +383,7 @@ impl Pair {
             }
         }
         let decision = decide(role, hook, observed, self.options);
+        self.refuse_an_unbound_backup(nm, &observed, &decision)?;
         if decision.actions.is_empty() {
             // (The supervisor looks at every change NM reports: a look that
             // needs nothing is no news.)
@@ -423,6 +424,24 @@ impl Pair {
         }
         host.take_off_lan(device, own_mac)?;
         info!("took {device} off the LAN (link down, own MAC restored)");
+        Ok(())
+    }
+
+    /// Where the backup is needed (the wired link out) and its device is not
+    /// ready for it because NM no longer binds the profile to the recorded
+    /// device at all (someone bound it to another), [`Error::LinkRefused`]
+    /// says so, rather than the handover waiting in silence for a device
+    /// that never becomes ready. A device that is gone (an unplugged USB
+    /// adapter), or a Wi-Fi out of range, is no refusal.
+    pub fn refuse_an_unbound_backup(&self, nm: &impl Daemon, seen: &Observed, decision: &Decision) -> Result<()> {
+        if decision.actions.is_empty()
+            && !seen.wired_carrier
+            && !seen.backup_device_ready
+            && !seen.backup_holds_address()
+            && nm.link_facts(&self.backup.device, &self.backup.uuid).exists
+        {
+            self.may_act_on(nm, &self.backup)?;
+        }
         Ok(())
     }
 
@@ -885,7 +904,7 @@ mod tests {
         }
 
         fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
-            (device.as_str(), profile.as_str()) == ("wlan0", BACKUP)
+            (device.as_str(), profile.as_str()) == ("wlan0", BACKUP) && self.unbound != Some("wlan0")
         }
 
         fn deactivation_facts(&self, _: &Iface, _: &Uuid) -> (bool, bool) {
@@ -1062,10 +1081,14 @@ mod tests {
 
     #[test]
     fn a_link_nm_does_not_bind_to_the_pair_is_never_touched() {
-        // A pull: NM still activates the backup (NM checks its own binding), no watcher is started on it.
+        // A pull: the backup's device is not ready for a profile NM binds to
+        // another device; that is reported (once per event), nothing is done.
         let model = Model { unbound: Some("wlan0"), ..Model::cable_pulled() };
-        handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();
-        assert_eq!(model.steps(), [Step::Activate("Backup".into()), Step::Forget("wlan0".into())]);
+        let err = handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap_err();
+        assert!(matches!(&err, Error::LinkRefused { device, .. } if device == "wlan0"), "{err}");
+        assert_eq!(model.steps(), []);
+        let err = handle(&pair(true), &model, Role::Wired, Hook::Reconcile).unwrap_err();
+        assert!(matches!(&err, Error::LinkRefused { .. }), "{err}");
         // The wired link, which the watcher only reads, may be gone (an undock is a pull).
         let model = Model { unbound: Some("eth0"), ..Model::cable_pulled() };
         handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();

@@ -321,7 +321,7 @@ impl FastPath {
 /// The thread: acts on the armed pairs' carrier changes as they happen.
 fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
     // The supervisor runs at a lower priority; this thread races NetworkManager's DHCP client.
-    if let Err(e) = crate::sys::normal_priority() {
+    if let Err(e) = crate::sys::racing_priority() {
         warn!("standby: {e}");
     }
     let table = || armed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

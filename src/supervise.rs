@@ -442,6 +442,12 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);
         let decision = decide(Role::Wired, hook, seen, pair.options);
+        // (A look that would do nothing still says why the backup it needs can never come up; once.)
+        if let Err(e) = pair.refuse_an_unbound_backup(nm, &seen, &decision) {
+            if supervision.first_report(&e.to_string()) {
+                warn!("supervisor: {e}");
+            }
+        }
         if hook == Hook::Down && decision.actions.is_empty() {
             // Nothing to hand over (the standby holds the address): handled.
             supervision.pull_handled(&pair.wired.uuid);

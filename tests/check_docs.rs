@@ -108,6 +108,19 @@ fn a_new_unchecked_figure_fails() {
     assert!(!ok && err.contains("'123 ms' looks measured"), "{err}");
 }
 
+/// A count is a measurement too: "0 IP changes in 40 handovers" says what a run saw.
+#[test]
+fn a_new_unchecked_count_fails() {
+    let root = copy_of_the_docs("unchecked-count");
+    let path = root.join("UPSTREAMING.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\nOver 300 handovers: 0 IP changes and 0 conflicts.\n")).unwrap();
+    let (ok, _, err) = check_docs(&root, &[]);
+    for count in ["300 handovers", "0 IP changes", "0 conflicts"] {
+        assert!(!ok && err.contains(&format!("'{count}' looks measured")), "{count}: {err}");
+    }
+}
+
 /// The cover letter is what a maintainer reads in three minutes: at most
 /// 6,000 characters (the review's limit), with every placeholder filled.
 #[test]

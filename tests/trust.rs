@@ -152,6 +152,42 @@ fn system_profiles_with_pairing_keys_but_no_record_make_root_change_nothing() {
     measured(test, "pull after pairing again", ms(took));
 }
 
+/// A pair root recorded, whose backup profile someone allowed to edit
+/// system profiles then bound to another link (`connection.interface-name`
+/// of a link a system profile holds): NetworkManager no longer binds the
+/// profile to the recorded link, so the companion refuses to act on it, and
+/// on the other link too: nothing changes on either, a warning names the
+/// link and why, `check` reports it.
+#[test]
+fn a_recorded_pair_whose_backup_is_bound_elsewhere_makes_root_change_nothing() {
+    let test = "trust/backup bound elsewhere";
+    let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal);
+    cfg.links = vec!["wired0", "backup0", "third0"];
+    let Some(p) = paired(test, cfg, &[]) else { return };
+    let lab = &p.lab;
+    lab.add_ethernet_profile("Other LAN", "third0", true);
+    lab.expect_until("third0 held by its system profile", Duration::from_secs(30), || lab.ipv4("third0").is_some());
+    lab.nmcli(&["connection", "modify", "Backup link", "connection.interface-name", "third0"]).expect("bind the backup profile to third0");
+    let macs = [("backup0", lab.mac("backup0")), ("third0", lab.mac("third0"))];
+    let monitor = NetMonitor::start(lab);
+    let since = Instant::now();
+    pull_and_replug(lab, "wired0", "Office LAN", false);
+    for (iface, mac) in &macs {
+        assert_eq!(link_changes(&monitor, since, iface), vec![], "{iface} changed state\n{}", lab.diagnostics());
+        assert_eq!(&lab.mac(iface), mac, "{iface}'s MAC changed\n{}", lab.diagnostics());
+    }
+    assert_eq!(nm_state(lab, "Other LAN"), "activated", "{}", lab.diagnostics());
+    assert!(!lab.nm_log().contains("starting connection 'Backup link'"), "the backup was activated\n{}", lab.diagnostics());
+    assert!(processes_named(lab, "nm-handover-watch").is_empty(), "a watcher runs\n{}", lab.diagnostics());
+    let log = lab.dispatcher_log();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("not acting on backup0 for 'Backup link'")).collect();
+    assert!(!refusals.is_empty() && refusals.iter().all(|l| l.contains("does not bind the profile to it")), "{log}");
+    measured(test, "refusals logged over a pull and a re-plug", refusals.len());
+    let out = lab.run_in_host(&[env!("CARGO_BIN_EXE_nm-handover"), "check"]);
+    let check = String::from_utf8_lossy(&out.stdout);
+    assert!(check.contains("backup0 of 'Backup link'") && check.contains("does not bind the profile to it"), "{check}");
+}
+
 #[test]
 fn unpair_of_a_copy_of_a_paired_profile_leaves_the_pair_intact() {
     let test = "trust/unpair of a clone";

@@ -1,5 +1,5 @@
-//! The backup on real 802.11: each test boots the Wi-Fi VM (`support/vm.rs`)
-//! and runs inside it with two mac80211_hwsim radios, an access point
+//! The backup on real 802.11: the tests share one boot of the Wi-Fi VM
+//! (`support/vm.rs`) and each runs inside it with two mac80211_hwsim radios, an access point
 //! (hostapd, WPA2-PSK) bridged onto the LAN beside the wired veth, and
 //! NetworkManager + wpa_supplicant managing the station `wlan0`. Stock
 //! NetworkManager 1.42 and the patched 1.42 backport.
@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Runs `scenario` in the VM (the test named `name` of this binary).
+/// Runs `scenario` in the VM (the test named `name` of this binary), in the
+/// one VM boot the host's Wi-Fi tests share.
 fn on_wifi(name: &str, scenario: impl FnOnce()) {
-    if in_vm() {
-        scenario();
-    } else {
-        run_in_vm(name);
-    }
+    in_shared_vm(name, scenario);
 }
 
 fn pull_and_replug_twice(test: &str, cfg: LabConfig) {

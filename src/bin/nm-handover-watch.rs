@@ -146,7 +146,7 @@ fn run(args: Args) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = nm_handover::sys::normal_priority() {
+    if let Err(e) = nm_handover::sys::racing_priority() {
         eprintln!("{}nm-handover-watch: cannot restore its CPU priority: {e}", nm_handover::sys::stderr::line_prefix(tracing::Level::WARN));
     }
     let args = match parse_args(std::env::args().skip(1)) {

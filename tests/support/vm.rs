@@ -20,6 +20,8 @@ const NM_CACHE: &str = "/var/cache/nm-handover";
 const VNG: &str = "/var/cache/nm-handover/venv/bin/vng";
 /// A test scenario boots (~10 s) and runs (~30-60 s) under TCG; this bounds a hang.
 pub const VM_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shared VM runs all of a binary's Wi-Fi tests (~1-2 min each).
+const SHARED_VM_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The wired side of the VM's lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,28 +126,104 @@ fn hwsim_kernel() -> Option<PathBuf> {
 }
 
 /// On the host: boots the VM that runs `test` (this binary's test function
-/// of that name) and fails with the guest's log when it fails there. Skips
+/// of that name) with the guest's environment, its time limit and the wired
+/// side given, and fails with the guest's log when it fails there. Skips
 /// loudly (fails under CI) where the VM cannot run.
-pub fn run_in_vm(test: &str) {
-    run_in_vm_with(test, &[], VM_TIMEOUT, Wired::Veth)
-}
-
-/// [`run_in_vm`] with the guest's environment, its time limit and the wired side given.
 pub fn run_in_vm_with(test: &str, env: &[(&str, &str)], timeout: Duration, wired: Wired) {
     let run = match boot_vm_wired(test, &["--exact", test, "--nocapture", "--test-threads=1"], env, timeout, wired) {
         Ok(run) => run,
-        Err(why) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{test}: cannot run the Wi-Fi VM under CI: {why}");
-            }
-            eprintln!("SKIPPED (the Wi-Fi lab needs root and tests/setup-debian.sh): {test}: {why}");
-            return;
-        }
+        Err(why) => return vm_unavailable(test, &why),
     };
     println!("--- {test} in the Wi-Fi VM ({:.0} s wall)\n{}", run.wall.as_secs_f64(), run.guest_log);
     run.assert_success(test);
     // `--exact` with a name that matches nothing runs 0 tests and succeeds.
     assert!(run.guest_log.contains("running 1 test"), "{test}: the VM ran no test of that name; guest log above");
+}
+
+/// Says why `test` cannot run in the VM here: a loud skip, a failure under CI (which must skip nothing).
+fn vm_unavailable(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: cannot run the Wi-Fi VM under CI: {why}");
+    }
+    eprintln!("SKIPPED (the Wi-Fi lab needs root and tests/setup-debian.sh): {test}: {why}");
+}
+
+/// Set inside a VM: its read-write directory, shared with the host.
+const VM_OUT: &str = "NM_HANDOVER_VM_OUT";
+
+/// The banner a test prints in the guest before its scenario, and the
+/// markers it leaves in the VM's directory when it starts and when it passes.
+fn banner(test: &str) -> String {
+    format!("=== Wi-Fi VM test: {test}")
+}
+fn marker(out: &Path, test: &str, what: &str) -> PathBuf {
+    out.join("tests").join(format!("{test}.{what}"))
+}
+
+/// The test named `test` of this binary runs `scenario` in the VM; on the
+/// host it runs there through [`run_in_shared_vm`].
+pub fn in_shared_vm(test: &str, scenario: impl FnOnce()) {
+    if !in_vm() {
+        run_in_shared_vm(test);
+        return;
+    }
+    let out = PathBuf::from(std::env::var_os(VM_OUT).expect("the VM's directory"));
+    let _ = fs::create_dir_all(out.join("tests"));
+    println!("{}", banner(test));
+    fs::write(marker(&out, test, "started"), "").expect("the test's start marker");
+    scenario();
+    fs::write(marker(&out, test, "passed"), "").expect("the test's pass marker");
+}
+
+/// This process's test filters, to run the same tests in the guest: the
+/// filters, `--exact`, `--skip` and the ignored-test switches; not the
+/// options of the host's own run (threads, output format).
+fn guest_filters() -> Vec<String> {
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--exact" | "--ignored" | "--include-ignored" => filters.push(arg),
+            "--skip" => filters.extend([arg].into_iter().chain(args.next())),
+            _ if arg.starts_with("--skip=") => filters.push(arg),
+            "--test-threads" | "--logfile" | "--color" | "--format" | "--shuffle-seed" | "-Z" => {
+                args.next();
+            }
+            _ if arg.starts_with('-') => {}
+            _ => filters.push(arg),
+        }
+    }
+    filters
+}
+
+/// On the host: one VM boot for every Wi-Fi test this process runs (a boot
+/// and the guest's start cost ~15 s under TCG, per test before). The first
+/// caller boots the VM with this process's own filters, so the guest runs
+/// the tests the host runs, one after the other; each caller then fails with
+/// its own part of the guest's log unless its test passed there. Skips
+/// loudly (fails under CI) where the VM cannot run.
+pub fn run_in_shared_vm(test: &str) {
+    static SHARED: std::sync::OnceLock<Result<VmRun, String>> = std::sync::OnceLock::new();
+    let run = SHARED.get_or_init(|| {
+        let mut args = guest_filters();
+        args.extend(["--nocapture".into(), "--test-threads=1".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        boot_vm_wired("shared", &args, &[], SHARED_VM_TIMEOUT, Wired::Veth)
+    });
+    let run = match run {
+        Ok(run) => run,
+        Err(why) => return vm_unavailable(test, why),
+    };
+    let part = run.guest_log.split_once(&banner(test)).map(|(_, rest)| rest.split("=== Wi-Fi VM test: ").next().unwrap_or(rest));
+    println!("--- {test} in the shared Wi-Fi VM ({:.0} s wall for all its tests)\n{}", run.wall.as_secs_f64(), part.unwrap_or(&run.guest_log));
+    // A name that matches nothing in the guest runs no test there.
+    assert!(marker(&run.out, test, "started").exists(), "{test}: the VM ran no test of that name; guest log:\n{}", run.guest_log);
+    assert!(
+        marker(&run.out, test, "passed").exists(),
+        "{test}: failed in the Wi-Fi VM (guest status {:?}); its log above; vng:\n{}",
+        run.guest_status,
+        run.vng_log_tail
+    );
 }
 
 /// What a VM run left behind.
@@ -194,8 +272,10 @@ pub fn boot_vm_wired(name: &str, args: &[&str], env: &[(&str, &str)], timeout: D
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let quote = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
-    let mut exports =
-        format!("export {IN_VM}=1 NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n", out = out.display());
+    let mut exports = format!(
+        "export {IN_VM}=1 {VM_OUT}={out} NM_HANDOVER_MEASUREMENTS={out}/measurements.txt NM_HANDOVER_LAB_LOGS={out}/labs RUST_BACKTRACE=1\n",
+        out = out.display()
+    );
     let out_text = out.to_string_lossy().into_owned();
     let wired_env = (wired == Wired::HardwareNics).then_some((CABLE_DIR, out_text.as_str()));
     for (key, value) in env.iter().copied().chain(std::env::var("CI").ok().as_deref().map(|ci| ("CI", ci))).chain(wired_env) {
