@@ -1,4 +1,4 @@
-//! The user-facing commands: pair, unpair, status, reconcile.
+//! The user-facing commands: pair, unpair, status, check.
 
 use std::fs;
 use std::io;
@@ -11,15 +11,14 @@ use tracing::warn;
 use crate::check::{judge, DispatchLink, DispatcherUnit, Facts, Finding, PairFacts};
 use crate::error::{Error, Result};
 use crate::handover::{nm_has_link_up, profile_membership, Pair, System};
-use crate::lease::{write_atomically, LeaseStore};
+use crate::lease::write_atomically;
 use crate::names::{Iface, Uuid};
 use crate::pairing::PairingError;
 use crate::pairing::{
     carrier_wait_conf, carrier_wait_conf_name, check_order, order_is_a_guess, plan_pair, plan_unpair, storage_note, token_of, wired_lan_mac, Ipv6Settings,
     Plan, ProfileSnapshot, WiredIdentity, HOSTNAME_PROPERTIES, MIRRORED, SETTING_IPV6, SETTING_WIRELESS,
 };
-use crate::policy::{decide, Action, Decision, Hook, LinkState, Options, Role};
-use crate::supervise::Supervision;
+use crate::policy::{LinkState, Options, Role};
 use crate::sys::libnm::{ActiveState, Device, IpFamily, Nm, NmError, Profile, SavedProfile};
 use crate::sys::lock::{running_holder, running_watcher, stop_holder, stop_watcher, FileLock, SUPERVISOR_PROGRAM};
 use crate::sys::paths::{supervisor_lock_path, watcher_lock_path, wired_lan_path, LOCK_PATH, NM_CONF_DIR, RECORD_DIR};
@@ -862,63 +861,6 @@ pub fn check(nm: &Nm, only: Option<&str>) -> Result<Vec<Finding>> {
         pairs,
     };
     Ok(judge(&facts))
-}
-
-/// Brings every pair into the state the policy wants (for boot, or after NM
-/// was restarted): cable out -> backup up; cable in and wired up -> backup down.
-/// A pair that cannot be read or handled is reported and the others are
-/// still reconciled; pairs root did not record are named in one warning.
-pub fn reconcile(nm: &Nm) -> Result<usize> {
-    reconcile_pairs(nm, None)
-}
-
-/// [`reconcile`], with what the supervisor remembers between its runs (see
-/// [`crate::supervise::Supervision`]), if it is the caller: its count of the
-/// activations it asked for, and the problems it already reported (it runs
-/// at every change NetworkManager reports; each is logged once).
-pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Result<usize> {
-    let mut acted = 0;
-    let mut ignored = Vec::new();
-    let mut first_failure = None;
-    let now = std::time::Instant::now();
-    for pair in Pair::all(nm) {
-        let handled = pair.and_then(|pair| {
-            if let Some(supervision) = supervision.as_deref_mut() {
-                // (The look before the lock noted what ends a row of attempts.)
-                let seen = pair.observe(nm, &System);
-                let hook = supervision.hook_for(&pair.wired.uuid, &seen);
-                let decision = decide(Role::Wired, hook, seen, pair.options);
-                pair.refuse_an_unbound_backup(nm, &seen, &decision)?;
-                if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, crate::supervise::backup_last_scan_ms(nm, &pair), now) {
-                    tracing::debug!("'{}': {reason}", pair.wired.id);
-                    return Ok(Decision { actions: Vec::new(), reason });
-                }
-                // (A pull's handover is no retry: only reconciles count, as the dispatcher's down never did.)
-                if hook == Hook::Reconcile && decision.actions.contains(&Action::ActivateBackup) {
-                    supervision.attempts.record_attempt(&pair.wired.uuid, now);
-                }
-                let handled = pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
-                if hook == Hook::Down && handled.is_ok() {
-                    supervision.pull_handled(&pair.wired.uuid);
-                }
-                return handled;
-            }
-            pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())
-        });
-        match handled {
-            Ok(decision) if !decision.actions.is_empty() => acted += 1,
-            Ok(_) => {}
-            Err(err) if supervision.as_deref_mut().is_some_and(|s| !s.first_report(&err.to_string())) => {}
-            Err(err @ Error::Untrusted { .. }) => ignored.push(err.to_string()),
-            // (The first is returned, and logged by the caller.)
-            Err(err) if first_failure.is_some() => tracing::error!("reconcile: {err}"),
-            Err(err) => first_failure = Some(err),
-        }
-    }
-    if !ignored.is_empty() {
-        warn!("reconcile: {}", ignored.join("; "));
-    }
-    first_failure.map_or(Ok(acted), Err)
 }
 
 #[cfg(test)]

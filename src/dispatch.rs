@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::commands;
 use crate::error::{Error, Result};
 use crate::event::DispatcherEvent;
 use crate::handover::{Pair, System};
 use crate::lease::LeaseStore;
 use crate::policy::Role;
 use crate::prefilter::{prefilter, Verdict};
+use crate::supervise;
 use crate::sys::libnm::Nm;
 use crate::sys::lock::FileLock;
 use crate::sys::paths::{LOCK_PATH, NM_CONF_DIR};
@@ -37,7 +37,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>, env: impl IntoIterator<Item
         Verdict::Reconcile => {
             let _lock = FileLock::acquire(Path::new(LOCK_PATH), LOCK_WAIT)?;
             let nm = Nm::connect()?;
-            let acted = commands::reconcile(&nm)?;
+            let acted = supervise::reconcile(&nm)?;
             debug!(acted, "reconciled pairs on {:?}", event.action);
             return Ok(Outcome::Handled);
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing::{debug, error};
 
-use nm_handover::{check, commands, dispatch, error, pairing, sys};
+use nm_handover::{check, commands, dispatch, error, pairing, supervise, sys};
 
 #[derive(Parser)]
 #[command(
@@ -247,7 +247,7 @@ fn reconcile(wait_for_nm: Duration) -> Result<(), error::Error> {
     drop(connect_when_running(wait_for_nm)?);
     let _lock = sys::lock::FileLock::acquire(Path::new(sys::paths::LOCK_PATH), Duration::from_secs(10))?;
     let nm = sys::libnm::Nm::connect()?;
-    commands::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
+    supervise::reconcile(&nm).map(|n| println!("{n} pair(s) needed action"))
 }
 
 /// A client of NetworkManager, once it runs (waiting up to `wait_for_nm`).
@@ -262,18 +262,18 @@ fn connect_when_running(wait_for_nm: Duration) -> Result<sys::libnm::Nm, error::
     }
 }
 
-/// `supervise` (see [`nm_handover::supervise`]).
+/// `supervise` (see [`supervise`]).
 fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
     if let Err(e) = sys::lower_priority() {
         tracing::warn!("supervisor: cannot lower its CPU priority: {e}");
     }
-    let Some(lock) = nm_handover::supervise::take_lock()? else {
-        debug!("supervisor: {:?}", nm_handover::supervise::Ended::AlreadyRunning);
+    let Some(lock) = supervise::take_lock()? else {
+        debug!("supervisor: {:?}", supervise::Ended::AlreadyRunning);
         return Ok(());
     };
     // (One client: the supervisor reads NM's state without the handover lock anyway.)
     let nm = connect_when_running(wait_for_nm)?;
-    nm_handover::supervise::supervise(&nm, lock).map(|ended| debug!("supervisor: {ended:?}"))
+    supervise::supervise(&nm, lock).map(|ended| debug!("supervisor: {ended:?}"))
 }
 
 fn print_json(value: &impl serde::Serialize) {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::commands::reconcile_pairs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handover::{Daemon, Pair, System};
+use crate::lease::LeaseStore;
 use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::standby::{FastPath, Standbys};
@@ -484,6 +484,63 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) 
         warn!("supervisor: {e}");
     }
     supervision.bring_up_only = true;
+}
+
+/// Brings every pair into the state the policy wants (for boot, or after NM
+/// was restarted): cable out -> backup up; cable in and wired up -> backup down.
+/// A pair that cannot be read or handled is reported and the others are
+/// still reconciled; pairs root did not record are named in one warning.
+pub fn reconcile(nm: &Nm) -> Result<usize> {
+    reconcile_pairs(nm, None)
+}
+
+/// [`reconcile`], with what the supervisor remembers between its runs (see
+/// [`Supervision`]), if it is the caller: its count of the
+/// activations it asked for, and the problems it already reported (it runs
+/// at every change NetworkManager reports; each is logged once).
+pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Result<usize> {
+    let mut acted = 0;
+    let mut ignored = Vec::new();
+    let mut first_failure = None;
+    let now = std::time::Instant::now();
+    for pair in Pair::all(nm) {
+        let handled = pair.and_then(|pair| {
+            if let Some(supervision) = supervision.as_deref_mut() {
+                // (The look before the lock noted what ends a row of attempts.)
+                let seen = pair.observe(nm, &System);
+                let hook = supervision.hook_for(&pair.wired.uuid, &seen);
+                let decision = decide(Role::Wired, hook, seen, pair.options);
+                pair.refuse_an_unbound_backup(nm, &seen, &decision)?;
+                if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now) {
+                    tracing::debug!("'{}': {reason}", pair.wired.id);
+                    return Ok(Decision { actions: Vec::new(), reason });
+                }
+                // (A pull's handover is no retry: only reconciles count, as the dispatcher's down never did.)
+                if hook == Hook::Reconcile && decision.actions.contains(&Action::ActivateBackup) {
+                    supervision.attempts.record_attempt(&pair.wired.uuid, now);
+                }
+                let handled = pair.handle(Role::Wired, hook, nm, &System, &LeaseStore::default());
+                if hook == Hook::Down && handled.is_ok() {
+                    supervision.pull_handled(&pair.wired.uuid);
+                }
+                return handled;
+            }
+            pair.handle(Role::Wired, Hook::Reconcile, nm, &System, &LeaseStore::default())
+        });
+        match handled {
+            Ok(decision) if !decision.actions.is_empty() => acted += 1,
+            Ok(_) => {}
+            Err(err) if supervision.as_deref_mut().is_some_and(|s| !s.first_report(&err.to_string())) => {}
+            Err(err @ Error::Untrusted { .. }) => ignored.push(err.to_string()),
+            // (The first is returned, and logged by the caller.)
+            Err(err) if first_failure.is_some() => tracing::error!("reconcile: {err}"),
+            Err(err) => first_failure = Some(err),
+        }
+    }
+    if !ignored.is_empty() {
+        warn!("reconcile: {}", ignored.join("; "));
+    }
+    first_failure.map_or(Ok(acted), Err)
 }
 
 #[cfg(test)]

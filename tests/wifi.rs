@@ -76,6 +76,7 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         control.expect_until("the control's Wi-Fi", Duration::from_secs(90), || control.ipv4("wlan0").is_some());
         control.reboot_nm(|lab| lab.pull_cable());
         let control_took = control.expect_until("the control's Wi-Fi after the boot", Duration::from_secs(90), || control.ipv4("wlan0").is_some());
+        let control_late = boot_with_the_wifi_late(&mut control, None);
         drop(control);
         let Some(mut p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
         p.lab.reboot_nm(|lab| lab.pull_cable());
@@ -96,7 +97,30 @@ fn boot_with_the_cable_out_brings_up_the_wifi() {
         measured(test, "re-plug after the boot -> wired holds the address", ms(took));
         lab.expect_until("the station to leave the access point", Duration::from_secs(30), || lab.ap_stations().is_empty());
         assert!(!lab.server_log().contains("Abandoning IP address"), "{}", lab.diagnostics());
+        // A boot where the Wi-Fi device appears only after NetworkManager started.
+        let late = boot_with_the_wifi_late(&mut p.lab, Some(p.addr));
+        measured(test, "Wi-Fi device ready late: device appears -> Wi-Fi holds the address: control / paired", format!("{} / {}", ms(control_late), ms(late)));
+        assert!(late <= control_late + Duration::from_secs(2), "{test}: device late: paired {late:?}, control {control_late:?}\n{}", p.lab.diagnostics());
+        assert_eq!(p.lab.ap_stations(), [p.lab.mac("wired0")], "{}", p.lab.diagnostics());
+        connected(&p.lab, test);
+        assert!(!p.lab.server_log().contains("Abandoning IP address"), "{}", p.lab.diagnostics());
     });
+}
+
+/// NetworkManager restarted with the cable out and the Wi-Fi device not
+/// there yet, which appears 5 s later: the time from its appearance until
+/// the Wi-Fi holds an address (`addr`, where given).
+fn boot_with_the_wifi_late(lab: &mut Lab, addr: Option<std::net::Ipv4Addr>) -> Duration {
+    lab.reboot_nm(|lab| {
+        lab.pull_cable();
+        lab.set_station_radio_present(false);
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    lab.set_station_radio_present(true);
+    lab.expect_until("the Wi-Fi to come up once its device appeared", Duration::from_secs(90), || match addr {
+        Some(addr) => lab.ipv4("wlan0") == Some(addr),
+        None => lab.ipv4("wlan0").is_some(),
+    })
 }
 
 /// The access point is off the air when the cable is pulled: the activation

@@ -811,6 +811,24 @@ impl Lab {
 
     /// Starts the access point's interface again (after an rfkill block
     /// hostapd's interface is down while hostapd holds it "enabled").
+    /// Takes the station's radio out of the lab's host (into the VM's own
+    /// namespace), or puts it back: a Wi-Fi device that is not there yet
+    /// when NetworkManager starts (a USB adapter, firmware loading late)
+    /// and appears later.
+    pub fn set_station_radio_present(&self, present: bool) {
+        // The radio's wiphy, as `iw dev` names it where the radio is now.
+        let wiphy = |listing: &str| listing.lines().find_map(|l| l.trim().strip_prefix("phy#").map(|n| format!("phy{n}")));
+        if present {
+            let listing = must(&["iw", "dev"]).expect("iw dev");
+            let phy = wiphy(&listing).unwrap_or_else(|| panic!("no radio outside the lab: {listing}"));
+            must(&["iw", "phy", &phy, "set", "netns", "name", &self.host]).expect("the radio back into the lab's host");
+        } else {
+            let listing = must(&["ip", "netns", "exec", &self.host, "iw", "dev"]).expect("iw dev in the lab's host");
+            let phy = wiphy(&listing).unwrap_or_else(|| panic!("no radio in the lab's host: {listing}"));
+            must(&["ip", "netns", "exec", &self.host, "iw", "phy", &phy, "set", "netns", "1"]).expect("the radio out of the lab's host");
+        }
+    }
+
     pub fn restart_access_point(&self) {
         let _ = self.hostapd_cli(&["disable"]);
         self.set_access_point(true);
