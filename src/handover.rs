@@ -431,15 +431,16 @@ impl Pair {
     /// ready for it because NM no longer binds the profile to the recorded
     /// device at all (someone bound it to another), [`Error::LinkRefused`]
     /// says so, rather than the handover waiting in silence for a device
-    /// that never becomes ready. A device that is gone (an unplugged USB
-    /// adapter), or a Wi-Fi out of range, is no refusal.
+    /// that never becomes ready. Only a device NM manages can say that: one
+    /// that is gone (an unplugged USB adapter), not managed for the moment
+    /// (NM asleep, a device udev still sets up), or a Wi-Fi out of range or
+    /// with its radio off, is no refusal.
     pub fn refuse_an_unbound_backup(&self, nm: &impl Daemon, seen: &Observed, decision: &Decision) -> Result<()> {
-        if decision.actions.is_empty()
-            && !seen.wired_carrier
-            && !seen.backup_device_ready
-            && !seen.backup_holds_address()
-            && nm.link_facts(&self.backup.device, &self.backup.uuid).exists
-        {
+        if !decision.actions.is_empty() || seen.wired_carrier || seen.backup_device_ready || seen.backup_holds_address() {
+            return Ok(());
+        }
+        let facts = nm.link_facts(&self.backup.device, &self.backup.uuid);
+        if facts.exists && facts.managed {
             self.may_act_on(nm, &self.backup)?;
         }
         Ok(())
@@ -846,6 +847,8 @@ mod tests {
         fails: Option<Request>,
         /// A device NM does not bind to the pair's profile (another profile holds it).
         unbound: Option<&'static str>,
+        /// A device NM does not manage for the moment (NM asleep).
+        unmanaged: Option<&'static str>,
         /// Each device's current lease's LAN, and the wired LAN recorded (`recorded`).
         lans: RefCell<BTreeMap<&'static str, Lan>>,
         steps: RefCell<Vec<Step>>,
@@ -864,6 +867,7 @@ mod tests {
                 off_lan: RefCell::default(),
                 fails: None,
                 unbound: None,
+                unmanaged: None,
                 lans: RefCell::default(),
                 steps: RefCell::default(),
             }
@@ -904,7 +908,7 @@ mod tests {
         }
 
         fn ready_for(&self, device: &Iface, profile: &Uuid) -> bool {
-            (device.as_str(), profile.as_str()) == ("wlan0", BACKUP) && self.unbound != Some("wlan0")
+            (device.as_str(), profile.as_str()) == ("wlan0", BACKUP) && ![self.unbound, self.unmanaged].contains(&Some("wlan0"))
         }
 
         fn deactivation_facts(&self, _: &Iface, _: &Uuid) -> (bool, bool) {
@@ -921,7 +925,8 @@ mod tests {
 
         fn link_facts(&self, device: &Iface, _: &Uuid) -> LinkFacts {
             let bound = self.unbound != Some(device.as_str());
-            LinkFacts { exists: true, managed: true, kind: LinkKind::Wifi, active_here: bound, available: bound, compatible: bound }
+            let managed = self.unmanaged != Some(device.as_str());
+            LinkFacts { exists: true, managed, kind: LinkKind::Wifi, active_here: bound, available: bound, compatible: bound }
         }
 
         fn manages(&self, _: &Iface) -> bool {
@@ -1089,6 +1094,13 @@ mod tests {
         assert_eq!(model.steps(), []);
         let err = handle(&pair(true), &model, Role::Wired, Hook::Reconcile).unwrap_err();
         assert!(matches!(&err, Error::LinkRefused { .. }), "{err}");
+        // A device NM does not manage for the moment (asleep, udev still at
+        // it) is not ready, and no refusal: the events of a suspend do not fail.
+        let model = Model { unmanaged: Some("wlan0"), ..Model::cable_pulled() };
+        for (role, hook) in [(Role::Wired, Hook::Down), (Role::Backup, Hook::Down), (Role::Wired, Hook::Reconcile)] {
+            handle(&pair(true), &model, role, hook).unwrap_or_else(|e| panic!("{role:?} {hook:?}: {e}"));
+        }
+        assert_eq!(model.steps(), []);
         // The wired link, which the watcher only reads, may be gone (an undock is a pull).
         let model = Model { unbound: Some("eth0"), ..Model::cable_pulled() };
         handle(&pair(true), &model, Role::Wired, Hook::Down).unwrap();

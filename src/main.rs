@@ -262,7 +262,7 @@ fn connect_when_running(wait_for_nm: Duration) -> Result<sys::libnm::Nm, error::
     }
 }
 
-/// `supervise` (see [`supervise`]).
+/// `supervise` (see [`supervise::supervise`]).
 fn supervise(wait_for_nm: Duration) -> Result<(), error::Error> {
     if let Err(e) = sys::lower_priority() {
         tracing::warn!("supervisor: cannot lower its CPU priority: {e}");

@@ -108,6 +108,22 @@ fn a_new_unchecked_figure_fails() {
     assert!(!ok && err.contains("'123 ms' looks measured"), "{err}");
 }
 
+/// A count checked against its column: the result file's row saying 3 TCP
+/// resets fails the docs' "0 TCP resets", though other cells of that row hold a 0.
+#[test]
+fn a_count_whose_column_changed_fails() {
+    let root = copy_of_the_docs("count-column");
+    let path = root.join("bench-results/wifi-anchors.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let row = text.lines().find(|l| l.starts_with("| Wi-Fi: nm-handover, stock NM (internal DHCP), NM 1.42.4 |")).expect("the stock row").to_owned();
+    let mut cells: Vec<&str> = row.split('|').collect();
+    assert_eq!(cells[6].trim(), "0", "the TCP resets column moved: {row}");
+    cells[6] = " 3 ";
+    std::fs::write(&path, text.replace(&row, &cells.join("|"))).unwrap();
+    let (ok, _, err) = check_docs(&root, &[]);
+    assert!(!ok && err.contains("says '0 TCP resets'"), "{err}");
+}
+
 /// A count is a measurement too: "0 IP changes in 40 handovers" says what a run saw.
 #[test]
 fn a_new_unchecked_count_fails() {

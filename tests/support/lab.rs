@@ -734,6 +734,11 @@ impl Lab {
 
     /// Moves one radio into each namespace and starts hostapd on the LAN's.
     fn start_access_point(&mut self) -> Result<(), LabError> {
+        // rfkill is not per network namespace: a lab before this one in the
+        // same VM may have left the radios blocked (the radio switched off).
+        for radio in fs::read_dir("/sys/class/rfkill").into_iter().flatten().flatten() {
+            let _ = fs::write(radio.path().join("soft"), "0");
+        }
         let phys = radios();
         must(&["iw", "phy", &phys[0], "set", "netns", "name", &self.host])?;
         must(&["iw", "phy", &phys[1], "set", "netns", "name", &self.lan])?;
@@ -809,8 +814,6 @@ impl Lab {
         self.restart_access_point();
     }
 
-    /// Starts the access point's interface again (after an rfkill block
-    /// hostapd's interface is down while hostapd holds it "enabled").
     /// Takes the station's radio out of the lab's host (into the VM's own
     /// namespace), or puts it back: a Wi-Fi device that is not there yet
     /// when NetworkManager starts (a USB adapter, firmware loading late)
@@ -825,10 +828,14 @@ impl Lab {
         } else {
             let listing = must(&["ip", "netns", "exec", &self.host, "iw", "dev"]).expect("iw dev in the lab's host");
             let phy = wiphy(&listing).unwrap_or_else(|| panic!("no radio in the lab's host: {listing}"));
-            must(&["ip", "netns", "exec", &self.host, "iw", "phy", &phy, "set", "netns", "1"]).expect("the radio out of the lab's host");
+            // (Into the network namespace of this process: the VM's own.)
+            let here = std::process::id().to_string();
+            must(&["ip", "netns", "exec", &self.host, "iw", "phy", &phy, "set", "netns", &here]).expect("the radio out of the lab's host");
         }
     }
 
+    /// Starts the access point's interface again (after an rfkill block
+    /// hostapd's interface is down while hostapd holds it "enabled").
     pub fn restart_access_point(&self) {
         let _ = self.hostapd_cli(&["disable"]);
         self.set_access_point(true);
@@ -859,16 +866,13 @@ impl Lab {
         if !self.cfg.nm_manages_links {
             return self.wait_until("NetworkManager to answer", Duration::from_secs(20), || self.nmcli(&["general"]).is_ok()).map(|_| ());
         }
+        // (A station whose radio is out of the lab, see `set_station_radio_present`, is not waited for.)
+        let station = (self.cfg.wifi && self.run_in_host(&["ip", "link", "show", "wlan0"]).status.success()).then_some(&"wlan0");
         self.wait_until("NetworkManager to manage both links", Duration::from_secs(20), || {
             let out = self.run_in_host(&["nmcli", "-t", "-f", "DEVICE,STATE", "device"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             out.status.success()
-                && self
-                    .cfg
-                    .links
-                    .iter()
-                    .chain(self.cfg.wifi.then_some(&"wlan0"))
-                    .all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
+                && self.cfg.links.iter().chain(station).all(|d| text.lines().any(|l| l.starts_with(&format!("{d}:")) && !l.contains("unmanaged")))
         })?;
         Ok(())
     }

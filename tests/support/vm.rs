@@ -171,7 +171,29 @@ pub fn in_shared_vm(test: &str, scenario: impl FnOnce()) {
     let _ = fs::create_dir_all(out.join("tests"));
     println!("{}", banner(test));
     fs::write(marker(&out, test, "started"), "").expect("the test's start marker");
-    scenario();
+    // A test that hangs ends the guest's run at its own limit, not the
+    // whole VM's: the tests after it then fail as not run, at once.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, test, out) = (done.clone(), test.to_owned(), out.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if started.elapsed() > VM_TIMEOUT {
+                    let _ = fs::write(marker(&out, &test, "timed-out"), "");
+                    eprintln!("{test}: still running after {VM_TIMEOUT:?}: the guest's run ends here");
+                    std::process::exit(124);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
     fs::write(marker(&out, test, "passed"), "").expect("the test's pass marker");
 }
 
@@ -216,14 +238,22 @@ pub fn run_in_shared_vm(test: &str) {
     };
     let part = run.guest_log.split_once(&banner(test)).map(|(_, rest)| rest.split("=== Wi-Fi VM test: ").next().unwrap_or(rest));
     println!("--- {test} in the shared Wi-Fi VM ({:.0} s wall for all its tests)\n{}", run.wall.as_secs_f64(), part.unwrap_or(&run.guest_log));
-    // A name that matches nothing in the guest runs no test there.
-    assert!(marker(&run.out, test, "started").exists(), "{test}: the VM ran no test of that name; guest log:\n{}", run.guest_log);
-    assert!(
-        marker(&run.out, test, "passed").exists(),
-        "{test}: failed in the Wi-Fi VM (guest status {:?}); its log above; vng:\n{}",
-        run.guest_status,
-        run.vng_log_tail
-    );
+    let has = |what: &str| run.markers.contains(&format!("{test}.{what}"));
+    if !has("started") {
+        // Not run: the guest's run ended early (a test before it hung or the
+        // VM failed), or a name that matches nothing in the guest.
+        assert!(
+            run.guest_status == Some(0),
+            "{test}: not run: the guest's run ended with status {:?} (a test before it timed out: {:?}); guest log:\n{}\nvng:\n{}",
+            run.guest_status,
+            run.markers.iter().filter(|m| m.ends_with(".timed-out")).collect::<Vec<_>>(),
+            run.guest_log,
+            run.vng_log_tail
+        );
+        panic!("{test}: the VM ran no test of that name; guest log:\n{}", run.guest_log);
+    }
+    assert!(!has("timed-out"), "{test}: still running in the Wi-Fi VM after {VM_TIMEOUT:?}; its log above");
+    assert!(has("passed"), "{test}: failed in the Wi-Fi VM (guest status {:?}); its log above; vng:\n{}", run.guest_status, run.vng_log_tail);
 }
 
 /// What a VM run left behind.
@@ -236,6 +266,9 @@ pub struct VmRun {
     pub guest_status: Option<i32>,
     pub wall: Duration,
     vng_log_tail: String,
+    /// The markers the guest's tests left (see [`in_shared_vm`]), read
+    /// while the VM's directory was still this run's.
+    markers: std::collections::BTreeSet<String>,
 }
 
 impl VmRun {
@@ -356,6 +389,7 @@ pub fn boot_vm_wired(name: &str, args: &[&str], env: &[(&str, &str)], timeout: D
         guest_status: fs::read_to_string(out.join("status")).ok().and_then(|s| s.trim().parse().ok()),
         wall: started.elapsed(),
         vng_log_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        markers: fs::read_dir(out.join("tests")).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
         out,
     })
 }
