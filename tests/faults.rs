@@ -44,7 +44,10 @@ fn flapping_case(test: &str, toggles: usize, seed: u64) {
         plugged = !plugged;
         lab.set_cable("wired0", plugged);
         if i + 1 < toggles {
-            std::thread::sleep(Duration::from_millis(200 + rng.next() % 1800));
+            // From within the 300 ms carrier-wait (NM never sees the pull)
+            // to past a whole handover (~0.35 s): each toggle lands on
+            // another stage of the previous one's handling.
+            std::thread::sleep(Duration::from_millis(150 + rng.next() % 1100));
         }
     }
     // Measured from the last toggle.
