@@ -43,12 +43,12 @@ fn main() -> ExitCode {
     writeln!(out, "Machine: {}.  ", machine()).unwrap();
     writeln!(
         out,
-        "Command: `cargo bench --bench dead_port`. Lab: ISC dhcpd, NM's internal DHCP client, the backup a veth, the wired \\
-         profile's `ipv4.dhcp-timeout` 0 (NM's 45 s) and its autoconnect retries NM's default (4). The cable is pulled (the \\
-         backup takes the address), the wired link's bridge port leaves the LAN's bridge (carrier stays, nothing answers), and \\
-         the cable goes in. *Back*: plug -> the backup holds the address again. *Online*: the share of samples (every 250 ms) \\
-         over the next {} s, while NM retries the port, in which the backup (up) or the wired link holds the address. \\
-         *Moved*: the port answers again -> the wired link holds the address and the backup is off. One run per row.\\n",
+        "Command: `cargo bench --bench dead_port`. Lab: ISC dhcpd, NM's internal DHCP client, the backup a veth, the wired \
+         profile's `ipv4.dhcp-timeout` 0 (NM's 45 s) and its autoconnect retries NM's default (4). The cable is pulled (the \
+         backup takes the address), the wired link's bridge port leaves the LAN's bridge (carrier stays, nothing answers), and \
+         the cable goes in. *Back*: plug -> the backup holds the address again. *Online*: the share of samples (every 250 ms) \
+         over the next {} s, while NM retries the port, in which the backup (up) or the wired link holds the address. \
+         *Moved*: the port answers again -> the wired link holds the address and the backup is off. One run per row.\n",
         RETRIES.as_secs()
     )
     .unwrap();
