@@ -441,7 +441,7 @@ impl Pair {
         }
         let facts = nm.link_facts(&self.backup.device, &self.backup.uuid);
         if facts.exists && facts.managed {
-            self.may_act_on(nm, &self.backup)?;
+            return Self::refused(&self.backup, &facts);
         }
         Ok(())
     }
@@ -449,7 +449,11 @@ impl Pair {
     /// Refuses a link NM does not bind to the side's profile now, does not
     /// manage, or that no pair may hold (see [`crate::trust::link_refusal`]).
     pub fn may_act_on(&self, nm: &impl Daemon, side: &Side) -> Result<()> {
-        match link_refusal(&nm.link_facts(&side.device, &side.uuid)) {
+        Self::refused(side, &nm.link_facts(&side.device, &side.uuid))
+    }
+
+    fn refused(side: &Side, facts: &LinkFacts) -> Result<()> {
+        match link_refusal(facts) {
             None => Ok(()),
             Some(why) => Err(Error::LinkRefused { device: side.device.to_string(), profile: side.id.clone(), why }),
         }

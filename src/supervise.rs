@@ -510,7 +510,7 @@ pub fn reconcile_pairs(nm: &Nm, mut supervision: Option<&mut Supervision>) -> Re
                 let seen = pair.observe(nm, &System);
                 let hook = supervision.hook_for(&pair.wired.uuid, &seen);
                 let decision = decide(Role::Wired, hook, seen, pair.options);
-                pair.refuse_an_unbound_backup(nm, &seen, &decision)?;
+                // (An unbound backup was reported by the look before the lock.)
                 if let Some(reason) = supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now) {
                     tracing::debug!("'{}': {reason}", pair.wired.id);
                     return Ok(Decision { actions: Vec::new(), reason });

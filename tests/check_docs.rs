@@ -98,13 +98,19 @@ fn an_altered_figure_fails() {
     assert!(err.contains(&format!("{doc}:{line}")), "{err}");
 }
 
+/// check-docs on a copy of the docs with `line` appended to `doc`: whether it passed, and what it said.
+fn check_docs_with_line(name: &str, doc: &str, line: &str) -> (bool, String) {
+    let root = copy_of_the_docs(name);
+    let path = root.join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n{line}\n")).unwrap();
+    let (ok, _, err) = check_docs(&root, &[]);
+    (ok, err)
+}
+
 #[test]
 fn a_new_unchecked_figure_fails() {
-    let root = copy_of_the_docs("unchecked");
-    let path = root.join("README.md");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("{text}\nA handover now takes 123 ms.\n")).unwrap();
-    let (ok, _, err) = check_docs(&root, &[]);
+    let (ok, err) = check_docs_with_line("unchecked", "README.md", "A handover now takes 123 ms.");
     assert!(!ok && err.contains("'123 ms' looks measured"), "{err}");
 }
 
@@ -127,11 +133,7 @@ fn a_count_whose_column_changed_fails() {
 /// A count is a measurement too: "0 IP changes in 40 handovers" says what a run saw.
 #[test]
 fn a_new_unchecked_count_fails() {
-    let root = copy_of_the_docs("unchecked-count");
-    let path = root.join("UPSTREAMING.md");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("{text}\nOver 300 handovers: 0 IP changes and 0 conflicts.\n")).unwrap();
-    let (ok, _, err) = check_docs(&root, &[]);
+    let (ok, err) = check_docs_with_line("unchecked-count", "UPSTREAMING.md", "Over 300 handovers: 0 IP changes and 0 conflicts.");
     for count in ["300 handovers", "0 IP changes", "0 conflicts"] {
         assert!(!ok && err.contains(&format!("'{count}' looks measured")), "{count}: {err}");
     }

@@ -13,12 +13,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Runs `scenario` in the VM (the test named `name` of this binary), in the
-/// one VM boot the host's Wi-Fi tests share.
-fn on_wifi(name: &str, scenario: impl FnOnce()) {
-    in_shared_vm(name, scenario);
-}
-
 fn pull_and_replug_twice(test: &str, cfg: LabConfig) {
     let stock = !cfg.companion_dirs.contains(&"link-up.d");
     let Some(p) = paired(test, cfg.with_wifi(), &[]) else { return };
@@ -38,14 +32,14 @@ fn pull_and_replug_twice(test: &str, cfg: LabConfig) {
 
 #[test]
 fn pull_and_replug_on_wifi_stock_nm_1_42() {
-    on_wifi("pull_and_replug_on_wifi_stock_nm_1_42", || {
+    in_shared_vm("pull_and_replug_on_wifi_stock_nm_1_42", || {
         pull_and_replug_twice("wifi/stock 1.42", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal));
     });
 }
 
 /// The patched NetworkManager built by nm-patch/build (handed into the VM).
 fn pull_and_replug_on_patched(name: &str, version: &str) {
-    on_wifi(name, || {
+    in_shared_vm(name, || {
         let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, version)
             .unwrap_or_else(|why| panic!("the patched {version} is part of the Wi-Fi lab: {why}"));
         pull_and_replug_twice(&format!("wifi/patched {version}"), cfg);
@@ -64,7 +58,7 @@ fn pull_and_replug_on_wifi_patched_nm_1_58() {
 
 #[test]
 fn boot_with_the_cable_out_brings_up_the_wifi() {
-    on_wifi("boot_with_the_cable_out_brings_up_the_wifi", || {
+    in_shared_vm("boot_with_the_cable_out_brings_up_the_wifi", || {
         let test = "wifi/boot with the cable out";
         // The control: the same profiles unpaired, the Wi-Fi connecting automatically.
         let Some(mut control) = start_or_skip(&format!("{test} (control)"), LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi()) else {
@@ -129,7 +123,7 @@ fn boot_with_the_wifi_late(lab: &mut Lab, addr: Option<std::net::Ipv4Addr>) -> D
 /// access point is back the next pull hands over.
 #[test]
 fn access_point_unavailable_at_the_pull_then_replug() {
-    on_wifi("access_point_unavailable_at_the_pull_then_replug", || {
+    in_shared_vm("access_point_unavailable_at_the_pull_then_replug", || {
         let test = "wifi/access point unavailable";
         let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &[]) else { return };
         let lab = &p.lab;
@@ -167,7 +161,7 @@ fn access_point_unavailable_at_the_pull_then_replug() {
 /// the profile its own setting back.
 #[test]
 fn mac_randomisation_never_reaches_the_dhcp_server() {
-    on_wifi("mac_randomisation_never_reaches_the_dhcp_server", || {
+    in_shared_vm("mac_randomisation_never_reaches_the_dhcp_server", || {
         let mut cfg = LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi();
         cfg.extra_nm_conf = "[device-wifi]\nmatch-device=interface-name:wlan0\nwifi.scan-rand-mac-address=yes\n".into();
         let set_mode = |lab: &Lab, mode: &str| {
@@ -341,7 +335,7 @@ fn warm_standby_twice(test: &str, cfg: LabConfig, between: impl FnOnce(&str, &Pa
 /// Between the two cycles the user switches the radio off and on while docked.
 #[test]
 fn warm_standby_pull_and_replug_on_wifi_stock_nm_1_42() {
-    on_wifi("warm_standby_pull_and_replug_on_wifi_stock_nm_1_42", || {
+    in_shared_vm("warm_standby_pull_and_replug_on_wifi_stock_nm_1_42", || {
         warm_standby_twice("wifi/warm standby, stock 1.42", LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal), radio_switch_while_docked);
     });
 }
@@ -349,7 +343,7 @@ fn warm_standby_pull_and_replug_on_wifi_stock_nm_1_42() {
 /// On patched NetworkManager the wired link's `link-up` finds the standby silent already.
 #[test]
 fn warm_standby_pull_and_replug_on_wifi_patched_nm_1_42() {
-    on_wifi("warm_standby_pull_and_replug_on_wifi_patched_nm_1_42", || {
+    in_shared_vm("warm_standby_pull_and_replug_on_wifi_patched_nm_1_42", || {
         let cfg = LabConfig::patched_version(DhcpServer::IscDhcpd, DhcpClient::Internal, "1.42.4")
             .unwrap_or_else(|why| panic!("the patched 1.42.4 is part of the Wi-Fi lab: {why}"));
         warm_standby_twice("wifi/warm standby, patched 1.42", cfg, |_, _| {});

@@ -151,11 +151,9 @@ fn vm_unavailable(test: &str, why: &str) {
 /// Set inside a VM: its read-write directory, shared with the host.
 const VM_OUT: &str = "NM_HANDOVER_VM_OUT";
 
-/// The banner a test prints in the guest before its scenario, and the
-/// markers it leaves in the VM's directory when it starts and when it passes.
-fn banner(test: &str) -> String {
-    format!("=== Wi-Fi VM test: {test}")
-}
+/// What a test prints in the guest before its scenario, then its name; and
+/// the markers it leaves in the VM's directory when it starts and when it passes.
+const BANNER: &str = "=== Wi-Fi VM test: ";
 fn marker(out: &Path, test: &str, what: &str) -> PathBuf {
     out.join("tests").join(format!("{test}.{what}"))
 }
@@ -169,31 +167,22 @@ pub fn in_shared_vm(test: &str, scenario: impl FnOnce()) {
     }
     let out = PathBuf::from(std::env::var_os(VM_OUT).expect("the VM's directory"));
     let _ = fs::create_dir_all(out.join("tests"));
-    println!("{}", banner(test));
+    println!("{BANNER}{test}");
     fs::write(marker(&out, test, "started"), "").expect("the test's start marker");
     // A test that hangs ends the guest's run at its own limit, not the
     // whole VM's: the tests after it then fail as not run, at once.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watchdog = {
-        let (done, test, out) = (done.clone(), test.to_owned(), out.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if started.elapsed() > VM_TIMEOUT {
-                    let _ = fs::write(marker(&out, &test, "timed-out"), "");
-                    eprintln!("{test}: still running after {VM_TIMEOUT:?}: the guest's run ends here");
-                    std::process::exit(124);
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        })
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = watchdog.join();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    // (The scenario's end, even by a panic, drops `finished` and ends the wait.)
+    let (finished, wait) = std::sync::mpsc::channel::<()>();
+    let (name, dir) = (test.to_owned(), out.clone());
+    std::thread::spawn(move || {
+        if wait.recv_timeout(VM_TIMEOUT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = fs::write(marker(&dir, &name, "timed-out"), "");
+            eprintln!("{name}: still running after {VM_TIMEOUT:?}: the guest's run ends here");
+            std::process::exit(124);
+        }
+    });
+    scenario();
+    drop(finished);
     fs::write(marker(&out, test, "passed"), "").expect("the test's pass marker");
 }
 
@@ -236,7 +225,7 @@ pub fn run_in_shared_vm(test: &str) {
         Ok(run) => run,
         Err(why) => return vm_unavailable(test, why),
     };
-    let part = run.guest_log.split_once(&banner(test)).map(|(_, rest)| rest.split("=== Wi-Fi VM test: ").next().unwrap_or(rest));
+    let part = run.guest_log.split_once(&format!("{BANNER}{test}")).map(|(_, rest)| rest.split(BANNER).next().unwrap_or(rest));
     println!("--- {test} in the shared Wi-Fi VM ({:.0} s wall for all its tests)\n{}", run.wall.as_secs_f64(), part.unwrap_or(&run.guest_log));
     let has = |what: &str| run.markers.contains(&format!("{test}.{what}"));
     if !has("started") {
