@@ -434,19 +434,67 @@ fn reactivate_as_itself(nm: &Nm, backup: &Profile, snap: &ProfileSnapshot) -> Op
     })
 }
 
-/// Starts `nm-handover supervise` in the background (see
-/// [`crate::supervise`]) unless one runs; says which. Its log goes to the
+/// How long `pair` waits for a supervisor to watch NetworkManager: one that
+/// `unpair` just stopped may still be exiting, and a new one's first
+/// reconcile waits for a handover in progress (10 s at most).
+const SUPERVISOR_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Makes sure a supervisor (see [`crate::supervise`]) watches NetworkManager
+/// when `pair` returns, starting one where none runs; says which. A cable
+/// pulled right after `pair` is then seen by it, not left to a supervisor
+/// that is still loading (seconds of CPU in the Wi-Fi VM) while the
+/// dispatcher's handover waits for the handover lock its first reconcile holds.
+fn start_supervisor() -> String {
+    let deadline = std::time::Instant::now() + SUPERVISOR_READY_WAIT;
+    let mut started: Option<std::process::Child> = None;
+    let mut starts = 0;
+    loop {
+        if let Some(pid) = crate::supervise::ready_supervisor() {
+            return match &started {
+                Some(child) if child.id() == pid => {
+                    format!("started the supervisor (pid {pid}): it reconciles the pairs when NetworkManager changes between events")
+                }
+                _ => format!("the supervisor runs (pid {pid})"),
+            };
+        }
+        // (One that starts, or that `unpair` stopped and exits, holds its lock without being ready.)
+        let starting = running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM).ok().flatten();
+        let ours_ended = match started.as_mut().map(|child| child.try_wait()) {
+            Some(Ok(Some(status))) if !status.success() => {
+                return format!(
+                    "the supervisor ended at its start ({status}; the journal says why): it starts with NetworkManager, or run `nm-handover pair` again"
+                )
+            }
+            Some(Ok(Some(_))) | None => true,
+            Some(_) => false,
+        };
+        if starting.is_none() && ours_ended && starts < 3 {
+            match spawn_supervisor() {
+                Ok(child) => started = Some(child),
+                Err(message) => return message,
+            }
+            starts += 1;
+        }
+        if std::time::Instant::now() >= deadline {
+            let pid = starting.map_or_else(|| "none runs".to_owned(), |pid| format!("pid {pid}"));
+            return format!(
+                "the supervisor ({pid}) was not watching NetworkManager after {} s (the journal says why): `nm-handover status` shows when it is",
+                SUPERVISOR_READY_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Starts `nm-handover supervise` in the background. Its log goes to the
 /// journal through `systemd-cat` where journald runs (as the dispatcher's
 /// does through nm-dispatcher), else nowhere: a terminal's `pair` must not
 /// keep its output open.
-fn start_supervisor() -> String {
+fn spawn_supervisor() -> std::result::Result<std::process::Child, String> {
     use std::os::unix::process::CommandExt;
-    if let Ok(Some(pid)) = running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM) {
-        return format!("the supervisor runs (pid {pid})");
-    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name(SUPERVISOR_PROGRAM),
-        Err(e) => return format!("supervisor not started: cannot find my own path: {e} (it starts with NetworkManager)"),
+        Err(e) => return Err(format!("supervisor not started: cannot find my own path: {e} (it starts with NetworkManager)")),
     };
     const SYSTEMD_CAT: &str = "/usr/bin/systemd-cat";
     let journald = Path::new("/run/systemd/journal/stdout").exists() && Path::new(SYSTEMD_CAT).is_file();
@@ -469,10 +517,7 @@ fn start_supervisor() -> String {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .process_group(0);
-    match command.spawn() {
-        Ok(child) => format!("started the supervisor (pid {}): it reconciles the pairs when NetworkManager changes between events", child.id()),
-        Err(e) => format!("supervisor not started: {e} (it starts with NetworkManager)"),
-    }
+    command.spawn().map_err(|e| format!("supervisor not started: {e} (it starts with NetworkManager)"))
 }
 
 fn describe_state(state: LinkState) -> &'static str {

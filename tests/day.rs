@@ -438,13 +438,28 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
     // No polling: at most a tick or two for whatever NM reports meanwhile.
     assert!(after - before <= 2, "the supervisor used {} ticks in 20 s at rest", after - before);
     assert!(rss < 32 * 1024, "the supervisor holds {rss} KiB");
-    // It yields the CPU to NetworkManager and wpa_supplicant (nice 10).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("supervisor's stat");
-    let nice: i32 = stat.rsplit_once(')').expect("stat").1.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice");
-    assert_eq!(nice, nm_handover::sys::BACKGROUND_NICE, "the supervisor's nice value");
-    // unpair of the last pair stops it.
+    // Started (behind NetworkManager, at nice 10), it watches at NetworkManager's
+    // own priority, every thread of it: a pull it sees is a `down` it hands over.
+    let threads: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("supervisor's threads")
+        .flatten()
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).expect("thread's stat");
+            stat.rsplit_once(')').expect("stat").1.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice")
+        })
+        .collect();
+    assert!(!threads.is_empty() && threads.iter().all(|nice| *nice <= 0), "the supervisor's threads' nice values: {threads:?}");
+    // unpair of the last pair stops it; a `pair` right after does not take
+    // the one on its way out for a supervisor: it leaves one that watches.
     lab.companion(&["unpair", "Office LAN"]);
-    lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
+    let said = lab.companion(&["pair", "Office LAN", p.backup_profile]);
+    let again = ready_supervisor_pid(lab).unwrap_or_else(|| panic!("no supervisor watches when `pair` returns:\n{said}"));
+    assert_ne!(again, pid, "{said}");
+    lab.expect_until("the supervisor `unpair` stopped to exit", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&pid));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ready_supervisor_pid(lab), Some(again), "the supervisor `pair` left");
+    lab.companion(&["unpair", "Office LAN"]);
+    lab.expect_until("the supervisor to stop", Duration::from_secs(5), || !processes_named(lab, "nm-handover").contains(&again));
 }
 
 /// Where the backup's network is another LAN (a Wi-Fi subnet of its own, as

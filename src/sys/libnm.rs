@@ -360,12 +360,17 @@ impl Nm {
     /// radio switched off a moment after it connected) counts as having come
     /// up.
     ///
-    /// The end of a Wi-Fi scan (a device's `last-scan`) is called no later
-    /// than `after_scan` after it, quiet or not: NM reports the access points
-    /// and the available connections a scan found before its end, autoconnects
-    /// at that end, and starts its next periodic scan 200 ms later if it did
-    /// not; an activation asked for after that waits until that scan is over
-    /// (seconds: a whole scan).
+    /// Two moments are called no later than `soon` after them, quiet or not.
+    /// The end of a Wi-Fi scan (a device's `last-scan`): NM reports the access
+    /// points and the available connections a scan found before its end,
+    /// autoconnects at that end, and starts its next periodic scan 200 ms
+    /// later if it did not; an activation asked for after that waits until
+    /// that scan is over (seconds: a whole scan). And a device that went
+    /// unavailable or disconnected (a cable pulled, after NM's carrier-wait):
+    /// NM goes on reporting the deactivation's steps for a second or more (in
+    /// the Wi-Fi VM), and the backup must come up now, while the last scan's
+    /// results are fresh enough for wpa_supplicant to associate without
+    /// scanning again (5 s: a whole scan otherwise).
     ///
     /// `first`: when the first call comes (the caller's own look before the
     /// watch may have asked to look again after a time, which must pass
@@ -373,21 +378,21 @@ impl Nm {
     pub fn watch_changes(
         &self,
         settle: Duration,
-        after_scan: Duration,
+        soon: Duration,
         first: WatchNext,
         mut on_settled: impl FnMut(&Nm, &[Activated]) -> WatchNext,
     ) -> Result<(), NmError> {
         let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let activated: Rc<std::cell::RefCell<Vec<Activated>>> = Rc::default();
-        let scan_ended_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
+        let look_soon_from: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let mark = {
             let changed_at = changed_at.clone();
-            let scan_ended_at = scan_ended_at.clone();
-            move |property: &str| {
+            let look_soon_from = look_soon_from.clone();
+            move |property: &str, went_down: bool| {
                 let now = std::time::Instant::now();
                 changed_at.set(Some(now));
-                if property == "last-scan" && scan_ended_at.get().is_none() {
-                    scan_ended_at.set(Some(now));
+                if (property == "last-scan" || went_down) && look_soon_from.get().is_none() {
+                    look_soon_from.set(Some(now));
                 }
             }
         };
@@ -401,15 +406,20 @@ impl Nm {
                     let mark = mark.clone();
                     let activated = activated.clone();
                     device.obj.connect_notify_local(None, move |obj, property| {
+                        let mut went_down = false;
                         if property.name() == "state" {
                             let device = Device { obj: obj.clone() };
-                            if device.state() == DeviceState::Activated {
-                                if let Some(profile) = device.active_connection().and_then(|ac| ac.uuid()) {
-                                    activated.borrow_mut().push(Activated { device: device.iface(), profile });
+                            match device.state() {
+                                DeviceState::Activated => {
+                                    if let Some(profile) = device.active_connection().and_then(|ac| ac.uuid()) {
+                                        activated.borrow_mut().push(Activated { device: device.iface(), profile });
+                                    }
                                 }
+                                DeviceState::Unavailable | DeviceState::Disconnected => went_down = true,
+                                _ => {}
                             }
                         }
-                        mark(property.name());
+                        mark(property.name(), went_down);
                     });
                     watched.push(device.obj);
                 }
@@ -418,7 +428,7 @@ impl Nm {
         let outcome = self.context.with_thread_default(|| {
             {
                 let mark = mark.clone();
-                self.client.connect_notify_local(None, move |_, property| mark(property.name()));
+                self.client.connect_notify_local(None, move |_, property| mark(property.name(), false));
             }
             watch_devices(self, &mut watched);
             let mut wake_at = match first {
@@ -445,8 +455,8 @@ impl Nm {
                 let Some(mut last) = changed_at.get().or(woken.then(std::time::Instant::now)) else { continue };
                 // Quiet for `settle` since the last change.
                 while changed_at.get().is_some() {
-                    let quiet_until = match scan_ended_at.get() {
-                        Some(scan_end) => (last + settle).min(scan_end + after_scan),
+                    let quiet_until = match look_soon_from.get() {
+                        Some(from) => (last + settle).min(from + soon),
                         None => last + settle,
                     };
                     let now = std::time::Instant::now();
@@ -460,7 +470,7 @@ impl Nm {
                     last = changed_at.get().unwrap_or(last);
                 }
                 changed_at.set(None);
-                scan_ended_at.set(None);
+                look_soon_from.set(None);
                 watch_devices(self, &mut watched);
                 let came_up = activated.take();
                 wake_at = match on_settled(self, &came_up) {

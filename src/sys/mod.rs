@@ -18,19 +18,44 @@ pub fn boottime_ms() -> i64 {
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }
 
-/// The nice value of what runs between events (the supervisor).
+/// The nice value of what runs between events (the supervisor) while it starts.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Gives this process [`BACKGROUND_NICE`]: the supervisor wakes when
-/// NetworkManager and wpa_supplicant are busiest (a boot, a wake, a scan),
-/// and its looks must not take the CPU from them (in the Wi-Fi VM, at nice 0,
+/// Gives this process [`BACKGROUND_NICE`]: the supervisor starts when
+/// NetworkManager and wpa_supplicant are busiest (a boot), and loading its
+/// libnm client must not take the CPU from them (in the Wi-Fi VM, at nice 0,
 /// a boot without the cable reached the Wi-Fi's address 1.9 s after plain
 /// NetworkManager, most of it wpa_supplicant starting later). A failure
 /// leaves the priority as it was.
 pub fn lower_priority() -> std::io::Result<()> {
-    // SAFETY: setpriority on this process; no memory is involved.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) } != 0 {
+    set_thread_nice(BACKGROUND_NICE)
+}
+
+fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority on this thread (Linux's nice is per thread); no memory is involved.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives every thread of this process at a lower priority NetworkManager's
+/// own (nice 0): the supervisor's once it has started (see
+/// `crate::supervise::supervise`), GLib's D-Bus thread, which reads what
+/// NetworkManager reports, included. Threads ahead of it (the racing ones)
+/// keep theirs.
+pub fn normal_priority() -> std::io::Result<()> {
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let Some(tid) = task?.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };
+        // SAFETY: getpriority/setpriority on a thread of this process; no memory is involved.
+        // (getpriority may return -1 as a value; errno tells, and a thread gone meanwhile is skipped.)
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        if nice > 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(err);
+            }
+        }
     }
     Ok(())
 }
@@ -46,11 +71,7 @@ pub const RACING_NICE: i32 = -10;
 /// machine does not make them lose. They sleep on a netlink socket between
 /// two reports and act in well under a millisecond.
 pub fn racing_priority() -> std::io::Result<()> {
-    // SAFETY: setpriority on this thread (Linux's nice is per thread); no memory is involved.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, RACING_NICE) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_thread_nice(RACING_NICE)
 }
 
 /// Whether this process runs with root's effective user id.

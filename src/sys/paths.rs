@@ -35,6 +35,12 @@ pub fn supervisor_lock_path() -> PathBuf {
     Path::new(RUN_DIR).join("supervise.pid")
 }
 
+/// The lock the supervisor takes once it watches NetworkManager (its first
+/// reconcile done), and holds until it exits: `pair` waits for it.
+pub fn supervisor_ready_path() -> PathBuf {
+    Path::new(RUN_DIR).join("supervise.ready")
+}
+
 /// A backup link nm-handover set down itself (see `crate::offlan`).
 pub fn off_lan_path(index: i32) -> PathBuf {
     Path::new(RUN_DIR).join(format!("off-lan-{index}"))

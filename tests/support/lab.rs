@@ -747,11 +747,17 @@ impl Lab {
             .find_map(|l| l.trim().strip_prefix("Interface ").map(str::to_owned))
             .ok_or_else(|| LabError::Failed("the access point radio has no interface".into()))?;
         let d = self.dir.join("server");
+        // `wpa_disable_eapol_key_retries=1` (an AP's KRACK mitigation): hostapd
+        // resends the handshake's message 3 when message 4 takes over 1 s,
+        // which under TCG it sometimes does; the station, done already, then
+        // answers a handshake hostapd has moved past ("msg 4/4 in invalid
+        // state - dropped"), and the association fails 4 s later for NM to
+        // ask for a password no agent gives.
         write(
             &d.join("hostapd.conf"),
             &format!(
                 "interface={ap_iface}\nbridge=br0\ndriver=nl80211\nctrl_interface={}\nssid={WIFI_SSID}\nhw_mode=g\nchannel=1\n\
-                 wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_passphrase={WIFI_PSK}\n",
+                 wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_passphrase={WIFI_PSK}\nwpa_disable_eapol_key_retries=1\n",
                 d.join("hostapd").display()
             ),
         );

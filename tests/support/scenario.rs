@@ -39,6 +39,8 @@ pub fn paired_with(test: &str, cfg: LabConfig, pair_args: &[&str], prepare: impl
     args.extend_from_slice(pair_args);
     let said = lab.companion_logging_to("dispatcher.log", &args);
     assert!(said.contains("cloned-mac-address"), "pair must say what it changed:\n{said}");
+    // A cable pulled right after `pair` is seen by a supervisor that watches already.
+    assert!(ready_supervisor_pid(&lab).is_some(), "no supervisor watches when `pair` returns:\n{said}\n{}", lab.diagnostics());
     lab.expect_until("the wired link's address", Duration::from_secs(30), || lab.ipv4("wired0").is_some());
     let addr = lab.ipv4("wired0").unwrap();
     Some(Paired { lab, addr, wired_uuid, backup_uuid, backup_iface, backup_profile })
@@ -68,6 +70,13 @@ pub fn built_or_skip(test: &str, cfg: Result<LabConfig, String>) -> Option<LabCo
 /// The PID the lab's supervisor recorded in its lock file, if one did.
 pub fn supervisor_pid(lab: &Lab) -> Option<u32> {
     std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).ok()?.trim().parse().ok()
+}
+
+/// The PID of the lab's supervisor that says it watches NetworkManager (its
+/// ready lock names it) and runs.
+pub fn ready_supervisor_pid(lab: &Lab) -> Option<u32> {
+    let pid = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.ready")).ok()?.trim().parse().ok()?;
+    processes_named(lab, "nm-handover").contains(&pid).then_some(pid)
 }
 
 /// Stops the lab's supervisor (`nm-handover supervise`, started by `pair`),
