@@ -541,6 +541,8 @@ pub struct Status {
     pub ignored: Vec<String>,
     /// The PID of the supervisor (`nm-handover supervise`), if one runs.
     pub supervisor_pid: Option<u32>,
+    /// Whether that supervisor has started (it watches NetworkManager).
+    pub supervisor_watching: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -597,12 +599,14 @@ pub struct LinkStatus {
 pub fn status(nm: &Nm) -> Status {
     let version = nm.version().unwrap_or_else(|| "unknown".into());
     let mode = if nm_has_link_up() { "link-up" } else { "lease-carrying" };
+    let supervisor_pid = running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM).ok().flatten();
     let mut report = Status {
         networkmanager: NmStatus { version, mode },
         pairs: Vec::new(),
         broken: Vec::new(),
         ignored: Vec::new(),
-        supervisor_pid: running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM).ok().flatten(),
+        supervisor_pid,
+        supervisor_watching: supervisor_pid.is_some() && crate::supervise::ready_supervisor() == supervisor_pid,
     };
     for pair in Pair::all(nm) {
         let pair = match pair {
@@ -670,7 +674,8 @@ impl Status {
         }];
         if !self.pairs.is_empty() {
             out.push(match self.supervisor_pid {
-                Some(pid) => format!("supervisor: running (pid {pid})"),
+                Some(pid) if self.supervisor_watching => format!("supervisor: running (pid {pid})"),
+                Some(pid) => format!("supervisor: starting (pid {pid})"),
                 None => "supervisor: not running (it starts with NetworkManager, or run `nm-handover pair` again)".to_owned(),
             });
         }

@@ -193,6 +193,9 @@ fn status_and_check_json_parse() {
     // On stock NM the watcher is on, and runs only during a handover.
     assert_eq!(pair["carrier_watch"], true, "{text}");
     assert!(pair["carrier_watcher_pid"].is_null(), "{text}");
+    // `pair` returned once its supervisor watched.
+    assert_eq!(status["supervisor_pid"].as_u64().map(|pid| pid as u32), ready_supervisor_pid(&p.lab), "{text}");
+    assert_eq!(status["supervisor_watching"], true, "{text}");
     // `check PAIR` names the pair in each pair finding.
     let text = p.lab.companion(&["check", "Backup link", "--json"]);
     let findings: serde_json::Value = serde_json::from_str(&text).unwrap();
