@@ -457,7 +457,7 @@ fn start_supervisor() -> String {
                 _ => format!("the supervisor runs (pid {pid})"),
             };
         }
-        // (One that starts, or that `unpair` stopped and exits, holds its lock without being ready.)
+        // (One that starts holds its lock before it is ready; `unpair` waits for one it stopped to exit.)
         let starting = running_holder(&supervisor_lock_path(), SUPERVISOR_PROGRAM).ok().flatten();
         let ours_ended = match started.as_mut().map(|child| child.try_wait()) {
             Some(Ok(Some(status))) if !status.success() => {

@@ -26,7 +26,7 @@ use crate::lease::LeaseStore;
 use crate::names::Uuid;
 use crate::policy::{decide, Action, Decision, Hook, LinkState, Observed, Role};
 use crate::standby::{FastPath, Standbys};
-use crate::sys::libnm::{Activated, Nm, WatchNext};
+use crate::sys::libnm::{Changes, Nm, WatchNext};
 use crate::sys::lock::{running_holder, FileLock, LockError, SUPERVISOR_PROGRAM};
 use crate::sys::paths::{supervisor_lock_path, supervisor_ready_path, LOCK_PATH, RECORD_DIR};
 use crate::trust::any_pair_recorded;
@@ -232,10 +232,10 @@ impl Supervision {
     /// look, even if it is gone again (it connected, then the radio went
     /// off); `by_itself`: no one asked for its deactivation (neither the
     /// user nor nm-handover, whose hand-back is followed by no scan in
-    /// particular), its network went away. `now_ms`: CLOCK_BOOTTIME ms of
-    /// this look, which comes [`SETTLE`] after the last change NetworkManager
-    /// reported.
-    pub fn note_links(&mut self, pair: &Uuid, seen: &Observed, came_up: bool, by_itself: bool, now_ms: i64) {
+    /// particular), its network went away. `dropped_ms`: CLOCK_BOOTTIME ms
+    /// at which the backup's device went down, as NetworkManager reported it
+    /// (see [`backup_dropped_ms`]).
+    pub fn note_links(&mut self, pair: &Uuid, seen: &Observed, came_up: bool, by_itself: bool, dropped_ms: i64) {
         // (Activating is no success: a failing activation passes through it every round.)
         if came_up || (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
             self.attempts.succeeded(pair);
@@ -251,7 +251,7 @@ impl Supervision {
                 self.backup_dropped_at.remove(pair);
             }
             LinkState::Inactive if by_itself && before.is_some_and(|b| b != LinkState::Inactive) => {
-                self.backup_dropped_at.insert(pair.clone(), now_ms - SETTLE.as_millis() as i64);
+                self.backup_dropped_at.insert(pair.clone(), dropped_ms);
             }
             _ => {}
         }
@@ -362,7 +362,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     // The warm standbys' fast path (see `crate::standby`): a thread, started once a pair asks for one.
     let mut fast_path: Option<(FastPath, std::thread::JoinHandle<()>)> = None;
     let mut standbys = Standbys::default();
-    reconcile_now(nm, &mut supervision, &[]);
+    reconcile_now(nm, &mut supervision, &Changes::default());
     tend_standbys(nm, &mut fast_path, &mut standbys);
     let _ready = announce_ready();
     // Started: from here on it waits for NetworkManager's changes, and a pull
@@ -376,7 +376,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     }
     let first = next_look(nm, &supervision, &standbys);
     let mut ended = Ended::NetworkManagerStopped;
-    nm.watch_changes(SETTLE, LOOK_SOON, first, |nm, came_up| {
+    nm.watch_changes(SETTLE, LOOK_SOON, first, |nm, changes| {
         if !nm.running() {
             ended = Ended::NetworkManagerStopped;
             return WatchNext::Stop;
@@ -390,7 +390,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
             forget_wired_lans();
             supervision.forget_pulls();
         }
-        reconcile_now(nm, &mut supervision, came_up);
+        reconcile_now(nm, &mut supervision, changes);
         tend_standbys(nm, &mut fast_path, &mut standbys);
         next_look(nm, &supervision, &standbys)
     })?;
@@ -462,15 +462,26 @@ fn next_replug_check(nm: &Nm) -> Option<Duration> {
 /// Reconciles the pairs; takes the handover lock only where a look without
 /// it finds something to do, so that the dispatcher's handovers (a `link-up`
 /// NM waits for) never wait behind a look that changes nothing.
-/// `came_up`: the profiles that reached the activated state since the last look.
-fn reconcile_now(nm: &Nm, supervision: &mut Supervision, came_up: &[Activated]) {
+/// When the backup's device went down, for a backup seen dropped at this
+/// look (a scan that ended after it shows whether its network is still
+/// there): when NetworkManager reported it, not the last change before the
+/// look, which may be a scan's end after the drop where the look came
+/// [`LOOK_SOON`] after it; without a report (the device went away), [`SETTLE`]
+/// before the look.
+fn backup_dropped_ms(changes: &Changes, backup_device: &str) -> i64 {
+    changes.went_down_at(backup_device).unwrap_or_else(|| crate::sys::boottime_ms() - SETTLE.as_millis() as i64)
+}
+
+/// `changes`: what NetworkManager reported since the last look.
+fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
     let now = Instant::now();
     let mut something_to_do = !supervision.bring_up_only;
     for pair in Pair::all(nm).into_iter().flatten() {
         let seen = pair.observe(nm, &System);
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
-        let backup_came_up = came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
-        supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, crate::sys::boottime_ms());
+        let backup_came_up = changes.came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
+        let dropped_ms = backup_dropped_ms(changes, pair.backup.device.as_str());
+        supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, dropped_ms);
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);
         let decision = decide(Role::Wired, hook, seen, pair.options);
         // (A look that would do nothing still says why the backup it needs can never come up; once.)
@@ -647,7 +658,8 @@ mod tests {
         s.note_links(&pair, &backup(LinkState::Active), false, true, now);
         s.note_links(&pair, &backup(LinkState::Inactive), false, true, now);
         assert!(!s.scanned_since_backup_dropped(&pair, Some(now - 1000)), "a scan from before the drop");
-        assert!(s.scanned_since_backup_dropped(&pair, Some(now - 100)), "a scan that ended within the settle time before the look");
+        assert!(!s.scanned_since_backup_dropped(&pair, Some(now)), "a scan that ended as the backup dropped");
+        assert!(s.scanned_since_backup_dropped(&pair, Some(now + 1)), "a scan that ended after the drop, before the look");
         assert!(s.scanned_since_backup_dropped(&pair, None), "a backup that does not scan");
         s.note_links(&pair, &backup(LinkState::Active), false, true, now);
         assert!(s.scanned_since_backup_dropped(&pair, Some(0)), "active again: the drop is forgotten");

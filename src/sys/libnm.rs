@@ -77,6 +77,25 @@ pub struct Activated {
     pub profile: String,
 }
 
+/// What NetworkManager reported since the last call of
+/// [`Nm::watch_changes`]'s `on_settled`.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The profiles that reached the activated state, with their devices,
+    /// whether or not they still are.
+    pub came_up: Vec<Activated>,
+    /// The devices that went unavailable or disconnected, each with the
+    /// CLOCK_BOOTTIME ms of the last time it did.
+    pub went_down: Vec<(String, i64)>,
+}
+
+impl Changes {
+    /// When `device` last went down in these changes, if it did.
+    pub fn went_down_at(&self, device: &str) -> Option<i64> {
+        self.went_down.iter().rev().find(|(d, _)| d == device).map(|(_, at)| *at)
+    }
+}
+
 /// A connection to the running NetworkManager.
 pub struct Nm {
     client: glib::Object,
@@ -354,7 +373,8 @@ impl Nm {
     /// the thread sleeps in the GLib context until a D-Bus message arrives,
     /// or until the time `on_settled` asked to be called again after.
     ///
-    /// `on_settled` also gets the profiles that reached the activated state
+    /// `on_settled` also gets the devices that went down since its last
+    /// call, and when, and the profiles that reached the activated state
     /// since its last call, with their devices, whether or not they still are:
     /// a connection that comes up and goes again between two calls (the
     /// radio switched off a moment after it connected) counts as having come
@@ -380,10 +400,10 @@ impl Nm {
         settle: Duration,
         soon: Duration,
         first: WatchNext,
-        mut on_settled: impl FnMut(&Nm, &[Activated]) -> WatchNext,
+        mut on_settled: impl FnMut(&Nm, &Changes) -> WatchNext,
     ) -> Result<(), NmError> {
         let changed_at: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
-        let activated: Rc<std::cell::RefCell<Vec<Activated>>> = Rc::default();
+        let changes: Rc<std::cell::RefCell<Changes>> = Rc::default();
         let look_soon_from: Rc<Cell<Option<std::time::Instant>>> = Rc::new(Cell::new(None));
         let mark = {
             let changed_at = changed_at.clone();
@@ -404,7 +424,7 @@ impl Nm {
             for device in current {
                 if !watched.iter().any(|w| w == &device.obj) {
                     let mark = mark.clone();
-                    let activated = activated.clone();
+                    let changes = changes.clone();
                     device.obj.connect_notify_local(None, move |obj, property| {
                         let mut went_down = false;
                         if property.name() == "state" {
@@ -412,10 +432,13 @@ impl Nm {
                             match device.state() {
                                 DeviceState::Activated => {
                                     if let Some(profile) = device.active_connection().and_then(|ac| ac.uuid()) {
-                                        activated.borrow_mut().push(Activated { device: device.iface(), profile });
+                                        changes.borrow_mut().came_up.push(Activated { device: device.iface(), profile });
                                     }
                                 }
-                                DeviceState::Unavailable | DeviceState::Disconnected => went_down = true,
+                                DeviceState::Unavailable | DeviceState::Disconnected => {
+                                    went_down = true;
+                                    changes.borrow_mut().went_down.push((device.iface(), super::boottime_ms()));
+                                }
                                 _ => {}
                             }
                         }
@@ -472,8 +495,8 @@ impl Nm {
                 changed_at.set(None);
                 look_soon_from.set(None);
                 watch_devices(self, &mut watched);
-                let came_up = activated.take();
-                wake_at = match on_settled(self, &came_up) {
+                let since_last_call = changes.take();
+                wake_at = match on_settled(self, &since_last_call) {
                     WatchNext::Stop => return,
                     WatchNext::OnChange => None,
                     WatchNext::OnChangeOrAfter(after) => Some(std::time::Instant::now() + after),

@@ -170,8 +170,13 @@ pub fn stop_watcher(path: &Path) -> Result<Option<u32>, LockError> {
     stop_holder(path, WATCHER_PROGRAM)
 }
 
+/// How long [`stop_holder`] waits for the process it signalled to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
 /// Stops the process named `program` that holds the lock at `path` (see
-/// [`stop_watcher`]).
+/// [`stop_watcher`]), and waits up to [`EXIT_WAIT`] for it to exit: its
+/// locks go with it, so that what runs next (a `pair` right after `unpair`)
+/// does not find one on its way out and take it for one that runs.
 pub fn stop_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError> {
     let io_err = |source| LockError::Io { path: path.to_owned(), source };
     let Some(pid) = running_holder(path, program)? else {
@@ -193,5 +198,10 @@ pub fn stop_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError>
         let err = io::Error::last_os_error();
         return if err.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(io_err(err)) };
     }
+    // A pidfd is readable once its process has exited. (Not waited for
+    // beyond EXIT_WAIT: it was signalled, and its lock says when it is gone.)
+    let mut exited = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll(2) on one pollfd that lives across the call.
+    unsafe { libc::poll(&mut exited, 1, EXIT_WAIT.as_millis() as libc::c_int) };
     Ok(Some(pid))
 }

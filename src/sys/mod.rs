@@ -48,7 +48,7 @@ pub fn normal_priority() -> std::io::Result<()> {
     for task in std::fs::read_dir("/proc/self/task")? {
         let Some(tid) = task?.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };
         // SAFETY: getpriority/setpriority on a thread of this process; no memory is involved.
-        // (getpriority may return -1 as a value; errno tells, and a thread gone meanwhile is skipped.)
+        // (An error returns -1, not above 0: a thread gone meanwhile is skipped.)
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
         if nice > 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) } != 0 {
             let err = std::io::Error::last_os_error();

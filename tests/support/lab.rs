@@ -761,7 +761,7 @@ impl Lab {
                 d.join("hostapd").display()
             ),
         );
-        let ap = self.spawn_in_lan("hostapd", &["hostapd", d.join("hostapd.conf").to_str().unwrap()], "hostapd.log")?;
+        let ap = self.spawn_in_lan("hostapd", &["hostapd", "-t", d.join("hostapd.conf").to_str().unwrap()], "hostapd.log")?;
         self.procs.push(ap);
         self.wait_until("the access point", Duration::from_secs(30), || self.read("hostapd.log").contains("AP-ENABLED"))?;
         Ok(())

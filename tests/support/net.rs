@@ -538,9 +538,10 @@ pub struct FdbMonitor {
 
 impl FdbMonitor {
     pub fn start(lab: &Lab) -> FdbMonitor {
-        let path = lab.dir.join("fdb-monitor.txt");
+        // (A `.log`, which a lab keeps with its logs; each change after a `Timestamp:` line.)
+        let path = lab.dir.join("fdb-monitor.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.lan, "bridge", "monitor", "fdb"])
+            .args(["netns", "exec", &lab.lan, "bridge", "-timestamp", "monitor", "fdb"])
             .stdin(Stdio::null())
             .stdout(File::create(&path).expect("fdb monitor file"))
             .stderr(Stdio::null())
