@@ -146,6 +146,9 @@ pub struct Supervision {
     /// ms) the supervisor saw it drop out of use since it was last active.
     backup_seen: BTreeMap<Uuid, LinkState>,
     backup_dropped_at: BTreeMap<Uuid, i64>,
+    /// When (CLOCK_BOOTTIME ms) each device last went unavailable or
+    /// disconnected since it was last activated, as NetworkManager reported it.
+    devices_down_at: BTreeMap<String, i64>,
     /// Problems already logged (a broken or unrecorded pair stays so across
     /// many changes; each is logged once per supervisor).
     reported: std::collections::BTreeSet<String>,
@@ -234,7 +237,7 @@ impl Supervision {
     /// user nor nm-handover, whose hand-back is followed by no scan in
     /// particular), its network went away. `dropped_ms`: CLOCK_BOOTTIME ms
     /// at which the backup's device went down, as NetworkManager reported it
-    /// (see [`backup_dropped_ms`]).
+    /// (see [`Supervision::went_down_at`]).
     pub fn note_links(&mut self, pair: &Uuid, seen: &Observed, came_up: bool, by_itself: bool, dropped_ms: i64) {
         // (Activating is no success: a failing activation passes through it every round.)
         if came_up || (seen.backup == LinkState::Active && !seen.backup_taken_off_lan) || seen.wired == LinkState::Active {
@@ -255,6 +258,31 @@ impl Supervision {
             }
             _ => {}
         }
+    }
+
+    /// Notes the devices NetworkManager reported activated (forgetting when
+    /// they last went down) and gone down since the last look, in that
+    /// order: one that came up and went again between two looks is down.
+    pub fn note_devices(&mut self, changes: &Changes) {
+        for up in &changes.came_up {
+            self.devices_down_at.remove(&up.device);
+        }
+        for (device, at) in &changes.went_down {
+            self.devices_down_at.insert(device.clone(), *at);
+        }
+    }
+
+    /// When `device` last went down since it was last activated, as
+    /// NetworkManager reported it: the time a backup seen dropped out of use
+    /// at a look dropped (a scan that ended after it shows whether its
+    /// network is still there). Not the last change before the look, which
+    /// may be a scan's end after the drop where the look came [`LOOK_SOON`]
+    /// after it, nor that look's batch alone: the drop may have been reported
+    /// a look before the profile was seen inactive. Without a report (the
+    /// device went away) the caller takes the look's own time, the safe side:
+    /// one more scan to wait for at most.
+    pub fn went_down_at(&self, device: &str) -> Option<i64> {
+        self.devices_down_at.get(device).copied()
     }
 
     /// Whether the backup's device (Wi-Fi: `last_scan_ms`) has finished a
@@ -462,25 +490,16 @@ fn next_replug_check(nm: &Nm) -> Option<Duration> {
 /// Reconciles the pairs; takes the handover lock only where a look without
 /// it finds something to do, so that the dispatcher's handovers (a `link-up`
 /// NM waits for) never wait behind a look that changes nothing.
-/// When the backup's device went down, for a backup seen dropped at this
-/// look (a scan that ended after it shows whether its network is still
-/// there): when NetworkManager reported it, not the last change before the
-/// look, which may be a scan's end after the drop where the look came
-/// [`LOOK_SOON`] after it; without a report (the device went away), [`SETTLE`]
-/// before the look.
-fn backup_dropped_ms(changes: &Changes, backup_device: &str) -> i64 {
-    changes.went_down_at(backup_device).unwrap_or_else(|| crate::sys::boottime_ms() - SETTLE.as_millis() as i64)
-}
-
 /// `changes`: what NetworkManager reported since the last look.
 fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
     let now = Instant::now();
     let mut something_to_do = !supervision.bring_up_only;
+    supervision.note_devices(changes);
     for pair in Pair::all(nm).into_iter().flatten() {
         let seen = pair.observe(nm, &System);
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         let backup_came_up = changes.came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
-        let dropped_ms = backup_dropped_ms(changes, pair.backup.device.as_str());
+        let dropped_ms = supervision.went_down_at(pair.backup.device.as_str()).unwrap_or_else(crate::sys::boottime_ms);
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, dropped_ms);
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);
         let decision = decide(Role::Wired, hook, seen, pair.options);
@@ -669,6 +688,23 @@ mod tests {
         // Up and gone again between two looks: a drop all the same.
         s.note_links(&pair, &backup(LinkState::Inactive), true, true, now);
         assert!(!s.scanned_since_backup_dropped(&pair, Some(now - 1000)));
+    }
+
+    #[test]
+    fn a_device_going_down_is_dated_by_its_report_until_it_comes_up_again() {
+        use crate::sys::libnm::Activated;
+        let up = |device: &str| Activated { device: device.into(), profile: "11111111-1111-4111-8111-111111111111".into() };
+        let mut s = Supervision::default();
+        assert_eq!(s.went_down_at("wlan0"), None, "never reported: the caller takes the look's time");
+        s.note_devices(&Changes { came_up: vec![], went_down: vec![("wlan0".into(), 1_000), ("wired0".into(), 1_100)] });
+        // A later look whose batch says nothing of it (the profile seen inactive only now).
+        s.note_devices(&Changes { came_up: vec![], went_down: vec![("wired0".into(), 2_000)] });
+        assert_eq!(s.went_down_at("wlan0"), Some(1_000));
+        assert_eq!(s.went_down_at("wired0"), Some(2_000), "the last report");
+        s.note_devices(&Changes { came_up: vec![up("wlan0")], went_down: vec![] });
+        assert_eq!(s.went_down_at("wlan0"), None, "activated again: the old drop is no date for the next");
+        s.note_devices(&Changes { came_up: vec![up("wlan0")], went_down: vec![("wlan0".into(), 3_000)] });
+        assert_eq!(s.went_down_at("wlan0"), Some(3_000), "up and gone again between two looks");
     }
 
     #[test]

@@ -89,13 +89,6 @@ pub struct Changes {
     pub went_down: Vec<(String, i64)>,
 }
 
-impl Changes {
-    /// When `device` last went down in these changes, if it did.
-    pub fn went_down_at(&self, device: &str) -> Option<i64> {
-        self.went_down.iter().rev().find(|(d, _)| d == device).map(|(_, at)| *at)
-    }
-}
-
 /// A connection to the running NetworkManager.
 pub struct Nm {
     client: glib::Object,

@@ -200,8 +200,16 @@ pub fn stop_holder(path: &Path, program: &str) -> Result<Option<u32>, LockError>
     }
     // A pidfd is readable once its process has exited. (Not waited for
     // beyond EXIT_WAIT: it was signalled, and its lock says when it is gone.)
-    let mut exited = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: poll(2) on one pollfd that lives across the call.
-    unsafe { libc::poll(&mut exited, 1, EXIT_WAIT.as_millis() as libc::c_int) };
-    Ok(Some(pid))
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        let mut exited = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let left = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: poll(2) on one pollfd that lives across the call.
+        match unsafe { libc::poll(&mut exited, 1, left.as_millis() as libc::c_int) } {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            0 => tracing::warn!("{program} (pid {pid}) signalled, still exiting after {} s", EXIT_WAIT.as_secs()),
+            _ => {}
+        }
+        return Ok(Some(pid));
+    }
 }
