@@ -354,28 +354,18 @@ pub enum Ended {
 /// CPU in the Wi-Fi VM, while NetworkManager and wpa_supplicant start) only
 /// to find the first.
 pub fn take_lock() -> Result<Option<FileLock>> {
-    let lock = match FileLock::acquire(&supervisor_lock_path(), TAKEOVER_WAIT) {
-        Ok(lock) => lock,
-        Err(LockError::Busy { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    lock.record_pid().map_err(|source| crate::error::Error::Io { path: supervisor_lock_path(), source })?;
-    Ok(Some(lock))
+    match FileLock::acquire_naming_this_process(&supervisor_lock_path(), TAKEOVER_WAIT) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(LockError::Busy { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Takes the ready lock ([`supervisor_ready_path`]), with this process's
 /// PID in it, held until the supervisor exits. Where it cannot, the
 /// supervisor still runs; `pair` only waits its bounded time.
 fn announce_ready() -> Option<FileLock> {
-    let path = supervisor_ready_path();
-    let taken = FileLock::acquire(&path, Duration::ZERO).map_err(|e| e.to_string());
-    match taken.and_then(|lock| lock.record_pid().map(|()| lock).map_err(|e| e.to_string())) {
-        Ok(lock) => Some(lock),
-        Err(e) => {
-            warn!("supervisor: cannot say it is ready in {}: {e}", path.display());
-            None
-        }
-    }
+    FileLock::acquire_naming_this_process(&supervisor_ready_path(), Duration::ZERO).inspect_err(|e| warn!("supervisor: cannot say it is ready: {e}")).ok()
 }
 
 /// The PID of the supervisor that runs and watches NetworkManager, if one does.

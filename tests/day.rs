@@ -408,14 +408,20 @@ fn a_redock_under_another_name_is_a_replug_when_the_profile_is_bound_by_mac() {
     dock_cycles(test, &p, |cycle| format!("dock{cycle}"), control);
 }
 
+/// The fields of a `/proc/.../stat` after the command name, which is in
+/// parentheses (field 3, the state, is the first).
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')').expect("stat").1.split_whitespace().collect()
+}
+
 /// The supervisor's CPU time (user + system, in clock ticks) and resident memory (KiB).
 fn supervisor_usage(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("supervisor's stat");
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let fields = stat_fields(&stat);
     let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("supervisor's status");
-    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    // (No reading is no measure: never a small one.)
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).expect("the supervisor's VmRSS");
     (ticks, rss)
 }
 
@@ -445,7 +451,7 @@ fn the_supervisor_sleeps_between_changes_and_stays_small() {
         .flatten()
         // (A thread that exits meanwhile has no stat left to read.)
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .map(|stat| stat.rsplit_once(')').expect("stat").1.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice"))
+        .map(|stat| stat_fields(&stat)[16].parse().expect("nice"))
         .collect();
     assert!(!threads.is_empty() && threads.iter().all(|nice| *nice <= 0), "the supervisor's threads' nice values: {threads:?}");
     // unpair of the last pair stops it; a `pair` right after does not take

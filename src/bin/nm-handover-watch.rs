@@ -88,12 +88,11 @@ fn run(args: Args) -> Result<String, String> {
     let lock_path = watcher_lock_path(&args.pair);
     // A watcher of the previous handover of this pair may still be on its
     // way out; one that is still watching keeps the lock, and this one leaves.
-    let lock = match FileLock::acquire(&lock_path, Duration::from_secs(2)) {
+    let _lock = match FileLock::acquire_naming_this_process(&lock_path, Duration::from_secs(2)) {
         Ok(lock) => lock,
         Err(nm_handover::sys::lock::LockError::Busy { .. }) => return Ok("this pair is already watched".into()),
         Err(e) => return Err(e.to_string()),
     };
-    lock.record_pid().map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let backup = if_index(&args.backup).map_err(|e| format!("{}: {e}", args.backup))?;
     // The wired link may be gone already (an undock was the pull): a link
     // with its name or MAC that appears later is the re-dock.

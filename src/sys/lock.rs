@@ -92,10 +92,15 @@ impl FileLock {
 }
 
 impl FileLock {
-    /// Writes this process's PID into the locked file.
-    pub fn record_pid(&self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+    /// [`FileLock::acquire`], then this process's PID written into the
+    /// locked file: what [`running_holder`] reads.
+    pub fn acquire_naming_this_process(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
+        let lock = FileLock::acquire(path, timeout)?;
+        lock.file
+            .set_len(0)
+            .and_then(|()| lock.file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0))
+            .map_err(|source| LockError::Io { path: path.to_owned(), source })?;
+        Ok(lock)
     }
 }
 

@@ -67,16 +67,20 @@ pub fn built_or_skip(test: &str, cfg: Result<LabConfig, String>) -> Option<LabCo
     }
 }
 
+/// The PID a lock file of the lab's `/run/nm-handover` names, if one does.
+fn recorded_pid(lab: &Lab, file: &str) -> Option<u32> {
+    std::fs::read_to_string(lab.dir.join("run/nm-handover").join(file)).ok()?.trim().parse().ok()
+}
+
 /// The PID the lab's supervisor recorded in its lock file, if one did.
 pub fn supervisor_pid(lab: &Lab) -> Option<u32> {
-    std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.pid")).ok()?.trim().parse().ok()
+    recorded_pid(lab, "supervise.pid")
 }
 
 /// The PID of the lab's supervisor that says it watches NetworkManager (its
 /// ready lock names it) and runs.
 pub fn ready_supervisor_pid(lab: &Lab) -> Option<u32> {
-    let pid = std::fs::read_to_string(lab.dir.join("run/nm-handover/supervise.ready")).ok()?.trim().parse().ok()?;
-    processes_named(lab, "nm-handover").contains(&pid).then_some(pid)
+    recorded_pid(lab, "supervise.ready").filter(|pid| processes_named(lab, "nm-handover").contains(pid))
 }
 
 /// Stops the lab's supervisor (`nm-handover supervise`, started by `pair`),
