@@ -500,7 +500,10 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
             }
         }
         if hook == Hook::Down && decision.actions.is_empty() {
-            // Nothing to hand over (the standby holds the address): handled.
+            // Nothing to hand over (the standby holds the address, or no
+            // device can take the backup): handled, and said why, as the
+            // dispatcher's `down` it stands in for would have.
+            info!(?hook, observed = ?seen, "'{}': {}", pair.wired.id, decision.reason);
             supervision.pull_handled(&pair.wired.uuid);
         }
         something_to_do |= supervision.holds_back(&pair.wired.uuid, &seen, &decision, backup_last_scan_ms(nm, &pair), now).is_none();
