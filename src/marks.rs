@@ -57,8 +57,9 @@ pub enum Mark {
     /// `down`. A mark of a supervisor that is gone (stopped, restarted) is
     /// void: its successor did not see the cable in and cannot tell the pull.
     PullWatched,
-    /// The warm standby's fast path took the address off the standby's link
-    /// the moment this wired link's carrier returned (see `crate::standby`):
+    /// The supervisor's fast path took the address off the LAN (the warm
+    /// standby's, or the backup's link: see `crate::standby::Guard`) the
+    /// moment this wired link's carrier returned:
     /// the `link-up` of that re-plug (patched NetworkManager, which waits for
     /// it before its DHCP client starts) has nothing left to do, and the
     /// dispatcher's entry answers it at once instead of starting the
@@ -117,7 +118,7 @@ pub const HANDLED_FOR: Duration = Duration::from_secs(30);
 /// supervisor: a pull's `down` ([`Mark::PullWatched`]: the link has no
 /// carrier now, a `down` with the carrier in being a failed activation; the
 /// supervisor that set it is the one running now, `supervisor`) or a
-/// re-plug's `link-up` the standby's fast path handled
+/// re-plug's `link-up` the supervisor's fast path handled
 /// ([`Mark::ReplugHandled`]: the link has carrier; set at most
 /// [`HANDLED_FOR`] ago). Consumes the mark.
 pub fn handled_already(mark: Mark, index: i32, carrier: Option<bool>, supervisor: Option<u32>, now: SystemTime) -> bool {

@@ -221,9 +221,26 @@ fn bring_up_wait(tries: u32) -> Duration {
 /// brought up on it (see [`StandbyView::freed_just_now`]).
 pub const FREE_FOR: Duration = Duration::from_secs(3);
 
+/// What the fast path guards a pair's address with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The warm standby: it takes the address at a pull and leaves it at the re-plug.
+    Standby,
+    /// The backup profile itself, which holds the address since a pull, on a
+    /// NetworkManager that dispatches `link-up`: at the re-plug its link is
+    /// taken off the LAN (down, with its own MAC `own_mac`) at once, what the
+    /// re-plug's `link-up` would do, which then has nothing left to do (see
+    /// [`Mark::ReplugHandled`]). Started by nm-dispatcher, the companion took
+    /// 2.6-4.8 s to do it in the Wi-Fi VM (a libnm client loaded while the
+    /// backup's own events loaded theirs), of the 5 s NetworkManager waits.
+    /// Nothing at a pull: the supervisor hands over.
+    Backup { own_mac: Option<[u8; 6]> },
+}
+
 /// One pair the fast path watches: the wired link (its index, and its name,
 /// which a dock's NIC created again keeps under another index) and its
-/// address, the standby's link, and whether the address is on the standby now.
+/// address, the link that serves the address while the cable is out (the
+/// standby's, or the backup's: see [`Guard`]), and whether it serves now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Armed {
     pub wired: i32,
@@ -234,6 +251,34 @@ pub struct Armed {
     /// The route metric NM gives the backup's device (its routes take over).
     pub metric: u32,
     pub serving: bool,
+    pub guard: Guard,
+}
+
+/// What the fast path does at a change of an armed pair's wired carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaction {
+    /// The pull: the standby takes the address.
+    Serve,
+    /// The re-plug: the standby leaves the address.
+    Silence,
+    /// The re-plug: the backup's link leaves the LAN.
+    TakeBackupOff {
+        own_mac: Option<[u8; 6]>,
+    },
+    Nothing,
+}
+
+/// Pure: the fast path's reaction to the wired carrier (`None`: a change of
+/// another link) of an entry serving or not, of a pair root still records.
+/// An unpaired pair's links are no longer nm-handover's to act on, but an
+/// address its standby serves is taken back all the same.
+fn reaction(carrier: Option<bool>, serving: bool, guard: Guard, recorded: bool) -> Reaction {
+    match (carrier, serving, guard) {
+        (Some(false), false, Guard::Standby) if recorded => Reaction::Serve,
+        (Some(true), true, Guard::Standby) => Reaction::Silence,
+        (Some(true), true, Guard::Backup { own_mac }) if recorded => Reaction::TakeBackupOff { own_mac },
+        _ => Reaction::Nothing,
+    }
 }
 
 impl Armed {
@@ -345,13 +390,19 @@ fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
         };
         for report in reports {
             for (pair, entry) in table().iter_mut() {
-                match (entry.follows(&report), entry.serving) {
-                    // (Unpaired since the supervisor's last look: root's record is the trust anchor.)
-                    // (Unpaired since the supervisor's last look, which disarms it.)
-                    (Some(false), false) if !crate::trust::recorded_pair_path(pair).is_file() => {}
-                    (Some(false), false) => serve_now(entry),
-                    (Some(true), true) => silence_now(entry),
-                    _ => {}
+                let carrier = entry.follows(&report);
+                if carrier == Some(false) {
+                    // A re-plug's mark the `link-up` did not take (it came too late)
+                    // must not answer the next re-plug's.
+                    let _ = Mark::ReplugHandled.clear(entry.wired);
+                }
+                // (Unpaired since the supervisor's last look, which disarms it: root's record is the trust anchor.)
+                let recorded = carrier.is_some() && crate::trust::recorded_pair_path(pair).is_file();
+                match reaction(carrier, entry.serving, entry.guard, recorded) {
+                    Reaction::Serve => serve_now(entry),
+                    Reaction::Silence => silence_now(entry),
+                    Reaction::TakeBackupOff { own_mac } => take_backup_off_now(entry, own_mac),
+                    Reaction::Nothing => {}
                 }
             }
         }
@@ -393,6 +444,25 @@ fn silence_now(entry: &mut Armed) {
     }
     if let Err(e) = Mark::ReplugHandled.set(entry.wired) {
         warn!("standby: {e}");
+    }
+}
+
+/// The re-plug of a pair whose backup profile holds the address
+/// ([`Guard::Backup`]): its link off the LAN before the wired DHCP client
+/// speaks, recorded so that it is set up again once NetworkManager has
+/// deactivated the backup (see `crate::offlan`); the hand-back follows the
+/// wired link's address (the supervisor's next look, or the wired `up`).
+fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>) {
+    let started = Instant::now();
+    entry.serving = false;
+    match crate::offlan::take_off_lan(entry.standby_link, own_mac) {
+        Ok(()) => {
+            info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: took {} off the LAN (link down, own MAC restored)", entry.standby_iface);
+            if let Err(e) = Mark::ReplugHandled.set(entry.wired) {
+                warn!("re-plug: {e}");
+            }
+        }
+        Err(e) => warn!("re-plug: taking {} off the LAN: {e}; the link-up does it", entry.standby_iface),
     }
 }
 
@@ -719,6 +789,7 @@ fn arm(
         address,
         metric,
         serving,
+        guard: Guard::Standby,
     };
     match (fast.get(&pair.wired.uuid), wired_index, wired_address) {
         (Some(armed), _, _) if armed.serving && view.wired_carrier => {
@@ -735,6 +806,42 @@ fn arm(
         }
         _ => {}
     }
+}
+
+/// Arms the fast path for a pair without a standby whose backup profile
+/// holds the address since a pull, on a NetworkManager that dispatches
+/// `link-up` ([`Guard::Backup`]; on stock NetworkManager the carrier watcher
+/// the pull started does it); disarms it otherwise. A carrier back that the
+/// thread missed is left to the `link-up`, which NetworkManager waits for.
+pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
+    let seen = pair.observe(nm, &crate::handover::System);
+    let holds = !seen.wired_carrier && seen.link_up_dispatched && seen.backup == crate::policy::LinkState::Active && seen.backup_holds_address();
+    if !holds || pair.may_act_on(nm, &pair.backup).is_err() {
+        fast.disarm(&pair.wired.uuid);
+        return;
+    }
+    match fast.get(&pair.wired.uuid) {
+        Some(armed) if armed.guard == Guard::Standby => fast.disarm(&pair.wired.uuid), // (the standby turned off)
+        Some(armed) if armed.serving => return,
+        _ => {}
+    }
+    let Some(backup_dev) = nm.device(pair.backup.device.as_str()) else { return };
+    let (Ok(link), Some(&(address, prefix))) = (netlink::if_index(pair.backup.device.as_str()), backup_dev.ipv4_addresses_with_prefix().first()) else {
+        return;
+    };
+    let own_mac = backup_dev.permanent_hw_address().and_then(|mac| crate::pairing::mac_bytes(&mac));
+    let entry = Armed {
+        // (The wired link gone, an undock: followed by its name when it is back.)
+        wired: netlink::if_index(pair.wired.device.as_str()).unwrap_or(-1),
+        wired_name: LinkReport::name_bytes(pair.wired.device.as_str()),
+        standby_link: link,
+        standby_iface: pair.backup.device.clone(),
+        address: WiredAddress { address, prefix: prefix as u8, gateway: backup_dev.ipv4_gateway() },
+        metric: 0,
+        serving: true,
+        guard: Guard::Backup { own_mac },
+    };
+    fast.arm(&pair.wired.uuid, entry);
 }
 
 /// The backup profile's `ipv4.route-metric`, where it sets one.
@@ -820,6 +927,33 @@ mod tests {
             address: WiredAddress { address: "198.18.0.100".parse().unwrap(), prefix: 24, gateway: None },
             metric: 600,
             serving: false,
+            guard: Guard::Standby,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reacts_to_the_wired_carrier_by_what_guards_the_address() {
+        let backup = Guard::Backup { own_mac: Some([2, 0, 0, 0, 0, 1]) };
+        let take_off = Reaction::TakeBackupOff { own_mac: Some([2, 0, 0, 0, 0, 1]) };
+        // Every case that does something (carrier, serving, guard, recorded): the rest do nothing.
+        let acting = [
+            ((Some(false), false, Guard::Standby, true), Reaction::Serve),
+            ((Some(true), true, Guard::Standby, true), Reaction::Silence),
+            // Unpaired: the address nm-handover put on the standby's link goes all the same.
+            ((Some(true), true, Guard::Standby, false), Reaction::Silence),
+            // The backup leaves the LAN at the re-plug; at a pull the supervisor hands over.
+            ((Some(true), true, backup, true), take_off),
+        ];
+        for guard in [Guard::Standby, backup] {
+            for serving in [false, true] {
+                for recorded in [false, true] {
+                    for carrier in [None, Some(false), Some(true)] {
+                        let case = (carrier, serving, guard, recorded);
+                        let expected = acting.iter().find(|(c, _)| *c == case).map_or(Reaction::Nothing, |(_, r)| *r);
+                        assert_eq!(reaction(carrier, serving, guard, recorded), expected, "{case:?}");
+                    }
+                }
+            }
         }
     }
 

@@ -432,15 +432,19 @@ fn next_look(nm: &Nm, supervision: &Supervision, standbys: &Standbys) -> WatchNe
     }
 }
 
-/// Looks after the pairs' warm standbys, starting the fast path's thread
-/// the first time one is asked for.
+/// Looks after the pairs' warm standbys, and the re-plugs of the pairs
+/// without one whose backup holds the address (see
+/// `crate::standby::Guard`), starting the fast path's thread the first time
+/// one needs it.
 fn tend_standbys(nm: &Nm, fast_path: &mut Option<(FastPath, std::thread::JoinHandle<()>)>, standbys: &mut Standbys) {
-    let pairs: Vec<Pair> = Pair::all(nm).into_iter().flatten().filter(|p| p.options.standby).collect();
-    // (Unpaired, no longer trusted, the standby turned off: never acted on again.)
+    let (pairs, others): (Vec<Pair>, Vec<Pair>) = Pair::all(nm).into_iter().flatten().partition(|p| p.options.standby);
+    // (A re-plug to guard is one NetworkManager sends `link-up` for; elsewhere the carrier watcher guards it.)
+    let guarded: Vec<&Pair> = if crate::handover::nm_has_link_up() { others.iter().collect() } else { Vec::new() };
+    // (Unpaired, no longer trusted, the standby turned off on stock NM: never acted on again.)
     if let Some((fast, _)) = fast_path {
-        fast.keep_only(&pairs.iter().map(|p| p.wired.uuid.clone()).collect::<Vec<_>>());
+        fast.keep_only(&pairs.iter().chain(guarded.iter().copied()).map(|p| p.wired.uuid.clone()).collect::<Vec<_>>());
     }
-    if pairs.is_empty() {
+    if pairs.is_empty() && guarded.is_empty() {
         return;
     }
     let fast = fast_path.as_ref().map(|(fast, _)| fast.clone()).unwrap_or_default();
@@ -454,6 +458,9 @@ fn tend_standbys(nm: &Nm, fast_path: &mut Option<(FastPath, std::thread::JoinHan
         }
     }
     crate::standby::tend(nm, &pairs, &fast, standbys);
+    for pair in guarded {
+        crate::standby::guard_replug(nm, pair, &fast);
+    }
 }
 
 /// When the backup's device (Wi-Fi) last finished a scan (see [`crate::sys::libnm::Device::last_scan_ms`]).

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     }
     let handled = match event.action {
         DispatcherAction::Down => Some((Mark::PullWatched, "down: the supervisor, which watched this pull, hands it over")),
-        DispatcherAction::LinkUp => Some((Mark::ReplugHandled, "link-up: the warm standby left the LAN when the carrier returned")),
+        DispatcherAction::LinkUp => Some((Mark::ReplugHandled, "link-up: the supervisor took the backup off the LAN when the carrier returned")),
         _ => None,
     };
     if let Some((_, said)) = handled.filter(|(mark, _)| handled_by_supervisor(*mark, &args)) {

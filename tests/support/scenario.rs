@@ -745,13 +745,26 @@ pub fn wifi_bond(lab: &Lab) -> Result<Ipv4Addr, LabError> {
     lab.ipv4("bond0").ok_or_else(|| LabError::Failed("the bond lost its address".into()))
 }
 
-/// On patched NetworkManager, each of the `replugs` re-plugs was handed back
-/// at `link-up` (the companion's own decision line), and no carrier watcher
-/// ran: the patched path, not the stock one that would pass the same outcome
-/// checks.
+/// On patched NetworkManager, NetworkManager waited for `link-up` at each of
+/// the `replugs` re-plugs, and each time the backup left the LAN by it:
+/// either the companion took it off at `link-up` (its own decision line), or
+/// the supervisor's fast path had taken it off when the carrier returned and
+/// the `link-up` was answered on that (its line and the entry's); and no
+/// carrier watcher ran: the patched path, not the stock one that would pass
+/// the same outcome checks.
 pub fn handed_back_at_link_up(lab: &Lab, replugs: usize) {
     let log = lab.dispatcher_log();
-    let at_link_up = log.matches("wired link up before DHCP: take the backup off the LAN, then hand back").count();
-    assert_eq!(at_link_up, replugs, "re-plugs handed back at link-up\n{log}");
+    let by_companion = log.matches("wired link up before DHCP: take the backup off the LAN, then hand back").count();
+    let by_supervisor = log.matches("link-up: the supervisor took the backup off the LAN when the carrier returned").count();
+    let fast_path = log.matches("wired carrier back: took ").count();
+    assert_eq!(
+        by_companion + by_supervisor,
+        replugs,
+        "re-plugs whose backup left the LAN by link-up: {by_companion} by the companion, {by_supervisor} by the supervisor\n{log}"
+    );
+    assert!(fast_path >= by_supervisor, "link-ups answered on the supervisor's word: {by_supervisor}, its fast path acted {fast_path} times\n{log}");
+    let waits = lab.nm_log().matches("(wired0): Activation: IP configuration waits for \"link-up\" dispatcher scripts").count();
+    assert!(waits >= replugs, "NetworkManager waited for link-up {waits} times in {replugs} re-plugs");
     assert!(!log.contains("started the carrier watcher"), "a carrier watcher ran on the patched daemon\n{log}");
+    println!("re-plugs whose backup the supervisor's fast path took off the LAN: {by_supervisor} of {replugs}");
 }
