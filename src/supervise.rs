@@ -152,7 +152,19 @@ pub struct Supervision {
     /// Problems already logged (a broken or unrecorded pair stays so across
     /// many changes; each is logged once per supervisor).
     reported: std::collections::BTreeSet<String>,
+    /// When NetworkManager started, where that was just before this
+    /// supervisor (a boot, NetworkManager restarted): a wired link the first
+    /// look sees without carrier has been so since then at most, and its
+    /// grace counts from there. From the first look instead, it ended 3 s
+    /// after the supervisor's start (4 s after NetworkManager's in the Wi-Fi
+    /// VM), after the Wi-Fi's first scan: a boot without the cable reached
+    /// the Wi-Fi 2.7 s after plain NetworkManager.
+    pub daemon_started: Option<Instant>,
 }
+
+/// How recently NetworkManager must have started for the supervisor's start
+/// to count as its boot (see [`Supervision::daemon_started`]).
+const DAEMON_START_WINDOW: Duration = Duration::from_secs(60);
 
 impl Supervision {
     /// Notes whether the pair's wired link has carrier now; says whether it
@@ -162,7 +174,7 @@ impl Supervision {
             self.wired_out_since.remove(pair);
             return false;
         }
-        let since = *self.wired_out_since.entry(pair.clone()).or_insert(now);
+        let since = *self.wired_out_since.entry(pair.clone()).or_insert(self.daemon_started.filter(|&t| t <= now).unwrap_or(now));
         now.duration_since(since) >= WIRED_GRACE
     }
 
@@ -376,11 +388,14 @@ pub fn ready_supervisor() -> Option<u32> {
 /// Runs the supervisor, holding `_lock` ([`take_lock`]), until NetworkManager stops or no pair is left.
 pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
-    let mut supervision = Supervision::default();
+    let daemon_started = nm.daemon_age().filter(|age| *age <= DAEMON_START_WINDOW).and_then(|age| Instant::now().checked_sub(age));
+    let mut supervision = Supervision { daemon_started, ..Supervision::default() };
     // The warm standbys' fast path (see `crate::standby`): a thread, started once a pair asks for one.
     let mut fast_path: Option<(FastPath, std::thread::JoinHandle<()>)> = None;
     let mut standbys = Standbys::default();
     reconcile_now(nm, &mut supervision, &Changes::default());
+    // (Only the links the first look saw out may have been so since NetworkManager's start.)
+    supervision.daemon_started = None;
     tend_standbys(nm, &mut fast_path, &mut standbys);
     let _ready = announce_ready();
     // Started: from here on it waits for NetworkManager's changes, and a pull
@@ -621,6 +636,26 @@ mod tests {
         assert!(!s.wired_out_long_enough(&pair, true, t0 + WIRED_GRACE));
         assert_eq!(s.next_grace_end_in(t0), None);
         assert!(!s.wired_out_long_enough(&pair, false, t0 + 2 * WIRED_GRACE));
+    }
+
+    #[test]
+    fn at_networkmanagers_start_the_grace_counts_from_it() {
+        let pair = Uuid::parse("11111111-1111-4111-8111-111111111111").unwrap();
+        let t0 = Instant::now();
+        let mut s = Supervision { daemon_started: Some(t0), ..Supervision::default() };
+        // The first look, 2.5 s after NetworkManager started: 0.5 s of the grace left.
+        assert!(!s.wired_out_long_enough(&pair, false, t0 + Duration::from_millis(2500)));
+        assert_eq!(s.next_grace_end_in(t0 + Duration::from_millis(2500)), Some(Duration::from_millis(500)));
+        assert!(s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE));
+        // Seen later (the cable in, then out without the supervisor watching): from then.
+        s.daemon_started = None;
+        assert!(!s.wired_out_long_enough(&pair, true, t0 + 2 * WIRED_GRACE));
+        assert!(!s.wired_out_long_enough(&pair, false, t0 + 2 * WIRED_GRACE));
+        assert!(s.wired_out_long_enough(&pair, false, t0 + 3 * WIRED_GRACE));
+        // A start said to be after the look (clocks): from the look.
+        let mut s = Supervision { daemon_started: Some(t0 + WIRED_GRACE), ..Supervision::default() };
+        assert!(!s.wired_out_long_enough(&pair, false, t0));
+        assert!(s.wired_out_long_enough(&pair, false, t0 + WIRED_GRACE));
     }
 
     #[test]

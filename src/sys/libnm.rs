@@ -232,6 +232,32 @@ impl Nm {
         unsafe { ffi::nm_client_get_state(self.raw()) == ffi::NM_STATE_ASLEEP }
     }
 
+    /// How long ago NetworkManager's process started (the bus tells its PID,
+    /// `/proc` its start), if that can be read.
+    pub fn daemon_age(&self) -> Option<std::time::Duration> {
+        let reply = self
+            .context
+            .with_thread_default(|| {
+                self.bus()
+                    .call_sync(
+                        Some("org.freedesktop.DBus"),
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus",
+                        "GetConnectionUnixProcessID",
+                        Some(&(NM_BUS_NAME,).to_variant()),
+                        Some(glib::VariantTy::new("(u)").ok()?),
+                        gio::DBusCallFlags::NONE,
+                        2000,
+                        gio::Cancellable::NONE,
+                    )
+                    .ok()
+            })
+            .ok()??;
+        let (pid,) = reply.get::<(u32,)>()?;
+        let started_ms = super::process_started_boottime_ms(pid)?;
+        u64::try_from(super::boottime_ms() - started_ms).ok().map(std::time::Duration::from_millis)
+    }
+
     pub fn version(&self) -> Option<String> {
         // SAFETY: valid client; transfer-none string.
         cstr_opt(unsafe { ffi::nm_client_get_version(self.raw()) })

@@ -18,6 +18,24 @@ pub fn boottime_ms() -> i64 {
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }
 
+/// When (CLOCK_BOOTTIME ms) the process `pid` started: `/proc/PID/stat`'s
+/// start time, counted on that clock since Linux 5.5.
+pub fn process_started_boottime_ms(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: plain getter.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    start_ticks(&stat).filter(|_| ticks_per_second > 0).map(|ticks| (ticks as i64).saturating_mul(1000) / ticks_per_second as i64)
+}
+
+/// Pure: the start time field (22nd) of a `/proc/PID/stat` line, in clock
+/// ticks; counted after the command's closing parenthesis, which the
+/// command itself may contain.
+fn start_ticks(stat: &str) -> Option<u64> {
+    let (_, after_command) = stat.rsplit_once(')')?;
+    // Fields 3 on follow the command (field 2): the start time is the 20th of them.
+    after_command.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The nice value of what runs between events (the supervisor) while it starts.
 pub const BACKGROUND_NICE: i32 = 10;
 
@@ -78,4 +96,19 @@ pub fn racing_priority() -> std::io::Result<()> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_read_after_the_command_whatever_it_holds() {
+        let line = "812 (Network) Man) S 1 812 812 0 -1 4194560 2345 0 12 0 30 12 0 0 20 0 4 0 123456 300000000 4000 18446744073709551615\n";
+        assert_eq!(start_ticks(line), Some(123456));
+        assert_eq!(start_ticks("812 (nm) S 1 2"), None, "cut short");
+        assert_eq!(start_ticks("no parenthesis"), None);
+        let own = process_started_boottime_ms(std::process::id()).expect("this process's start");
+        assert!((0..=boottime_ms()).contains(&own), "{own}");
+    }
 }
