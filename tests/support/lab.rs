@@ -318,6 +318,21 @@ fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
+/// The machine-wide lab lock: a lab on the host takes it alone, the Wi-Fi
+/// VMs shared (see `vm.rs`).
+pub const LAB_LOCK: &str = "/run/nm-handover-lab.lock";
+
+/// Opens `path` (created if missing) and flocks it with `operation`; the
+/// lock lasts as long as the file is open.
+pub fn flock_file(path: &str, operation: libc::c_int) -> std::io::Result<File> {
+    let file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    // SAFETY: flock on a file we own; released when it is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), operation) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Where the lab takes the companion's binaries from: this build's, or,
 /// with `NM_HANDOVER_INSTALLED=DIR` (tests/installed.rs, after the package
 /// is installed), those installed in DIR.
@@ -398,16 +413,7 @@ impl Lab {
         }
 
         // One lab at a time on this machine: they share the CPU and timing matters.
-        let lock = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open("/run/nm-handover-lab.lock")
-            .map_err(|e| LabError::Failed(format!("lab lock: {e}")))?;
-        // SAFETY: flock on a file we own; released when the file is closed.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(LabError::Failed(format!("lab lock: {}", std::io::Error::last_os_error())));
-        }
+        let lock = flock_file(LAB_LOCK, libc::LOCK_EX).map_err(|e| LabError::Failed(format!("lab lock: {e}")))?;
 
         let name = format!("nmh-{}-{}", std::process::id(), LAB_COUNTER.fetch_add(1, Ordering::SeqCst));
         let dir = std::env::temp_dir().join(format!("{name}.lab"));

@@ -5,6 +5,7 @@
 //! hostapd and the companion as built; the lab inside is the usual one
 //! (`Lab`), with two radios instead of the backup veth. See WIFI-LAB.md.
 
+use super::lab::{flock_file, LAB_LOCK};
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -268,9 +269,27 @@ impl VmRun {
 
 /// Boots the Wi-Fi VM, runs this binary in it with `args` and `env` (plus
 /// `NM_HANDOVER_IN_VM`), and returns what it left; `Err` says why no VM can
-/// run here. Holds the lab lock meanwhile: the VM takes a whole CPU.
+/// run here. Holds the lab lock (shared with other VMs) and a CPU meanwhile
+/// (see [`take_vm_locks`]).
 pub fn boot_vm(name: &str, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<VmRun, String> {
     boot_vm_wired(name, args, env, timeout, Wired::Veth)
+}
+
+/// What a VM holds while it runs: the lab lock, shared (a lab on the host
+/// takes it alone; a VM touches none of the host's namespaces, and two VMs
+/// nothing of each other's), and one of the host's CPUs: a guest under TCG
+/// keeps one busy (1 vCPU), so more VMs than CPUs would slow every guest's
+/// timings. (tests/run.sh runs the two Wi-Fi VM binaries side by side.)
+fn take_vm_locks() -> Result<(fs::File, fs::File), String> {
+    let lab = flock_file(LAB_LOCK, libc::LOCK_SH).map_err(|e| format!("lab lock: {e}"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slot = |i: usize| format!("/run/nm-handover-vm-cpu{i}.lock");
+    let free = (0..cpus).find_map(|i| flock_file(&slot(i), libc::LOCK_EX | libc::LOCK_NB).ok());
+    let cpu = match free {
+        Some(cpu) => cpu,
+        None => flock_file(&slot(std::process::id() as usize % cpus), libc::LOCK_EX).map_err(|e| format!("VM CPU lock: {e}"))?,
+    };
+    Ok((lab, cpu))
 }
 
 /// [`boot_vm`] with the wired side given.
@@ -283,11 +302,7 @@ pub fn boot_vm_wired(name: &str, args: &[&str], env: &[(&str, &str)], timeout: D
         return Err(format!("{VNG} is missing"));
     }
     let kernel = hwsim_kernel().ok_or("no kernel with mac80211_hwsim in /boot (package linux-image-amd64)")?;
-    let lock = fs::OpenOptions::new().create(true).write(true).truncate(false).open("/run/nm-handover-lab.lock").map_err(|e| format!("lab lock: {e}"))?;
-    // SAFETY: flock on a file we own; released when it is closed.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(format!("lab lock: {}", std::io::Error::last_os_error()));
-    }
+    let _locks = take_vm_locks()?;
 
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wifi-vm").join(name);
     let _ = fs::remove_dir_all(&out);
