@@ -11,10 +11,10 @@
 //! laptop must be connected on the right link no later than the control +
 //! 2 s, with the same IPv4, one lease and no conflict at the server. Where
 //! the Wi-Fi comes back, both are timed from the end of the scan that lists
-//! the network again (NetworkManager autoconnects there; see [`Return`]):
+//! the network again (NetworkManager autoconnects there; see `support::scenario::Return`):
 //! when the network returns relative to NM's scans is chance, a scan's worth
 //! (~4 s under TCG) either way. The paired laptop must also ask for the Wi-Fi
-//! within [`REACTION`] of that scan's end, and only once.
+//! within `REACTION` of that scan's end, and only once.
 //!
 //! One VM boot runs them all (a boot costs ~10 s and the guest's lab ~30 s
 //! under TCG); `NM_HANDOVER_DAY_ONLY=<name>` on the host runs one. Needs root
@@ -36,77 +36,6 @@ const SLACK: Duration = Duration::from_secs(2);
 const BACK_WITHIN: Duration = Duration::from_secs(150);
 /// Runs one scenario in the VM.
 const ONLY: &str = "NM_HANDOVER_DAY_ONLY";
-/// How soon after the scan that lists the office network again the paired
-/// laptop asks for its Wi-Fi, at most: 3x the ~0.3 s the supervisor takes
-/// under TCG. NM starts its next periodic scan 200 ms after a scan that
-/// connected nothing; a supervisor that waited for a quiet spell, or held
-/// back after an earlier success, asked seconds later.
-const REACTION: Duration = Duration::from_millis(1000);
-
-/// One return of the office network, as NetworkManager's log tells it from
-/// a line on: the end of the first scan that lists the network again, the
-/// first Office Wi-Fi activation, and its lease (times in the log's seconds).
-#[derive(Debug)]
-struct Return {
-    scan_end: f64,
-    activation: f64,
-    lease: f64,
-    /// Office Wi-Fi activations from the line on, to the lease.
-    activations: usize,
-}
-
-impl Return {
-    fn read(lab: &Lab, since: usize) -> Result<Return, String> {
-        let log = lab.nm_log();
-        let lines: Vec<&str> = log.lines().skip(since).collect();
-        let time = |i: usize| -> Result<f64, String> {
-            let line = lines[i];
-            line.split_once('[')
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .and_then(|(t, _)| t.parse().ok())
-                .ok_or_else(|| format!("no time in NM's log line {line:?}"))
-        };
-        let find = |from: usize, what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize, String> {
-            lines.iter().skip(from).position(|l| pred(l)).map(|i| i + from).ok_or_else(|| format!("NM's log has no {what} after line {}", since + from))
-        };
-        let listed = find(0, "scan listing the office network", &|l| l.contains("wifi-ap: added") && l.contains(WIFI_SSID))?;
-        let scan_end = find(listed, "end of that scan", &|l| l.contains("(wlan0): wifi-scan: scanning-state: idle"))?;
-        let activation = find(0, "Office Wi-Fi activation", &|l| l.contains("Activation: starting connection 'Office Wi-Fi'"))?;
-        let lease = find(activation, "Wi-Fi lease", &|l| l.contains("dhcp4 (wlan0): state changed new lease"))?;
-        let activations = lines[..lease].iter().filter(|l| l.contains("Activation: starting connection 'Office Wi-Fi'")).count();
-        Ok(Return { scan_end: time(scan_end)?, activation: time(activation)?, lease: time(lease)?, activations })
-    }
-
-    /// From the end of the scan that listed the network to the lease.
-    fn to_lease(&self) -> Duration {
-        Duration::from_secs_f64((self.lease - self.scan_end).max(0.0))
-    }
-
-    /// From that scan's end to the activation (zero if it came before).
-    fn reaction(&self) -> Duration {
-        Duration::from_secs_f64((self.activation - self.scan_end).max(0.0))
-    }
-}
-
-/// [`Return::read`], or the test fails with the lab's logs.
-fn wifi_return(lab: &Lab, test: &str, since: usize) -> Return {
-    Return::read(lab, since).unwrap_or_else(|e| panic!("{test}: {e}\n{}", lab.diagnostics()))
-}
-
-/// The paired laptop's part in a return: one activation, asked for soon
-/// after the scan, and the address no later than the control's + [`SLACK`].
-fn judge_return(lab: &Lab, test: &str, what: &str, control: &Return, paired: &Return) {
-    measured(
-        test,
-        &format!("{what}: scan listing the network -> Wi-Fi lease: control / paired"),
-        format!("{} / {}", ms(control.to_lease()), ms(paired.to_lease())),
-    );
-    measured(test, &format!("{what}: scan listing the network -> the paired laptop's activation"), ms(paired.reaction()));
-    assert_eq!(paired.activations, 1, "{test}: {what}: {paired:?}\n{}", lab.diagnostics());
-    assert!(paired.reaction() <= REACTION, "{test}: {what}: asked {} after the scan: {paired:?}\n{}", ms(paired.reaction()), lab.diagnostics());
-    assert!(paired.to_lease() <= control.to_lease() + SLACK, "{test}: {what}: paired {paired:?}, control {control:?}\n{}", lab.diagnostics());
-}
-
 fn cfg(nic: VmNic) -> LabConfig {
     LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_hardware_wired(nic)
 }

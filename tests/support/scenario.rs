@@ -523,6 +523,10 @@ pub fn holds_all(lab: &Lab, iface: &str, addrs: &[Ipv6Addr]) -> bool {
 
 /// A new TCP session through the link that holds the address carries traffic.
 pub fn connected(lab: &Lab, test: &str) {
+    // NetworkManager adds the address (noprefixroute), then its routes: a
+    // connect right after the address appears can meet no route yet
+    // ("Network is unreachable", once in tests/day.rs).
+    lab.expect_until("a route to the LAN's peer", Duration::from_secs(10), || peer_reachable(lab));
     let session = TcpSession::open(lab);
     assert!(session.wait_for_traffic(10, Duration::from_secs(10)), "{test}: no TCP traffic\n{}", lab.diagnostics());
     let report = session.close();
@@ -767,4 +771,78 @@ pub fn handed_back_at_link_up(lab: &Lab, replugs: usize) {
     assert!(waits >= replugs, "NetworkManager waited for link-up {waits} times in {replugs} re-plugs");
     assert!(!log.contains("started the carrier watcher"), "a carrier watcher ran on the patched daemon\n{log}");
     println!("re-plugs whose backup the supervisor's fast path took off the LAN: {by_supervisor} of {replugs}");
+}
+
+/// How much later than plain NetworkManager's the paired laptop's Wi-Fi
+/// may have its lease, counted from the scan that lists the network.
+pub const RETURN_SLACK: Duration = Duration::from_secs(2);
+/// How soon after the scan that lists the office network again the paired
+/// laptop asks for its Wi-Fi, at most: 3x the ~0.3 s the supervisor takes
+/// under TCG. NM starts its next periodic scan 200 ms after a scan that
+/// connected nothing; a supervisor that waited for a quiet spell, or held
+/// back after an earlier success, asked seconds later.
+pub const REACTION: Duration = Duration::from_millis(1000);
+
+/// One return of the office network, as NetworkManager's log tells it from
+/// a line on: the end of the first scan that lists the network again, the
+/// first Office Wi-Fi activation, and its lease (times in the log's seconds).
+#[derive(Debug)]
+pub struct Return {
+    scan_end: f64,
+    activation: f64,
+    lease: f64,
+    /// Office Wi-Fi activations from the line on, to the lease.
+    activations: usize,
+}
+
+impl Return {
+    pub fn read(lab: &Lab, since: usize) -> Result<Return, String> {
+        let log = lab.nm_log();
+        let lines: Vec<&str> = log.lines().skip(since).collect();
+        let time = |i: usize| -> Result<f64, String> {
+            let line = lines[i];
+            line.split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .and_then(|(t, _)| t.parse().ok())
+                .ok_or_else(|| format!("no time in NM's log line {line:?}"))
+        };
+        let find = |from: usize, what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize, String> {
+            lines.iter().skip(from).position(|l| pred(l)).map(|i| i + from).ok_or_else(|| format!("NM's log has no {what} after line {}", since + from))
+        };
+        let listed = find(0, "scan listing the office network", &|l| l.contains("wifi-ap: added") && l.contains(WIFI_SSID))?;
+        let scan_end = find(listed, "end of that scan", &|l| l.contains("(wlan0): wifi-scan: scanning-state: idle"))?;
+        let activation = find(0, "Office Wi-Fi activation", &|l| l.contains("Activation: starting connection 'Office Wi-Fi'"))?;
+        let lease = find(activation, "Wi-Fi lease", &|l| l.contains("dhcp4 (wlan0): state changed new lease"))?;
+        let activations = lines[..lease].iter().filter(|l| l.contains("Activation: starting connection 'Office Wi-Fi'")).count();
+        Ok(Return { scan_end: time(scan_end)?, activation: time(activation)?, lease: time(lease)?, activations })
+    }
+
+    /// From the end of the scan that listed the network to the lease.
+    pub fn to_lease(&self) -> Duration {
+        Duration::from_secs_f64((self.lease - self.scan_end).max(0.0))
+    }
+
+    /// From that scan's end to the activation (zero if it came before).
+    pub fn reaction(&self) -> Duration {
+        Duration::from_secs_f64((self.activation - self.scan_end).max(0.0))
+    }
+}
+
+/// [`Return::read`], or the test fails with the lab's logs.
+pub fn wifi_return(lab: &Lab, test: &str, since: usize) -> Return {
+    Return::read(lab, since).unwrap_or_else(|e| panic!("{test}: {e}\n{}", lab.diagnostics()))
+}
+
+/// The paired laptop's part in a return: one activation, asked for soon
+/// after the scan, and the address no later than the control's + [`RETURN_SLACK`].
+pub fn judge_return(lab: &Lab, test: &str, what: &str, control: &Return, paired: &Return) {
+    measured(
+        test,
+        &format!("{what}: scan listing the network -> Wi-Fi lease: control / paired"),
+        format!("{} / {}", ms(control.to_lease()), ms(paired.to_lease())),
+    );
+    measured(test, &format!("{what}: scan listing the network -> the paired laptop's activation"), ms(paired.reaction()));
+    assert_eq!(paired.activations, 1, "{test}: {what}: {paired:?}\n{}", lab.diagnostics());
+    assert!(paired.reaction() <= REACTION, "{test}: {what}: asked {} after the scan: {paired:?}\n{}", ms(paired.reaction()), lab.diagnostics());
+    assert!(paired.to_lease() <= control.to_lease() + RETURN_SLACK, "{test}: {what}: paired {paired:?}, control {control:?}\n{}", lab.diagnostics());
 }
