@@ -111,8 +111,12 @@ impl Mark {
     }
 }
 
-/// How long after the supervisor handled a pull or a re-plug its dispatcher event may come.
-pub const HANDLED_FOR: Duration = Duration::from_secs(30);
+/// How long after the supervisor's fast path handled a re-plug its
+/// `link-up` may come (0.3-0.7 s after the carrier in the Wi-Fi VM): an
+/// older mark, which that `link-up` never took (the cable out again before
+/// it), must not answer a later one; a `link-up` that comes later still runs
+/// the companion, which does the same.
+pub const HANDLED_FOR: Duration = Duration::from_secs(5);
 
 /// Whether the dispatcher's event of the wired link `index` is left to the
 /// supervisor: a pull's `down` ([`Mark::PullWatched`]: the link has no

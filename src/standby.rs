@@ -234,7 +234,13 @@ pub enum Guard {
     /// 2.6-4.8 s to do it in the Wi-Fi VM (a libnm client loaded while the
     /// backup's own events loaded theirs), of the 5 s NetworkManager waits.
     /// Nothing at a pull: the supervisor hands over.
-    Backup { own_mac: Option<[u8; 6]> },
+    Backup {
+        own_mac: Option<[u8; 6]>,
+        /// The MAC the backup's link had when armed (the wired one, cloned):
+        /// a link that no longer has it holds another profile since (the
+        /// user's, NetworkManager's), and is left alone.
+        serving_mac: [u8; 6],
+    },
 }
 
 /// One pair the fast path watches: the wired link (its index, and its name,
@@ -264,6 +270,7 @@ enum Reaction {
     /// The re-plug: the backup's link leaves the LAN.
     TakeBackupOff {
         own_mac: Option<[u8; 6]>,
+        serving_mac: [u8; 6],
     },
     Nothing,
 }
@@ -276,7 +283,7 @@ fn reaction(carrier: Option<bool>, serving: bool, guard: Guard, recorded: bool) 
     match (carrier, serving, guard) {
         (Some(false), false, Guard::Standby) if recorded => Reaction::Serve,
         (Some(true), true, Guard::Standby) => Reaction::Silence,
-        (Some(true), true, Guard::Backup { own_mac }) if recorded => Reaction::TakeBackupOff { own_mac },
+        (Some(true), true, Guard::Backup { own_mac, serving_mac }) if recorded => Reaction::TakeBackupOff { own_mac, serving_mac },
         _ => Reaction::Nothing,
     }
 }
@@ -345,7 +352,7 @@ impl FastPath {
     /// thread missed the carrier's return (a dock's NIC back under another
     /// name, lost link messages).
     fn silence_if_serving(&self, pair: &Uuid) {
-        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving && a.guard == Guard::Standby) {
             silence_now(entry);
         }
     }
@@ -355,7 +362,7 @@ impl FastPath {
     /// address nm-handover put there must not meet the wired link's at the
     /// next re-plug with no fast path left to take it off.
     fn withdraw(&self, pair: &Uuid) {
-        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving && a.guard == Guard::Standby) {
             take_address_off(entry);
             warn!("standby: {} may no longer be touched: the address it served taken back", entry.standby_iface);
         }
@@ -401,7 +408,7 @@ fn watch(monitor: LinkMonitor, armed: Arc<Mutex<Vec<(Uuid, Armed)>>>) {
                 match reaction(carrier, entry.serving, entry.guard, recorded) {
                     Reaction::Serve => serve_now(entry),
                     Reaction::Silence => silence_now(entry),
-                    Reaction::TakeBackupOff { own_mac } => take_backup_off_now(entry, own_mac),
+                    Reaction::TakeBackupOff { own_mac, serving_mac } => take_backup_off_now(entry, own_mac, serving_mac),
                     Reaction::Nothing => {}
                 }
             }
@@ -451,10 +458,22 @@ fn silence_now(entry: &mut Armed) {
 /// ([`Guard::Backup`]): its link off the LAN before the wired DHCP client
 /// speaks, recorded so that it is set up again once NetworkManager has
 /// deactivated the backup (see `crate::offlan`); the hand-back follows the
-/// wired link's address (the supervisor's next look, or the wired `up`).
-fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>) {
+/// wired link's address (its `up`). The re-plug is recorded as under way,
+/// as the carrier watcher records it: where the wired link gets no address
+/// (a dead port, a wired profile NetworkManager does not activate, so no
+/// `link-up` and no `down`), the supervisor brings the backup back once the
+/// profile's DHCP timeout has passed.
+fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>, serving_mac: [u8; 6]) {
     let started = Instant::now();
     entry.serving = false;
+    let mac_now = std::fs::read_to_string(format!("/sys/class/net/{}/address", entry.standby_iface)).ok().and_then(|mac| crate::pairing::mac_bytes(mac.trim()));
+    if mac_now != Some(serving_mac) || netlink::if_index(entry.standby_iface.as_str()).ok() != Some(entry.standby_link) {
+        warn!("re-plug: {} no longer carries the pair's address and MAC: left alone (the link-up decides)", entry.standby_iface);
+        return;
+    }
+    if let Err(e) = Mark::ReplugPending.set(entry.wired) {
+        warn!("re-plug: {e}");
+    }
     match crate::offlan::take_off_lan(entry.standby_link, own_mac) {
         Ok(()) => {
             info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: took {} off the LAN (link down, own MAC restored)", entry.standby_iface);
@@ -830,6 +849,7 @@ pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
         return;
     };
     let own_mac = backup_dev.permanent_hw_address().and_then(|mac| crate::pairing::mac_bytes(&mac));
+    let Some(serving_mac) = backup_dev.hw_address().and_then(|mac| crate::pairing::mac_bytes(&mac)) else { return };
     let entry = Armed {
         // (The wired link gone, an undock: followed by its name when it is back.)
         wired: netlink::if_index(pair.wired.device.as_str()).unwrap_or(-1),
@@ -839,7 +859,7 @@ pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
         address: WiredAddress { address, prefix: prefix as u8, gateway: backup_dev.ipv4_gateway() },
         metric: 0,
         serving: true,
-        guard: Guard::Backup { own_mac },
+        guard: Guard::Backup { own_mac, serving_mac },
     };
     fast.arm(&pair.wired.uuid, entry);
 }
@@ -933,8 +953,8 @@ mod tests {
 
     #[test]
     fn the_fast_path_reacts_to_the_wired_carrier_by_what_guards_the_address() {
-        let backup = Guard::Backup { own_mac: Some([2, 0, 0, 0, 0, 1]) };
-        let take_off = Reaction::TakeBackupOff { own_mac: Some([2, 0, 0, 0, 0, 1]) };
+        let backup = Guard::Backup { own_mac: Some([2, 0, 0, 0, 0, 1]), serving_mac: [2, 0, 0, 0, 0, 9] };
+        let take_off = Reaction::TakeBackupOff { own_mac: Some([2, 0, 0, 0, 0, 1]), serving_mac: [2, 0, 0, 0, 0, 9] };
         // Every case that does something (carrier, serving, guard, recorded): the rest do nothing.
         let acting = [
             ((Some(false), false, Guard::Standby, true), Reaction::Serve),

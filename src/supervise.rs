@@ -153,9 +153,9 @@ pub struct Supervision {
     /// many changes; each is logged once per supervisor).
     reported: std::collections::BTreeSet<String>,
     /// When NetworkManager started, where that was just before this
-    /// supervisor (a boot, NetworkManager restarted): a wired link the first
-    /// look sees without carrier has been so since then at most, and its
-    /// grace counts from there. From the first look instead, it ended 3 s
+    /// supervisor (a boot, NetworkManager restarted) and it knew every
+    /// pair's wired device then: a wired link the first look sees without
+    /// carrier has been so since then at most, and its grace counts from there. From the first look instead, it ended 3 s
     /// after the supervisor's start (4 s after NetworkManager's in the Wi-Fi
     /// VM), after the Wi-Fi's first scan: a boot without the cable reached
     /// the Wi-Fi 2.7 s after plain NetworkManager.
@@ -388,7 +388,10 @@ pub fn ready_supervisor() -> Option<u32> {
 /// Runs the supervisor, holding `_lock` ([`take_lock`]), until NetworkManager stops or no pair is left.
 pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
     info!(pid = std::process::id(), "supervising the pairs between dispatcher events");
-    let daemon_started = nm.daemon_age().filter(|age| *age <= DAEMON_START_WINDOW).and_then(|age| Instant::now().checked_sub(age));
+    // (A wired device NetworkManager does not know yet, a dock's NIC still
+    // enumerating, has its grace from the first look, as before.)
+    let wired_known = Pair::all(nm).into_iter().flatten().all(|pair| nm.device(pair.wired.device.as_str()).is_some());
+    let daemon_started = nm.daemon_age().filter(|age| wired_known && *age <= DAEMON_START_WINDOW).and_then(|age| Instant::now().checked_sub(age));
     let mut supervision = Supervision { daemon_started, ..Supervision::default() };
     // The warm standbys' fast path (see `crate::standby`): a thread, started once a pair asks for one.
     let mut fast_path: Option<(FastPath, std::thread::JoinHandle<()>)> = None;
@@ -513,6 +516,12 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
         let backup_came_up = changes.came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         let dropped_ms = supervision.went_down_at(pair.backup.device.as_str()).unwrap_or_else(crate::sys::boottime_ms);
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, dropped_ms);
+        if !seen.wired_carrier {
+            // A re-plug's mark its `link-up` never took (the cable out again first) answers no later one.
+            if let Ok(index) = crate::sys::netlink::if_index(pair.wired.device.as_str()) {
+                let _ = crate::marks::Mark::ReplugHandled.clear(index);
+            }
+        }
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);
         let decision = decide(Role::Wired, hook, seen, pair.options);
         // (A look that would do nothing still says why the backup it needs can never come up; once.)

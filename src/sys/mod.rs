@@ -19,7 +19,8 @@ pub fn boottime_ms() -> i64 {
 }
 
 /// When (CLOCK_BOOTTIME ms) the process `pid` started: `/proc/PID/stat`'s
-/// start time, counted on that clock since Linux 5.5.
+/// start time, counted since boot with the time suspended (the kernel's
+/// `start_boottime`).
 pub fn process_started_boottime_ms(pid: u32) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // SAFETY: plain getter.
