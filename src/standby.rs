@@ -835,7 +835,11 @@ fn arm(
 pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
     let seen = pair.observe(nm, &crate::handover::System);
     let holds = !seen.wired_carrier && seen.link_up_dispatched && seen.backup == crate::policy::LinkState::Active && seen.backup_holds_address();
-    if !holds || pair.may_act_on(nm, &pair.backup).is_err() {
+    // A wired profile the user connects by hand: NetworkManager starts nothing
+    // at the re-plug, and the backup keeps the address until they do (its
+    // `link-up` then takes the backup off, as plain NM would leave it up).
+    let wired_autoconnects = nm.profile(pair.wired.uuid.as_str()).and_then(|p| p.property("connection", "autoconnect")) != Some(PropertyValue::Bool(false));
+    if !holds || !wired_autoconnects || pair.may_act_on(nm, &pair.backup).is_err() {
         fast.disarm(&pair.wired.uuid);
         return;
     }

@@ -283,6 +283,41 @@ fn a_dead_wired_port_leaves_the_backup_holding_the_address_on_patched_nm() {
     dead_port_case(test, cfg);
 }
 
+/// A wired profile the user connects by hand (`autoconnect=no`), on patched
+/// NetworkManager: at the re-plug NetworkManager starts nothing, so the
+/// backup keeps the address (the laptop stays online, as plain NM would
+/// leave it) until the user connects the wired profile, whose `link-up`
+/// takes the backup off the LAN before the wired DHCP client speaks.
+#[test]
+fn a_wired_profile_connected_by_hand_keeps_the_backup_until_it_is_connected_on_patched_nm() {
+    let test = "day/wired profile connected by hand (patched)";
+    let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
+    let Some(p) = paired(test, cfg, &[]) else { return };
+    let lab = &p.lab;
+    lab.nmcli(&["connection", "modify", "Office LAN", "connection.autoconnect", "no"]).expect("the wired profile connected by hand");
+    lab.expect_until("the supervisor", Duration::from_secs(10), || lab.companion(&["status"]).contains("supervisor: running"));
+    std::thread::sleep(Duration::from_secs(1));
+    lab.pull_cable();
+    lab.expect_until("the backup to hold the address", Duration::from_secs(20), || lab.ipv4("backup0") == Some(p.addr));
+    std::thread::sleep(Duration::from_secs(1));
+    let since = lab.server_log().lines().count();
+    lab.plug_cable();
+    // Past NetworkManager's carrier handling and the supervisor's looks: nothing moved.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lab.ipv4("backup0"), Some(p.addr), "{test}: the backup left the LAN for a wired profile NM does not connect\n{}", lab.diagnostics());
+    assert!(nm_state(lab, "Office LAN").is_empty(), "{test}: {}", lab.diagnostics());
+    connected(lab, test);
+    // The user connects it.
+    lab.nmcli(&["connection", "up", "Office LAN"]).expect("the wired profile up by hand");
+    lab.expect_until("the wired link to hold the address, the backup off", Duration::from_secs(30), || {
+        lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("backup0").is_none()
+    });
+    handed_back_at_link_up(lab, 1);
+    connected(lab, test);
+    no_conflict(lab, test);
+    only_acks_for(lab, since, p.addr);
+}
+
 /// Undock: the wired NIC goes away (the link is deleted, not its carrier lost).
 fn undock(lab: &Lab, name: &str) {
     let out = std::process::Command::new("ip").args(["-n", &lab.host, "link", "del", name]).output().unwrap();
