@@ -285,6 +285,10 @@ pub enum NetEvent {
     },
 }
 
+/// How long after a poll saw a change its event may still be on its way
+/// through `ip monitor` and the reader thread.
+const MONITOR_LAG: Duration = Duration::from_secs(2);
+
 /// `ip monitor address link` in the host namespace, each line stamped when read.
 pub struct NetMonitor {
     /// One instant on both clocks, to put monitor events on the wall clock of packet captures.
@@ -369,11 +373,25 @@ impl NetMonitor {
     }
 
     /// When `iface` first got `addr` after `since`.
+    /// When `iface` first got `addr` after `since`. Callers ask once a poll
+    /// of the namespace has seen the address, which can be before this
+    /// monitor's reader has read the event (CI saw it once): so it waits up
+    /// to [`MONITOR_LAG`] for the event before saying there was none.
     pub fn address_added_at(&self, since: Instant, iface: &str, addr: Ipv4Addr) -> Option<Instant> {
-        self.events_since(since).into_iter().find_map(|(t, e)| match e {
-            NetEvent::AddressAdded { iface: i, addr: a } if i == iface && a == addr => Some(t),
-            _ => None,
-        })
+        let find = || {
+            self.events_since(since).into_iter().find_map(|(t, e)| match e {
+                NetEvent::AddressAdded { iface: i, addr: a } if i == iface && a == addr => Some(t),
+                _ => None,
+            })
+        };
+        let deadline = Instant::now() + MONITOR_LAG;
+        loop {
+            match find() {
+                Some(t) => return Some(t),
+                None if Instant::now() >= deadline => return None,
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     pub fn dump(&self, since: Instant) -> String {

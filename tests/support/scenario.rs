@@ -654,7 +654,10 @@ pub fn take_over_cycle(lab: &Lab, addr: Ipv4Addr, backup_iface: &str) -> Result<
     let pull_wall = SystemTime::now();
     lab.pull_cable();
     lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4(backup_iface) == Some(addr)).map_err(e)?;
-    let pull_took = monitor.address_added_at(pull, backup_iface, addr).ok_or("no address event of the backup")? - pull;
+    let pull_took = monitor
+        .address_added_at(pull, backup_iface, addr)
+        .ok_or_else(|| format!("no address event of the backup; the monitor saw:\n{}", monitor.dump(pull)))?
+        - pull;
     if !tcp.wait_for_traffic(10, Duration::from_secs(10)) {
         return Err(format!("TCP after the pull: {:?}", tcp.report()));
     }
@@ -668,7 +671,10 @@ pub fn take_over_cycle(lab: &Lab, addr: Ipv4Addr, backup_iface: &str) -> Result<
         lab.ipv4("wired0") == Some(addr) && lab.ipv4(backup_iface).is_none()
     })
     .map_err(e)?;
-    let replug_took = monitor.address_added_at(plug, "wired0", addr).ok_or("no address event of the wired link")? - plug;
+    let replug_took = monitor
+        .address_added_at(plug, "wired0", addr)
+        .ok_or_else(|| format!("no address event of the wired link; the monitor saw:\n{}", monitor.dump(plug)))?
+        - plug;
     let first_dhcp = wired_dhcp.first_dhcp_from(&wired_mac, plug_wall).ok_or("no wired DHCP packet after the plug")?.0;
     if backup_frames.last_from_between(&wired_mac, pull_wall, plug_wall).is_none() {
         return Err("the capture on the backup's port saw no frame while the backup held the address".into());
