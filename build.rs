@@ -36,6 +36,7 @@ const LIBNM_FUNCTIONS: &[&str] = &[
     "nm_device_ethernet_get_permanent_hw_address",
     "nm_device_wifi_get_permanent_hw_address",
     "nm_device_get_active_connection",
+    "nm_device_get_autoconnect",
     "nm_device_get_ip4_config",
     "nm_device_get_dhcp4_config",
     "nm_device_get_ip6_config",

@@ -331,9 +331,13 @@ impl Pair {
         }
     }
 
-    /// How long until the re-plug under way (the watcher took the backup off
-    /// the LAN for it) counts as failed, if one is under way: the wired link
-    /// has carrier and no address yet.
+    /// How long until the re-plug under way (the watcher or the supervisor's
+    /// fast path took the backup off the LAN for it) counts as failed, if one
+    /// is under way: the wired link has carrier and no address yet. A wired
+    /// device NetworkManager activates nothing on (its autoconnect off, a
+    /// wired profile connected by hand only) counts as failed within seconds
+    /// (see [`crate::marks::ACTIVATION_START_WITHIN`]); one it activates
+    /// another profile on is not this pair's re-plug to judge.
     pub fn replug_overdue_in(&self, nm: &impl Daemon, host: &impl Host) -> Option<Duration> {
         let since = host.link_mark(&self.wired.device, Mark::ReplugPending)?;
         // Judged already: the port is known to have failed.
@@ -343,7 +347,12 @@ impl Pair {
         if !nm.has_carrier(&self.wired.device) || nm.link_state(&self.wired.uuid) == LinkState::Active {
             return None;
         }
-        Some(replug_overdue_in(since, SystemTime::now(), dhcp_timeout(nm.dhcp_timeout(&self.wired.uuid))))
+        let activating = match nm.active_profile(&self.wired.device) {
+            Some(uuid) if uuid != self.wired.uuid.as_str() => return None,
+            Some(_) => true,
+            None => false,
+        };
+        Some(replug_overdue_in(since, SystemTime::now(), activating, dhcp_timeout(nm.dhcp_timeout(&self.wired.uuid))))
     }
 
     /// One event of the pair handled: what NM reports now, what the policy

@@ -149,10 +149,24 @@ pub fn dhcp_timeout(seconds: Option<i32>) -> Duration {
     }
 }
 
-/// How long until a re-plug begun at `since` is overdue (zero: it is).
-pub fn replug_overdue_in(since: SystemTime, now: SystemTime, timeout: Duration) -> Duration {
+/// How long NetworkManager has, after the wired carrier came back, to start
+/// an activation on the wired device (it starts 0.3-0.7 s after the carrier
+/// in the Wi-Fi VM, milliseconds on veth) before a re-plug the backup left
+/// the LAN for counts as one it will not make: the device's autoconnect
+/// turned off, no profile that connects by itself, a retry limit reached.
+/// Plain NetworkManager would have left the Wi-Fi up; the backup comes back
+/// then, not after the DHCP timeout (45 s by default, or never where it is
+/// infinite).
+pub const ACTIVATION_START_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long until a re-plug begun at `since` is overdue (zero: it is):
+/// while the wired device is `activating` the pair's wired profile, its DHCP
+/// `timeout` and a margin; while nothing activates on it,
+/// [`ACTIVATION_START_WITHIN`].
+pub fn replug_overdue_in(since: SystemTime, now: SystemTime, activating: bool, timeout: Duration) -> Duration {
     let waited = now.duration_since(since).unwrap_or_default();
-    (timeout + REPLUG_MARGIN).saturating_sub(waited)
+    let allowed = if activating { timeout + REPLUG_MARGIN } else { ACTIVATION_START_WITHIN };
+    allowed.saturating_sub(waited)
 }
 
 #[cfg(test)]
@@ -178,12 +192,24 @@ mod tests {
     fn a_replug_is_overdue_after_the_dhcp_timeout_and_the_margin() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let timeout = dhcp_timeout(Some(10));
-        assert_eq!(replug_overdue_in(t0, t0, timeout), Duration::from_secs(15));
-        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(14), timeout), Duration::from_secs(1));
-        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(15), timeout), Duration::ZERO);
+        assert_eq!(replug_overdue_in(t0, t0, true, timeout), Duration::from_secs(15));
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(14), true, timeout), Duration::from_secs(1));
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(15), true, timeout), Duration::ZERO);
         // A clock that went back counts as no time waited.
-        assert_eq!(replug_overdue_in(t0, t0 - Duration::from_secs(5), timeout), Duration::from_secs(15));
+        assert_eq!(replug_overdue_in(t0, t0 - Duration::from_secs(5), true, timeout), Duration::from_secs(15));
         assert_eq!(dhcp_timeout(Some(0)), NM_DEFAULT_DHCP_TIMEOUT);
         assert_eq!(dhcp_timeout(None), NM_DEFAULT_DHCP_TIMEOUT);
+    }
+
+    #[test]
+    fn a_replug_nothing_activates_for_is_overdue_soon_whatever_the_dhcp_timeout() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let infinite = dhcp_timeout(Some(i32::MAX));
+        assert_eq!(replug_overdue_in(t0, t0, false, infinite), ACTIVATION_START_WITHIN);
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(2), false, infinite), ACTIVATION_START_WITHIN - Duration::from_secs(2));
+        assert_eq!(replug_overdue_in(t0, t0 + ACTIVATION_START_WITHIN, false, infinite), Duration::ZERO);
+        // An activation that started, failed and is not retried (yet): overdue at once.
+        assert_eq!(replug_overdue_in(t0, t0 + Duration::from_secs(45), false, infinite), Duration::ZERO);
+        assert!(replug_overdue_in(t0, t0 + Duration::from_secs(45), true, infinite) > Duration::from_secs(3600));
     }
 }

@@ -86,8 +86,10 @@ pub struct Observed {
     /// A wired activation on this port found no DHCP since the cable went
     /// in (see `crate::marks`).
     pub wired_port_failed: bool,
-    /// The carrier watcher took the backup off the LAN for a re-plug, and the
-    /// wired link has had no address for longer than its DHCP timeout since.
+    /// The carrier watcher (or the supervisor's fast path) took the backup off
+    /// the LAN for a re-plug, and the wired link has had no address for
+    /// longer than its DHCP timeout since, or NetworkManager activated nothing
+    /// on it within seconds (see `crate::marks::replug_overdue_in`).
     pub replug_overdue: bool,
     /// The pair's carrier watcher runs.
     pub watcher_running: bool,
@@ -244,7 +246,7 @@ fn decide_wired(hook: Hook, seen: Observed, options: Options) -> Decision {
             hook,
             seen,
             options,
-            "no address on the wired link within its DHCP timeout after the re-plug: back to the backup link",
+            "no address on the wired link after the re-plug (its DHCP timeout passed, or NetworkManager activated nothing on it): back to the backup link",
         ),
         Hook::Down => decision("wired profile deactivated with carrier present: the user's choice, left alone", vec![]),
         // nm-dispatcher runs events one after another, and each run looks at

@@ -461,8 +461,8 @@ fn silence_now(entry: &mut Armed) {
 /// wired link's address (its `up`). The re-plug is recorded as under way,
 /// as the carrier watcher records it: where the wired link gets no address
 /// (a dead port, a wired profile NetworkManager does not activate, so no
-/// `link-up` and no `down`), the supervisor brings the backup back once the
-/// profile's DHCP timeout has passed.
+/// `link-up` and no `down`), the supervisor brings the backup back (see
+/// `crate::marks::replug_overdue_in`).
 fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>, serving_mac: [u8; 6]) {
     let started = Instant::now();
     entry.serving = false;
@@ -835,10 +835,15 @@ fn arm(
 pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
     let seen = pair.observe(nm, &crate::handover::System);
     let holds = !seen.wired_carrier && seen.link_up_dispatched && seen.backup == crate::policy::LinkState::Active && seen.backup_holds_address();
-    // A wired profile the user connects by hand: NetworkManager starts nothing
-    // at the re-plug, and the backup keeps the address until they do (its
-    // `link-up` then takes the backup off, as plain NM would leave it up).
-    let wired_autoconnects = nm.profile(pair.wired.uuid.as_str()).and_then(|p| p.property("connection", "autoconnect")) != Some(PropertyValue::Bool(false));
+    // A wired profile the user connects by hand, or a wired device set not
+    // to autoconnect: NetworkManager starts nothing at the re-plug, and the
+    // backup keeps the address until they connect it (its `link-up` then
+    // takes the backup off, as plain NM would leave it up). (A device gone,
+    // an undock, keeps it armed: its re-dock is a re-plug.) Where another
+    // reason keeps NetworkManager from activating the wired profile, the
+    // supervisor brings the backup back (`crate::marks::ACTIVATION_START_WITHIN`).
+    let wired_autoconnects = nm.profile(pair.wired.uuid.as_str()).and_then(|p| p.property("connection", "autoconnect")) != Some(PropertyValue::Bool(false))
+        && nm.device(pair.wired.device.as_str()).is_none_or(|device| device.autoconnects());
     if !holds || !wired_autoconnects || pair.may_act_on(nm, &pair.backup).is_err() {
         fast.disarm(&pair.wired.uuid);
         return;

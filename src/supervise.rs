@@ -435,7 +435,7 @@ pub fn supervise(nm: &Nm, _lock: FileLock) -> Result<Ended> {
 }
 
 /// When the supervisor looks next, change or not: a re-plug under way once
-/// its DHCP timeout has passed, a backup held back after failed activations
+/// it is overdue, a backup held back after failed activations
 /// once its pause is over, a wired link seen without carrier once its grace
 /// has passed (nothing else may change on a quiet LAN), a standby's next look.
 fn next_look(nm: &Nm, supervision: &Supervision, standbys: &Standbys) -> WatchNext {
@@ -511,15 +511,23 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
     let mut something_to_do = !supervision.bring_up_only;
     supervision.note_devices(changes);
     for pair in Pair::all(nm).into_iter().flatten() {
+        let seen_at = std::time::SystemTime::now();
         let seen = pair.observe(nm, &System);
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         let backup_came_up = changes.came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         let dropped_ms = supervision.went_down_at(pair.backup.device.as_str()).unwrap_or_else(crate::sys::boottime_ms);
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, dropped_ms);
         if !seen.wired_carrier {
-            // A re-plug's mark its `link-up` never took (the cable out again first) answers no later one.
+            // A re-plug's mark its `link-up` never took (the cable out again
+            // first) answers no later one; one the fast path set since this
+            // look saw the cable out is the next re-plug's (file times lag
+            // the clock by up to a tick: 20 ms of margin; the fast path's
+            // thread clears the mark itself at each carrier loss).
             if let Ok(index) = crate::sys::netlink::if_index(pair.wired.device.as_str()) {
-                let _ = crate::marks::Mark::ReplugHandled.clear(index);
+                let mark = crate::marks::Mark::ReplugHandled;
+                if mark.since(index).is_some_and(|set| set + Duration::from_millis(20) < seen_at) {
+                    let _ = mark.clear(index);
+                }
             }
         }
         let hook = supervision.hook_for(&pair.wired.uuid, &seen);

@@ -862,6 +862,14 @@ impl Device {
         cstr_opt(p).filter(|s| !s.is_empty())
     }
 
+    /// Whether NetworkManager may connect the device by itself (`nmcli
+    /// device set IFACE autoconnect no` turns it off until the user connects
+    /// a profile on it).
+    pub fn autoconnects(&self) -> bool {
+        // SAFETY: valid device.
+        unsafe { ffi::nm_device_get_autoconnect(self.raw()) != 0 }
+    }
+
     pub fn active_connection(&self) -> Option<ActiveConnection> {
         // SAFETY: valid device.
         object_from_none(unsafe { ffi::nm_device_get_active_connection(self.raw()) }).map(|obj| ActiveConnection { obj })
