@@ -443,14 +443,20 @@ fn serve_now(entry: &mut Armed) {
     }
 }
 
-/// The re-plug: the address off the standby's link, before the wired DHCP client speaks.
+/// The re-plug: the address off the standby's link, before the wired DHCP
+/// client speaks. The re-plug is recorded as under way, as the carrier
+/// watcher records it: where NetworkManager activates nothing on the wired
+/// link (a wired profile connected by hand), the supervisor brings the
+/// backup up (see `crate::marks::replug_overdue_in`).
 fn silence_now(entry: &mut Armed) {
     let started = Instant::now();
     if take_address_off(entry) {
         info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface);
     }
-    if let Err(e) = Mark::ReplugHandled.set(entry.wired) {
-        warn!("standby: {e}");
+    for mark in [Mark::ReplugHandled, Mark::ReplugPending] {
+        if let Err(e) = mark.set(entry.wired) {
+            warn!("standby: {e}");
+        }
     }
 }
 

@@ -516,7 +516,12 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
         let on_request = nm.deactivation_facts(&pair.backup.device, &pair.backup.uuid).1;
         let backup_came_up = changes.came_up.iter().any(|a| a.device == pair.backup.device.as_str() && a.profile == pair.backup.uuid.as_str());
         let dropped_ms = supervision.went_down_at(pair.backup.device.as_str()).unwrap_or_else(crate::sys::boottime_ms);
-        supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, !on_request && !seen.backup_taken_off_lan, dropped_ms);
+        // A standby that left the address at a re-plug, still associated, is
+        // no backup whose network went away (whose return a scan shows).
+        let standby_still_up =
+            pair.options.standby && nm.active_profile(&pair.backup.device).as_deref() == Some(crate::standby::standby_uuid(&pair.backup.uuid).as_str());
+        let by_itself = !on_request && !seen.backup_taken_off_lan && !standby_still_up;
+        supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, by_itself, dropped_ms);
         if !seen.wired_carrier {
             // A re-plug's mark its `link-up` never took (the cable out again
             // first) answers no later one; one the fast path set since this

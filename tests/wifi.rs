@@ -366,6 +366,59 @@ fn warm_standby_twice(test: &str, cfg: LabConfig, between: impl FnOnce(&str, &Pa
     assert_eq!(host_sysctl(&p.lab, "/proc/sys/net/ipv4/conf/wlan0/arp_ignore"), "0", "{test}: unpair left arp_ignore changed");
 }
 
+/// With the warm standby and a wired profile the user connects by hand
+/// (`autoconnect=no`): the standby leaves the address at the re-plug as
+/// always (nothing tells it NetworkManager will not connect the wired link),
+/// and the supervisor, seeing nothing activate on the wired device, brings
+/// the backup up with the address within seconds; the user's connect then
+/// hands back.
+#[test]
+fn warm_standby_with_a_wired_profile_connected_by_hand_on_stock_nm_1_42() {
+    in_shared_vm("warm_standby_with_a_wired_profile_connected_by_hand_on_stock_nm_1_42", || {
+        let test = "wifi/warm standby, wired profile connected by hand";
+        let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &["--standby"]) else { return };
+        let lab = &p.lab;
+        lab.nmcli(&["connection", "modify", "Office LAN", "connection.autoconnect", "no"]).expect("the wired profile connected by hand");
+        standby_ready(test, &p);
+        lab.pull_cable();
+        lab.expect_until("the standby to hold the wired address", Duration::from_secs(10), || lab.ipv4("wlan0") == Some(p.addr));
+        // NetworkManager adopts it on the standby before the re-plug.
+        lab.expect_until("NetworkManager to hold the address on the standby", Duration::from_secs(15), || {
+            lab.nmcli(&["-g", "IP4.ADDRESS", "device", "show", "wlan0"]).is_ok_and(|a| a.contains(&p.addr.to_string()))
+        });
+        let since = lab.server_log().lines().count();
+        let plug = Instant::now();
+        lab.plug_cable();
+        // NetworkManager's activation of the backup then (a scan, the handshake: 5-9 s here) is not the companion's.
+        lab.expect_until("the Wi-Fi to hold the address again", Duration::from_secs(60), || {
+            nm_state(lab, p.backup_profile) == "activated" && lab.ipv4("wlan0") == Some(p.addr)
+        });
+        measured(test, "plug -> the backup holds the address again", ms(plug.elapsed()));
+        let log = lab.dispatcher_log();
+        let silenced =
+            logged_at(&log, "wired carrier back: wlan0 left the LAN's address").unwrap_or_else(|| panic!("{test}: no re-plug logged\n{}", lab.diagnostics()));
+        let asked =
+            logged_at(&log, "asked NetworkManager to activate 'Office Wi-Fi'").unwrap_or_else(|| panic!("{test}: no activation asked\n{}", lab.diagnostics()));
+        let reaction = Duration::from_secs_f64(asked - silenced);
+        measured(test, "the standby silenced -> the backup's activation asked", ms(reaction));
+        // 5 s for an activation to start on the wired device (ACTIVATION_START_WITHIN), then the supervisor's look.
+        assert!(reaction <= Duration::from_secs(8), "{test}: the backup was asked for {reaction:?} after the re-plug\n{}", lab.diagnostics());
+        assert!(nm_state(lab, "Office LAN").is_empty(), "{test}: NetworkManager connected the wired link by itself\n{}", lab.diagnostics());
+        lab.nmcli(&["connection", "up", "Office LAN"]).expect("the wired profile up by hand");
+        lab.expect_until("the wired link to hold the address, the Wi-Fi without it", Duration::from_secs(30), || {
+            lab.ipv4("wired0") == Some(p.addr) && lab.ipv4("wlan0").is_none()
+        });
+        assert!(!lab.server_log().contains("Abandoning IP address"), "{test}: the server abandoned the address\n{}", lab.diagnostics());
+        only_acks_for(lab, since, p.addr);
+    });
+}
+
+/// When the companion or the supervisor first logged a line containing
+/// `needle` (seconds since the epoch, as its log lines are stamped).
+fn logged_at(log: &str, needle: &str) -> Option<f64> {
+    log.lines().filter(|l| l.contains(needle)).find_map(|l| l.strip_prefix('[')?.split(']').next()?.trim().parse().ok())
+}
+
 /// Between the two cycles the user switches the radio off and on while docked.
 #[test]
 fn warm_standby_pull_and_replug_on_wifi_stock_nm_1_42() {
