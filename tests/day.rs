@@ -320,13 +320,10 @@ fn user_connects_the_wired_profile(test: &str, p: &Paired, since: usize) {
 /// takes the backup off the LAN before the wired DHCP client speaks.
 #[test]
 fn a_wired_profile_connected_by_hand_keeps_the_backup_until_it_is_connected_on_patched_nm() {
-    let test = "day/wired profile connected by hand (patched)";
-    let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
-    let Some(p) = paired(test, cfg, &[]) else { return };
-    let since = replug_that_nm_does_not_connect(&p, &["connection", "modify", "Office LAN", "connection.autoconnect", "no"]);
-    backup_stays_online_after_the_replug(test, &p);
-    user_connects_the_wired_profile(test, &p, since);
-    handed_back_at_link_up(&p.lab, 1);
+    backup_kept_until_connected_by_hand_on_patched_nm(
+        "day/wired profile connected by hand (patched)",
+        &["connection", "modify", "Office LAN", "connection.autoconnect", "no"],
+    );
 }
 
 /// The same with the wired *device* set not to connect by itself (`nmcli
@@ -334,10 +331,16 @@ fn a_wired_profile_connected_by_hand_keeps_the_backup_until_it_is_connected_on_p
 /// autoconnects, the device does not.
 #[test]
 fn a_wired_device_set_not_to_autoconnect_keeps_the_backup_until_it_is_connected_on_patched_nm() {
-    let test = "day/wired device set not to autoconnect (patched)";
+    backup_kept_until_connected_by_hand_on_patched_nm("day/wired device set not to autoconnect (patched)", &["device", "set", "wired0", "autoconnect", "no"]);
+}
+
+/// On patched NetworkManager, with the wired link connected by hand only
+/// (`connect_by_hand_only`): the backup never leaves the LAN at the
+/// re-plug, and the user's connect hands back at `link-up`.
+fn backup_kept_until_connected_by_hand_on_patched_nm(test: &str, connect_by_hand_only: &[&str]) {
     let Some(cfg) = patched_or_skip(test, DhcpServer::IscDhcpd) else { return };
     let Some(p) = paired(test, cfg, &[]) else { return };
-    let since = replug_that_nm_does_not_connect(&p, &["device", "set", "wired0", "autoconnect", "no"]);
+    let since = replug_that_nm_does_not_connect(&p, connect_by_hand_only);
     backup_stays_online_after_the_replug(test, &p);
     user_connects_the_wired_profile(test, &p, since);
     handed_back_at_link_up(&p.lab, 1);
