@@ -379,7 +379,8 @@ fn a_wired_profile_connected_by_hand_gets_the_backup_back_within_seconds_on_stoc
     let back = plug.elapsed();
     measured(test, "plug -> the backup holds the address again", ms(back));
     // NetworkManager's default DHCP timeout is 45 s: the old rule would take 50 s.
-    assert!(back <= Duration::from_secs(12), "{test}: the backup came back {back:?} after the plug\n{}", lab.diagnostics());
+    // 3x the 5 s the supervisor gives an activation to start (7.1 s in a CI run).
+    assert!(back <= Duration::from_secs(15), "{test}: the backup came back {back:?} after the plug\n{}", lab.diagnostics());
     connected(lab, test);
     user_connects_the_wired_profile(test, &p, since);
 }
