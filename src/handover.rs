@@ -272,6 +272,12 @@ impl Pair {
         }
     }
 
+    /// The pair's warm standby is active on the backup's device (see
+    /// `crate::standby`): it holds the address for the backup, or is silent.
+    pub fn standby_up(&self, nm: &impl Daemon) -> bool {
+        self.options.standby && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str())
+    }
+
     /// The state of both sides now.
     pub fn observe(&self, nm: &impl Daemon, host: &impl Host) -> Observed {
         let backup_taken_off_lan = nm.manages(&self.backup.device)
@@ -280,9 +286,7 @@ impl Pair {
                 debug!("{e}");
                 false
             });
-        // The warm standby holds the address for the backup (see `crate::standby`).
-        let standby_up =
-            self.options.standby && nm.active_profile(&self.backup.device).as_deref() == Some(crate::standby::standby_uuid(&self.backup.uuid).as_str());
+        let standby_up = self.standby_up(nm);
         let standby_serving = standby_up && host.link_mark(&self.backup.device, Mark::StandbyServing).is_some();
         Observed {
             // Either one's word: a re-plug the watcher already acted on must

@@ -518,9 +518,7 @@ fn reconcile_now(nm: &Nm, supervision: &mut Supervision, changes: &Changes) {
         let dropped_ms = supervision.went_down_at(pair.backup.device.as_str()).unwrap_or_else(crate::sys::boottime_ms);
         // A standby that left the address at a re-plug, still associated, is
         // no backup whose network went away (whose return a scan shows).
-        let standby_still_up =
-            pair.options.standby && nm.active_profile(&pair.backup.device).as_deref() == Some(crate::standby::standby_uuid(&pair.backup.uuid).as_str());
-        let by_itself = !on_request && !seen.backup_taken_off_lan && !standby_still_up;
+        let by_itself = !on_request && !seen.backup_taken_off_lan && !pair.standby_up(nm);
         supervision.note_links(&pair.wired.uuid, &seen, backup_came_up, by_itself, dropped_ms);
         if !seen.wired_carrier {
             // A re-plug's mark its `link-up` never took (the cable out again

@@ -372,7 +372,6 @@ impl NetMonitor {
         })
     }
 
-    /// When `iface` first got `addr` after `since`.
     /// When `iface` first got `addr` after `since`. Callers ask once a poll
     /// of the namespace has seen the address, which can be before this
     /// monitor's reader has read the event (CI saw it once): so it waits up
