@@ -413,12 +413,6 @@ fn warm_standby_with_a_wired_profile_connected_by_hand_on_stock_nm_1_42() {
     });
 }
 
-/// When the companion or the supervisor first logged a line containing
-/// `needle` (seconds since the epoch, as its log lines are stamped).
-fn logged_at(log: &str, needle: &str) -> Option<f64> {
-    log.lines().filter(|l| l.contains(needle)).find_map(|l| l.strip_prefix('[')?.split(']').next()?.trim().parse().ok())
-}
-
 /// Between the two cycles the user switches the radio off and on while docked.
 #[test]
 fn warm_standby_pull_and_replug_on_wifi_stock_nm_1_42() {

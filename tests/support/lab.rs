@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The LAN's server address and the DHCP pool.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -1215,6 +1215,47 @@ pub fn parse_dispatcher_requests(log: &str) -> Vec<DispatcherRequest> {
     requests
 }
 
+/// `t` in seconds since the epoch, as the logs and captures stamp their lines.
+pub fn epoch_secs(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// The time a log line is stamped with, in seconds since the epoch: the
+/// companion's `[1796560163.7259]  INFO ...` and NetworkManager's
+/// `<info>  [1796560163.7259] ...` alike.
+pub fn log_stamp(line: &str) -> Option<f64> {
+    line.split_once('[')?.1.split_once(']')?.0.trim().parse().ok()
+}
+
+/// When a line containing `needle` was first logged.
+pub fn logged_at(log: &str, needle: &str) -> Option<f64> {
+    log.lines().filter(|l| l.contains(needle)).find_map(log_stamp)
+}
+
+/// How long wpa_supplicant scanned on `iface` after `since` (seconds since
+/// the epoch), by NetworkManager's log of its interface states: an
+/// association it cannot make from a scan younger than its 5 s
+/// (`scan_res_valid_for_connect`) starts with a full scan of every channel.
+pub fn supplicant_scanning_since(nm_log: &str, iface: &str, since: f64) -> Duration {
+    let state_line = format!("device ({iface}): supplicant interface state: ");
+    let mut total = 0.0;
+    let mut scanning_from: Option<f64> = None;
+    for line in nm_log.lines() {
+        let (Some(stamp), Some((_, change))) = (log_stamp(line), line.split_once(&state_line)) else { continue };
+        if stamp < since {
+            continue;
+        }
+        let Some((from, to)) = change.split_once(" -> ") else { continue };
+        if from.trim() == "scanning" {
+            total += scanning_from.take().map_or(0.0, |start| stamp - start);
+        }
+        if to.trim() == "scanning" {
+            scanning_from = Some(stamp);
+        }
+    }
+    Duration::from_secs_f64(total)
+}
+
 /// The link of this network namespace with the MAC `mac`.
 fn link_with_mac(mac: &str) -> Option<String> {
     let out = run(&["ip", "-o", "link", "show"]).ok()?;
@@ -1320,5 +1361,26 @@ mod tests {
         assert_eq!(r[2].action, "link-up");
         assert_eq!(r[2].outcome.as_ref().unwrap().detail, "0 scripts invoked)");
         assert_eq!(r[3].outcome, None);
+    }
+
+    #[test]
+    fn counts_the_supplicants_scans_after_a_moment() {
+        let log = "\
+<info>  [10.0] device (wlan0): supplicant interface state: disconnected -> scanning
+<info>  [12.0] device (wlan0): supplicant interface state: scanning -> disconnected
+<info>  [20.0] device (wlan0): supplicant interface state: interface_disabled -> inactive
+<info>  [21.0] device (wlan0): supplicant interface state: inactive -> scanning
+<info>  [21.1] device (p2p-dev-wlan0): supplicant management interface state: inactive -> scanning
+<info>  [24.5] device (wlan0): supplicant interface state: scanning -> authenticating
+<info>  [24.6] device (wlan1): supplicant interface state: inactive -> scanning
+<info>  [25.0] device (wlan0): supplicant interface state: authenticating -> associating
+[26.0]  INFO wired carrier lost: hand over to the backup link
+";
+        assert_eq!(supplicant_scanning_since(log, "wlan0", 15.0), Duration::from_millis(3500));
+        assert_eq!(supplicant_scanning_since(log, "wlan0", 5.0), Duration::from_millis(5500));
+        assert_eq!(supplicant_scanning_since(log, "wlan0", 25.0), Duration::ZERO);
+        assert_eq!(supplicant_scanning_since(log, "wlan1", 0.0), Duration::ZERO, "a scan that has not ended yet");
+        assert_eq!(logged_at(log, "wired carrier lost"), Some(26.0));
+        assert_eq!(logged_at(log, "authenticating"), Some(24.5));
     }
 }

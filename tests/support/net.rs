@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::lab::{Lab, MPTCP_PORT, SERVER, SERVER6, TCP_PORT};
+use super::lab::{epoch_secs, log_stamp, Lab, MPTCP_PORT, SERVER, SERVER6, TCP_PORT};
 
 /// Moves the calling thread into a network namespace (only this thread).
 fn enter_netns(ns: &str) -> std::io::Result<()> {
@@ -520,12 +520,10 @@ impl Probe {
     /// the last reply before `from`; `None` without a reply before the window
     /// and one in its last 100 ms, where the outage was not measured whole.
     pub fn longest_gap(&self, from: SystemTime, to: SystemTime) -> Option<Duration> {
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
-        let (from, to) = (secs(from)?, secs(to)?);
+        let (from, to) = (epoch_secs(from), epoch_secs(to));
         let text = std::fs::read_to_string(&self.path).ok()?;
         // "[1796479176.560123] 64 bytes from 198.18.0.1: icmp_seq=7 ttl=64 time=0.05 ms"
-        let replies: Vec<f64> =
-            text.lines().filter(|l| l.contains(" bytes from ")).filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.parse().ok()).collect();
+        let replies: Vec<f64> = text.lines().filter(|l| l.contains(" bytes from ")).filter_map(log_stamp).collect();
         let before = replies.iter().copied().rev().find(|t| *t < from)?;
         let within: Vec<f64> = std::iter::once(before).chain(replies.iter().copied().filter(|t| *t >= from && *t <= to)).collect();
         // The outage must be over by `to`: a reply in its last 100 ms.
@@ -652,7 +650,7 @@ impl Capture {
 
     /// The packets `mac` sent into the port at or after `since`, with their timestamps.
     fn received_from(&self, mac: &str, since: SystemTime) -> Vec<(SystemTime, String)> {
-        let Ok(since) = since.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()) else { return Vec::new() };
+        let since = epoch_secs(since);
         let mac = mac.to_lowercase();
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         text.lines()
