@@ -1154,11 +1154,19 @@ impl Lab {
             let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(n)..].join("\n")
         };
+        // (NetworkManager's debug lines fill its tail within a second; what
+        // failed, and when, is in its info lines and warnings.)
+        let nm_log = self.nm_log();
+        let nm_info: String = nm_log.lines().filter(|l| !l.starts_with("<debug>") && !l.starts_with("<trace>")).map(|l| format!("{l}\n")).collect();
+        let supplicant = fs::read_to_string(self.dir.join("wpa_supplicant.log"))
+            .map(|log| format!("--- wpa_supplicant log (tail)\n{}\n", tail(log, 30)))
+            .unwrap_or_default();
         format!(
-            "--- server log\n{}\n--- dispatcher log\n{}\n--- NM log (tail)\n{}\n",
+            "--- server log\n{}\n--- dispatcher log\n{}\n--- NM log, info and warnings (tail)\n{}\n{supplicant}--- NM log (tail)\n{}\n",
             tail(self.server_log(), 40),
             tail(self.dispatcher_log(), 60),
-            tail(self.nm_log(), 60)
+            tail(nm_info, 80),
+            tail(nm_log, 60)
         )
     }
 
@@ -1254,6 +1262,26 @@ pub fn supplicant_scanning_since(nm_log: &str, iface: &str, since: f64) -> Durat
         }
     }
     Duration::from_secs_f64(total)
+}
+
+/// The activations of a profile on `iface` that NetworkManager started after
+/// `since` (seconds since the epoch) and that failed, and how long they
+/// lasted together, from NetworkManager's log.
+pub fn failed_activations_since(nm_log: &str, iface: &str, since: f64) -> (usize, Duration) {
+    let (starting, state) = (format!("device ({iface}): Activation: starting connection"), format!("device ({iface}): state change: "));
+    let (mut failed, mut total, mut started) = (0, 0.0, None);
+    for line in nm_log.lines() {
+        let Some(stamp) = log_stamp(line).filter(|&s| s >= since) else { continue };
+        if line.contains(&starting) {
+            started = Some(stamp);
+        } else if line.split_once(&state).is_some_and(|(_, change)| change.contains(" -> failed ")) {
+            if let Some(start) = started.take() {
+                failed += 1;
+                total += stamp - start;
+            }
+        }
+    }
+    (failed, Duration::from_secs_f64(total))
 }
 
 /// The link of this network namespace with the MAC `mac`.
@@ -1382,5 +1410,22 @@ mod tests {
         assert_eq!(supplicant_scanning_since(log, "wlan1", 0.0), Duration::ZERO, "a scan that has not ended yet");
         assert_eq!(logged_at(log, "wired carrier lost"), Some(26.0));
         assert_eq!(logged_at(log, "authenticating"), Some(24.5));
+    }
+
+    #[test]
+    fn counts_the_failed_activations_after_a_moment() {
+        let log = "\
+<info>  [10.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
+<info>  [12.0] device (wlan0): state change: config -> failed (reason 'no-secrets', sys-iface-state: 'managed')
+<info>  [20.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
+<info>  [20.5] device (wired0): state change: activated -> failed (reason 'carrier-changed', sys-iface-state: 'managed')
+<info>  [29.0] device (wlan0): state change: need-auth -> failed (reason 'no-secrets', sys-iface-state: 'managed')
+<info>  [29.1] device (wlan0): state change: failed -> disconnected (reason 'none', sys-iface-state: 'managed')
+<info>  [30.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
+<info>  [32.0] device (wlan0): state change: ip-check -> secondaries (reason 'none', sys-iface-state: 'managed')
+";
+        assert_eq!(failed_activations_since(log, "wlan0", 15.0), (1, Duration::from_secs(9)));
+        assert_eq!(failed_activations_since(log, "wlan0", 0.0), (2, Duration::from_secs(11)));
+        assert_eq!(failed_activations_since(log, "wlan0", 29.5), (0, Duration::ZERO));
     }
 }

@@ -170,6 +170,11 @@ pub fn pull_bound(wifi: bool) -> Duration {
 /// A full scan of every channel, 3.8-4.1 s in the Wi-Fi VM, twice over.
 pub const SCAN_BOUND: Duration = Duration::from_secs(8);
 
+/// An activation of the backup that fails in the Wi-Fi VM (9.4 s, seen
+/// once): NetworkManager's timeouts, from the handshake's to DHCP's, are
+/// longer; one that takes longer fails the test.
+pub const FAILED_ACTIVATION_BOUND: Duration = Duration::from_secs(15);
+
 pub fn replug_bound(wifi: bool) -> Duration {
     Duration::from_secs(if wifi { 8 } else { 5 })
 }
@@ -204,20 +209,30 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let (pulls_logged, replugs_logged) = (handovers_logged(lab, "to the backup"), handovers_logged(lab, "back to the wired link"));
     let (pull, pull_wall) = (Instant::now(), SystemTime::now());
     lab.pull_cable();
-    lab.wait_until("the backup to hold the wired address", Duration::from_secs(20), || lab.ipv4(backup) == Some(p.addr))
+    lab.wait_until("the backup to hold the wired address", Duration::from_secs(30), || lab.ipv4(backup) == Some(p.addr))
         .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
     let took = monitor.address_added_at(pull, backup, p.addr).map_or(pull.elapsed(), |t| t - pull);
     measured(test, "pull -> backup holds the same address", ms(took));
     // Whether wpa_supplicant associates from its last scan or scans every
-    // channel first (3.8-4.1 s under TCG) depends on that scan's age, not
-    // on the companion: bounded apart, so that either is still bounded.
-    let scanning = supplicant_scanning_since(&lab.nm_log(), backup, epoch_secs(pull_wall));
+    // channel first (3.8-4.1 s under TCG) depends on that scan's age, and
+    // an association that fails under TCG (once in ~16 pulls here, 9.4 s)
+    // is NetworkManager's and wpa_supplicant's: both bounded apart, so that
+    // the companion's part, and its retry, stay bounded.
+    let nm_log = lab.nm_log();
+    let scanning = supplicant_scanning_since(&nm_log, backup, epoch_secs(pull_wall));
+    let (failures, failed_for) = failed_activations_since(&nm_log, backup, epoch_secs(pull_wall));
     if lab.cfg.wifi {
         measured(test, "pull: wpa_supplicant scanning before it associated", ms(scanning));
+        measured(test, "pull: failed activations of the backup", format!("{failures} ({})", ms(failed_for)));
         assert!(scanning <= SCAN_BOUND, "{}", diag(&format!("wpa_supplicant scanned {scanning:?} at the pull, more than {SCAN_BOUND:?}")));
+        assert!(failures <= 1 && failed_for <= FAILED_ACTIVATION_BOUND, "{}", diag(&format!("{failures} failed activations of the backup, {failed_for:?}")));
     }
-    let pull_bound = pull_bound(lab.cfg.wifi) + scanning;
-    assert!(took <= pull_bound, "{}", diag(&format!("the pull took {took:?}, more than {pull_bound:?} (of which wpa_supplicant's scan {scanning:?})")));
+    let pull_bound = pull_bound(lab.cfg.wifi) + scanning + failed_for;
+    assert!(
+        took <= pull_bound,
+        "{}",
+        diag(&format!("the pull took {took:?}, more than {pull_bound:?} (of which wpa_supplicant's scan {scanning:?}, a failed activation {failed_for:?})"))
+    );
     assert_eq!(lab.mac(backup), wired_mac, "{}", diag("the backup must use the wired MAC"));
     if lab.cfg.wifi {
         let stations = lab.ap_stations();
