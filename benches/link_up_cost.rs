@@ -26,7 +26,7 @@ use support::*;
 /// NM log timestamps (`<info>  [1795628461.6776] device (wired0): ...`) of
 /// the lines containing `what`, in order.
 fn stamps(log: &str, what: &str) -> Vec<f64> {
-    log.lines().filter(|l| l.contains(what)).filter_map(|l| l.split_once('[')?.1.split_once(']')?.0.parse().ok()).collect()
+    log.lines().filter(|l| l.contains(what)).filter_map(log_stamp).collect()
 }
 
 struct Row {

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use support::*;
 
@@ -148,15 +148,11 @@ impl Handover {
     }
 }
 
-fn wall(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// `[1796489311.2186]`-stamped lines of `log` matching `patterns` in `[from, to]`.
 fn log_events(log: &str, patterns: &[(&str, &str)], from: f64, to: f64) -> Vec<(f64, String)> {
     log.lines()
         .filter_map(|line| {
-            let stamp: f64 = line.split('[').nth(1)?.split(']').next()?.trim().parse().ok()?;
+            let stamp = log_stamp(line)?;
             let (_, label) = patterns.iter().find(|(p, _)| line.contains(p))?;
             (stamp >= from && stamp <= to).then(|| (stamp, label.to_string()))
         })
@@ -169,7 +165,7 @@ fn kernel_events(monitor: &NetMonitor, since: Instant, addr: Ipv4Addr, held: Vec
     let mut holding = held;
     let mut holders = Vec::new();
     for (t, event) in monitor.events_since(since) {
-        let t = wall(monitor.wall_clock(t));
+        let t = epoch_secs(monitor.wall_clock(t));
         match event {
             NetEvent::Carrier { iface, up } => events.push((t, format!("kernel: {iface} carrier {}", if up { "up" } else { "down" }))),
             NetEvent::AddressAdded { iface, addr: a } if a == addr => {
@@ -257,10 +253,13 @@ fn run(config: Config, cycles: usize) -> Result<(Vec<Handover>, Option<String>),
         ready(&lab)?;
         std::thread::sleep(Duration::from_secs(1));
         for (what, plugged) in [("pulled", false), ("plugged back", true)] {
-            let held: Vec<(String, f64)> =
-                ["wired0", "wlan0", "bond0"].iter().filter(|i| lab.ipv4(i) == Some(addr)).map(|i| (i.to_string(), wall(SystemTime::now()) - 0.5)).collect();
+            let held: Vec<(String, f64)> = ["wired0", "wlan0", "bond0"]
+                .iter()
+                .filter(|i| lab.ipv4(i) == Some(addr))
+                .map(|i| (i.to_string(), epoch_secs(SystemTime::now()) - 0.5))
+                .collect();
             let since = Instant::now();
-            let at = wall(SystemTime::now());
+            let at = epoch_secs(SystemTime::now());
             lab.set_cable("wired0", plugged);
             // (The bond keeps the address on bond0 throughout.)
             let settled = |lab: &Lab| {
@@ -272,7 +271,7 @@ fn run(config: Config, cycles: usize) -> Result<(Vec<Handover>, Option<String>),
             };
             lab.wait_until("the address where it belongs", Duration::from_secs(30), || settled(&lab)).map_err(e)?;
             std::thread::sleep(Duration::from_secs(3));
-            let until = wall(SystemTime::now());
+            let until = epoch_secs(SystemTime::now());
             let (mut events, holders) = kernel_events(&monitor, since, addr, held, until);
             events.extend(log_events(&lab.nm_log(), NM_EVENTS, at, until));
             events.extend(log_events(&lab.dispatcher_log(), COMPANION_EVENTS, at, until));
