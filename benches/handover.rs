@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use support::*;
 
@@ -478,10 +478,7 @@ fn run_row(spec: &RowSpec, cycles: usize) -> Result<Samples, String> {
                         // capture without a frame from it since is broken, and the
                         // race is not measured rather than counted as won.
                         Some(first) => match backup_frames.last_from_between(&wired_mac, pull_wall, first + Duration::from_secs(1)) {
-                            Some(last) => {
-                                let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-                                s.window_ms.push((secs(last) - secs(first)) * 1000.0);
-                            }
+                            Some(last) => s.window_ms.push((epoch_secs(last) - epoch_secs(first)) * 1000.0),
                             None => s
                                 .notes
                                 .push(format!("cycle {cycle}: the backup's port capture saw no frame from {wired_mac} since the pull (overlap not measured)")),

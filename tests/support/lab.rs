@@ -1229,15 +1229,25 @@ pub fn epoch_secs(t: SystemTime) -> f64 {
 }
 
 /// The time a log line is stamped with, in seconds since the epoch: the
-/// companion's `[1796560163.7259]  INFO ...` and NetworkManager's
-/// `<info>  [1796560163.7259] ...` alike.
+/// companion's `[1796560163.7259]  INFO ...`, NetworkManager's
+/// `<info>  [1796560163.7259] ...` and the probe's `[1796560163.725912] 64 bytes ...`.
 pub fn log_stamp(line: &str) -> Option<f64> {
-    line.split_once('[')?.1.split_once(']')?.0.trim().parse().ok()
+    let rest = match line.strip_prefix('<') {
+        Some(level) => level.split_once('>')?.1.trim_start(),
+        None => line,
+    };
+    let stamp: f64 = rest.strip_prefix('[')?.split_once(']')?.0.trim().parse().ok()?;
+    stamp.is_finite().then_some(stamp)
 }
 
 /// When a line containing `needle` was first logged.
 pub fn logged_at(log: &str, needle: &str) -> Option<f64> {
     log.lines().filter(|l| l.contains(needle)).find_map(log_stamp)
+}
+
+/// `secs` of log stamps as a duration; none for a clock that stepped back.
+fn stamp_span(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or_default()
 }
 
 /// How long wpa_supplicant scanned on `iface` after `since` (seconds since
@@ -1246,7 +1256,7 @@ pub fn logged_at(log: &str, needle: &str) -> Option<f64> {
 /// (`scan_res_valid_for_connect`) starts with a full scan of every channel.
 pub fn supplicant_scanning_since(nm_log: &str, iface: &str, since: f64) -> Duration {
     let state_line = format!("device ({iface}): supplicant interface state: ");
-    let mut total = 0.0;
+    let mut total = Duration::ZERO;
     let mut scanning_from: Option<f64> = None;
     for line in nm_log.lines() {
         let (Some(stamp), Some((_, change))) = (log_stamp(line), line.split_once(&state_line)) else { continue };
@@ -1255,33 +1265,55 @@ pub fn supplicant_scanning_since(nm_log: &str, iface: &str, since: f64) -> Durat
         }
         let Some((from, to)) = change.split_once(" -> ") else { continue };
         if from.trim() == "scanning" {
-            total += scanning_from.take().map_or(0.0, |start| stamp - start);
+            total += scanning_from.take().map_or(Duration::ZERO, |start| stamp_span(stamp - start));
         }
         if to.trim() == "scanning" {
             scanning_from = Some(stamp);
         }
     }
-    Duration::from_secs_f64(total)
+    total
+}
+
+/// Activations NetworkManager gave up on while associating (see
+/// [`failed_associations_since`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct FailedAssociations {
+    pub count: usize,
+    /// From each one's start to its failure, together.
+    pub lasted: Duration,
+    /// When the last one failed (seconds since the epoch).
+    pub last_failed_at: Option<f64>,
+    /// Each one's failure as NetworkManager logged it.
+    pub reasons: Vec<String>,
 }
 
 /// The activations of a profile on `iface` that NetworkManager started after
-/// `since` (seconds since the epoch) and that failed, and how long they
-/// lasted together, from NetworkManager's log.
-pub fn failed_activations_since(nm_log: &str, iface: &str, since: f64) -> (usize, Duration) {
+/// `since` (seconds since the epoch) and gave up on before IP configuration
+/// (from `prepare`, `config` or `need-auth`: the device's association, where
+/// the companion does nothing), from NetworkManager's log. A failure in IP
+/// configuration, where the companion's `link-up` and carried lease act, is
+/// not one.
+pub fn failed_associations_since(nm_log: &str, iface: &str, since: f64) -> FailedAssociations {
     let (starting, state) = (format!("device ({iface}): Activation: starting connection"), format!("device ({iface}): state change: "));
-    let (mut failed, mut total, mut started) = (0, 0.0, None);
+    let mut failed = FailedAssociations::default();
+    let mut started = None;
     for line in nm_log.lines() {
         let Some(stamp) = log_stamp(line).filter(|&s| s >= since) else { continue };
         if line.contains(&starting) {
             started = Some(stamp);
-        } else if line.split_once(&state).is_some_and(|(_, change)| change.contains(" -> failed ")) {
-            if let Some(start) = started.take() {
-                failed += 1;
-                total += stamp - start;
-            }
+            continue;
+        }
+        let Some((_, change)) = line.split_once(&state) else { continue };
+        let associating = ["prepare", "config", "need-auth"].iter().any(|from| change.starts_with(&format!("{from} -> failed ")));
+        if let (true, Some(start)) = (associating, started) {
+            started = None;
+            failed.count += 1;
+            failed.lasted += stamp_span(stamp - start);
+            failed.last_failed_at = Some(stamp);
+            failed.reasons.push(change.to_owned());
         }
     }
-    (failed, Duration::from_secs_f64(total))
+    failed
 }
 
 /// The link of this network namespace with the MAC `mac`.
@@ -1413,7 +1445,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_failed_activations_after_a_moment() {
+    fn counts_the_associations_given_up_on_after_a_moment() {
         let log = "\
 <info>  [10.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
 <info>  [12.0] device (wlan0): state change: config -> failed (reason 'no-secrets', sys-iface-state: 'managed')
@@ -1422,10 +1454,27 @@ mod tests {
 <info>  [29.0] device (wlan0): state change: need-auth -> failed (reason 'no-secrets', sys-iface-state: 'managed')
 <info>  [29.1] device (wlan0): state change: failed -> disconnected (reason 'none', sys-iface-state: 'managed')
 <info>  [30.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
-<info>  [32.0] device (wlan0): state change: ip-check -> secondaries (reason 'none', sys-iface-state: 'managed')
+<info>  [34.0] device (wlan0): state change: ip-config -> failed (reason 'ip-config-unavailable', sys-iface-state: 'managed')
+<info>  [40.0] device (wlan0): Activation: starting connection 'Office Wi-Fi' (f109edd3)
+<info>  [42.0] device (wlan0): state change: ip-check -> secondaries (reason 'none', sys-iface-state: 'managed')
 ";
-        assert_eq!(failed_activations_since(log, "wlan0", 15.0), (1, Duration::from_secs(9)));
-        assert_eq!(failed_activations_since(log, "wlan0", 0.0), (2, Duration::from_secs(11)));
-        assert_eq!(failed_activations_since(log, "wlan0", 29.5), (0, Duration::ZERO));
+        let after_15 = failed_associations_since(log, "wlan0", 15.0);
+        assert_eq!((after_15.count, after_15.lasted, after_15.last_failed_at), (1, Duration::from_secs(9), Some(29.0)));
+        assert!(after_15.reasons[0].contains("'no-secrets'"), "{after_15:?}");
+        assert_eq!(failed_associations_since(log, "wlan0", 0.0).count, 2);
+        assert_eq!(failed_associations_since(log, "wlan0", 29.5), FailedAssociations::default(), "a failure in IP configuration is not one");
+        assert_eq!(failed_associations_since(log, "wired0", 0.0), FailedAssociations::default());
+    }
+
+    #[test]
+    fn reads_only_a_stamp_that_opens_the_line() {
+        assert_eq!(log_stamp("<info>  [1796560686.6880] device (wlan0): x"), Some(1796560686.688));
+        assert_eq!(log_stamp("[1796560163.7259]  INFO wired carrier lost"), Some(1796560163.7259));
+        assert_eq!(log_stamp("<debug> [1.5] device[3f62c7cc29fd8188] (wlan0): y"), Some(1.5));
+        assert_eq!(log_stamp("Error: [3] x"), None);
+        assert_eq!(log_stamp("[nan] x"), None);
+        assert_eq!(log_stamp("[inf] x"), None);
+        assert_eq!(log_stamp("nm-handover: down: the supervisor"), None);
+        assert_eq!(stamp_span(-1.0), Duration::ZERO, "a clock that stepped back");
     }
 }

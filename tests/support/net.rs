@@ -509,7 +509,7 @@ impl Probe {
         text.lines()
             .filter(|l| l.contains(" bytes from "))
             .filter_map(|l| {
-                let at = l.strip_prefix('[')?.split_once(']')?.0.parse().ok()?;
+                let at = log_stamp(l)?;
                 let rtt = l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()?;
                 Some((at, rtt))
             })

@@ -170,10 +170,9 @@ pub fn pull_bound(wifi: bool) -> Duration {
 /// A full scan of every channel, 3.8-4.1 s in the Wi-Fi VM, twice over.
 pub const SCAN_BOUND: Duration = Duration::from_secs(8);
 
-/// An activation of the backup that fails in the Wi-Fi VM (9.4 s, seen
-/// once): NetworkManager's timeouts, from the handshake's to DHCP's, are
-/// longer; one that takes longer fails the test.
-pub const FAILED_ACTIVATION_BOUND: Duration = Duration::from_secs(15);
+/// An association of the backup NetworkManager gives up on in the Wi-Fi VM
+/// (an activation that failed 9.4 s after its start was seen once).
+pub const FAILED_ASSOCIATION_BOUND: Duration = Duration::from_secs(15);
 
 pub fn replug_bound(wifi: bool) -> Duration {
     Duration::from_secs(if wifi { 8 } else { 5 })
@@ -209,29 +208,37 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     let (pulls_logged, replugs_logged) = (handovers_logged(lab, "to the backup"), handovers_logged(lab, "back to the wired link"));
     let (pull, pull_wall) = (Instant::now(), SystemTime::now());
     lab.pull_cable();
-    lab.wait_until("the backup to hold the wired address", Duration::from_secs(30), || lab.ipv4(backup) == Some(p.addr))
+    lab.wait_until("the backup to hold the wired address", Duration::from_secs(40), || lab.ipv4(backup) == Some(p.addr))
         .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
     let took = monitor.address_added_at(pull, backup, p.addr).map_or(pull.elapsed(), |t| t - pull);
     measured(test, "pull -> backup holds the same address", ms(took));
-    // Whether wpa_supplicant associates from its last scan or scans every
-    // channel first (3.8-4.1 s under TCG) depends on that scan's age, and
-    // an association that fails under TCG (once in ~16 pulls here, 9.4 s)
-    // is NetworkManager's and wpa_supplicant's: both bounded apart, so that
-    // the companion's part, and its retry, stay bounded.
-    let nm_log = lab.nm_log();
-    let scanning = supplicant_scanning_since(&nm_log, backup, epoch_secs(pull_wall));
-    let (failures, failed_for) = failed_activations_since(&nm_log, backup, epoch_secs(pull_wall));
-    if lab.cfg.wifi {
+    // On the Wi-Fi, whether wpa_supplicant associates from its last scan or
+    // scans every channel first (3.8-4.1 s under TCG) depends on that scan's
+    // age, and an association NetworkManager gives up on is its and
+    // wpa_supplicant's: both bounded apart (a scan within a failed
+    // association counted once), so that the companion's part, its retry
+    // included, stays bounded.
+    let not_the_companions = if lab.cfg.wifi {
+        let nm_log = lab.nm_log();
+        let failed = failed_associations_since(&nm_log, backup, epoch_secs(pull_wall));
+        let scanning = supplicant_scanning_since(&nm_log, backup, failed.last_failed_at.unwrap_or(epoch_secs(pull_wall)));
         measured(test, "pull: wpa_supplicant scanning before it associated", ms(scanning));
-        measured(test, "pull: failed activations of the backup", format!("{failures} ({})", ms(failed_for)));
+        measured(test, "pull: associations NetworkManager gave up on", format!("{} ({}) {:?}", failed.count, ms(failed.lasted), failed.reasons));
         assert!(scanning <= SCAN_BOUND, "{}", diag(&format!("wpa_supplicant scanned {scanning:?} at the pull, more than {SCAN_BOUND:?}")));
-        assert!(failures <= 1 && failed_for <= FAILED_ACTIVATION_BOUND, "{}", diag(&format!("{failures} failed activations of the backup, {failed_for:?}")));
-    }
-    let pull_bound = pull_bound(lab.cfg.wifi) + scanning + failed_for;
+        assert!(
+            failed.count <= 1 && failed.lasted <= FAILED_ASSOCIATION_BOUND,
+            "{}",
+            diag(&format!("NetworkManager gave up on {} associations of the backup at the pull: {failed:?}", failed.count))
+        );
+        scanning + failed.lasted
+    } else {
+        Duration::ZERO
+    };
+    let bound = pull_bound(lab.cfg.wifi) + not_the_companions;
     assert!(
-        took <= pull_bound,
+        took <= bound,
         "{}",
-        diag(&format!("the pull took {took:?}, more than {pull_bound:?} (of which wpa_supplicant's scan {scanning:?}, a failed activation {failed_for:?})"))
+        diag(&format!("the pull took {took:?}, more than {bound:?} (of which NetworkManager's scans and failed associations {not_the_companions:?})"))
     );
     assert_eq!(lab.mac(backup), wired_mac, "{}", diag("the backup must use the wired MAC"));
     if lab.cfg.wifi {
@@ -243,7 +250,7 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     measured(test, "pull: longest TCP stall", ms(pull_stall));
     // A session that lives on after a stall far beyond the handover is no
     // session a user kept: TCP's backoff adds at most about the gap again.
-    assert!(pull_stall <= stall_bound(pull_bound), "{}", diag(&format!("the session stalled {pull_stall:?} at the pull")));
+    assert!(pull_stall <= stall_bound(bound), "{}", diag(&format!("the session stalled {pull_stall:?} at the pull")));
     assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("the pull must be logged once as a handover"));
     let pull_dhcp = server_requests(lab, log_mark);
     measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
@@ -833,10 +840,7 @@ impl Return {
         let lines: Vec<&str> = log.lines().skip(since).collect();
         let time = |i: usize| -> Result<f64, String> {
             let line = lines[i];
-            line.split_once('[')
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .and_then(|(t, _)| t.parse().ok())
-                .ok_or_else(|| format!("no time in NM's log line {line:?}"))
+            log_stamp(line).ok_or_else(|| format!("no time in NM's log line {line:?}"))
         };
         let find = |from: usize, what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize, String> {
             lines.iter().skip(from).position(|l| pred(l)).map(|i| i + from).ok_or_else(|| format!("NM's log has no {what} after line {}", since + from))
