@@ -1279,27 +1279,32 @@ pub fn supplicant_scanning_since(nm_log: &str, iface: &str, since: f64) -> Durat
 #[derive(Debug, Default, PartialEq)]
 pub struct FailedAssociations {
     pub count: usize,
-    /// From each one's start to its failure, together.
+    /// From each one's start until the next activation started (the
+    /// supervisor waits for a scan first), or until it failed if none did.
     pub lasted: Duration,
-    /// When the last one failed (seconds since the epoch).
-    pub last_failed_at: Option<f64>,
+    /// When the activation after the last one started (seconds since the epoch).
+    pub retried_at: Option<f64>,
     /// Each one's failure as NetworkManager logged it.
     pub reasons: Vec<String>,
 }
 
 /// The activations of a profile on `iface` that NetworkManager started after
 /// `since` (seconds since the epoch) and gave up on before IP configuration
-/// (from `prepare`, `config` or `need-auth`: the device's association, where
-/// the companion does nothing), from NetworkManager's log. A failure in IP
-/// configuration, where the companion's `link-up` and carried lease act, is
-/// not one.
+/// (from `prepare`, `config` or `need-auth`: the device's association and key
+/// handshake, where the companion does nothing), from NetworkManager's log.
+/// A failure in IP configuration, where the companion's `link-up` and carried
+/// lease act, is not one.
 pub fn failed_associations_since(nm_log: &str, iface: &str, since: f64) -> FailedAssociations {
     let (starting, state) = (format!("device ({iface}): Activation: starting connection"), format!("device ({iface}): state change: "));
     let mut failed = FailedAssociations::default();
-    let mut started = None;
+    let (mut started, mut failed_one_started, mut last_failure) = (None, None, None);
     for line in nm_log.lines() {
         let Some(stamp) = log_stamp(line).filter(|&s| s >= since) else { continue };
         if line.contains(&starting) {
+            if let Some(start) = failed_one_started.take() {
+                failed.lasted += stamp_span(stamp - start);
+                failed.retried_at = Some(stamp);
+            }
             started = Some(stamp);
             continue;
         }
@@ -1308,10 +1313,13 @@ pub fn failed_associations_since(nm_log: &str, iface: &str, since: f64) -> Faile
         if let (true, Some(start)) = (associating, started) {
             started = None;
             failed.count += 1;
-            failed.lasted += stamp_span(stamp - start);
-            failed.last_failed_at = Some(stamp);
             failed.reasons.push(change.to_owned());
+            failed_one_started = Some(start);
+            last_failure = Some(stamp);
         }
+    }
+    if let (Some(start), Some(end)) = (failed_one_started, last_failure) {
+        failed.lasted += stamp_span(end - start);
     }
     failed
 }
@@ -1459,9 +1467,13 @@ mod tests {
 <info>  [42.0] device (wlan0): state change: ip-check -> secondaries (reason 'none', sys-iface-state: 'managed')
 ";
         let after_15 = failed_associations_since(log, "wlan0", 15.0);
-        assert_eq!((after_15.count, after_15.lasted, after_15.last_failed_at), (1, Duration::from_secs(9), Some(29.0)));
+        assert_eq!((after_15.count, after_15.lasted, after_15.retried_at), (1, Duration::from_secs(10), Some(30.0)), "until the next activation");
         assert!(after_15.reasons[0].contains("'no-secrets'"), "{after_15:?}");
-        assert_eq!(failed_associations_since(log, "wlan0", 0.0).count, 2);
+        let all = failed_associations_since(log, "wlan0", 0.0);
+        assert_eq!((all.count, all.lasted), (2, Duration::from_secs(20)));
+        let cut = log.lines().take(5).collect::<Vec<_>>().join("\n");
+        let until_failure = failed_associations_since(&cut, "wlan0", 15.0);
+        assert_eq!((until_failure.count, until_failure.lasted, until_failure.retried_at), (1, Duration::from_secs(9), None), "no activation since");
         assert_eq!(failed_associations_since(log, "wlan0", 29.5), FailedAssociations::default(), "a failure in IP configuration is not one");
         assert_eq!(failed_associations_since(log, "wired0", 0.0), FailedAssociations::default());
     }

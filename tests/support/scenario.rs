@@ -170,8 +170,11 @@ pub fn pull_bound(wifi: bool) -> Duration {
 /// A full scan of every channel, 3.8-4.1 s in the Wi-Fi VM, twice over.
 pub const SCAN_BOUND: Duration = Duration::from_secs(8);
 
-/// An association of the backup NetworkManager gives up on in the Wi-Fi VM
-/// (an activation that failed 9.4 s after its start was seen once).
+/// An association of the backup NetworkManager gives up on in the Wi-Fi VM,
+/// until the supervisor's next activation (seen: the access point timed the
+/// key handshake out under TCG, NetworkManager asked for new secrets and
+/// failed 6.7 s after the start; the supervisor, waiting for a scan, asked
+/// again 4.1 s later).
 pub const FAILED_ASSOCIATION_BOUND: Duration = Duration::from_secs(15);
 
 pub fn replug_bound(wifi: bool) -> Duration {
@@ -218,10 +221,10 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     // wpa_supplicant's: both bounded apart (a scan within a failed
     // association counted once), so that the companion's part, its retry
     // included, stays bounded.
+    let nm_log = if lab.cfg.wifi { lab.nm_log() } else { String::new() };
+    let failed = failed_associations_since(&nm_log, backup, epoch_secs(pull_wall));
     let not_the_companions = if lab.cfg.wifi {
-        let nm_log = lab.nm_log();
-        let failed = failed_associations_since(&nm_log, backup, epoch_secs(pull_wall));
-        let scanning = supplicant_scanning_since(&nm_log, backup, failed.last_failed_at.unwrap_or(epoch_secs(pull_wall)));
+        let scanning = supplicant_scanning_since(&nm_log, backup, failed.retried_at.unwrap_or(epoch_secs(pull_wall)));
         measured(test, "pull: wpa_supplicant scanning before it associated", ms(scanning));
         measured(test, "pull: associations NetworkManager gave up on", format!("{} ({}) {:?}", failed.count, ms(failed.lasted), failed.reasons));
         assert!(scanning <= SCAN_BOUND, "{}", diag(&format!("wpa_supplicant scanned {scanning:?} at the pull, more than {SCAN_BOUND:?}")));
@@ -251,7 +254,13 @@ pub fn pull_and_replug(test: &str, p: &Paired) -> Duration {
     // A session that lives on after a stall far beyond the handover is no
     // session a user kept: TCP's backoff adds at most about the gap again.
     assert!(pull_stall <= stall_bound(bound), "{}", diag(&format!("the session stalled {pull_stall:?} at the pull")));
-    assert_eq!(handovers_logged(lab, "to the backup"), pulls_logged + 1, "{}", diag("the pull must be logged once as a handover"));
+    // (The supervisor's activation again after an association NetworkManager gave up on is one more.)
+    assert_eq!(
+        handovers_logged(lab, "to the backup"),
+        pulls_logged + 1 + failed.count,
+        "{}",
+        diag(&format!("the pull must be logged once as a handover, and once per association NetworkManager gave up on ({})", failed.count))
+    );
     let pull_dhcp = server_requests(lab, log_mark);
     measured(test, "pull: DHCP messages at the server", pull_dhcp.join(" | "));
     assert!(
