@@ -1245,8 +1245,8 @@ pub fn logged_at(log: &str, needle: &str) -> Option<f64> {
     log.lines().filter(|l| l.contains(needle)).find_map(log_stamp)
 }
 
-/// `secs` of log stamps as a duration; none for a clock that stepped back.
-fn stamp_span(secs: f64) -> Duration {
+/// `secs` between two log stamps as a duration; none for a clock that stepped back.
+pub fn stamp_span(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs).unwrap_or_default()
 }
 
@@ -1297,11 +1297,13 @@ pub struct FailedAssociations {
 pub fn failed_associations_since(nm_log: &str, iface: &str, since: f64) -> FailedAssociations {
     let (starting, state) = (format!("device ({iface}): Activation: starting connection"), format!("device ({iface}): state change: "));
     let mut failed = FailedAssociations::default();
-    let (mut started, mut failed_one_started, mut last_failure) = (None, None, None);
+    // The activation under way, and the failed one (its start and failure)
+    // no activation has followed yet.
+    let (mut started, mut unanswered) = (None, None);
     for line in nm_log.lines() {
         let Some(stamp) = log_stamp(line).filter(|&s| s >= since) else { continue };
         if line.contains(&starting) {
-            if let Some(start) = failed_one_started.take() {
+            if let Some((start, _)) = unanswered.take() {
                 failed.lasted += stamp_span(stamp - start);
                 failed.retried_at = Some(stamp);
             }
@@ -1310,16 +1312,15 @@ pub fn failed_associations_since(nm_log: &str, iface: &str, since: f64) -> Faile
         }
         let Some((_, change)) = line.split_once(&state) else { continue };
         let associating = ["prepare", "config", "need-auth"].iter().any(|from| change.starts_with(&format!("{from} -> failed ")));
-        if let (true, Some(start)) = (associating, started) {
+        if let Some(start) = started.filter(|_| associating) {
             started = None;
             failed.count += 1;
             failed.reasons.push(change.to_owned());
-            failed_one_started = Some(start);
-            last_failure = Some(stamp);
+            unanswered = Some((start, stamp));
         }
     }
-    if let (Some(start), Some(end)) = (failed_one_started, last_failure) {
-        failed.lasted += stamp_span(end - start);
+    if let Some((start, failure)) = unanswered {
+        failed.lasted += stamp_span(failure - start);
     }
     failed
 }

@@ -871,7 +871,7 @@ impl Return {
 
     /// From the end of the scan that listed the network to the lease.
     pub fn to_lease(&self) -> Duration {
-        Duration::from_secs_f64((self.lease - self.scan_end).max(0.0))
+        stamp_span(self.lease - self.scan_end)
     }
 
     /// From the activation until wpa_supplicant is done: NetworkManager's and
@@ -879,18 +879,18 @@ impl Return {
     /// wired MAC, which takes the link down and wpa_supplicant's interface
     /// with it).
     pub fn association(&self) -> Duration {
-        Duration::from_secs_f64((self.associated - self.activation).max(0.0))
+        stamp_span(self.associated - self.activation)
     }
 
     /// From the association to the lease: IP configuration, where the
     /// carried lease and, on patched NetworkManager, `link-up` act.
     pub fn ip_configuration(&self) -> Duration {
-        Duration::from_secs_f64((self.lease - self.associated).max(0.0))
+        stamp_span(self.lease - self.associated)
     }
 
     /// From that scan's end to the activation (zero if it came before).
     pub fn reaction(&self) -> Duration {
-        Duration::from_secs_f64((self.activation - self.scan_end).max(0.0))
+        stamp_span(self.activation - self.scan_end)
     }
 }
 
