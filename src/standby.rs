@@ -258,6 +258,35 @@ pub struct Armed {
     pub metric: u32,
     pub serving: bool,
     pub guard: Guard,
+    /// When the supervisor asked NetworkManager's DHCP client on the
+    /// standby for the lease (the reapply that serves), if it did since the
+    /// pull: see [`hold_for_lease_until`].
+    pub lease_asked: Option<Instant>,
+}
+
+/// How long after the supervisor asked for it the standby's lease may still
+/// be on its way (NetworkManager's DHCP client asks again after 4 s or so;
+/// past this, a re-plug does not wait for it).
+const LEASE_ON_ITS_WAY: Duration = Duration::from_secs(10);
+
+/// The longest a re-plug keeps the address on the standby's link for
+/// NetworkManager's DHCP client to take the lease it was given.
+const LEASE_HOLD: Duration = Duration::from_secs(1);
+
+/// Pure: until when a re-plug at `now` keeps the address on the standby's
+/// link, the lease having been asked for at `lease_asked`, unless the
+/// standby's DHCP client takes it first. NetworkManager's internal client,
+/// having committed a lease, binds a socket to its address to take it
+/// (`n_dhcp4_client_lease_accept`); on 1.42, an address gone from the link
+/// at that moment makes the bind fail and NetworkManager fail the standby
+/// (`ip-config-unavailable`), whose association the supervisor then starts
+/// again: the shared MAC on the access point's port while docked. Held
+/// meanwhile, the address is on a link that sends nothing (no route leads
+/// there before the wired link's), and the wired client asks for the lease
+/// it holds, which a server confirms without a ping (ISC dhcpd pings only
+/// an address it offers), within seconds of a pull.
+fn hold_for_lease_until(lease_asked: Option<Instant>, now: Instant) -> Option<Instant> {
+    lease_asked.filter(|asked| now.saturating_duration_since(*asked) < LEASE_ON_ITS_WAY).map(|_| now + LEASE_HOLD)
 }
 
 /// What the fast path does at a change of an armed pair's wired carrier.
@@ -342,6 +371,14 @@ impl FastPath {
     /// Disarms every pair but `pairs` (unpaired, no longer trusted, the standby turned off).
     pub fn keep_only(&self, pairs: &[Uuid]) {
         self.table().retain(|(p, _)| pairs.contains(p));
+    }
+
+    /// Records that the supervisor asks the serving standby's DHCP client
+    /// for the lease now (`None`: it did not, after all).
+    fn note_lease_asked(&self, pair: &Uuid, at: Option<Instant>) {
+        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+            entry.lease_asked = at;
+        }
     }
 
     fn get(&self, pair: &Uuid) -> Option<Armed> {
@@ -450,15 +487,56 @@ fn serve_now(entry: &mut Armed) {
 /// backup up (see `crate::marks::replug_overdue_in`).
 fn silence_now(entry: &mut Armed) {
     let started = Instant::now();
-    if take_address_off(entry) {
-        info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface);
-    }
+    // (Marked first: a `link-up` that comes during a hold for the lease must
+    // leave the standby to this thread, not take its link down.)
     for mark in [Mark::ReplugHandled, Mark::ReplugPending] {
         if let Err(e) = mark.set(entry.wired) {
             warn!("standby: {e}");
         }
     }
+    silence_ipv6(entry);
+    if let Some(until) = hold_for_lease_until(entry.lease_asked, started) {
+        hold_for_lease(entry, until);
+    }
+    if take_address_off(entry) {
+        info!(took_us = started.elapsed().as_micros() as u64, "wired carrier back: {} left the LAN's address (warm standby)", entry.standby_iface);
+    }
 }
+
+/// Waits until NetworkManager's DHCP client on the standby has taken the
+/// lease it was asked for, or `until` (see [`hold_for_lease_until`]).
+fn hold_for_lease(entry: &Armed, until: Instant) {
+    let started = Instant::now();
+    let address = entry.address.address;
+    loop {
+        match crate::sys::udp_socket_bound(address, DHCP_CLIENT_PORT) {
+            Ok(true) => break,
+            Ok(false) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
+            Ok(false) => {
+                warn!(
+                    held_us = started.elapsed().as_micros() as u64,
+                    "wired carrier back: NetworkManager's DHCP client on {} has not taken the lease for {address}: the address leaves it all the same",
+                    entry.standby_iface
+                );
+                return;
+            }
+            Err(e) => {
+                warn!("standby: /proc/net/udp: {e}");
+                return;
+            }
+        }
+    }
+    let held = started.elapsed();
+    if held >= Duration::from_millis(1) {
+        info!(
+            held_us = held.as_micros() as u64,
+            "wired carrier back: {} kept {address} until NetworkManager's DHCP client took its lease", entry.standby_iface
+        );
+    }
+}
+
+/// The port a DHCP client's socket is bound to.
+const DHCP_CLIENT_PORT: u16 = 68;
 
 /// The re-plug of a pair whose backup profile holds the address
 /// ([`Guard::Backup`]): its link off the LAN before the wired DHCP client
@@ -497,10 +575,7 @@ fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>, serving_mac:
 /// reapply that follows keeps IPv6 off). Says whether the address came
 /// off (otherwise the link was set down, what the carrier watcher does).
 fn take_address_off(entry: &mut Armed) -> bool {
-    let ipv6_off = crate::sys::paths::link_sysctl_path("ipv6", entry.standby_iface.as_str(), "disable_ipv6");
-    if let Err(e) = std::fs::write(&ipv6_off, "1") {
-        warn!("standby: {}: {e}", ipv6_off.display());
-    }
+    silence_ipv6(entry);
     let off = match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
         Ok(()) => true,
         Err(e) => {
@@ -512,10 +587,19 @@ fn take_address_off(entry: &mut Armed) -> bool {
         }
     };
     entry.serving = false;
+    entry.lease_asked = None;
     if let Err(e) = Mark::StandbyServing.clear(entry.standby_link) {
         warn!("standby: {e}");
     }
     off
+}
+
+/// The standby's IPv6 off (see [`take_address_off`]).
+fn silence_ipv6(entry: &Armed) {
+    let ipv6_off = crate::sys::paths::link_sysctl_path("ipv6", entry.standby_iface.as_str(), "disable_ipv6");
+    if let Err(e) = std::fs::write(&ipv6_off, "1") {
+        warn!("standby: {}: {e}", ipv6_off.display());
+    }
 }
 
 /// What the supervisor remembers of the standbys between looks.
@@ -766,7 +850,13 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
             }
             let backup = nm.settings_with_secrets(&backup_profile(nm, pair)?, "reading the backup profile's IP settings")?;
             if let Some((applied, version)) = applied {
-                nm.reapply(&backup_dev, serving_settings(&applied, &backup, &address)?, version)?;
+                let serving = serving_settings(&applied, &backup, &address)?;
+                // (Noted before: NetworkManager may have the lease before it answers.)
+                fast.note_lease_asked(&pair.wired.uuid, Some(Instant::now()));
+                if let Err(e) = nm.reapply(&backup_dev, serving, version) {
+                    fast.note_lease_asked(&pair.wired.uuid, None);
+                    return Err(e.into());
+                }
                 info!(address = %address.address, "reapplied the standby of '{}' with the backup's IP settings", pair.backup.id);
             }
         }
@@ -815,6 +905,7 @@ fn arm(
         metric,
         serving,
         guard: Guard::Standby,
+        lease_asked: None,
     };
     match (fast.get(&pair.wired.uuid), wired_index, wired_address) {
         (Some(armed), _, _) if armed.serving && view.wired_carrier => {
@@ -875,6 +966,7 @@ pub fn guard_replug(nm: &Nm, pair: &Pair, fast: &FastPath) {
         metric: 0,
         serving: true,
         guard: Guard::Backup { own_mac, serving_mac },
+        lease_asked: None,
     };
     fast.arm(&pair.wired.uuid, entry);
 }
@@ -963,7 +1055,19 @@ mod tests {
             metric: 600,
             serving: false,
             guard: Guard::Standby,
+            lease_asked: None,
         }
+    }
+
+    #[test]
+    fn a_replug_waits_for_the_standbys_lease_only_while_it_may_be_on_its_way() {
+        let now = Instant::now();
+        let ago = |d: Duration| now.checked_sub(d).expect("a monotonic clock older than the test");
+        assert_eq!(hold_for_lease_until(None, now), None, "never asked for (a re-plug before the supervisor served)");
+        assert_eq!(hold_for_lease_until(Some(ago(Duration::from_millis(300))), now), Some(now + LEASE_HOLD));
+        assert_eq!(hold_for_lease_until(Some(now + Duration::from_millis(5)), now), Some(now + LEASE_HOLD), "noted a moment after the carrier's report");
+        assert_eq!(hold_for_lease_until(Some(ago(LEASE_ON_ITS_WAY)), now), None, "asked for long ago: taken, or not coming");
+        assert!(LEASE_HOLD <= Duration::from_secs(1), "a re-plug's hold stays short");
     }
 
     #[test]

@@ -414,6 +414,64 @@ fn warm_standby_with_a_wired_profile_connected_by_hand_on_stock_nm_1_42() {
     });
 }
 
+/// A re-plug while the standby's DHCP client is between the lease it asked
+/// for at the pull and taking it (the access point's frames to the station
+/// delayed 400 ms, so that the re-plug, made as soon as the supervisor
+/// logs its request, comes before the server's answer reaches the
+/// station): the standby keeps the address until its client has taken the
+/// lease, so NetworkManager keeps the standby up (on 1.42 its client fails
+/// the device when the address is gone at that moment, and the supervisor's
+/// new association puts the shared MAC on the access point's port while
+/// docked); the wired link's exchange is a request for its lease, which
+/// the server confirms.
+#[test]
+fn warm_standby_replug_while_its_dhcp_client_takes_the_lease_on_stock_nm_1_42() {
+    in_shared_vm("warm_standby_replug_while_its_dhcp_client_takes_the_lease_on_stock_nm_1_42", || {
+        let test = "wifi/warm standby, re-plug before its lease is taken";
+        let Some(p) = paired(test, LabConfig::new(DhcpServer::IscDhcpd, DhcpClient::Internal).with_wifi(), &["--standby"]) else { return };
+        let lab = &p.lab;
+        let diag = |what: &str| format!("{test}: {what}\n{}", lab.diagnostics());
+        standby_ready(test, &p);
+        let wired_mac = lab.mac("wired0");
+        let fdb = FdbMonitor::start(lab);
+        let (server_mark, companion_mark, nm_mark) = (lab.server_log().lines().count(), lab.dispatcher_log().len(), lab.nm_log().len());
+        lab.delay_frames_to_stations(Some(Duration::from_millis(400)));
+        lab.pull_cable();
+        lab.expect_until("the supervisor to ask the standby's DHCP client for the lease", Duration::from_secs(20), || {
+            lab.dispatcher_log().get(companion_mark..).is_some_and(|l| l.contains("reapplied the standby of 'Office Wi-Fi' with the backup's IP settings"))
+        });
+        lab.plug_cable();
+        lab.wait_until("the wired link to hold the address again", Duration::from_secs(30), || lab.ipv4("wired0") == Some(p.addr))
+            .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+        lab.wait_until("the standby silent again", Duration::from_secs(15), || {
+            lab.nmcli(&["-g", "IP4.ADDRESS", "device", "show", "wlan0"]).is_ok_and(|a| a.trim().is_empty()) && lab.ipv4("wlan0").is_none()
+        })
+        .unwrap_or_else(|e| panic!("{}", diag(&e.to_string())));
+        lab.delay_frames_to_stations(None);
+        let companion = lab.dispatcher_log().get(companion_mark..).unwrap_or_default().to_owned();
+        let held = companion.lines().find(|l| l.contains("until NetworkManager's DHCP client took its lease") || l.contains("has not taken the lease"));
+        measured(test, "re-plug: the standby kept the address for its DHCP client", held.unwrap_or("(no hold logged)"));
+        // Past the supervisor's look, FREE_FOR and an association: a standby NetworkManager failed would be associating again.
+        let docked = fdb.mark();
+        std::thread::sleep(Duration::from_secs(12));
+        let moves = fdb.moves(&wired_mac, docked, fdb.mark());
+        measured(test, "docked after the re-plug: the shared MAC's moves between bridge ports", moves);
+        let nm_log = lab.nm_log().get(nm_mark..).unwrap_or_default().to_owned();
+        let failed = nm_log.lines().filter(|l| l.contains("wlan0") && l.contains("-> failed")).collect::<Vec<_>>();
+        assert!(failed.is_empty(), "{}", diag(&format!("NetworkManager failed the standby: {failed:#?}")));
+        assert_eq!(nm_state(lab, STANDBY), "activated", "{}", diag("the standby went down at the re-plug"));
+        assert_eq!(lab.ap_stations(), std::slice::from_ref(&wired_mac), "{}", diag("the standby's association"));
+        assert_eq!(moves, 0, "{}", diag("the shared MAC moved to the access point's port while docked"));
+        let dhcp = server_requests(lab, server_mark);
+        measured(test, "pull and re-plug: DHCP messages at the server", dhcp.join(" | "));
+        assert!(dhcp.iter().all(|l| !l.contains("DISCOVER") && !l.contains("Abandoning")), "{}", diag("a DHCP exchange that started over"));
+        only_acks_for(lab, server_mark, p.addr);
+        assert_eq!(lab.ipv4("wired0"), Some(p.addr));
+        // (Last: what the outcomes above owe to, and that the re-plug came in time to test it.)
+        assert!(held.is_some_and(|l| l.contains("took its lease")), "{}", diag("the re-plug did not wait for the standby's DHCP client to take its lease"));
+    });
+}
+
 /// Between the two cycles the user switches the radio off and on while docked.
 #[test]
 fn warm_standby_pull_and_replug_on_wifi_stock_nm_1_42() {

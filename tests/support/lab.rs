@@ -748,10 +748,7 @@ impl Lab {
         let phys = radios();
         must(&["iw", "phy", &phys[0], "set", "netns", "name", &self.host])?;
         must(&["iw", "phy", &phys[1], "set", "netns", "name", &self.lan])?;
-        let ap_iface = must(&["ip", "netns", "exec", &self.lan, "iw", "dev"])?
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Interface ").map(str::to_owned))
-            .ok_or_else(|| LabError::Failed("the access point radio has no interface".into()))?;
+        let ap_iface = self.access_point_iface()?;
         let d = self.dir.join("server");
         // `wpa_disable_eapol_key_retries=1` (an AP's KRACK mitigation): hostapd
         // resends the handshake's message 3 when message 4 takes over 1 s,
@@ -771,6 +768,27 @@ impl Lab {
         self.procs.push(ap);
         self.wait_until("the access point", Duration::from_secs(30), || self.read("hostapd.log").contains("AP-ENABLED"))?;
         Ok(())
+    }
+
+    /// The access point radio's interface (in `lan`).
+    fn access_point_iface(&self) -> Result<String, LabError> {
+        must(&["ip", "netns", "exec", &self.lan, "iw", "dev"])?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Interface ").map(str::to_owned))
+            .ok_or_else(|| LabError::Failed("the access point radio has no interface".into()))
+    }
+
+    /// Delays every frame the access point sends its stations by `delay`
+    /// (netem on its interface), or no longer (`None`).
+    pub fn delay_frames_to_stations(&self, delay: Option<Duration>) {
+        let iface = self.access_point_iface().expect("the access point's interface");
+        let argv: Vec<String> = match delay {
+            Some(d) => ["tc", "qdisc", "replace", "dev", &iface, "root", "netem", "delay", &format!("{}ms", d.as_millis())].map(str::to_owned).to_vec(),
+            None => ["tc", "qdisc", "del", "dev", &iface, "root"].map(str::to_owned).to_vec(),
+        };
+        let mut full = vec!["ip".to_owned(), "netns".to_owned(), "exec".to_owned(), self.lan.clone()];
+        full.extend(argv);
+        must(&full.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|e| panic!("{}: {e}", full.join(" ")));
     }
 
     fn hostapd_cli(&self, args: &[&str]) -> String {
