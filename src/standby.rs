@@ -35,7 +35,7 @@ use glib::Variant;
 use tracing::{debug, info, warn};
 
 use crate::handover::{Pair, Side};
-use crate::lease::{LeaseOwner, LeaseStore};
+use crate::lease::{LeaseFormat, LeaseOwner, LeaseStore};
 use crate::marks::Mark;
 use crate::names::{Iface, Uuid};
 use crate::sys::libnm::{DeviceState, Nm};
@@ -374,10 +374,16 @@ impl FastPath {
     }
 
     /// Records that the supervisor asks the serving standby's DHCP client
-    /// for the lease now (`None`: it did not, after all).
-    fn note_lease_asked(&self, pair: &Uuid, at: Option<Instant>) {
-        if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
-            entry.lease_asked = at;
+    /// for the lease now (`None`: it did not, after all); says whether the
+    /// standby still serves (the thread may have taken the address off since
+    /// the supervisor looked).
+    fn note_lease_asked(&self, pair: &Uuid, at: Option<Instant>) -> bool {
+        match self.table().iter_mut().find(|(p, a)| p == pair && a.serving) {
+            Some((_, entry)) => {
+                entry.lease_asked = at;
+                true
+            }
+            None => false,
         }
     }
 
@@ -496,6 +502,10 @@ fn silence_now(entry: &mut Armed) {
     }
     silence_ipv6(entry);
     if let Some(until) = hold_for_lease_until(entry.lease_asked, started) {
+        // (What goes with the address otherwise: nothing leaves through the
+        // standby while it waits, and the LAN's switch keeps learning the
+        // shared MAC on the wired port.)
+        drop_routes(entry);
         hold_for_lease(entry, until);
     }
     if take_address_off(entry) {
@@ -533,6 +543,20 @@ fn hold_for_lease(entry: &Armed, until: Instant) {
             held_us = held.as_micros() as u64,
             "wired carrier back: {} kept {address} until NetworkManager's DHCP client took its lease", entry.standby_iface
         );
+    }
+}
+
+/// Takes the routes [`serve_now`] put on the standby's link off it.
+fn drop_routes(entry: &Armed) {
+    let a = entry.address;
+    let mut routes = vec![(a.network(), a.prefix)];
+    if a.gateway.is_some() {
+        routes.push((Ipv4Addr::UNSPECIFIED, 0));
+    }
+    for (destination, prefix) in routes {
+        if let Err(e) = netlink::del_ipv4_route(entry.standby_link, destination, prefix, entry.metric) {
+            warn!("standby: the route to {destination}/{prefix} off {}: {e}", entry.standby_iface);
+        }
     }
 }
 
@@ -849,11 +873,17 @@ fn tend_pair(nm: &Nm, pair: &Pair, fast: &FastPath, standbys: &mut Standbys) -> 
             if let Err(e) = LeaseStore::default().carry(&wired_owner, &standby_owner) {
                 warn!("standby: lease not carried: {e}");
             }
+            // Only NetworkManager's internal client takes a lease by binding
+            // to its address (see `hold_for_lease_until`); its lease files
+            // say which client NetworkManager runs.
+            let internal_client = matches!(LeaseStore::default().newest(&wired_owner), Ok(Some(lease)) if lease.format() == LeaseFormat::Internal);
             let backup = nm.settings_with_secrets(&backup_profile(nm, pair)?, "reading the backup profile's IP settings")?;
             if let Some((applied, version)) = applied {
                 let serving = serving_settings(&applied, &backup, &address)?;
                 // (Noted before: NetworkManager may have the lease before it answers.)
-                fast.note_lease_asked(&pair.wired.uuid, Some(Instant::now()));
+                if !fast.note_lease_asked(&pair.wired.uuid, internal_client.then(Instant::now)) {
+                    return Ok(()); // (The cable back since the look.)
+                }
                 if let Err(e) = nm.reapply(&backup_dev, serving, version) {
                     fast.note_lease_asked(&pair.wired.uuid, None);
                     return Err(e.into());

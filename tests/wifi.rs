@@ -467,8 +467,20 @@ fn warm_standby_replug_while_its_dhcp_client_takes_the_lease_on_stock_nm_1_42() 
         assert!(dhcp.iter().all(|l| !l.contains("DISCOVER") && !l.contains("Abandoning")), "{}", diag("a DHCP exchange that started over"));
         only_acks_for(lab, server_mark, p.addr);
         assert_eq!(lab.ipv4("wired0"), Some(p.addr));
-        // (Last: what the outcomes above owe to, and that the re-plug came in time to test it.)
-        assert!(held.is_some_and(|l| l.contains("took its lease")), "{}", diag("the re-plug did not wait for the standby's DHCP client to take its lease"));
+        // (Last: what the outcomes above owe to, and that the re-plug came in time to test it:
+        // NetworkManager's standby client took its lease while the thread held the address.)
+        let held =
+            held.filter(|l| l.contains("took its lease")).unwrap_or_else(|| panic!("{}", diag("the re-plug did not wait for the standby's DHCP client")));
+        let held_until = log_stamp(held).expect("the hold's log stamp");
+        let held_for = held.split("held_us=").nth(1).and_then(|n| n.split_whitespace().next()?.parse::<f64>().ok()).expect("held_us") / 1e6;
+        let accepted = logged_at(&nm_log, "dhcp4 (wlan0): accept lease").unwrap_or_else(|| panic!("{}", diag("the standby's client took no lease")));
+        measured(test, "re-plug: the hold's start -> the standby's client took its lease", ms(stamp_span(accepted - (held_until - held_for))));
+        assert!(
+            (held_until - held_for..=held_until + 0.05).contains(&accepted),
+            "{}",
+            diag(&format!("the standby's client took its lease at {accepted}, outside the hold ({held_for} s until {held_until})"))
+        );
+        assert!(!nm_log.contains("accept failed"), "{}", diag("NetworkManager's client failed to take a lease"));
     });
 }
 
