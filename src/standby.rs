@@ -21,7 +21,9 @@
 //! that address (NetworkManager adopts the address; its DHCP client renews the
 //! lease carried from the wired link). At the re-plug the thread takes the
 //! address off the standby's link the moment the carrier is back, before the
-//! wired DHCP client speaks, and the supervisor reapplies it silent.
+//! wired DHCP client speaks (unless that client has yet to take the lease it
+//! asked for: see [`hold_for_lease_until`]), and the supervisor reapplies it
+//! silent.
 //!
 //! The decisions are pure ([`next_step`], the settings transformations); the
 //! supervisor carries them out ([`tend`]) and runs the thread ([`FastPath`]).
