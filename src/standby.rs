@@ -22,7 +22,7 @@
 //! lease carried from the wired link). At the re-plug the thread takes the
 //! address off the standby's link the moment the carrier is back, before the
 //! wired DHCP client speaks (unless that client has yet to take the lease it
-//! asked for: see [`hold_for_lease_until`]), and the supervisor reapplies it
+//! asked for: see `hold_for_lease_until`), and the supervisor reapplies it
 //! silent.
 //!
 //! The decisions are pure ([`next_step`], the settings transformations); the
@@ -262,7 +262,7 @@ pub struct Armed {
     pub guard: Guard,
     /// When the supervisor asked NetworkManager's DHCP client on the
     /// standby for the lease (the reapply that serves), if it did since the
-    /// pull: see [`hold_for_lease_until`].
+    /// pull: see `hold_for_lease_until`.
     pub lease_asked: Option<Instant>,
 }
 
