@@ -272,8 +272,10 @@ pub struct Armed {
 const LEASE_ON_ITS_WAY: Duration = Duration::from_secs(10);
 
 /// The longest a re-plug keeps the address on the standby's link for
-/// NetworkManager's DHCP client to take the lease it was given.
-const LEASE_HOLD: Duration = Duration::from_secs(1);
+/// NetworkManager's DHCP client to take the lease it was given (in the
+/// Wi-Fi VM, a re-plug just after the serving reapply waited 1.1 s for it:
+/// its exchange had not started).
+const LEASE_HOLD: Duration = Duration::from_secs(3);
 
 /// Pure: until when a re-plug at `now` keeps the address on the standby's
 /// link, the lease having been asked for at `lease_asked`, unless the
@@ -283,10 +285,12 @@ const LEASE_HOLD: Duration = Duration::from_secs(1);
 /// at that moment makes the bind fail and NetworkManager fail the standby
 /// (`ip-config-unavailable`), whose association the supervisor then starts
 /// again: the shared MAC on the access point's port while docked. Held
-/// meanwhile, the address is on a link that sends nothing (no route leads
-/// there before the wired link's), and the wired client asks for the lease
-/// it holds, which a server confirms without a ping (ISC dhcpd pings only
-/// an address it offers), within seconds of a pull.
+/// meanwhile, the address and its routes stay on the standby's link (the
+/// client connects its socket to the server through them; the host's
+/// traffic goes on through the access point until the wired link has the
+/// address), and the wired client asks for the lease it holds, which a
+/// server confirms without a ping (ISC dhcpd pings only an address it
+/// offers), within seconds of a pull.
 fn hold_for_lease_until(lease_asked: Option<Instant>, now: Instant) -> Option<Instant> {
     lease_asked.filter(|asked| now.saturating_duration_since(*asked) < LEASE_ON_ITS_WAY).map(|_| now + LEASE_HOLD)
 }
@@ -504,10 +508,6 @@ fn silence_now(entry: &mut Armed) {
     }
     silence_ipv6(entry);
     if let Some(until) = hold_for_lease_until(entry.lease_asked, started) {
-        // (What goes with the address otherwise: nothing leaves through the
-        // standby while it waits, and the LAN's switch keeps learning the
-        // shared MAC on the wired port.)
-        drop_routes(entry);
         hold_for_lease(entry, until);
     }
     if take_address_off(entry) {
@@ -516,12 +516,14 @@ fn silence_now(entry: &mut Armed) {
 }
 
 /// Waits until NetworkManager's DHCP client on the standby has taken the
-/// lease it was asked for, or `until` (see [`hold_for_lease_until`]).
+/// lease it was asked for, or `until` (see [`hold_for_lease_until`]): its
+/// socket bound to the leased address and connected to the server (the
+/// connection needs the standby's route to the server too, which stays).
 fn hold_for_lease(entry: &Armed, until: Instant) {
     let started = Instant::now();
     let address = entry.address.address;
     loop {
-        match crate::sys::udp_socket_bound(address, DHCP_CLIENT_PORT) {
+        match crate::sys::udp_socket_connected(address, DHCP_PORTS.0, DHCP_PORTS.1) {
             Ok(true) => break,
             // (Not faster: this thread runs ahead of NetworkManager, which has the lease to take.)
             Ok(false) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
@@ -548,22 +550,8 @@ fn hold_for_lease(entry: &Armed, until: Instant) {
     }
 }
 
-/// Takes the routes [`serve_now`] put on the standby's link off it.
-fn drop_routes(entry: &Armed) {
-    let a = entry.address;
-    let mut routes = vec![(a.network(), a.prefix)];
-    if a.gateway.is_some() {
-        routes.push((Ipv4Addr::UNSPECIFIED, 0));
-    }
-    for (destination, prefix) in routes {
-        if let Err(e) = netlink::del_ipv4_route(entry.standby_link, destination, prefix, entry.metric) {
-            warn!("standby: the route to {destination}/{prefix} off {}: {e}", entry.standby_iface);
-        }
-    }
-}
-
-/// The port a DHCP client's socket is bound to.
-const DHCP_CLIENT_PORT: u16 = 68;
+/// The ports of a DHCP client's socket and of the server it is connected to.
+const DHCP_PORTS: (u16, u16) = (68, 67);
 
 /// The re-plug of a pair whose backup profile holds the address
 /// ([`Guard::Backup`]): its link off the LAN before the wired DHCP client
@@ -1100,7 +1088,7 @@ mod tests {
         assert_eq!(hold_for_lease_until(Some(ago(Duration::from_millis(300))), now), Some(now + LEASE_HOLD));
         assert_eq!(hold_for_lease_until(Some(now + Duration::from_millis(5)), now), Some(now + LEASE_HOLD), "noted a moment after the carrier's report");
         assert_eq!(hold_for_lease_until(Some(ago(LEASE_ON_ITS_WAY)), now), None, "asked for long ago: taken, or not coming");
-        assert!(LEASE_HOLD <= Duration::from_secs(1), "a re-plug's hold stays short");
+        assert!(LEASE_HOLD <= Duration::from_secs(3), "a re-plug's hold stays bounded");
     }
 
     #[test]

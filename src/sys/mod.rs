@@ -94,17 +94,21 @@ pub fn racing_priority() -> std::io::Result<()> {
 }
 
 /// Whether a UDP socket of this network namespace is bound to
-/// `address`:`port` (`/proc/net/udp`).
-pub fn udp_socket_bound(address: std::net::Ipv4Addr, port: u16) -> std::io::Result<bool> {
-    Ok(udp_table_has(&std::fs::read_to_string("/proc/net/udp")?, address, port))
+/// `address`:`port` and connected to a peer's `peer_port` (`/proc/net/udp`).
+pub fn udp_socket_connected(address: std::net::Ipv4Addr, port: u16, peer_port: u16) -> std::io::Result<bool> {
+    Ok(udp_table_has(&std::fs::read_to_string("/proc/net/udp")?, address, port, peer_port))
 }
 
 /// Pure: whether a `/proc/net/udp` table lists a socket bound to
-/// `address`:`port` (the kernel prints the address as the u32 it stores,
-/// in network byte order, in hex).
-fn udp_table_has(table: &str, address: std::net::Ipv4Addr, port: u16) -> bool {
+/// `address`:`port` and connected to `peer_port` (the kernel prints an
+/// address as the u32 it stores, in network byte order, in hex).
+fn udp_table_has(table: &str, address: std::net::Ipv4Addr, port: u16, peer_port: u16) -> bool {
     let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes(address.octets()));
-    table.lines().skip(1).any(|line| line.split_whitespace().nth(1).is_some_and(|field| field.eq_ignore_ascii_case(&local)))
+    let peer_suffix = format!(":{peer_port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next().is_some_and(|l| l.eq_ignore_ascii_case(&local)) && fields.next().is_some_and(|r| r.ends_with(&peer_suffix) && !r.starts_with("00000000:"))
+    })
 }
 
 /// Whether this process runs with root's effective user id.
@@ -118,18 +122,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_udp_socket_is_found_by_its_bound_address_and_port() {
+    fn a_udp_socket_is_found_by_its_bound_address_and_its_peer() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
                      \x20 131: 960012C6:0044 010012C6:0043 01 00000000:00000000 00:00000000 00000000     0        0 23891 2 0000000000000000 0\n\
+                     \x20 132: 970012C6:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 23892 2 0000000000000000 0\n\
                      \x20 140: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 23001 2 0000000000000000 0\n";
         let leased: std::net::Ipv4Addr = "198.18.0.150".parse().unwrap();
-        let found = |address: std::net::Ipv4Addr, port| udp_table_has(table, address, port);
-        assert_eq!(found(leased, 68), cfg!(target_endian = "little"), "the leased address's client port");
-        assert!(!found(leased, 67), "another port");
-        assert!(!found("198.18.0.151".parse().unwrap(), 68), "another address");
-        assert!(found(std::net::Ipv4Addr::UNSPECIFIED, 68), "any address");
-        assert!(!udp_table_has("  sl  local_address\n", leased, 68), "an empty table");
-        assert!(udp_socket_bound(leased, 68).is_ok(), "this namespace's table is readable");
+        let found = |address: std::net::Ipv4Addr, port, peer| udp_table_has(table, address, port, peer);
+        assert_eq!(found(leased, 68, 67), cfg!(target_endian = "little"), "the leased address's client socket, connected to the server");
+        assert!(!found(leased, 67, 67), "another port");
+        assert!(!found(leased, 68, 68), "another peer port");
+        assert!(!found("198.18.0.151".parse().unwrap(), 68, 67), "bound, not yet connected");
+        assert!(!found("198.18.0.152".parse().unwrap(), 68, 67), "another address");
+        assert!(!found(std::net::Ipv4Addr::UNSPECIFIED, 68, 67), "bound to any address, connected to none");
+        assert!(!udp_table_has("  sl  local_address\n", leased, 68, 67), "an empty table");
+        assert!(udp_socket_connected(leased, 68, 67).is_ok(), "this namespace's table is readable");
     }
 
     #[test]

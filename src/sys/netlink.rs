@@ -267,63 +267,31 @@ pub fn del_ipv4_address(index: i32, address: Ipv4Addr, prefix: u8) -> io::Result
 /// any other with the same destination and metric (never replacing one of
 /// another link's: IPv4 routes are keyed without their link).
 pub fn add_ipv4_route(index: i32, destination: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>, source: Ipv4Addr, metric: u32) -> io::Result<()> {
-    match ipv4_route_request(libc::RTM_NEWROUTE, libc::NLM_F_CREATE as u16, index, destination, prefix, gateway, Some(source), metric) {
-        // The very same route is there already.
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        other => other,
-    }
-}
-
-/// Removes the main-table route to `destination/prefix` through link
-/// `index` with `metric` (whoever added it). Gone already is no error.
-pub fn del_ipv4_route(index: i32, destination: Ipv4Addr, prefix: u8, metric: u32) -> io::Result<()> {
-    match ipv4_route_request(libc::RTM_DELROUTE, 0, index, destination, prefix, None, None, metric) {
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-        other => other,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn ipv4_route_request(
-    kind: u16,
-    flags: u16,
-    index: i32,
-    destination: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
-    source: Option<Ipv4Addr>,
-    metric: u32,
-) -> io::Result<()> {
-    let adding = kind == libc::RTM_NEWROUTE;
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
     let mut header = [0u8; 12];
     header[0] = libc::AF_INET as u8;
     header[1] = prefix;
     header[4] = libc::RT_TABLE_MAIN;
-    // (A removal matches any protocol and scope.)
-    header[5] = if adding { libc::RTPROT_BOOT } else { libc::RTPROT_UNSPEC };
-    header[6] = match (adding, gateway) {
-        (false, _) => libc::RT_SCOPE_NOWHERE,
-        (true, Some(_)) => libc::RT_SCOPE_UNIVERSE,
-        (true, None) => libc::RT_SCOPE_LINK,
-    };
+    header[5] = libc::RTPROT_BOOT;
+    header[6] = if gateway.is_some() { libc::RT_SCOPE_UNIVERSE } else { libc::RT_SCOPE_LINK };
     header[7] = libc::RTN_UNICAST;
     let index_bytes = (index as u32).to_ne_bytes();
     let metric_bytes = metric.to_ne_bytes();
     let destination_bytes = destination.octets();
-    let source_bytes = source.map(|s| s.octets());
+    let source_bytes = source.octets();
     let gateway_bytes = gateway.map(|g| g.octets());
-    let mut attrs: Vec<(u16, &[u8])> = vec![(libc::RTA_OIF, &index_bytes), (libc::RTA_PRIORITY, &metric_bytes)];
-    if let Some(source) = &source_bytes {
-        attrs.push((libc::RTA_PREFSRC, source));
-    }
+    let mut attrs: Vec<(u16, &[u8])> = vec![(libc::RTA_OIF, &index_bytes), (libc::RTA_PRIORITY, &metric_bytes), (libc::RTA_PREFSRC, &source_bytes)];
     if prefix > 0 {
         attrs.push((libc::RTA_DST, &destination_bytes));
     }
     if let Some(gateway) = &gateway_bytes {
         attrs.push((libc::RTA_GATEWAY, gateway));
     }
-    RouteSocket::open()?.request(1, kind, flags, &header, &attrs)
+    match RouteSocket::open()?.request(1, libc::RTM_NEWROUTE, libc::NLM_F_CREATE as u16, &header, &attrs) {
+        // The very same route is there already.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
 }
 
 /// Link changes of this network namespace, as they happen (RTMGRP_LINK),
