@@ -21,9 +21,9 @@
 //! that address (NetworkManager adopts the address; its DHCP client renews the
 //! lease carried from the wired link). At the re-plug the thread takes the
 //! address off the standby's link the moment the carrier is back, before the
-//! wired DHCP client speaks (unless that client has yet to take the lease it
-//! asked for: see `hold_for_lease_until`), and the supervisor reapplies it
-//! silent.
+//! wired DHCP client speaks (unless the standby's own DHCP client has yet to
+//! take the lease it asked for at the pull: see `hold_for_lease_until`), and
+//! the supervisor reapplies it silent.
 //!
 //! The decisions are pure ([`next_step`], the settings transformations); the
 //! supervisor carries them out ([`tend`]) and runs the thread ([`FastPath`]).
@@ -260,9 +260,9 @@ pub struct Armed {
     pub metric: u32,
     pub serving: bool,
     pub guard: Guard,
-    /// When the supervisor asked NetworkManager's DHCP client on the
-    /// standby for the lease (the reapply that serves), if it did since the
-    /// pull: see `hold_for_lease_until`.
+    /// When the supervisor asked NetworkManager's internal DHCP client on
+    /// the standby for the lease (the reapply that serves), if it did since
+    /// the pull: see `hold_for_lease_until`.
     pub lease_asked: Option<Instant>,
 }
 
@@ -493,7 +493,8 @@ fn serve_now(entry: &mut Armed) {
 }
 
 /// The re-plug: the address off the standby's link, before the wired DHCP
-/// client speaks. The re-plug is recorded as under way, as the carrier
+/// client speaks (or, in a hold for the standby's lease, once its client has
+/// taken it: see [`hold_for_lease_until`]). The re-plug is recorded as under way, as the carrier
 /// watcher records it: where NetworkManager activates nothing on the wired
 /// link (a wired profile connected by hand), the supervisor brings the
 /// backup up (see `crate::marks::replug_overdue_in`).
@@ -519,6 +520,10 @@ fn silence_now(entry: &mut Armed) {
 /// lease it was asked for, or `until` (see [`hold_for_lease_until`]): its
 /// socket bound to the leased address and connected to the server (the
 /// connection needs the standby's route to the server too, which stays).
+/// The wired client's own such socket ends the wait too: the address is
+/// then on the wired link, still the host's, which is all the standby's
+/// client needs to bind to it. (Sockets say nothing of their link in
+/// `/proc/net/udp`.)
 fn hold_for_lease(entry: &Armed, until: Instant) {
     let started = Instant::now();
     let address = entry.address.address;
