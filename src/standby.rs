@@ -412,6 +412,7 @@ impl FastPath {
     /// next re-plug with no fast path left to take it off.
     fn withdraw(&self, pair: &Uuid) {
         if let Some((_, entry)) = self.table().iter_mut().find(|(p, a)| p == pair && a.serving && a.guard == Guard::Standby) {
+            silence_ipv6(entry);
             take_address_off(entry);
             warn!("standby: {} may no longer be touched: the address it served taken back", entry.standby_iface);
         }
@@ -589,13 +590,11 @@ fn take_backup_off_now(entry: &mut Armed, own_mac: Option<[u8; 6]>, serving_mac:
     }
 }
 
-/// Takes the address the standby serves off its link, its IPv6 addresses
-/// too (the wired link's own, with the pair's IPv6 identity: before the
-/// wired link's duplicate address detection asks for them; the silent
-/// reapply that follows keeps IPv6 off). Says whether the address came
-/// off (otherwise the link was set down, what the carrier watcher does).
+/// Takes the IPv4 address the standby serves off its link (its callers
+/// first take its IPv6 addresses off with [`silence_ipv6`]). Says whether the
+/// address came off (otherwise the link was set down, what the carrier
+/// watcher does).
 fn take_address_off(entry: &mut Armed) -> bool {
-    silence_ipv6(entry);
     let off = match netlink::del_ipv4_address(entry.standby_link, entry.address.address, entry.address.prefix) {
         Ok(()) => true,
         Err(e) => {
@@ -614,7 +613,9 @@ fn take_address_off(entry: &mut Armed) -> bool {
     off
 }
 
-/// The standby's IPv6 off (see [`take_address_off`]).
+/// The standby's IPv6 off: its addresses (the wired link's own, with the
+/// pair's IPv6 identity) gone before the wired link's duplicate address
+/// detection asks for them; the silent reapply that follows keeps it off.
 fn silence_ipv6(entry: &Armed) {
     let ipv6_off = crate::sys::paths::link_sysctl_path("ipv6", entry.standby_iface.as_str(), "disable_ipv6");
     if let Err(e) = std::fs::write(&ipv6_off, "1") {
